@@ -1,0 +1,97 @@
+//! The Maintenance service: status, alarms, hashes and defragmentation.
+
+use tonic::{Request, Response, Status};
+
+use super::{unexpected, Context};
+use crate::pb::{self, alarm_request::AlarmAction, command, command_result, maintenance_server::Maintenance};
+
+pub struct MaintenanceService {
+    ctx: Context,
+}
+
+impl MaintenanceService {
+    pub fn new(ctx: Context) -> MaintenanceService {
+        MaintenanceService { ctx }
+    }
+
+    fn alarm_list(&self) -> crate::Result<Vec<pb::AlarmMember>> {
+        Ok(self
+            .ctx
+            .node
+            .kv
+            .alarms()?
+            .into_iter()
+            .map(|a| pb::AlarmMember { member_id: a.member_id, alarm: a.alarm })
+            .collect())
+    }
+}
+
+fn alarm_name(alarm: i32) -> &'static str {
+    pb::AlarmType::try_from(alarm).map_or("UNKNOWN", |a| a.as_str_name())
+}
+
+#[tonic::async_trait]
+impl Maintenance for MaintenanceService {
+    async fn alarm(&self, request: Request<pb::AlarmRequest>) -> Result<Response<pb::AlarmResponse>, Status> {
+        let req = request.into_inner();
+        if req.action == AlarmAction::Get as i32 {
+            let alarms = self.alarm_list()?;
+            return Ok(Response::new(pb::AlarmResponse { header: self.ctx.current_header()?, alarms }));
+        }
+        match self.ctx.propose(command::Op::Alarm(req)).await? {
+            command_result::Result::Alarm(mut response) => {
+                response.header = self.ctx.header(response.header);
+                Ok(Response::new(response))
+            }
+            _ => Err(unexpected("alarm").into()),
+        }
+    }
+
+    async fn status(&self, _: Request<pb::StatusRequest>) -> Result<Response<pb::StatusResponse>, Status> {
+        let node = &self.ctx.node;
+        let committed = node.raft.with_raft_state(|state| state.committed).await.map_err(|_| crate::Error::Stopped)?;
+        let metrics = node.raft.metrics().borrow().clone();
+        let db_size = node.kv.size_on_disk(&node.db)? as i64;
+        let errors = self
+            .alarm_list()?
+            .iter()
+            .map(|a| format!("memberID:{} alarm:{} ", a.member_id, alarm_name(a.alarm)))
+            .collect();
+        Ok(Response::new(pb::StatusResponse {
+            header: self.ctx.current_header()?,
+            version: crate::ETCD_API_VERSION.to_string(),
+            db_size,
+            leader: metrics.current_leader.unwrap_or(0),
+            raft_index: committed.map_or(0, |id| id.index),
+            raft_term: metrics.current_term,
+            raft_applied_index: metrics.last_applied.map_or(0, |id| id.index),
+            errors,
+            // sled reclaims space itself, so everything it holds counts as in use.
+            db_size_in_use: db_size,
+            is_learner: !metrics.membership_config.membership().voter_ids().any(|id| id == node.id),
+            db_size_quota: self.ctx.quota_backend_bytes as i64,
+            ..Default::default()
+        }))
+    }
+
+    async fn defragment(&self, _: Request<pb::DefragmentRequest>) -> Result<Response<pb::DefragmentResponse>, Status> {
+        // sled compacts its segments continuously; there is nothing to rewrite, only to flush.
+        self.ctx.node.db.flush_async().await.map_err(crate::Error::from)?;
+        Ok(Response::new(pb::DefragmentResponse { header: self.ctx.current_header()? }))
+    }
+
+    async fn hash(&self, _: Request<pb::HashRequest>) -> Result<Response<pb::HashResponse>, Status> {
+        let (hash, _, _) = self.ctx.node.kv.hash_kv(0)?;
+        Ok(Response::new(pb::HashResponse { header: self.ctx.current_header()?, hash }))
+    }
+
+    async fn hash_kv(&self, request: Request<pb::HashKvRequest>) -> Result<Response<pb::HashKvResponse>, Status> {
+        let (hash, compact_revision, hash_revision) = self.ctx.node.kv.hash_kv(request.get_ref().revision)?;
+        Ok(Response::new(pb::HashKvResponse {
+            header: self.ctx.current_header()?,
+            hash,
+            compact_revision,
+            hash_revision,
+        }))
+    }
+}

@@ -1,0 +1,74 @@
+//! The etcd v3 gRPC services. Each handler validates, proposes or reads, and maps the result;
+//! the rules themselves live in [`crate::kv`], availability in [`crate::raft`].
+//!
+//! Watch, Lease and Auth, and the parts of Cluster and Maintenance not listed in the README,
+//! are registered and answer Unimplemented, so a client gets an answer rather than a hang.
+
+mod cluster;
+mod kv;
+mod maintenance;
+mod validate;
+
+use std::sync::Arc;
+
+use crate::pb::{self, command, command_result};
+use crate::raft::node::Node;
+use crate::{Error, Result};
+pub use validate::Limits;
+
+pub use cluster::ClusterService;
+pub use kv::KvService;
+pub use maintenance::MaintenanceService;
+
+/// Services not written yet: every method answers Unimplemented (tonic's default stubs).
+pub struct WatchService;
+pub struct LeaseService;
+pub struct AuthService;
+
+impl pb::watch_server::Watch for WatchService {}
+impl pb::lease_server::Lease for LeaseService {}
+impl pb::auth_server::Auth for AuthService {}
+
+/// What every service shares.
+#[derive(Clone)]
+pub struct Context {
+    pub node: Arc<Node>,
+    pub limits: Arc<Limits>,
+    pub quota_backend_bytes: u64,
+}
+
+impl Context {
+    /// Proposes a command and returns its result, already checked for a refusal.
+    async fn propose(&self, op: command::Op) -> Result<command_result::Result> {
+        let result = self.node.propose(pb::Command { op: Some(op) }).await?;
+        result.result.ok_or_else(|| Error::Internal("empty command result".into()))
+    }
+
+    /// Fills in what etcd puts in every header; keeps the revision the state machine set.
+    fn header(&self, header: Option<pb::ResponseHeader>) -> Option<pb::ResponseHeader> {
+        let revision = header.map_or(0, |h| h.revision);
+        Some(self.node.header(revision))
+    }
+
+    fn current_header(&self) -> Result<Option<pb::ResponseHeader>> {
+        Ok(Some(self.node.header(self.node.kv.revision()?)))
+    }
+
+    /// etcd refuses writes once the backend passes its quota, and raises NOSPACE for the cluster.
+    async fn check_quota(&self) -> Result<()> {
+        if self.node.kv.size_on_disk(&self.node.db)? <= self.quota_backend_bytes {
+            return Ok(());
+        }
+        let alarm = pb::AlarmRequest {
+            action: pb::alarm_request::AlarmAction::Activate as i32,
+            member_id: self.node.id,
+            alarm: pb::AlarmType::Nospace as i32,
+        };
+        self.propose(command::Op::Alarm(alarm)).await?;
+        Err(Error::NoSpace)
+    }
+}
+
+fn unexpected(what: &str) -> Error {
+    Error::Internal(format!("unexpected result for {what}"))
+}

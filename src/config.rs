@@ -1,0 +1,311 @@
+//! etcd's command line, with etcd's names, defaults and meaning, validated into one [`Config`]
+//! before anything is written or bound.
+//!
+//! Go's flag package accepts `-name` as well as `--name`, and scripts use both; [`normalize_args`]
+//! turns the single-dash form into clap's. Every flag can also come from etcd's `ETCD_*`
+//! environment variable.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+use url::Url;
+
+use crate::{Error, Result};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ClusterState {
+    New,
+    Existing,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogLevel {
+    Debug,
+    Info,
+    Warn,
+    Error,
+    Panic,
+    Fatal,
+}
+
+/// The flags, as etcd names them.
+#[derive(Parser, Debug, Clone)]
+#[command(
+    name = "phoenix",
+    version,
+    about = "Phoenix: an etcd-compatible consensus store",
+    disable_version_flag = true
+)]
+pub struct Flags {
+    /// Print the version and exit.
+    #[arg(long)]
+    pub version: bool,
+    /// Human-readable name for this member.
+    #[arg(long, env = "ETCD_NAME", default_value = "default")]
+    pub name: String,
+    /// Path to the data directory (default: ${name}.phoenix).
+    #[arg(long, env = "ETCD_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// URLs to listen on for client traffic.
+    #[arg(long, env = "ETCD_LISTEN_CLIENT_URLS", default_value = "http://localhost:2379")]
+    pub listen_client_urls: String,
+    /// This member's client URLs to advertise to the rest of the cluster.
+    #[arg(long, env = "ETCD_ADVERTISE_CLIENT_URLS", default_value = "http://localhost:2379")]
+    pub advertise_client_urls: String,
+    /// URLs to listen on for peer traffic.
+    #[arg(long, env = "ETCD_LISTEN_PEER_URLS", default_value = "http://localhost:2380")]
+    pub listen_peer_urls: String,
+    /// This member's peer URLs to advertise to the rest of the cluster.
+    #[arg(long, env = "ETCD_INITIAL_ADVERTISE_PEER_URLS", default_value = "http://localhost:2380")]
+    pub initial_advertise_peer_urls: String,
+    /// Initial cluster configuration for bootstrapping, as name=peer-url pairs.
+    #[arg(long, env = "ETCD_INITIAL_CLUSTER")]
+    pub initial_cluster: Option<String>,
+    /// Initial cluster state: 'new' or 'existing'.
+    #[arg(long, env = "ETCD_INITIAL_CLUSTER_STATE", value_enum, default_value = "new")]
+    pub initial_cluster_state: ClusterState,
+    /// Initial cluster token, part of the cluster and member IDs.
+    #[arg(long, env = "ETCD_INITIAL_CLUSTER_TOKEN", default_value = "etcd-cluster")]
+    pub initial_cluster_token: String,
+    /// Time (in milliseconds) of a heartbeat interval.
+    #[arg(long, env = "ETCD_HEARTBEAT_INTERVAL", default_value_t = 100)]
+    pub heartbeat_interval: u64,
+    /// Time (in milliseconds) for an election to timeout.
+    #[arg(long, env = "ETCD_ELECTION_TIMEOUT", default_value_t = 1000)]
+    pub election_timeout: u64,
+    /// Number of committed entries that trigger a snapshot (and purge the log behind it).
+    #[arg(long, env = "ETCD_SNAPSHOT_COUNT", default_value_t = 100_000)]
+    pub snapshot_count: u64,
+    /// Raise an alarm when the backend size exceeds this quota (0 defaults to 2 GiB).
+    #[arg(long, env = "ETCD_QUOTA_BACKEND_BYTES", default_value_t = 0)]
+    pub quota_backend_bytes: u64,
+    /// Maximum number of operations permitted in a transaction.
+    #[arg(long, env = "ETCD_MAX_TXN_OPS", default_value_t = 128)]
+    pub max_txn_ops: u32,
+    /// Maximum client request size in bytes the server will accept.
+    #[arg(long, env = "ETCD_MAX_REQUEST_BYTES", default_value_t = 1_572_864)]
+    pub max_request_bytes: u32,
+    /// Log level: debug, info, warn, error, panic or fatal.
+    #[arg(long, env = "ETCD_LOG_LEVEL", value_enum, default_value = "info")]
+    pub log_level: LogLevel,
+}
+
+/// A validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub name: String,
+    pub data_dir: PathBuf,
+    pub listen_client_urls: Vec<Url>,
+    pub advertise_client_urls: Vec<Url>,
+    pub listen_peer_urls: Vec<Url>,
+    pub initial_advertise_peer_urls: Vec<Url>,
+    /// Member name -> its peer URLs.
+    pub initial_cluster: BTreeMap<String, Vec<Url>>,
+    pub initial_cluster_state: ClusterState,
+    pub initial_cluster_token: String,
+    pub heartbeat_interval: Duration,
+    pub election_timeout: Duration,
+    pub snapshot_count: u64,
+    pub quota_backend_bytes: u64,
+    pub max_txn_ops: usize,
+    pub max_request_bytes: usize,
+    pub log_level: LogLevel,
+}
+
+const DEFAULT_QUOTA_BYTES: u64 = 2 * 1024 * 1024 * 1024;
+
+/// Rewrites Go-style `-flag` into `--flag`; leaves values and `--flag` alone.
+pub fn normalize_args(args: impl IntoIterator<Item = String>) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut after_program = false;
+    for arg in args {
+        let is_single_dash_flag = after_program && arg.starts_with('-') && !arg.starts_with("--") && arg.len() > 2;
+        out.push(if is_single_dash_flag { format!("-{arg}") } else { arg });
+        after_program = true;
+    }
+    out
+}
+
+impl Config {
+    pub fn from_flags(flags: Flags) -> Result<Config> {
+        let initial_advertise_peer_urls =
+            parse_urls("--initial-advertise-peer-urls", &flags.initial_advertise_peer_urls)?;
+        let initial_cluster = match &flags.initial_cluster {
+            Some(spec) => parse_initial_cluster(spec)?,
+            // etcd's default: this member alone, at its advertised peer URLs.
+            None => BTreeMap::from([(flags.name.clone(), initial_advertise_peer_urls.clone())]),
+        };
+        let config = Config {
+            data_dir: flags.data_dir.clone().unwrap_or_else(|| PathBuf::from(format!("{}.phoenix", flags.name))),
+            listen_client_urls: parse_listen_urls("--listen-client-urls", &flags.listen_client_urls)?,
+            advertise_client_urls: parse_urls("--advertise-client-urls", &flags.advertise_client_urls)?,
+            listen_peer_urls: parse_listen_urls("--listen-peer-urls", &flags.listen_peer_urls)?,
+            initial_advertise_peer_urls,
+            initial_cluster,
+            initial_cluster_state: flags.initial_cluster_state,
+            initial_cluster_token: flags.initial_cluster_token,
+            heartbeat_interval: Duration::from_millis(flags.heartbeat_interval),
+            election_timeout: Duration::from_millis(flags.election_timeout),
+            snapshot_count: flags.snapshot_count,
+            quota_backend_bytes: if flags.quota_backend_bytes == 0 {
+                DEFAULT_QUOTA_BYTES
+            } else {
+                flags.quota_backend_bytes
+            },
+            max_txn_ops: flags.max_txn_ops as usize,
+            max_request_bytes: flags.max_request_bytes as usize,
+            log_level: flags.log_level,
+            name: flags.name,
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<()> {
+        let mine = self.initial_cluster.get(&self.name).ok_or_else(|| {
+            Error::Config(format!(
+                "couldn't find local name {:?} in the initial cluster configuration (--initial-cluster)",
+                self.name
+            ))
+        })?;
+        let mut mine: Vec<&str> = mine.iter().map(Url::as_str).collect();
+        let mut advertised: Vec<&str> = self.initial_advertise_peer_urls.iter().map(Url::as_str).collect();
+        mine.sort_unstable();
+        advertised.sort_unstable();
+        if mine != advertised {
+            return Err(Error::Config(format!(
+                "--initial-cluster has {}={} but --initial-advertise-peer-urls is {}",
+                self.name,
+                mine.join(","),
+                advertised.join(",")
+            )));
+        }
+        if self.heartbeat_interval.is_zero() {
+            return Err(Error::Config("--heartbeat-interval must be greater than 0".into()));
+        }
+        if self.election_timeout < self.heartbeat_interval * 5 {
+            return Err(Error::Config(format!(
+                "--election-timeout[{}ms] should be at least as 5 times as --heartbeat-interval[{}ms]",
+                self.election_timeout.as_millis(),
+                self.heartbeat_interval.as_millis()
+            )));
+        }
+        if self.snapshot_count == 0 {
+            return Err(Error::Config("--snapshot-count must be greater than 0".into()));
+        }
+        if self.max_txn_ops == 0 || self.max_request_bytes == 0 {
+            return Err(Error::Config("--max-txn-ops and --max-request-bytes must be greater than 0".into()));
+        }
+        Ok(())
+    }
+
+    /// The timeout of one client request, as etcd computes it: 5 s plus two election timeouts.
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_secs(5) + 2 * self.election_timeout
+    }
+
+    pub fn peer_urls_of(&self, name: &str) -> Vec<String> {
+        self.initial_cluster.get(name).map(|urls| urls.iter().map(url_string).collect()).unwrap_or_default()
+    }
+}
+
+/// A URL as etcd prints it: without the trailing slash `url` adds to an empty path.
+pub fn url_string(url: &Url) -> String {
+    url.as_str().trim_end_matches('/').to_string()
+}
+
+fn parse_urls(flag: &str, list: &str) -> Result<Vec<Url>> {
+    let urls: Vec<Url> =
+        list.split(',').map(str::trim).filter(|s| !s.is_empty()).map(|s| parse_url(flag, s)).collect::<Result<_>>()?;
+    if urls.is_empty() {
+        return Err(Error::Config(format!("{flag} must list at least one URL")));
+    }
+    Ok(urls)
+}
+
+fn parse_url(flag: &str, s: &str) -> Result<Url> {
+    let url = Url::parse(s).map_err(|e| Error::Config(format!("{flag}: invalid URL {s:?}: {e}")))?;
+    match url.scheme() {
+        "http" => {}
+        "https" | "unixs" => return Err(Error::Config(format!("{flag}: {s:?}: TLS is not supported by Phoenix yet"))),
+        other => return Err(Error::Config(format!("{flag}: URL scheme must be http, not {other:?} in {s:?}"))),
+    }
+    if url.host_str().is_none_or(str::is_empty) || url.port().is_none() {
+        return Err(Error::Config(format!("{flag}: URL {s:?} must have a host and a port")));
+    }
+    if url.path() != "/" && !url.path().is_empty() {
+        return Err(Error::Config(format!("{flag}: URL {s:?} must not have a path")));
+    }
+    Ok(url)
+}
+
+/// Listen URLs must name an IP address (or localhost), as etcd requires for binding.
+fn parse_listen_urls(flag: &str, list: &str) -> Result<Vec<Url>> {
+    let urls = parse_urls(flag, list)?;
+    for url in &urls {
+        let host = url.host_str().unwrap_or_default();
+        let is_ip = host.trim_matches(['[', ']']).parse::<std::net::IpAddr>().is_ok();
+        if !is_ip && host != "localhost" {
+            return Err(Error::Config(format!("{flag}: expected IP in URL for binding ({url})")));
+        }
+    }
+    Ok(urls)
+}
+
+fn parse_initial_cluster(spec: &str) -> Result<BTreeMap<String, Vec<Url>>> {
+    let mut members: BTreeMap<String, Vec<Url>> = BTreeMap::new();
+    for pair in spec.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let (name, url) = pair
+            .split_once('=')
+            .ok_or_else(|| Error::Config(format!("--initial-cluster: {pair:?} is not of the form name=url")))?;
+        members.entry(name.to_string()).or_default().push(parse_url("--initial-cluster", url)?);
+    }
+    if members.is_empty() {
+        return Err(Error::Config("--initial-cluster must list at least one member".into()));
+    }
+    Ok(members)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(args: &[&str]) -> Result<Config> {
+        let args = normalize_args(std::iter::once("phoenix").chain(args.iter().copied()).map(String::from));
+        Config::from_flags(Flags::try_parse_from(args).map_err(|e| Error::Config(e.to_string()))?)
+    }
+
+    #[test]
+    fn defaults_are_etcds() {
+        let c = config(&[]).unwrap();
+        assert_eq!(c.name, "default");
+        assert_eq!(c.data_dir, PathBuf::from("default.phoenix"));
+        assert_eq!(c.peer_urls_of("default"), vec!["http://localhost:2380"]);
+        assert_eq!(c.request_timeout(), Duration::from_secs(7));
+    }
+
+    #[test]
+    fn single_dash_flags_work_like_go() {
+        let c = config(&["-name", "n1", "-initial-advertise-peer-urls", "http://127.0.0.1:12380"]).unwrap();
+        assert_eq!(c.name, "n1");
+        assert_eq!(c.peer_urls_of("n1"), vec!["http://127.0.0.1:12380"]);
+    }
+
+    #[test]
+    fn bad_input_is_refused_with_one_line() {
+        let cases: &[(&[&str], &str)] = &[
+            (&["--listen-client-urls", "not a url"], "invalid URL"),
+            (&["--listen-client-urls", "http://example.com:2379"], "expected IP"),
+            (&["--initial-cluster", "other=http://localhost:2380"], "couldn't find local name"),
+            (&["--initial-cluster", "default=http://localhost:9999"], "--initial-advertise-peer-urls"),
+            (&["--election-timeout", "200"], "5 times"),
+        ];
+        for (args, expected) in cases {
+            let err = config(args).unwrap_err().to_string();
+            assert!(err.contains(expected), "{args:?}: {err}");
+            assert!(!err.contains('\n'), "{args:?}: {err}");
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! phoenixctl: etcdctl's commands and output against Phoenix or etcd.

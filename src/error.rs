@@ -1,0 +1,191 @@
+//! The one error type, and the single mapping between it and etcd's gRPC statuses.
+//!
+//! etcd clients decide what an error means by its exact text (Go's clientv3 looks the message up
+//! in a table), so every variant that reaches a client carries etcd's code and message byte for
+//! byte. [`Error::from_status`] is the inverse mapping, used when a status crosses the peer
+//! protocol (a forwarded request, a refusal decided while applying).
+
+use tonic::{Code, Status};
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    // Request validation, answered before anything is proposed.
+    #[error("etcdserver: key is not provided")]
+    EmptyKey,
+    #[error("etcdserver: key not found")]
+    KeyNotFound,
+    #[error("etcdserver: value is provided")]
+    ValueProvided,
+    #[error("etcdserver: lease is provided")]
+    LeaseProvided,
+    #[error("etcdserver: too many operations in txn request")]
+    TooManyOps,
+    #[error("etcdserver: duplicate key given in txn request")]
+    DuplicateKey,
+    #[error("etcdserver: invalid sort option")]
+    InvalidSortOption,
+    #[error("etcdserver: request is too large")]
+    RequestTooLarge,
+
+    // MVCC and state machine outcomes.
+    #[error("etcdserver: mvcc: required revision has been compacted")]
+    Compacted,
+    #[error("etcdserver: mvcc: required revision is a future revision")]
+    FutureRevision,
+    #[error("etcdserver: mvcc: database space exceeded")]
+    NoSpace,
+    #[error("etcdserver: requested lease not found")]
+    LeaseNotFound,
+
+    // Cluster availability: all Unavailable, so clients retry.
+    #[error("etcdserver: no leader")]
+    NoLeader,
+    #[error("etcdserver: leader changed")]
+    LeaderChanged,
+    #[error("etcdserver: request timed out")]
+    Timeout,
+    #[error("etcdserver: server stopped")]
+    Stopped,
+    #[error("etcdserver: too many requests")]
+    TooManyRequests,
+
+    /// A feature a later release will serve; the API answers Unimplemented.
+    #[error("{0} is not implemented yet in Phoenix")]
+    Unimplemented(&'static str),
+
+    /// A status received from a peer that matches no variant above.
+    #[error("{message}")]
+    Remote { code: i32, message: String },
+
+    /// Bad flags, a malformed URL, a data dir that does not fit: the operator must act.
+    #[error("{0}")]
+    Config(String),
+    /// Data on disk that cannot be decoded: never guessed around.
+    #[error("corrupt data: {0}")]
+    Corrupt(String),
+    /// Disk or storage engine failure. A node that hits one while applying stops.
+    #[error("storage: {0}")]
+    Storage(String),
+    /// A peer or transport failure that is not one of etcd's answers.
+    #[error("{0}")]
+    Internal(String),
+}
+
+/// Variants whose status is fixed, in one list so the inverse mapping cannot miss one.
+const FIXED_STATUSES: &[Error] = &[
+    Error::EmptyKey,
+    Error::KeyNotFound,
+    Error::ValueProvided,
+    Error::LeaseProvided,
+    Error::TooManyOps,
+    Error::DuplicateKey,
+    Error::InvalidSortOption,
+    Error::RequestTooLarge,
+    Error::Compacted,
+    Error::FutureRevision,
+    Error::NoSpace,
+    Error::LeaseNotFound,
+    Error::NoLeader,
+    Error::LeaderChanged,
+    Error::Timeout,
+    Error::Stopped,
+    Error::TooManyRequests,
+];
+
+impl Error {
+    /// The gRPC code etcd uses for this error.
+    pub fn code(&self) -> Code {
+        use Error::*;
+        match self {
+            EmptyKey | KeyNotFound | ValueProvided | LeaseProvided | TooManyOps | DuplicateKey | InvalidSortOption
+            | RequestTooLarge => Code::InvalidArgument,
+            Compacted | FutureRevision => Code::OutOfRange,
+            NoSpace | TooManyRequests => Code::ResourceExhausted,
+            LeaseNotFound => Code::NotFound,
+            NoLeader | LeaderChanged | Timeout | Stopped => Code::Unavailable,
+            Unimplemented(_) => Code::Unimplemented,
+            Remote { code, .. } => Code::from_i32(*code),
+            Config(_) => Code::InvalidArgument,
+            Corrupt(_) => Code::DataLoss,
+            Storage(_) | Internal(_) => Code::Unknown,
+        }
+    }
+
+    /// The inverse of `Status::from(Error)`, for statuses that crossed the peer protocol.
+    pub fn from_status(code: i32, message: &str) -> Error {
+        FIXED_STATUSES
+            .iter()
+            .find(|e| e.code() as i32 == code && e.to_string() == message)
+            .cloned()
+            .unwrap_or_else(|| Error::Remote { code, message: message.to_string() })
+    }
+
+    /// The error as carried inside a command result through the peer protocol.
+    pub fn to_command_error(&self) -> crate::pb::CommandError {
+        crate::pb::CommandError { code: self.code() as i32, message: self.to_string() }
+    }
+}
+
+impl From<Error> for Status {
+    fn from(err: Error) -> Status {
+        Status::new(err.code(), err.to_string())
+    }
+}
+
+impl From<Status> for Error {
+    fn from(status: Status) -> Error {
+        match status.code() {
+            // A peer that cannot be reached is, to a client, a cluster without a usable leader.
+            Code::Unavailable if status.message().starts_with("etcdserver:") => {
+                Error::from_status(status.code() as i32, status.message())
+            }
+            Code::Unavailable | Code::DeadlineExceeded => Error::Timeout,
+            code => Error::from_status(code as i32, status.message()),
+        }
+    }
+}
+
+impl From<sled::Error> for Error {
+    fn from(err: sled::Error) -> Error {
+        Error::Storage(err.to_string())
+    }
+}
+
+impl From<std::io::Error> for Error {
+    fn from(err: std::io::Error) -> Error {
+        Error::Storage(err.to_string())
+    }
+}
+
+impl From<prost::DecodeError> for Error {
+    fn from(err: prost::DecodeError) -> Error {
+        Error::Corrupt(err.to_string())
+    }
+}
+
+impl From<bincode::Error> for Error {
+    fn from(err: bincode::Error) -> Error {
+        Error::Corrupt(err.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_fixed_status_maps_back_to_itself() {
+        for err in FIXED_STATUSES {
+            let status = Status::from(err.clone());
+            assert_eq!(&Error::from_status(status.code() as i32, status.message()), err);
+        }
+    }
+
+    #[test]
+    fn unknown_status_is_kept_verbatim() {
+        let err = Error::from_status(Code::Internal as i32, "something else");
+        assert_eq!(Status::from(err).message(), "something else");
+    }
+}

@@ -1,0 +1,321 @@
+//! Applying committed commands: etcd's Put, DeleteRange, Txn and Compact rules, alarms and
+//! member attributes. One [`WriteTxn`] collects a whole batch and commits it atomically.
+
+use std::collections::BTreeMap;
+
+use super::reader::{Overlay, Reader};
+use super::{encode_put, keys, range, Alarm, KvStore, MemberAttributes};
+use super::{META_ALARMS, META_COMPACTED, META_MEMBERS, META_REVISION};
+use crate::pb::{self, command, command_result, compare, request_op, response_op, KeyValue};
+use crate::pb::{CommandResult, Compare, ResponseHeader, ResponseOp};
+use crate::{Error, Result};
+
+/// etcd's AlarmType::NOSPACE.
+pub const ALARM_NOSPACE: i32 = pb::AlarmType::Nospace as i32;
+
+pub struct WriteTxn<'a> {
+    store: &'a KvStore,
+    /// Records and meta entries written by this batch, not yet in the tree.
+    pending: BTreeMap<Vec<u8>, Vec<u8>>,
+    /// Record keys written by the current request, so a failed txn can be undone.
+    written_by_request: Vec<Vec<u8>>,
+    revision: i64,
+    compacted: i64,
+    /// Whether the current request has changed anything (then it owns `revision + 1`).
+    request_changed: bool,
+    members: Option<BTreeMap<u64, MemberAttributes>>,
+    alarms: Option<Vec<Alarm>>,
+    compaction_requested: bool,
+}
+
+impl<'a> WriteTxn<'a> {
+    pub(super) fn new(store: &'a KvStore) -> Result<WriteTxn<'a>> {
+        Ok(WriteTxn {
+            store,
+            pending: BTreeMap::new(),
+            written_by_request: Vec::new(),
+            revision: store.revision()?,
+            compacted: store.compacted_revision()?,
+            request_changed: false,
+            members: None,
+            alarms: None,
+            compaction_requested: false,
+        })
+    }
+
+    /// Applies one command. A deterministic refusal (a compacted revision, a missing key for
+    /// ignore_value) is a result, not an error; an error here means storage failed.
+    pub fn execute(&mut self, command: &pb::Command) -> Result<CommandResult> {
+        self.request_changed = false;
+        self.written_by_request.clear();
+        let result = self.dispatch(command);
+        let result = match result {
+            Ok(result) => result,
+            Err(err @ (Error::Storage(_) | Error::Corrupt(_))) => return Err(err),
+            Err(err) => {
+                self.undo_request();
+                command_result::Result::Error(err.to_command_error())
+            }
+        };
+        if self.request_changed {
+            self.revision += 1;
+        }
+        Ok(CommandResult { result: Some(result) })
+    }
+
+    fn dispatch(&mut self, command: &pb::Command) -> Result<command_result::Result> {
+        use command::Op;
+        use command_result::Result as R;
+        let Some(op) = &command.op else { return Err(Error::Corrupt("empty command".into())) };
+        Ok(match op {
+            Op::Put(req) => R::Put(self.put(req)?),
+            Op::DeleteRange(req) => R::DeleteRange(self.delete_range(req)?),
+            Op::Txn(req) => R::Txn(self.txn(req)?),
+            Op::Compaction(req) => R::Compaction(self.compact(req)?),
+            Op::Alarm(req) => R::Alarm(self.alarm(req)?),
+            Op::MemberAttributes(attrs) => R::MemberAttributes(self.set_member_attributes(attrs)?),
+        })
+    }
+
+    /// Stores a meta entry (e.g. Raft's applied log id) in the same atomic batch.
+    pub fn put_meta(&mut self, name: &str, value: Vec<u8>) {
+        self.pending.insert(keys::meta_key(name), value);
+    }
+
+    /// Writes the batch. Returns whether a compaction was applied, so the caller can remove the
+    /// compacted history.
+    pub fn commit(mut self) -> Result<bool> {
+        self.put_meta(META_REVISION, self.revision.to_be_bytes().to_vec());
+        self.put_meta(META_COMPACTED, self.compacted.to_be_bytes().to_vec());
+        if let Some(members) = self.members.take() {
+            self.put_meta(META_MEMBERS, bincode::serialize(&members)?);
+        }
+        if let Some(alarms) = self.alarms.take() {
+            self.put_meta(META_ALARMS, bincode::serialize(&alarms)?);
+        }
+        let mut batch = sled::Batch::default();
+        for (key, value) in std::mem::take(&mut self.pending) {
+            batch.insert(key, value);
+        }
+        self.store.tree.apply_batch(batch)?;
+        Ok(self.compaction_requested)
+    }
+
+    fn reader(&self) -> Overlay<'_> {
+        Overlay { tree: &self.store.tree, pending: &self.pending }
+    }
+
+    /// The revision reads inside the current request see: its own writes included.
+    fn read_revision(&self) -> i64 {
+        self.revision + i64::from(self.request_changed)
+    }
+
+    fn write_revision(&self) -> i64 {
+        self.revision + 1
+    }
+
+    fn header(&self) -> Option<ResponseHeader> {
+        Some(ResponseHeader { revision: self.read_revision(), ..Default::default() })
+    }
+
+    fn write_record(&mut self, key: &[u8], value: Vec<u8>) {
+        let record = keys::record_key(key, self.write_revision());
+        self.written_by_request.push(record.clone());
+        self.pending.insert(record, value);
+        self.request_changed = true;
+    }
+
+    fn undo_request(&mut self) {
+        for record in self.written_by_request.drain(..) {
+            self.pending.remove(&record);
+        }
+        self.request_changed = false;
+    }
+
+    fn put(&mut self, req: &pb::PutRequest) -> Result<pb::PutResponse> {
+        if self.alarms()?.iter().any(|a| a.alarm == ALARM_NOSPACE) {
+            return Err(Error::NoSpace);
+        }
+        if req.lease != 0 {
+            // Leases are not served yet, so no lease exists.
+            return Err(Error::LeaseNotFound);
+        }
+        let prev = self.reader().get(&req.key, self.read_revision())?;
+        if (req.ignore_value || req.ignore_lease) && prev.is_none() {
+            return Err(Error::KeyNotFound);
+        }
+        let revision = self.write_revision();
+        let kv = KeyValue {
+            key: req.key.clone(),
+            create_revision: prev.as_ref().map_or(revision, |p| p.create_revision),
+            mod_revision: revision,
+            version: prev.as_ref().map_or(1, |p| p.version + 1),
+            value: match (&prev, req.ignore_value) {
+                (Some(p), true) => p.value.clone(),
+                _ => req.value.clone(),
+            },
+            lease: match (&prev, req.ignore_lease) {
+                (Some(p), true) => p.lease,
+                _ => req.lease,
+            },
+        };
+        self.write_record(&req.key, encode_put(&kv));
+        Ok(pb::PutResponse { header: self.header(), prev_kv: prev.filter(|_| req.prev_kv) })
+    }
+
+    fn delete_range(&mut self, req: &pb::DeleteRangeRequest) -> Result<pb::DeleteRangeResponse> {
+        let doomed: Vec<KeyValue> =
+            self.reader().scan(&req.key, &req.range_end, self.read_revision()).collect::<Result<_>>()?;
+        for kv in &doomed {
+            self.write_record(&kv.key, vec![keys::TOMBSTONE]);
+        }
+        Ok(pb::DeleteRangeResponse {
+            header: self.header(),
+            deleted: doomed.len() as i64,
+            prev_kvs: if req.prev_kv { doomed } else { Vec::new() },
+        })
+    }
+
+    pub(super) fn txn(&mut self, req: &pb::TxnRequest) -> Result<pb::TxnResponse> {
+        let mut succeeded = true;
+        for cmp in &req.compare {
+            if !self.compare_holds(cmp)? {
+                succeeded = false;
+                break;
+            }
+        }
+        let ops = if succeeded { &req.success } else { &req.failure };
+        let mut responses = Vec::with_capacity(ops.len());
+        for op in ops {
+            responses.push(self.txn_op(op)?);
+        }
+        Ok(pb::TxnResponse { header: self.header(), succeeded, responses })
+    }
+
+    fn txn_op(&mut self, op: &pb::RequestOp) -> Result<ResponseOp> {
+        use request_op::Request;
+        use response_op::Response;
+        let response = match &op.request {
+            Some(Request::RequestRange(req)) => {
+                Response::ResponseRange(range::range(&self.reader(), req, self.read_revision(), self.compacted)?)
+            }
+            Some(Request::RequestPut(req)) => Response::ResponsePut(self.put(req)?),
+            Some(Request::RequestDeleteRange(req)) => Response::ResponseDeleteRange(self.delete_range(req)?),
+            Some(Request::RequestTxn(req)) => Response::ResponseTxn(self.txn(req)?),
+            None => return Err(Error::Corrupt("empty txn operation".into())),
+        };
+        Ok(ResponseOp { response: Some(response) })
+    }
+
+    /// A compare with a range_end must hold for every key in the range; an empty range holds.
+    fn compare_holds(&self, cmp: &Compare) -> Result<bool> {
+        let reader = self.reader();
+        if cmp.range_end.is_empty() {
+            let kv = reader.get(&cmp.key, self.read_revision())?;
+            return Ok(compare_key(cmp, kv.as_ref()));
+        }
+        for kv in reader.scan(&cmp.key, &cmp.range_end, self.read_revision()) {
+            if !compare_key(cmp, Some(&kv?)) {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    fn compact(&mut self, req: &pb::CompactionRequest) -> Result<pb::CompactionResponse> {
+        if req.revision <= self.compacted {
+            return Err(Error::Compacted);
+        }
+        if req.revision > self.revision {
+            return Err(Error::FutureRevision);
+        }
+        self.compacted = req.revision;
+        self.compaction_requested = true;
+        Ok(pb::CompactionResponse { header: self.header() })
+    }
+
+    fn alarms(&mut self) -> Result<&mut Vec<Alarm>> {
+        if self.alarms.is_none() {
+            self.alarms = Some(self.store.alarms()?);
+        }
+        Ok(self.alarms.get_or_insert_with(Vec::new))
+    }
+
+    fn alarm(&mut self, req: &pb::AlarmRequest) -> Result<pb::AlarmResponse> {
+        use pb::alarm_request::AlarmAction;
+        let alarm = Alarm { member_id: req.member_id, alarm: req.alarm };
+        let header = self.header();
+        let alarms = self.alarms()?;
+        let affected = match AlarmAction::try_from(req.action) {
+            Ok(AlarmAction::Activate) if req.alarm != pb::AlarmType::None as i32 => {
+                if !alarms.contains(&alarm) {
+                    alarms.push(alarm);
+                    alarms.sort();
+                }
+                vec![alarm]
+            }
+            Ok(AlarmAction::Deactivate) => {
+                let before = alarms.len();
+                alarms.retain(|a| *a != alarm);
+                if alarms.len() < before {
+                    vec![alarm]
+                } else {
+                    Vec::new()
+                }
+            }
+            _ => alarms.clone(),
+        };
+        let alarms = affected.into_iter().map(|a| pb::AlarmMember { member_id: a.member_id, alarm: a.alarm }).collect();
+        Ok(pb::AlarmResponse { header, alarms })
+    }
+
+    fn set_member_attributes(&mut self, attrs: &pb::MemberAttributes) -> Result<ResponseHeader> {
+        if self.members.is_none() {
+            self.members = Some(self.store.members()?);
+        }
+        let members = self.members.get_or_insert_with(BTreeMap::new);
+        members.insert(attrs.id, MemberAttributes { name: attrs.name.clone(), client_urls: attrs.client_urls.clone() });
+        Ok(ResponseHeader { revision: self.revision, ..Default::default() })
+    }
+}
+
+/// etcd's compare: a missing key compares as zero values, except VALUE, which always fails. A
+/// target_union of another kind reads as the zero value, as Go's getters do.
+fn compare_key(cmp: &Compare, kv: Option<&KeyValue>) -> bool {
+    use compare::{CompareResult, CompareTarget, TargetUnion};
+    use std::cmp::Ordering;
+    let union = cmp.target_union.as_ref();
+    let wanted_int = |pick: fn(&TargetUnion) -> Option<i64>| union.and_then(pick).unwrap_or(0);
+    let ordering = match CompareTarget::try_from(cmp.target).unwrap_or(CompareTarget::Version) {
+        CompareTarget::Value => {
+            let Some(kv) = kv else { return false };
+            let wanted = match union {
+                Some(TargetUnion::Value(v)) => v.as_slice(),
+                _ => &[],
+            };
+            kv.value.as_slice().cmp(wanted)
+        }
+        CompareTarget::Version => kv.map_or(0, |kv| kv.version).cmp(&wanted_int(|u| match u {
+            TargetUnion::Version(v) => Some(*v),
+            _ => None,
+        })),
+        CompareTarget::Create => kv.map_or(0, |kv| kv.create_revision).cmp(&wanted_int(|u| match u {
+            TargetUnion::CreateRevision(v) => Some(*v),
+            _ => None,
+        })),
+        CompareTarget::Mod => kv.map_or(0, |kv| kv.mod_revision).cmp(&wanted_int(|u| match u {
+            TargetUnion::ModRevision(v) => Some(*v),
+            _ => None,
+        })),
+        CompareTarget::Lease => kv.map_or(0, |kv| kv.lease).cmp(&wanted_int(|u| match u {
+            TargetUnion::Lease(v) => Some(*v),
+            _ => None,
+        })),
+    };
+    match CompareResult::try_from(cmp.result).unwrap_or(CompareResult::Equal) {
+        CompareResult::Equal => ordering == Ordering::Equal,
+        CompareResult::Greater => ordering == Ordering::Greater,
+        CompareResult::Less => ordering == Ordering::Less,
+        CompareResult::NotEqual => ordering != Ordering::Equal,
+    }
+}

@@ -1,0 +1,120 @@
+//! How the state machine lays out its one sled tree.
+//!
+//! Two kinds of entries share the tree, told apart by their first byte:
+//! - records: `'r' + escaped(user key) + 0x00 0x00 + revision (8 bytes, big endian)` -> a put
+//!   (`PUT` + the KeyValue without its key) or a deletion (`TOMBSTONE`). Every change of a key at
+//!   a revision is one record, so history is kept until compaction removes it.
+//! - meta: `'m' + name` -> a small value (current revision, compacted revision, Raft's applied id).
+//!
+//! The escaping (0x00 -> 0x00 0xff, then a 0x00 0x00 terminator) keeps encoded keys in the same
+//! order as user keys and makes no encoded key a prefix of another, so a user key range maps to
+//! one contiguous range of records, each key's records sorted by revision.
+
+use crate::{Error, Result};
+
+const RECORD: u8 = b'r';
+const META: u8 = b'm';
+pub(crate) const PUT: u8 = 1;
+pub(crate) const TOMBSTONE: u8 = 0;
+
+/// Everything before the revision: all records of one user key share it.
+pub(crate) fn key_prefix(key: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(key.len() + 11);
+    out.push(RECORD);
+    for &b in key {
+        out.push(b);
+        if b == 0 {
+            out.push(0xff);
+        }
+    }
+    out.extend_from_slice(&[0, 0]);
+    out
+}
+
+pub(crate) fn record_key(key: &[u8], revision: i64) -> Vec<u8> {
+    let mut out = key_prefix(key);
+    out.extend_from_slice(&revision.to_be_bytes());
+    out
+}
+
+pub(crate) fn meta_key(name: &str) -> Vec<u8> {
+    let mut out = vec![META];
+    out.extend_from_slice(name.as_bytes());
+    out
+}
+
+/// Splits a record key into its key prefix (see [`key_prefix`]) and revision.
+pub(crate) fn split_record_key(record: &[u8]) -> Result<(&[u8], i64)> {
+    if record.len() < 11 || record[0] != RECORD {
+        return Err(Error::Corrupt(format!("malformed record key {record:?}")));
+    }
+    let (prefix, rev) = record.split_at(record.len() - 8);
+    let rev = i64::from_be_bytes(rev.try_into().map_err(|_| Error::Corrupt("revision".into()))?);
+    Ok((prefix, rev))
+}
+
+/// The user key of a key prefix.
+pub(crate) fn user_key(prefix: &[u8]) -> Vec<u8> {
+    let escaped = &prefix[1..prefix.len() - 2];
+    let mut out = Vec::with_capacity(escaped.len());
+    let mut bytes = escaped.iter();
+    while let Some(&b) = bytes.next() {
+        out.push(b);
+        if b == 0 {
+            bytes.next(); // the 0xff that escapes a zero byte
+        }
+    }
+    out
+}
+
+/// The encoded record range `[start, end)` for etcd's `key`/`range_end` conventions: an empty
+/// `range_end` is the single key, `"\0"` means every key from `key` on, otherwise `[key, range_end)`.
+pub(crate) fn record_range(key: &[u8], range_end: &[u8]) -> (Vec<u8>, Vec<u8>) {
+    let start = key_prefix(key);
+    let end = match range_end {
+        [] => {
+            let mut end = start.clone();
+            end.push(0xff); // past every revision suffix of this one key
+            end
+        }
+        [0] => vec![RECORD + 1],
+        end => key_prefix(end),
+    };
+    (start, end)
+}
+
+/// All record keys, for whole-store scans (hash, compaction).
+pub(crate) fn all_records() -> (Vec<u8>, Vec<u8>) {
+    (vec![RECORD], vec![RECORD + 1])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encoding_keeps_user_key_order() {
+        let keys: &[&[u8]] = &[b"", b"\0", b"\0\0", b"\0a", b"a", b"a\0", b"a\0b", b"ab", b"b"];
+        for pair in keys.windows(2) {
+            assert!(record_key(pair[0], i64::MAX) < record_key(pair[1], 0), "{pair:?}");
+        }
+    }
+
+    #[test]
+    fn record_keys_round_trip() {
+        for key in [&b"plain"[..], b"with\0zero", b"\0\0"] {
+            let record = record_key(key, 42);
+            let (prefix, rev) = split_record_key(&record).unwrap();
+            assert_eq!((user_key(prefix).as_slice(), rev), (key, 42));
+        }
+    }
+
+    #[test]
+    fn single_key_range_excludes_longer_keys() {
+        let (start, end) = record_range(b"a", b"");
+        let inside = record_key(b"a", 7);
+        let outside = record_key(b"a\0", 1);
+        assert!(start <= inside && inside < end);
+        assert!(!(start <= outside && outside < end));
+    }
+}

@@ -1,0 +1,247 @@
+//! The state machine: etcd's MVCC key-value rules over one sled tree.
+//!
+//! Invariants:
+//! - Deterministic: the outcome of a command depends only on the store and the command. No
+//!   clock, no randomness, no knowledge of which member runs it.
+//! - Synchronous and fed only by committed commands; the Raft layer decides what to apply.
+//! - Atomic: one [`WriteTxn`] (a whole Raft batch plus Raft's applied log id) lands in one sled
+//!   batch, so a crash leaves the store at a batch boundary, never inside one.
+//! - Records are only ever added at the new revision; old revisions are removed only by
+//!   compaction, and only below the compacted revision, so a reader that fixes a revision first
+//!   sees a stable view without locks.
+
+mod apply;
+mod keys;
+mod range;
+mod reader;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
+
+use prost::Message;
+use serde::{Deserialize, Serialize};
+
+use crate::pb::{self, KeyValue};
+use crate::{Error, Result};
+pub use apply::WriteTxn;
+
+/// A member's attributes as the state machine keeps them (published through the log).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberAttributes {
+    pub name: String,
+    pub client_urls: Vec<String>,
+}
+
+/// An active alarm: which member raised it, and which kind (etcd's AlarmType numbers).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Alarm {
+    pub member_id: u64,
+    pub alarm: i32,
+}
+
+const META_REVISION: &str = "revision";
+const META_COMPACTED: &str = "compacted";
+const META_MEMBERS: &str = "members";
+const META_ALARMS: &str = "alarms";
+
+/// Handle to the MVCC store. Cheap to clone; reads need no lock.
+#[derive(Clone)]
+pub struct KvStore {
+    tree: sled::Tree,
+}
+
+impl KvStore {
+    pub fn new(tree: sled::Tree) -> KvStore {
+        KvStore { tree }
+    }
+
+    /// The store revision: 1 for an empty store, +1 for each mutating request.
+    pub fn revision(&self) -> Result<i64> {
+        Ok(self.meta_i64(META_REVISION)?.unwrap_or(1))
+    }
+
+    /// The revision history was compacted at; reads below it are refused. 0 when never compacted.
+    pub fn compacted_revision(&self) -> Result<i64> {
+        Ok(self.meta_i64(META_COMPACTED)?.unwrap_or(0))
+    }
+
+    pub fn meta(&self, name: &str) -> Result<Option<sled::IVec>> {
+        Ok(self.tree.get(keys::meta_key(name))?)
+    }
+
+    fn meta_i64(&self, name: &str) -> Result<Option<i64>> {
+        decode_i64(self.meta(name)?)
+    }
+
+    pub fn members(&self) -> Result<BTreeMap<u64, MemberAttributes>> {
+        decode_bincode(self.meta(META_MEMBERS)?)
+    }
+
+    pub fn alarms(&self) -> Result<Vec<Alarm>> {
+        decode_bincode(self.meta(META_ALARMS)?)
+    }
+
+    /// etcd's Range, served from local state (the caller has done any linearizable round).
+    pub fn range(&self, req: &pb::RangeRequest) -> Result<pb::RangeResponse> {
+        let current = self.revision()?;
+        let response = range::range(&self.tree, req, current, self.compacted_revision()?)?;
+        // A compaction that finished while we read may have removed records we needed.
+        if req.revision > 0 && req.revision < self.compacted_revision()? {
+            return Err(Error::Compacted);
+        }
+        Ok(response)
+    }
+
+    /// Runs a txn that writes nothing against local state, without Raft.
+    pub fn read_only_txn(&self, req: &pb::TxnRequest) -> Result<pb::TxnResponse> {
+        self.write()?.txn(req)
+    }
+
+    /// Starts the write transaction that applies one batch of committed entries.
+    pub fn write(&self) -> Result<WriteTxn<'_>> {
+        WriteTxn::new(self)
+    }
+
+    /// A hash of the logical MVCC history up to `revision` (0 = current): members holding the same
+    /// data return the same hash, however far their physical compaction has progressed.
+    pub fn hash_kv(&self, revision: i64) -> Result<(u32, i64, i64)> {
+        let current = self.revision()?;
+        let compacted = self.compacted_revision()?;
+        let revision = if revision <= 0 { current } else { revision };
+        if revision > current {
+            return Err(Error::FutureRevision);
+        }
+        if revision < compacted {
+            return Err(Error::Compacted);
+        }
+        let mut hasher = crc32fast::Hasher::new();
+        let (start, end) = keys::all_records();
+        let mut last_at_compaction: Option<(sled::IVec, sled::IVec)> = None;
+        let mut current_prefix: Vec<u8> = Vec::new();
+        for item in self.tree.range(start..end) {
+            let (record, value) = item?;
+            let (prefix, rev) = keys::split_record_key(&record)?;
+            if prefix != current_prefix.as_slice() {
+                hash_visible(&mut hasher, last_at_compaction.take());
+                current_prefix = prefix.to_vec();
+            }
+            if rev <= compacted {
+                last_at_compaction = Some((record.clone(), value));
+            } else if rev <= revision {
+                hash_visible(&mut hasher, last_at_compaction.take());
+                hasher.update(&record);
+                hasher.update(&value);
+            }
+        }
+        hash_visible(&mut hasher, last_at_compaction);
+        hasher.update(&compacted.to_be_bytes());
+        Ok((hasher.finalize(), compacted, revision))
+    }
+
+    /// Removes history below the compacted revision. Logically a no-op: readers below it are
+    /// already refused. Runs outside the apply batch because its size is unbounded.
+    pub fn compact_physically(&self) -> Result<usize> {
+        let compacted = self.compacted_revision()?;
+        let (start, end) = keys::all_records();
+        let mut batch = sled::Batch::default();
+        let mut removed = 0;
+        let mut previous: Option<(Vec<u8>, sled::IVec, bool)> = None; // (prefix, record, is_put)
+        for item in self.tree.range(start..end) {
+            let (record, value) = item?;
+            let (prefix, rev) = keys::split_record_key(&record)?;
+            if rev > compacted {
+                continue;
+            }
+            let is_put = value.first() == Some(&keys::PUT);
+            if let Some((prev_prefix, prev_record, _)) = &previous {
+                if prev_prefix.as_slice() == prefix {
+                    // Superseded at or before the compaction point.
+                    batch.remove(prev_record.clone());
+                    removed += 1;
+                } else if let Some((_, prev_record, false)) = previous.take() {
+                    batch.remove(prev_record); // a deletion no reader can see any more
+                    removed += 1;
+                }
+            }
+            previous = Some((prefix.to_vec(), record, is_put));
+        }
+        if let Some((_, prev_record, false)) = previous {
+            batch.remove(prev_record);
+            removed += 1;
+        }
+        self.tree.apply_batch(batch)?;
+        Ok(removed)
+    }
+
+    /// Every entry of the tree, for writing a snapshot.
+    pub fn export(&self) -> impl Iterator<Item = Result<(sled::IVec, sled::IVec)>> + '_ {
+        self.tree.iter().map(|item| item.map_err(Error::from))
+    }
+
+    /// Replaces the whole store with the entries of a snapshot, atomically.
+    pub fn replace_all(&self, entries: impl Iterator<Item = Result<(Vec<u8>, Vec<u8>)>>) -> Result<()> {
+        let mut batch = sled::Batch::default();
+        for item in self.tree.iter().keys() {
+            batch.remove(item?);
+        }
+        for entry in entries {
+            let (key, value) = entry?;
+            batch.insert(key, value);
+        }
+        self.tree.apply_batch(batch)?;
+        Ok(())
+    }
+
+    /// Bytes sled uses on disk for the whole database.
+    pub fn size_on_disk(&self, db: &sled::Db) -> Result<u64> {
+        Ok(db.size_on_disk()?)
+    }
+}
+
+fn hash_visible(hasher: &mut crc32fast::Hasher, entry: Option<(sled::IVec, sled::IVec)>) {
+    if let Some((record, value)) = entry {
+        if value.first() == Some(&keys::PUT) {
+            hasher.update(&record);
+            hasher.update(&value);
+        }
+    }
+}
+
+/// Decodes a record value into the KeyValue it stores for `key`, or None for a deletion.
+pub(crate) fn decode_record(key: Vec<u8>, value: &[u8]) -> Result<Option<KeyValue>> {
+    match value.split_first() {
+        Some((&keys::PUT, body)) => {
+            let mut kv = KeyValue::decode(body)?;
+            kv.key = key;
+            Ok(Some(kv))
+        }
+        Some((&keys::TOMBSTONE, _)) => Ok(None),
+        _ => Err(Error::Corrupt("unknown record kind".into())),
+    }
+}
+
+pub(crate) fn encode_put(kv: &KeyValue) -> Vec<u8> {
+    let stored = KeyValue { key: Vec::new(), ..kv.clone() };
+    let mut out = Vec::with_capacity(1 + stored.encoded_len());
+    out.push(keys::PUT);
+    stored.encode(&mut out).expect("a Vec grows as needed");
+    out
+}
+
+fn decode_i64(value: Option<sled::IVec>) -> Result<Option<i64>> {
+    value
+        .map(|v| {
+            let bytes: [u8; 8] = v.as_ref().try_into().map_err(|_| Error::Corrupt("bad integer in meta".into()))?;
+            Ok(i64::from_be_bytes(bytes))
+        })
+        .transpose()
+}
+
+fn decode_bincode<T: serde::de::DeserializeOwned + Default>(value: Option<sled::IVec>) -> Result<T> {
+    match value {
+        Some(bytes) => Ok(bincode::deserialize(&bytes)?),
+        None => Ok(T::default()),
+    }
+}

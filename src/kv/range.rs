@@ -1,0 +1,98 @@
+//! etcd's Range: revision checks, filters, sorting, limit and count, as etcd's apply does them.
+
+use super::reader::Reader;
+use crate::pb::range_request::{SortOrder, SortTarget};
+use crate::pb::{KeyValue, RangeRequest, RangeResponse, ResponseHeader};
+use crate::{Error, Result};
+
+/// Serves `req` from `reader`, where the store is at `current` and compacted at `compacted`.
+pub(crate) fn range(reader: &dyn Reader, req: &RangeRequest, current: i64, compacted: i64) -> Result<RangeResponse> {
+    let revision = read_revision(req.revision, current, compacted)?;
+    let mut count = 0i64;
+    let mut kvs = Vec::new();
+    // Without sorting or filters the scan can stop early; one extra key tells `more`.
+    let early_limit = (plain_order(req) && !has_filters(req) && req.limit > 0).then_some(req.limit as usize + 1);
+    for kv in reader.scan(&req.key, &req.range_end, revision) {
+        let kv = kv?;
+        count += 1;
+        if req.count_only || early_limit.is_some_and(|limit| kvs.len() >= limit) {
+            continue;
+        }
+        kvs.push(kv);
+    }
+    kvs.retain(|kv| passes_filters(req, kv));
+    sort(req, &mut kvs)?;
+    let more = req.limit > 0 && kvs.len() > req.limit as usize;
+    if more {
+        kvs.truncate(req.limit as usize);
+    }
+    if req.keys_only {
+        kvs.iter_mut().for_each(|kv| kv.value.clear());
+    }
+    Ok(RangeResponse { header: Some(ResponseHeader { revision: current, ..Default::default() }), kvs, more, count })
+}
+
+/// The revision a read at `requested` (<= 0 meaning current) is served at.
+pub(crate) fn read_revision(requested: i64, current: i64, compacted: i64) -> Result<i64> {
+    if requested <= 0 {
+        Ok(current)
+    } else if requested > current {
+        Err(Error::FutureRevision)
+    } else if requested < compacted {
+        Err(Error::Compacted)
+    } else {
+        Ok(requested)
+    }
+}
+
+fn has_filters(req: &RangeRequest) -> bool {
+    req.min_mod_revision != 0
+        || req.max_mod_revision != 0
+        || req.min_create_revision != 0
+        || req.max_create_revision != 0
+}
+
+fn passes_filters(req: &RangeRequest, kv: &KeyValue) -> bool {
+    (req.max_mod_revision == 0 || kv.mod_revision <= req.max_mod_revision)
+        && (req.min_mod_revision == 0 || kv.mod_revision >= req.min_mod_revision)
+        && (req.max_create_revision == 0 || kv.create_revision <= req.max_create_revision)
+        && (req.min_create_revision == 0 || kv.create_revision >= req.min_create_revision)
+}
+
+/// Keys come out of the scan ascending, which is the answer when no other order is asked for.
+fn plain_order(req: &RangeRequest) -> bool {
+    effective_order(req) == SortOrder::None
+}
+
+/// etcd sorts ascending by default when a target other than the key is given, and skips the
+/// sort for key-ascending since the scan already yields that order.
+fn effective_order(req: &RangeRequest) -> SortOrder {
+    let order = SortOrder::try_from(req.sort_order).unwrap_or(SortOrder::None);
+    let target = SortTarget::try_from(req.sort_target).unwrap_or(SortTarget::Key);
+    match (target, order) {
+        (SortTarget::Key, SortOrder::Ascend) => SortOrder::None,
+        (SortTarget::Key, order) => order,
+        (_, SortOrder::None) => SortOrder::Ascend,
+        (_, order) => order,
+    }
+}
+
+fn sort(req: &RangeRequest, kvs: &mut [KeyValue]) -> Result<()> {
+    let order = effective_order(req);
+    if order == SortOrder::None {
+        return Ok(());
+    }
+    let target = SortTarget::try_from(req.sort_target).map_err(|_| Error::InvalidSortOption)?;
+    // Stable, so equal targets keep key order.
+    match target {
+        SortTarget::Key => kvs.sort_by(|a, b| a.key.cmp(&b.key)),
+        SortTarget::Version => kvs.sort_by_key(|kv| kv.version),
+        SortTarget::Create => kvs.sort_by_key(|kv| kv.create_revision),
+        SortTarget::Mod => kvs.sort_by_key(|kv| kv.mod_revision),
+        SortTarget::Value => kvs.sort_by(|a, b| a.value.cmp(&b.value)),
+    }
+    if order == SortOrder::Descend {
+        kvs.reverse();
+    }
+    Ok(())
+}

@@ -1,0 +1,170 @@
+//! Reading MVCC records, either straight from the tree (the read path) or through the pending
+//! writes of an apply batch (so later commands in a batch see the earlier ones).
+
+use std::collections::BTreeMap;
+use std::ops::Bound;
+
+use super::{decode_record, keys};
+use crate::pb::KeyValue;
+use crate::Result;
+
+type Entry = (Vec<u8>, Vec<u8>);
+
+pub(crate) trait Reader {
+    /// Records in the encoded range `[start, end)`, in key order.
+    fn records<'a>(&'a self, start: &[u8], end: &[u8]) -> Box<dyn Iterator<Item = Result<Entry>> + 'a>;
+
+    /// The newest record of `key` at or below `revision`.
+    fn newest_record(&self, key: &[u8], revision: i64) -> Result<Option<Entry>>;
+
+    /// The key's value as of `revision`, None if it did not exist then.
+    fn get(&self, key: &[u8], revision: i64) -> Result<Option<KeyValue>> {
+        match self.newest_record(key, revision)? {
+            Some((_, value)) => decode_record(key.to_vec(), &value),
+            None => Ok(None),
+        }
+    }
+
+    /// The live keys of an etcd range as of `revision`, in key order.
+    fn scan<'a>(
+        &'a self,
+        key: &[u8],
+        range_end: &[u8],
+        revision: i64,
+    ) -> Box<dyn Iterator<Item = Result<KeyValue>> + 'a> {
+        let (start, end) = keys::record_range(key, range_end);
+        if start >= end {
+            return Box::new(std::iter::empty());
+        }
+        Box::new(VisibleKeys { records: self.records(&start, &end).peekable(), revision })
+    }
+}
+
+impl Reader for sled::Tree {
+    fn records<'a>(&'a self, start: &[u8], end: &[u8]) -> Box<dyn Iterator<Item = Result<Entry>> + 'a> {
+        Box::new(self.range(start.to_vec()..end.to_vec()).map(|item| {
+            let (k, v) = item?;
+            Ok((k.to_vec(), v.to_vec()))
+        }))
+    }
+
+    fn newest_record(&self, key: &[u8], revision: i64) -> Result<Option<Entry>> {
+        let start = keys::key_prefix(key);
+        let end = keys::record_key(key, revision);
+        match self.range(start..=end).next_back() {
+            Some(item) => {
+                let (k, v) = item?;
+                Ok(Some((k.to_vec(), v.to_vec())))
+            }
+            None => Ok(None),
+        }
+    }
+}
+
+/// The tree plus the records an apply batch has written but not yet committed. Writes during
+/// apply only add records at new revisions, so a pending record always shadows the tree's.
+pub(crate) struct Overlay<'a> {
+    pub(crate) tree: &'a sled::Tree,
+    pub(crate) pending: &'a BTreeMap<Vec<u8>, Vec<u8>>,
+}
+
+impl Reader for Overlay<'_> {
+    fn records<'a>(&'a self, start: &[u8], end: &[u8]) -> Box<dyn Iterator<Item = Result<Entry>> + 'a> {
+        let pending = self
+            .pending
+            .range::<[u8], _>((Bound::Included(start), Bound::Excluded(end)))
+            .map(|(k, v)| Ok((k.clone(), v.clone())));
+        Box::new(MergeSorted { left: self.tree.records(start, end).peekable(), right: pending.peekable() })
+    }
+
+    fn newest_record(&self, key: &[u8], revision: i64) -> Result<Option<Entry>> {
+        let start = keys::key_prefix(key);
+        let end = keys::record_key(key, revision);
+        let mut pending = self.pending.range::<[u8], _>((Bound::Included(&start[..]), Bound::Included(&end[..])));
+        match pending.next_back() {
+            Some((k, v)) => Ok(Some((k.clone(), v.clone()))),
+            None => self.tree.newest_record(key, revision),
+        }
+    }
+}
+
+/// Merges two iterators sorted by key; on equal keys the right one wins.
+struct MergeSorted<L: Iterator, R: Iterator> {
+    left: std::iter::Peekable<L>,
+    right: std::iter::Peekable<R>,
+}
+
+impl<L, R> Iterator for MergeSorted<L, R>
+where
+    L: Iterator<Item = Result<Entry>>,
+    R: Iterator<Item = Result<Entry>>,
+{
+    type Item = Result<Entry>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let take_left = match (self.left.peek(), self.right.peek()) {
+            (Some(Ok((l, _))), Some(Ok((r, _)))) => {
+                if l == r {
+                    self.left.next();
+                    false
+                } else {
+                    l < r
+                }
+            }
+            (Some(_), None) | (Some(Err(_)), _) => true,
+            (None, Some(_)) | (Some(Ok(_)), Some(Err(_))) => false,
+            (None, None) => return None,
+        };
+        if take_left {
+            self.left.next()
+        } else {
+            self.right.next()
+        }
+    }
+}
+
+/// Groups records by key and yields each key's newest version at or below the revision, skipping
+/// keys that did not exist then.
+struct VisibleKeys<I: Iterator<Item = Result<Entry>>> {
+    records: std::iter::Peekable<I>,
+    revision: i64,
+}
+
+impl<I: Iterator<Item = Result<Entry>>> VisibleKeys<I> {
+    fn next_key(&mut self) -> Result<Option<Option<KeyValue>>> {
+        let Some(first) = self.records.next() else { return Ok(None) };
+        let (record, value) = first?;
+        let (prefix, rev) = keys::split_record_key(&record)?;
+        let prefix = prefix.to_vec();
+        let mut newest = (rev <= self.revision).then_some(value);
+        while let Some(Ok((next, _))) = self.records.peek() {
+            let (next_prefix, next_rev) = keys::split_record_key(next)?;
+            if next_prefix != prefix.as_slice() {
+                break;
+            }
+            let (_, value) = self.records.next().expect("peeked")?;
+            if next_rev <= self.revision {
+                newest = Some(value);
+            }
+        }
+        match newest {
+            Some(value) => Ok(Some(decode_record(keys::user_key(&prefix), &value)?)),
+            None => Ok(Some(None)),
+        }
+    }
+}
+
+impl<I: Iterator<Item = Result<Entry>>> Iterator for VisibleKeys<I> {
+    type Item = Result<KeyValue>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            match self.next_key() {
+                Ok(Some(Some(kv))) => return Some(Ok(kv)),
+                Ok(Some(None)) => continue,
+                Ok(None) => return None,
+                Err(e) => return Some(Err(e)),
+            }
+        }
+    }
+}

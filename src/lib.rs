@@ -1,0 +1,46 @@
+//! Phoenix: an etcd-compatible consensus store that survives the loss of a majority of its members.
+//!
+//! # Layout
+//! Dependencies point one way: `api` -> `raft` -> `kv`.
+//! - [`config`]: etcd's command line flags, validated into one [`config::Config`].
+//! - [`cluster`]: identity (cluster and member IDs) and the data dir's metadata.
+//! - [`server`]: binds listeners and owns the lifetime of every task.
+//! - [`api`]: the etcd v3 gRPC services; they validate, propose or read, and map results.
+//! - [`raft`]: openraft glue: log store, state machine adapter, network, proposals, reads.
+//! - [`kv`]: the deterministic etcd MVCC state machine over sled.
+//! - [`ctl`]: `phoenixctl`, the etcdctl look-alike.
+//! - [`error`]: the one error type and its mapping to etcd's gRPC statuses.
+
+pub mod api;
+pub mod cluster;
+pub mod config;
+pub mod ctl;
+pub mod error;
+pub mod kv;
+pub mod raft;
+pub mod server;
+
+pub use error::{Error, Result};
+
+/// Generated protobuf code: etcd's API (wire-compatible) and Phoenix's peer protocol.
+pub mod pb {
+    #![allow(clippy::all, missing_docs)]
+    pub mod mvccpb {
+        tonic::include_proto!("mvccpb");
+    }
+    pub mod authpb {
+        tonic::include_proto!("authpb");
+    }
+    pub mod etcdserverpb {
+        tonic::include_proto!("etcdserverpb");
+    }
+    pub mod phoenixpb {
+        tonic::include_proto!("phoenixpb");
+    }
+    pub use etcdserverpb::*;
+    pub use mvccpb::KeyValue;
+    pub use phoenixpb::*;
+}
+
+/// The etcd API version Phoenix reports in Status: clients such as Kubernetes gate features on it.
+pub const ETCD_API_VERSION: &str = "3.5.17";

@@ -1,0 +1,179 @@
+//! The Raft log and vote, in one sled tree.
+//!
+//! Layout: `'l' + index (big endian)` -> bincode(Entry); `'m' + name` -> bincode(meta value).
+//! Purging entries and recording the last purged id happen in one batch, so a restart never
+//! sees a hole. Durability: `append` and `save_vote` flush sled before reporting success, which
+//! is what lets openraft count them toward a quorum.
+
+use std::fmt::Debug;
+use std::ops::{Bound, RangeBounds};
+
+use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
+use openraft::{ErrorSubject, ErrorVerb, RaftLogReader, Vote};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::{storage_error, LogId, NodeId, StorageError, TypeConfig};
+
+type Entry = openraft::Entry<TypeConfig>;
+
+const ENTRY: u8 = b'l';
+const META: u8 = b'm';
+const VOTE: &str = "vote";
+const COMMITTED: &str = "committed";
+const LAST_PURGED: &str = "last_purged";
+
+#[derive(Clone)]
+pub struct LogStore {
+    db: sled::Db,
+    tree: sled::Tree,
+}
+
+fn entry_key(index: u64) -> [u8; 9] {
+    let mut key = [ENTRY; 9];
+    key[1..].copy_from_slice(&index.to_be_bytes());
+    key
+}
+
+fn meta_key(name: &str) -> Vec<u8> {
+    let mut key = vec![META];
+    key.extend_from_slice(name.as_bytes());
+    key
+}
+
+fn read_err(subject: ErrorSubject<NodeId>, err: impl std::fmt::Display) -> StorageError {
+    storage_error(subject, ErrorVerb::Read, err)
+}
+
+fn write_err(subject: ErrorSubject<NodeId>, err: impl std::fmt::Display) -> StorageError {
+    storage_error(subject, ErrorVerb::Write, err)
+}
+
+impl LogStore {
+    pub fn new(db: sled::Db, tree: sled::Tree) -> LogStore {
+        LogStore { db, tree }
+    }
+
+    fn read_meta<T: DeserializeOwned>(&self, name: &str) -> Result<Option<T>, StorageError> {
+        let Some(bytes) = self.tree.get(meta_key(name)).map_err(|e| read_err(ErrorSubject::Store, e))? else {
+            return Ok(None);
+        };
+        bincode::deserialize(&bytes).map(Some).map_err(|e| read_err(ErrorSubject::Store, e))
+    }
+
+    fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StorageError> {
+        bincode::serialize(value).map_err(|e| write_err(ErrorSubject::Store, e))
+    }
+
+    async fn flush(&self) -> Result<(), StorageError> {
+        self.db.flush_async().await.map_err(|e| write_err(ErrorSubject::Logs, e))?;
+        Ok(())
+    }
+
+    fn last_log_id(&self) -> Result<Option<LogId>, StorageError> {
+        let last =
+            self.tree.scan_prefix([ENTRY]).next_back().transpose().map_err(|e| read_err(ErrorSubject::Logs, e))?;
+        match last {
+            Some((_, bytes)) => {
+                let entry: Entry = bincode::deserialize(&bytes).map_err(|e| read_err(ErrorSubject::Logs, e))?;
+                Ok(Some(entry.log_id))
+            }
+            None => self.read_meta(LAST_PURGED),
+        }
+    }
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + Send>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry>, StorageError> {
+        let start = match range.start_bound() {
+            Bound::Included(&i) => entry_key(i),
+            Bound::Excluded(&i) => entry_key(i + 1),
+            Bound::Unbounded => entry_key(0),
+        };
+        let end = match range.end_bound() {
+            Bound::Included(&i) => Bound::Included(entry_key(i)),
+            Bound::Excluded(&i) => Bound::Excluded(entry_key(i)),
+            Bound::Unbounded => Bound::Excluded([ENTRY + 1; 9]),
+        };
+        self.tree
+            .range((Bound::Included(start), end))
+            .map(|item| {
+                let (_, bytes) = item.map_err(|e| read_err(ErrorSubject::Logs, e))?;
+                bincode::deserialize(&bytes).map_err(|e| read_err(ErrorSubject::Logs, e))
+            })
+            .collect()
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = LogStore;
+
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
+        let last_purged_log_id = self.read_meta(LAST_PURGED)?;
+        Ok(LogState { last_purged_log_id, last_log_id: self.last_log_id()? })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), StorageError> {
+        self.tree.insert(meta_key(VOTE), Self::encode(vote)?).map_err(|e| write_err(ErrorSubject::Vote, e))?;
+        self.flush().await
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>, StorageError> {
+        self.read_meta(VOTE)
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
+        // Not flushed: it only saves re-applying entries after a restart.
+        self.tree
+            .insert(meta_key(COMMITTED), Self::encode(&committed)?)
+            .map_err(|e| write_err(ErrorSubject::Store, e))?;
+        Ok(())
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
+        Ok(self.read_meta::<Option<LogId>>(COMMITTED)?.flatten())
+    }
+
+    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), StorageError>
+    where
+        I: IntoIterator<Item = Entry> + Send,
+        I::IntoIter: Send,
+    {
+        let mut batch = sled::Batch::default();
+        for entry in entries {
+            batch.insert(&entry_key(entry.log_id.index), Self::encode(&entry)?);
+        }
+        self.tree.apply_batch(batch).map_err(|e| write_err(ErrorSubject::Logs, e))?;
+        // Flushed before the callback: openraft counts these entries toward a quorum from then on.
+        let flushed = self.db.flush_async().await.map(|_| ()).map_err(std::io::Error::other);
+        let failed = flushed.as_ref().err().map(|e| write_err(ErrorSubject::Logs, e));
+        callback.log_io_completed(flushed);
+        failed.map_or(Ok(()), Err)
+    }
+
+    async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        let mut batch = sled::Batch::default();
+        for key in self.tree.range(entry_key(log_id.index)..[ENTRY + 1; 9]).keys() {
+            batch.remove(key.map_err(|e| read_err(ErrorSubject::Logs, e))?);
+        }
+        self.tree.apply_batch(batch).map_err(|e| write_err(ErrorSubject::Logs, e))?;
+        self.flush().await
+    }
+
+    async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        let mut batch = sled::Batch::default();
+        batch.insert(meta_key(LAST_PURGED), Self::encode(&log_id)?);
+        for key in self.tree.range(entry_key(0)..=entry_key(log_id.index)).keys() {
+            batch.remove(key.map_err(|e| read_err(ErrorSubject::Logs, e))?);
+        }
+        self.tree.apply_batch(batch).map_err(|e| write_err(ErrorSubject::Logs, e))?;
+        self.flush().await
+    }
+}

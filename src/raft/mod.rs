@@ -1,0 +1,82 @@
+//! openraft glue: the type configuration, and the pieces that connect openraft to sled, to the
+//! network and to the etcd API.
+//!
+//! - [`log_store`]: the Raft log and vote in sled, flushed before openraft hears they are durable.
+//! - [`state_machine`]: applies committed entries to [`crate::kv`], builds and installs snapshots.
+//! - [`network`] / [`peer_service`]: both ends of the peer protocol, with cluster-ID checks.
+//! - [`node`]: one member's Raft handle, proposal batching, forwarding and linearizable reads.
+
+pub mod log_store;
+pub mod network;
+pub mod node;
+pub mod peer_service;
+pub mod state_machine;
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::pb;
+
+pub type NodeId = u64;
+
+/// What openraft knows about a member: enough to reach it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerNode {
+    pub name: String,
+    pub peer_urls: Vec<String>,
+}
+
+/// A Raft entry's payload: a batch of client commands sharing one entry (and one fsync).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Proposal(#[serde(with = "protobuf")] pub pb::CommandBatch);
+
+/// The results of applying one entry, one per command, in the batch's order.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Applied(#[serde(with = "protobuf")] pub pb::CommandResults);
+
+impl fmt::Display for Proposal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "batch of {} commands", self.0.commands.len())
+    }
+}
+
+openraft::declare_raft_types!(
+    pub TypeConfig:
+        D = Proposal,
+        R = Applied,
+        NodeId = NodeId,
+        Node = PeerNode,
+        Entry = openraft::Entry<TypeConfig>,
+        SnapshotData = tokio::fs::File,
+        AsyncRuntime = openraft::TokioRuntime,
+        Responder = openraft::impls::OneshotResponder<TypeConfig>,
+);
+
+pub type Raft = openraft::Raft<TypeConfig>;
+pub type LogId = openraft::LogId<NodeId>;
+pub type StorageError = openraft::StorageError<NodeId>;
+
+/// Serde for protobuf messages: they travel inside openraft's serde types as their wire bytes.
+mod protobuf {
+    use prost::Message;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<M: Message, S: Serializer>(msg: &M, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(&msg.encode_to_vec())
+    }
+
+    pub fn deserialize<'de, M: Message + Default, D: Deserializer<'de>>(d: D) -> Result<M, D::Error> {
+        let bytes = <Vec<u8>>::deserialize(d)?;
+        M::decode(bytes.as_slice()).map_err(serde::de::Error::custom)
+    }
+}
+
+/// Wraps a storage failure the way openraft expects it.
+pub(crate) fn storage_error(
+    subject: openraft::ErrorSubject<NodeId>,
+    verb: openraft::ErrorVerb,
+    err: impl fmt::Display,
+) -> StorageError {
+    StorageError::from_io_error(subject, verb, std::io::Error::other(err.to_string()))
+}

@@ -1,0 +1,161 @@
+//! The sending side of the peer protocol.
+//!
+//! openraft asks for a new client per replication stream, per vote and per read-index round, so
+//! [`Peers`] caches one lazily connected tonic channel per member; a client is a cheap clone.
+//! Every request carries our cluster ID and member ID so the receiver can refuse it.
+//! A peer that cannot be reached is reported as `Unreachable` (openraft backs off), anything
+//! else as a network error (openraft retries on the next heartbeat).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
+    VoteResponse,
+};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tonic::transport::{Channel, Endpoint};
+
+use super::{NodeId, PeerNode, TypeConfig};
+use crate::pb::peer_client::PeerClient;
+use crate::pb::{PeerHeader, RaftRequest};
+use crate::{Error, Result};
+
+/// Largest peer message: a batch of entries or a snapshot chunk, with room to spare.
+pub const MAX_PEER_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+
+/// One cached channel per member, keyed by member ID and the URL it was made for.
+#[derive(Clone)]
+pub struct Peers {
+    header: PeerHeader,
+    channels: Arc<Mutex<HashMap<NodeId, (String, Channel)>>>,
+}
+
+impl Peers {
+    pub fn new(cluster_id: u64, self_id: NodeId) -> Peers {
+        Peers { header: PeerHeader { cluster_id, from: self_id }, channels: Arc::default() }
+    }
+
+    pub fn header(&self) -> PeerHeader {
+        self.header.clone()
+    }
+
+    /// A client for `target`, connecting lazily to its first peer URL.
+    pub fn client(&self, target: NodeId, node: &PeerNode) -> Result<PeerClient<Channel>> {
+        let url =
+            node.peer_urls.first().ok_or_else(|| Error::Internal(format!("member {target:x} has no peer URL")))?;
+        let mut channels = self.channels.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let channel = match channels.get(&target) {
+            Some((cached_url, channel)) if cached_url == url => channel.clone(),
+            _ => {
+                let channel = Endpoint::from_shared(url.clone())
+                    .map_err(|e| Error::Internal(format!("peer URL {url}: {e}")))?
+                    .connect_timeout(Duration::from_secs(1))
+                    .tcp_nodelay(true)
+                    .connect_lazy();
+                channels.insert(target, (url.clone(), channel.clone()));
+                channel
+            }
+        };
+        Ok(PeerClient::new(channel)
+            .max_decoding_message_size(MAX_PEER_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES))
+    }
+}
+
+impl RaftNetworkFactory<TypeConfig> for Peers {
+    type Network = Connection;
+
+    async fn new_client(&mut self, target: NodeId, node: &PeerNode) -> Connection {
+        let client = self.client(target, node).map_err(|e| e.to_string());
+        Connection { target, client, header: self.header() }
+    }
+}
+
+pub struct Connection {
+    target: NodeId,
+    client: std::result::Result<PeerClient<Channel>, String>,
+    header: PeerHeader,
+}
+
+#[derive(Clone, Copy)]
+enum Rpc {
+    AppendEntries,
+    Vote,
+    InstallSnapshot,
+}
+
+type RpcResult<T, E = openraft::error::Infallible> =
+    std::result::Result<T, RPCError<NodeId, PeerNode, RaftError<NodeId, E>>>;
+
+impl Connection {
+    async fn call<Req, Resp, E>(&mut self, rpc: Rpc, req: &Req, option: &RPCOption) -> RpcResult<Resp, E>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+        E: DeserializeOwned + std::error::Error,
+    {
+        let client = match &mut self.client {
+            Ok(client) => client,
+            Err(reason) => return Err(RPCError::Unreachable(Unreachable::new(&Error::Internal(reason.clone())))),
+        };
+        let payload = bincode::serialize(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let mut request = tonic::Request::new(RaftRequest { header: Some(self.header.clone()), payload });
+        request.set_timeout(option.hard_ttl());
+        let reply = match rpc {
+            Rpc::AppendEntries => client.append_entries(request).await,
+            Rpc::Vote => client.vote(request).await,
+            Rpc::InstallSnapshot => client.install_snapshot(request).await,
+        };
+        let reply = reply.map_err(|status| self.transport_error(status))?.into_inner();
+        let result: std::result::Result<Resp, RaftError<NodeId, E>> =
+            bincode::deserialize(&reply.payload).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+    }
+
+    fn transport_error<E: std::error::Error>(
+        &self,
+        status: tonic::Status,
+    ) -> RPCError<NodeId, PeerNode, RaftError<NodeId, E>> {
+        let err = Error::Internal(format!("{}: {}", status.code(), status.message()));
+        match status.code() {
+            tonic::Code::Unavailable => RPCError::Unreachable(Unreachable::new(&err)),
+            tonic::Code::FailedPrecondition => {
+                // The peer refused us (another cluster): back off, and say so loudly.
+                tracing::error!(
+                    peer = format!("{:x}", self.target),
+                    reason = status.message(),
+                    "peer refused our traffic"
+                );
+                RPCError::Unreachable(Unreachable::new(&err))
+            }
+            _ => RPCError::Network(NetworkError::new(&err)),
+        }
+    }
+}
+
+impl RaftNetwork<TypeConfig> for Connection {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> RpcResult<AppendEntriesResponse<NodeId>> {
+        self.call(Rpc::AppendEntries, &rpc, &option).await
+    }
+
+    async fn vote(&mut self, rpc: VoteRequest<NodeId>, option: RPCOption) -> RpcResult<VoteResponse<NodeId>> {
+        self.call(Rpc::Vote, &rpc, &option).await
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> RpcResult<InstallSnapshotResponse<NodeId>, InstallSnapshotError> {
+        self.call(Rpc::InstallSnapshot, &rpc, &option).await
+    }
+}

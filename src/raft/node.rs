@@ -1,0 +1,232 @@
+//! One member's Raft handle, and the two paths every client request takes through it.
+//!
+//! Writes: [`Node::propose`] sends a command to the leader. On the leader a batcher packs the
+//! commands that queue up while earlier batches are in flight into one Raft entry, because
+//! openraft 0.9 writes and fsyncs each `client_write` on its own. On a follower the command is
+//! forwarded to the leader over the peer protocol.
+//!
+//! Linearizable reads: [`Node::linearize`] gets a read index from the leader (a quorum-confirmed
+//! commit index; concurrent reads on the leader share one confirmation round) and waits until
+//! this member has applied it. Only then may the caller read local state.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
+use prost::Message;
+use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::time::Instant;
+
+use super::network::Peers;
+use super::{NodeId, PeerNode, Proposal, Raft};
+use crate::kv::KvStore;
+use crate::pb::{self, command_result, CommandResult};
+use crate::{Error, Result};
+
+/// Batches that may be in Raft at once; more queue up and are packed into the next batch.
+const MAX_BATCHES_IN_FLIGHT: usize = 4;
+/// Upper bounds on one batch, so that an entry stays well within a peer message.
+const MAX_BATCH_COMMANDS: usize = 1024;
+const MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
+
+struct PendingWrite {
+    command: pb::Command,
+    reply: oneshot::Sender<Result<CommandResult>>,
+}
+
+type PendingRead = oneshot::Sender<Result<u64>>;
+
+pub struct Node {
+    pub id: NodeId,
+    pub cluster_id: u64,
+    pub raft: Raft,
+    pub kv: KvStore,
+    pub db: sled::Db,
+    peers: Peers,
+    writes: mpsc::Sender<PendingWrite>,
+    reads: mpsc::Sender<PendingRead>,
+    request_timeout: Duration,
+}
+
+impl Node {
+    pub fn new(
+        id: NodeId,
+        cluster_id: u64,
+        raft: Raft,
+        kv: KvStore,
+        db: sled::Db,
+        peers: Peers,
+        request_timeout: Duration,
+    ) -> Arc<Node> {
+        let (writes, write_queue) = mpsc::channel(4 * MAX_BATCH_COMMANDS);
+        let (reads, read_queue) = mpsc::channel(4 * MAX_BATCH_COMMANDS);
+        tokio::spawn(run_batcher(raft.clone(), write_queue));
+        tokio::spawn(run_read_index(raft.clone(), read_queue));
+        Arc::new(Node { id, cluster_id, raft, kv, db, peers, writes, reads, request_timeout })
+    }
+
+    /// Commits `command` through Raft and returns its result; a deterministic refusal decided
+    /// while applying comes back as an error.
+    pub async fn propose(&self, command: pb::Command) -> Result<CommandResult> {
+        let deadline = Instant::now() + self.request_timeout;
+        let result = tokio::time::timeout_at(deadline, async {
+            let leader = self.wait_for_leader().await?;
+            if leader == self.id {
+                self.propose_local(command).await
+            } else {
+                self.forward(leader, command).await
+            }
+        })
+        .await
+        .unwrap_or(Err(Error::Timeout))?;
+        match result.result {
+            Some(command_result::Result::Error(e)) => Err(Error::from_status(e.code, &e.message)),
+            Some(_) => Ok(result),
+            None => Err(Error::Internal("empty command result".into())),
+        }
+    }
+
+    /// Proposes on this member, which must be the leader.
+    pub async fn propose_local(&self, command: pb::Command) -> Result<CommandResult> {
+        let (reply, result) = oneshot::channel();
+        self.writes.send(PendingWrite { command, reply }).await.map_err(|_| Error::Stopped)?;
+        result.await.map_err(|_| Error::Stopped)?
+    }
+
+    async fn forward(&self, leader: NodeId, command: pb::Command) -> Result<CommandResult> {
+        let mut client = self.peers.client(leader, &self.peer_node(leader)?)?;
+        let request = pb::ProposeRequest { header: Some(self.peers.header()), command: Some(command) };
+        Ok(client.propose(request).await?.into_inner())
+    }
+
+    /// Waits until a read that starts now can be served linearizably from local state.
+    pub async fn linearize(&self) -> Result<()> {
+        let deadline = Instant::now() + self.request_timeout;
+        tokio::time::timeout_at(deadline, async {
+            let leader = self.wait_for_leader().await?;
+            let index =
+                if leader == self.id { self.read_index().await? } else { self.forward_read_index(leader).await? };
+            self.wait_applied(index).await
+        })
+        .await
+        .unwrap_or(Err(Error::Timeout))
+    }
+
+    /// A quorum-confirmed read index from this member, which must be the leader.
+    pub async fn read_index(&self) -> Result<u64> {
+        let (reply, index) = oneshot::channel();
+        self.reads.send(reply).await.map_err(|_| Error::Stopped)?;
+        index.await.map_err(|_| Error::Stopped)?
+    }
+
+    async fn forward_read_index(&self, leader: NodeId) -> Result<u64> {
+        let mut client = self.peers.client(leader, &self.peer_node(leader)?)?;
+        let reply = client.read_index(pb::ReadIndexRequest { header: Some(self.peers.header()) }).await?;
+        Ok(reply.into_inner().index)
+    }
+
+    async fn wait_applied(&self, index: u64) -> Result<()> {
+        let mut metrics = self.raft.metrics();
+        loop {
+            if metrics.borrow().last_applied.is_some_and(|applied| applied.index >= index) {
+                return Ok(());
+            }
+            metrics.changed().await.map_err(|_| Error::Stopped)?;
+        }
+    }
+
+    async fn wait_for_leader(&self) -> Result<NodeId> {
+        let mut metrics = self.raft.metrics();
+        loop {
+            if let Some(leader) = metrics.borrow().current_leader {
+                return Ok(leader);
+            }
+            metrics.changed().await.map_err(|_| Error::Stopped)?;
+        }
+    }
+
+    fn peer_node(&self, id: NodeId) -> Result<PeerNode> {
+        let metrics = self.raft.metrics();
+        let membership = metrics.borrow().membership_config.clone();
+        membership.membership().get_node(&id).cloned().ok_or(Error::LeaderChanged)
+    }
+
+    /// The response header etcd puts on every answer.
+    pub fn header(&self, revision: i64) -> pb::ResponseHeader {
+        pb::ResponseHeader {
+            cluster_id: self.cluster_id,
+            member_id: self.id,
+            revision,
+            raft_term: self.raft.metrics().borrow().current_term,
+        }
+    }
+
+    /// Every member in the current configuration, with whether it votes.
+    pub fn members(&self) -> BTreeMap<NodeId, (PeerNode, bool)> {
+        let membership = self.raft.metrics().borrow().membership_config.clone();
+        let voters: Vec<NodeId> = membership.membership().voter_ids().collect();
+        membership.nodes().map(|(id, node)| (*id, (node.clone(), voters.contains(id)))).collect()
+    }
+}
+
+/// Packs queued writes into batches, keeping at most [`MAX_BATCHES_IN_FLIGHT`] in Raft.
+async fn run_batcher(raft: Raft, mut queue: mpsc::Receiver<PendingWrite>) {
+    let in_flight = Arc::new(Semaphore::new(MAX_BATCHES_IN_FLIGHT));
+    while let Some(first) = queue.recv().await {
+        let Ok(permit) = in_flight.clone().acquire_owned().await else { return };
+        let mut bytes = first.command.encoded_len();
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH_COMMANDS && bytes < MAX_BATCH_BYTES {
+            let Ok(next) = queue.try_recv() else { break };
+            bytes += next.command.encoded_len();
+            batch.push(next);
+        }
+        let raft = raft.clone();
+        tokio::spawn(async move {
+            submit_batch(&raft, batch).await;
+            drop(permit);
+        });
+    }
+}
+
+async fn submit_batch(raft: &Raft, batch: Vec<PendingWrite>) {
+    let (commands, replies): (Vec<_>, Vec<_>) = batch.into_iter().map(|p| (p.command, p.reply)).unzip();
+    match raft.client_write(Proposal(pb::CommandBatch { commands })).await {
+        Ok(written) => {
+            for (reply, result) in replies.into_iter().zip(written.data.0.results) {
+                let _ = reply.send(Ok(result));
+            }
+        }
+        Err(err) => {
+            let err = match err {
+                RaftError::APIError(ClientWriteError::ForwardToLeader(_)) => Error::LeaderChanged,
+                RaftError::APIError(other) => Error::Internal(other.to_string()),
+                RaftError::Fatal(_) => Error::Stopped,
+            };
+            for reply in replies {
+                let _ = reply.send(Err(err.clone()));
+            }
+        }
+    }
+}
+
+/// Serves read-index requests; all requests that arrive during one confirmation round are
+/// answered by the next round, which starts after they arrived.
+async fn run_read_index(raft: Raft, mut queue: mpsc::Receiver<PendingRead>) {
+    while let Some(first) = queue.recv().await {
+        let mut waiting = vec![first];
+        while let Ok(next) = queue.try_recv() {
+            waiting.push(next);
+        }
+        let result = match raft.get_read_log_id().await {
+            Ok((read_log_id, _)) => Ok(read_log_id.map_or(0, |id| id.index)),
+            Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(_))) => Err(Error::LeaderChanged),
+            Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(_))) => Err(Error::Timeout),
+            Err(RaftError::Fatal(_)) => Err(Error::Stopped),
+        };
+        for reply in waiting {
+            let _ = reply.send(result.clone());
+        }
+    }
+}

@@ -1,0 +1,82 @@
+//! The receiving side of the peer protocol: Raft RPCs handed to openraft, forwarded proposals
+//! and read-index requests handed to the local [`Node`].
+//!
+//! Every request must carry this cluster's ID; traffic from another cluster is refused with a
+//! reason the sender logs.
+
+use std::sync::Arc;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tonic::{Request, Response, Status};
+
+use super::node::Node;
+use crate::pb::peer_server::Peer;
+use crate::pb::{self, PeerHeader, RaftReply, RaftRequest};
+use crate::Error;
+
+pub struct PeerService {
+    node: Arc<Node>,
+}
+
+impl PeerService {
+    pub fn new(node: Arc<Node>) -> PeerService {
+        PeerService { node }
+    }
+
+    fn check_header(&self, header: Option<&PeerHeader>) -> Result<(), Status> {
+        let Some(header) = header else { return Err(Status::invalid_argument("peer request without header")) };
+        if header.cluster_id != self.node.cluster_id {
+            return Err(Status::failed_precondition(format!(
+                "request from member {:x} of cluster {:x}, but this is cluster {:x}",
+                header.from, header.cluster_id, self.node.cluster_id
+            )));
+        }
+        Ok(())
+    }
+
+    fn decode<T: DeserializeOwned>(&self, request: &RaftRequest) -> Result<T, Status> {
+        self.check_header(request.header.as_ref())?;
+        bincode::deserialize(&request.payload).map_err(|e| Status::invalid_argument(format!("bad Raft payload: {e}")))
+    }
+}
+
+fn reply<T: Serialize>(result: &T) -> Result<Response<RaftReply>, Status> {
+    let payload = bincode::serialize(result).map_err(|e| Status::internal(e.to_string()))?;
+    Ok(Response::new(RaftReply { payload }))
+}
+
+#[tonic::async_trait]
+impl Peer for PeerService {
+    async fn append_entries(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
+        let rpc = self.decode(request.get_ref())?;
+        reply(&self.node.raft.append_entries(rpc).await)
+    }
+
+    async fn vote(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
+        let rpc = self.decode(request.get_ref())?;
+        reply(&self.node.raft.vote(rpc).await)
+    }
+
+    async fn install_snapshot(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
+        let rpc = self.decode(request.get_ref())?;
+        reply(&self.node.raft.install_snapshot(rpc).await)
+    }
+
+    async fn propose(&self, request: Request<pb::ProposeRequest>) -> Result<Response<pb::CommandResult>, Status> {
+        let request = request.into_inner();
+        self.check_header(request.header.as_ref())?;
+        let command = request.command.ok_or_else(|| Status::invalid_argument("proposal without command"))?;
+        if self.node.raft.metrics().borrow().current_leader != Some(self.node.id) {
+            // No forwarding chains: the follower retries with whoever it thinks leads.
+            return Err(Error::LeaderChanged.into());
+        }
+        Ok(Response::new(self.node.propose_local(command).await?))
+    }
+
+    async fn read_index(&self, request: Request<pb::ReadIndexRequest>) -> Result<Response<pb::ReadIndexReply>, Status> {
+        self.check_header(request.get_ref().header.as_ref())?;
+        let index = self.node.read_index().await?;
+        Ok(Response::new(pb::ReadIndexReply { index }))
+    }
+}

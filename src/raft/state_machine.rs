@@ -1,0 +1,347 @@
+//! openraft's state machine: applies committed entries to the MVCC store, and builds, stores
+//! and installs snapshots.
+//!
+//! Invariants:
+//! - An applied batch, Raft's last applied log id and the last membership land in one atomic
+//!   sled batch ([`crate::kv::WriteTxn`]).
+//! - A failure to write while applying is fatal for this node (openraft stops it): continuing
+//!   would let replicas diverge.
+//! - A snapshot is a consistent copy taken while apply is paused, written to a temporary file,
+//!   fsynced and renamed into `<data-dir>/snap/`; only the newest is kept.
+//!
+//! Snapshot file: `MAGIC`, bincode(SnapshotMeta) with its length, then `(key, value)` entries of
+//! the state machine tree with their lengths, an end marker, and a CRC32 of all that precedes it.
+
+use std::fs::{self, File};
+use std::io::{BufReader, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine, Snapshot, SnapshotMeta};
+use openraft::{EntryPayload, ErrorSubject, ErrorVerb, StoredMembership};
+use tokio::sync::Mutex;
+
+use super::{storage_error, Applied, LogId, NodeId, PeerNode, Proposal, StorageError, TypeConfig};
+use crate::kv::KvStore;
+use crate::pb;
+
+const META_APPLIED: &str = "raft_applied";
+const META_MEMBERSHIP: &str = "raft_membership";
+const MAGIC: &[u8; 8] = b"PHXSNAP1";
+const END_OF_ENTRIES: u32 = u32::MAX;
+
+type Membership = StoredMembership<NodeId, PeerNode>;
+type Meta = SnapshotMeta<NodeId, PeerNode>;
+
+#[derive(Clone)]
+pub struct StateMachine {
+    kv: KvStore,
+    db: sled::Db,
+    snapshot_dir: PathBuf,
+    /// Held while applying and while copying a snapshot, so a snapshot sees whole batches only.
+    /// A tokio mutex because the snapshot copy holds it across a blocking task.
+    apply_lock: Arc<Mutex<()>>,
+}
+
+impl StateMachine {
+    pub fn new(kv: KvStore, db: sled::Db, snapshot_dir: PathBuf) -> StateMachine {
+        StateMachine { kv, db, snapshot_dir, apply_lock: Arc::new(Mutex::new(())) }
+    }
+
+    fn read_state(&self) -> crate::Result<(Option<LogId>, Membership)> {
+        let applied = match self.kv.meta(META_APPLIED)? {
+            Some(bytes) => bincode::deserialize(&bytes)?,
+            None => None,
+        };
+        let membership = match self.kv.meta(META_MEMBERSHIP)? {
+            Some(bytes) => bincode::deserialize(&bytes)?,
+            None => Membership::default(),
+        };
+        Ok((applied, membership))
+    }
+
+    fn apply_entries(&self, entries: impl Iterator<Item = openraft::Entry<TypeConfig>>) -> crate::Result<Vec<Applied>> {
+        let mut txn = self.kv.write()?;
+        let mut replies = Vec::new();
+        let mut last_applied = None;
+        let mut membership = None;
+        for entry in entries {
+            last_applied = Some(entry.log_id);
+            let reply = match entry.payload {
+                EntryPayload::Blank => Applied::default(),
+                EntryPayload::Normal(Proposal(batch)) => {
+                    let results = batch.commands.iter().map(|c| txn.execute(c)).collect::<crate::Result<_>>()?;
+                    Applied(pb::CommandResults { results })
+                }
+                EntryPayload::Membership(m) => {
+                    membership = Some(Membership::new(Some(entry.log_id), m));
+                    Applied::default()
+                }
+            };
+            replies.push(reply);
+        }
+        if last_applied.is_none() {
+            return Ok(replies);
+        }
+        txn.put_meta(META_APPLIED, bincode::serialize(&last_applied)?);
+        if let Some(membership) = membership {
+            txn.put_meta(META_MEMBERSHIP, bincode::serialize(&membership)?);
+        }
+        if txn.commit()? {
+            let removed = self.kv.compact_physically()?;
+            tracing::debug!(removed, "compacted history");
+        }
+        Ok(replies)
+    }
+
+    fn newest_snapshot_path(&self) -> std::io::Result<Option<PathBuf>> {
+        if !self.snapshot_dir.exists() {
+            return Ok(None);
+        }
+        let mut newest: Option<(Meta, PathBuf)> = None;
+        for dirent in fs::read_dir(&self.snapshot_dir)? {
+            let path = dirent?.path();
+            if path.extension().is_some_and(|e| e == "snap") {
+                let meta = read_meta(&mut BufReader::new(File::open(&path)?))?;
+                if newest.as_ref().is_none_or(|(m, _)| m.last_log_id < meta.last_log_id) {
+                    newest = Some((meta, path));
+                }
+            }
+        }
+        Ok(newest.map(|(_, path)| path))
+    }
+
+    /// Keeps `keep` as the only snapshot file.
+    fn remove_other_snapshots(&self, keep: &Path) -> std::io::Result<()> {
+        for dirent in fs::read_dir(&self.snapshot_dir)? {
+            let path = dirent?.path();
+            if path != keep && path.extension().is_some_and(|e| e == "snap" || e == "tmp") {
+                fs::remove_file(path)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Copies the whole state machine into a new snapshot file and returns its path and meta.
+    fn write_snapshot(&self) -> std::io::Result<(PathBuf, Meta)> {
+        let (last_log_id, last_membership) = self.read_state().map_err(std::io::Error::other)?;
+        let snapshot_id = match last_log_id {
+            Some(id) => format!("{}-{}-{}", id.leader_id.term, id.leader_id.node_id, id.index),
+            None => "0-0-0".to_string(),
+        };
+        let meta = Meta { last_log_id, last_membership, snapshot_id };
+        fs::create_dir_all(&self.snapshot_dir)?;
+        let tmp = self.snapshot_dir.join(format!("{}.tmp", meta.snapshot_id));
+        let mut out = ChecksumWriter::new(BufWriter::new(File::create(&tmp)?));
+        out.write_all(MAGIC)?;
+        write_frame(&mut out, &bincode::serialize(&meta).map_err(std::io::Error::other)?)?;
+        for entry in self.kv.export() {
+            let (key, value) = entry.map_err(std::io::Error::other)?;
+            write_frame(&mut out, &key)?;
+            write_frame(&mut out, &value)?;
+        }
+        out.write_all(&END_OF_ENTRIES.to_be_bytes())?;
+        let file = out.finish()?;
+        file.sync_all()?;
+        let path = self.snapshot_dir.join(format!("{}.snap", meta.snapshot_id));
+        fs::rename(&tmp, &path)?;
+        self.remove_other_snapshots(&path)?;
+        Ok((path, meta))
+    }
+
+    /// Verifies a received snapshot file, keeps it as the current snapshot and loads it.
+    fn install_file(&self, meta: &Meta, received: &Path) -> crate::Result<()> {
+        verify_checksum(received)?;
+        let path = self.snapshot_dir.join(format!("{}.snap", meta.snapshot_id));
+        fs::rename(received, &path)?;
+        File::open(&self.snapshot_dir)?.sync_all()?;
+        self.remove_other_snapshots(&path)?;
+        let mut reader = BufReader::new(File::open(&path)?);
+        read_meta(&mut reader)?;
+        self.kv.replace_all(SnapshotEntries { reader })?;
+        self.db.flush()?;
+        Ok(())
+    }
+}
+
+fn sm_error(verb: ErrorVerb, err: impl std::fmt::Display) -> StorageError {
+    storage_error(ErrorSubject::StateMachine, verb, err)
+}
+
+fn snapshot_error(verb: ErrorVerb, err: impl std::fmt::Display) -> StorageError {
+    storage_error(ErrorSubject::Snapshot(None), verb, err)
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotBuilder = StateMachine;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, Membership), StorageError> {
+        self.read_state().map_err(|e| sm_error(ErrorVerb::Read, e))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Applied>, StorageError>
+    where
+        I: IntoIterator<Item = openraft::Entry<TypeConfig>> + Send,
+        I::IntoIter: Send,
+    {
+        let _applying = self.apply_lock.lock().await;
+        self.apply_entries(entries.into_iter()).map_err(|e| sm_error(ErrorVerb::Write, e))
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.clone()
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<tokio::fs::File>, StorageError> {
+        fs::create_dir_all(&self.snapshot_dir).map_err(|e| snapshot_error(ErrorVerb::Write, e))?;
+        let path = self.snapshot_dir.join("incoming.tmp");
+        let file = tokio::fs::File::create(&path).await.map_err(|e| snapshot_error(ErrorVerb::Write, e))?;
+        Ok(Box::new(file))
+    }
+
+    async fn install_snapshot(&mut self, meta: &Meta, snapshot: Box<tokio::fs::File>) -> Result<(), StorageError> {
+        snapshot.sync_all().await.map_err(|e| snapshot_error(ErrorVerb::Write, e))?;
+        drop(snapshot);
+        let _applying = self.apply_lock.lock().await;
+        let received = self.snapshot_dir.join("incoming.tmp");
+        self.install_file(meta, &received).map_err(|e| snapshot_error(ErrorVerb::Write, e))?;
+        tracing::info!(snapshot = %meta.snapshot_id, "installed snapshot from leader");
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
+        let Some(path) = self.newest_snapshot_path().map_err(|e| snapshot_error(ErrorVerb::Read, e))? else {
+            return Ok(None);
+        };
+        open_snapshot(&path).await.map(Some)
+    }
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
+        let applying = self.apply_lock.clone().lock_owned().await;
+        let this = self.clone();
+        let (path, meta) = tokio::task::spawn_blocking(move || {
+            let _applying = applying;
+            this.write_snapshot()
+        })
+        .await
+        .map_err(|e| snapshot_error(ErrorVerb::Write, e))?
+        .map_err(|e| snapshot_error(ErrorVerb::Write, e))?;
+        tracing::info!(snapshot = %meta.snapshot_id, "built snapshot");
+        open_snapshot(&path).await
+    }
+}
+
+async fn open_snapshot(path: &Path) -> Result<Snapshot<TypeConfig>, StorageError> {
+    let meta = read_meta(&mut BufReader::new(File::open(path).map_err(|e| snapshot_error(ErrorVerb::Read, e))?))
+        .map_err(|e| snapshot_error(ErrorVerb::Read, e))?;
+    let file = tokio::fs::File::open(path).await.map_err(|e| snapshot_error(ErrorVerb::Read, e))?;
+    Ok(Snapshot { meta, snapshot: Box::new(file) })
+}
+
+fn write_frame(out: &mut impl Write, bytes: &[u8]) -> std::io::Result<()> {
+    let len = u32::try_from(bytes.len()).map_err(|_| std::io::Error::other("snapshot entry over 4 GiB"))?;
+    out.write_all(&len.to_be_bytes())?;
+    out.write_all(bytes)
+}
+
+/// Reads one length-prefixed frame; None at the end marker.
+fn read_frame(input: &mut impl Read) -> std::io::Result<Option<Vec<u8>>> {
+    let mut len = [0u8; 4];
+    input.read_exact(&mut len)?;
+    let len = u32::from_be_bytes(len);
+    if len == END_OF_ENTRIES {
+        return Ok(None);
+    }
+    let mut bytes = vec![0u8; len as usize];
+    input.read_exact(&mut bytes)?;
+    Ok(Some(bytes))
+}
+
+fn read_meta(input: &mut impl Read) -> std::io::Result<Meta> {
+    let mut magic = [0u8; 8];
+    input.read_exact(&mut magic)?;
+    if &magic != MAGIC {
+        return Err(std::io::Error::other("not a Phoenix snapshot file"));
+    }
+    let bytes = read_frame(input)?.ok_or_else(|| std::io::Error::other("snapshot has no meta"))?;
+    bincode::deserialize(&bytes).map_err(std::io::Error::other)
+}
+
+/// Checks that a snapshot file is complete and unaltered before anything is loaded from it.
+fn verify_checksum(path: &Path) -> crate::Result<()> {
+    let bytes_len = fs::metadata(path)?.len();
+    if bytes_len < 4 {
+        return Err(crate::Error::Corrupt(format!("snapshot {} is truncated", path.display())));
+    }
+    let mut reader = BufReader::new(File::open(path)?);
+    let mut hasher = crc32fast::Hasher::new();
+    let mut remaining = bytes_len - 4;
+    let mut buf = vec![0u8; 64 * 1024];
+    while remaining > 0 {
+        let want = remaining.min(buf.len() as u64) as usize;
+        let n = reader.read(&mut buf[..want])?;
+        if n == 0 {
+            return Err(crate::Error::Corrupt(format!("snapshot {} is truncated", path.display())));
+        }
+        hasher.update(&buf[..n]);
+        remaining -= n as u64;
+    }
+    let mut stored = [0u8; 4];
+    reader.read_exact(&mut stored)?;
+    if u32::from_be_bytes(stored) != hasher.finalize() {
+        return Err(crate::Error::Corrupt(format!("snapshot {} fails its checksum", path.display())));
+    }
+    Ok(())
+}
+
+/// The `(key, value)` entries of a snapshot file whose meta has been read.
+struct SnapshotEntries<R: Read> {
+    reader: R,
+}
+
+impl<R: Read> Iterator for SnapshotEntries<R> {
+    type Item = crate::Result<(Vec<u8>, Vec<u8>)>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let entry = (|| {
+            let Some(key) = read_frame(&mut self.reader)? else { return Ok(None) };
+            let value = read_frame(&mut self.reader)?.ok_or_else(|| std::io::Error::other("entry without value"))?;
+            Ok::<_, std::io::Error>(Some((key, value)))
+        })();
+        entry.map_err(|e| crate::Error::Corrupt(format!("snapshot: {e}"))).transpose()
+    }
+}
+
+/// A writer that appends a CRC32 of everything written when finished.
+struct ChecksumWriter<W: Write> {
+    inner: W,
+    hasher: crc32fast::Hasher,
+}
+
+impl<W: Write> ChecksumWriter<W> {
+    fn new(inner: W) -> Self {
+        ChecksumWriter { inner, hasher: crc32fast::Hasher::new() }
+    }
+}
+
+impl ChecksumWriter<BufWriter<File>> {
+    fn finish(mut self) -> std::io::Result<File> {
+        let crc = self.hasher.clone().finalize();
+        self.inner.write_all(&crc.to_be_bytes())?;
+        self.inner.into_inner().map_err(|e| e.into_error())
+    }
+}
+
+impl<W: Write> Write for ChecksumWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}

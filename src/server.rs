@@ -1,0 +1,255 @@
+//! Starting and stopping a member: bind the listeners, open the data dir, start Raft and the
+//! services, bootstrap a new cluster, and shut everything down in order.
+//!
+//! Listeners are bound before the data dir is touched, so a port in use leaves nothing behind.
+
+use std::future::Future;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::Server;
+use url::Url;
+
+use crate::api::{self, Context, Limits};
+use crate::cluster::{DataDir, Identity};
+use crate::config::{url_string, ClusterState, Config};
+use crate::kv::KvStore;
+use crate::pb;
+use crate::raft::log_store::LogStore;
+use crate::raft::network::{Peers, MAX_PEER_MESSAGE_BYTES};
+use crate::raft::node::Node;
+use crate::raft::peer_service::PeerService;
+use crate::raft::state_machine::StateMachine;
+use crate::raft::Raft;
+use crate::{Error, Result};
+
+/// gRPC allows this much more than --max-request-bytes on the wire, as etcd's server does.
+const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
+
+/// Runs a member until `shutdown` completes.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<()> {
+    let identity = Identity::from_config(&config);
+    let client_listeners = bind_all("--listen-client-urls", &config.listen_client_urls).await?;
+    let peer_listeners = bind_all("--listen-peer-urls", &config.listen_peer_urls).await?;
+    let data = DataDir::open(&config, &identity)?;
+    let node = start_node(&config, &identity, &data).await?;
+    tracing::info!(
+        name = %config.name,
+        member = format!("{:x}", node.id),
+        cluster = format!("{:x}", node.cluster_id),
+        data_dir = %data.path.display(),
+        "starting member"
+    );
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut servers = Vec::new();
+    for listener in peer_listeners {
+        servers.push(tokio::spawn(serve_peers(listener, node.clone(), stop_rx.clone())));
+    }
+    let ctx = Context {
+        node: node.clone(),
+        limits: Arc::new(Limits { max_txn_ops: config.max_txn_ops, max_request_bytes: config.max_request_bytes }),
+        quota_backend_bytes: config.quota_backend_bytes,
+    };
+    for listener in client_listeners {
+        servers.push(tokio::spawn(serve_clients(listener, ctx.clone(), config.max_request_bytes, stop_rx.clone())));
+    }
+
+    if data.fresh && config.initial_cluster_state == ClusterState::New {
+        bootstrap(&node.raft, &identity).await?;
+    }
+    let background = [
+        tokio::spawn(publish_attributes(node.clone(), config.clone(), stop_rx.clone())),
+        tokio::spawn(break_split_votes(node.raft.clone(), config.election_timeout, stop_rx.clone())),
+    ];
+    tracing::info!("ready to serve client requests");
+
+    shutdown.await;
+    tracing::info!("stopping");
+    let _ = stop_tx.send(true);
+    for server in servers.into_iter().chain(background) {
+        let _ = server.await;
+    }
+    node.raft.shutdown().await.map_err(|e| Error::Internal(format!("raft shutdown: {e}")))?;
+    node.db.flush_async().await?;
+    Ok(())
+}
+
+async fn start_node(config: &Config, identity: &Identity, data: &DataDir) -> Result<Arc<Node>> {
+    let id = data.meta.member_id;
+    let cluster_id = data.meta.cluster_id;
+    let kv = KvStore::new(data.db.open_tree("kv")?);
+    let log = LogStore::new(data.db.clone(), data.db.open_tree("raft")?);
+    let state_machine = StateMachine::new(kv.clone(), data.db.clone(), data.snapshot_dir());
+    let peers = Peers::new(cluster_id, id);
+    let raft_config = raft_config(config)?;
+    let raft = Raft::new(id, Arc::new(raft_config), peers.clone(), log, state_machine)
+        .await
+        .map_err(|e| Error::Storage(format!("cannot start Raft: {e}")))?;
+    debug_assert_eq!(identity.cluster_id == cluster_id, identity.member_id == id);
+    Ok(Node::new(id, cluster_id, raft, kv, data.db.clone(), peers, config.request_timeout()))
+}
+
+fn raft_config(config: &Config) -> Result<openraft::Config> {
+    let millis = |d: Duration| d.as_millis() as u64;
+    openraft::Config {
+        cluster_name: config.initial_cluster_token.clone(),
+        heartbeat_interval: millis(config.heartbeat_interval),
+        // etcd draws each election timeout from [timeout, 2 * timeout).
+        election_timeout_min: millis(config.election_timeout),
+        election_timeout_max: millis(config.election_timeout) * 2,
+        // A chunk's timeout includes installing the whole snapshot on the last one.
+        install_snapshot_timeout: 60_000,
+        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(config.snapshot_count),
+        // etcd keeps 5000 entries behind a snapshot for slow followers.
+        max_in_snapshot_log_to_keep: config.snapshot_count.min(5000),
+        purge_batch_size: 256,
+        max_payload_entries: 64,
+        ..Default::default()
+    }
+    .validate()
+    .map_err(|e| Error::Config(format!("invalid Raft timing: {e}")))
+}
+
+/// Writes the initial membership on a brand-new member. Every member of a new cluster does the
+/// same with the same configuration, which openraft allows.
+async fn bootstrap(raft: &Raft, identity: &Identity) -> Result<()> {
+    match raft.initialize(identity.initial_members.clone()).await {
+        Ok(()) => Ok(()),
+        Err(openraft::error::RaftError::APIError(openraft::error::InitializeError::NotAllowed(_))) => Ok(()),
+        Err(e) => Err(Error::Internal(format!("cannot bootstrap the cluster: {e}"))),
+    }
+}
+
+async fn bind_all(flag: &str, urls: &[Url]) -> Result<Vec<TcpListener>> {
+    let mut listeners = Vec::new();
+    for url in urls {
+        let addr = socket_addr(url)?;
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|e| Error::Config(format!("{flag}: cannot listen on {}: {e}", url_string(url))))?;
+        listeners.push(listener);
+    }
+    Ok(listeners)
+}
+
+fn socket_addr(url: &Url) -> Result<SocketAddr> {
+    let host = url.host_str().unwrap_or_default().trim_matches(['[', ']']);
+    let host = if host == "localhost" { "127.0.0.1" } else { host };
+    let port = url.port().unwrap_or_default();
+    (host, port)
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut addrs| addrs.next())
+        .ok_or_else(|| Error::Config(format!("cannot resolve {}", url_string(url))))
+}
+
+async fn stopped(mut stop: watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stop| *stop).await;
+}
+
+async fn serve_peers(listener: TcpListener, node: Arc<Node>, stop: watch::Receiver<bool>) {
+    let service = pb::peer_server::PeerServer::new(PeerService::new(node))
+        .max_decoding_message_size(MAX_PEER_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES);
+    let result = Server::builder()
+        .tcp_nodelay(true)
+        .add_service(service)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stopped(stop))
+        .await;
+    if let Err(e) = result {
+        tracing::error!(error = %e, "peer server failed");
+    }
+}
+
+async fn serve_clients(listener: TcpListener, ctx: Context, max_request_bytes: usize, stop: watch::Receiver<bool>) {
+    let limit = max_request_bytes + GRPC_OVERHEAD_BYTES;
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    health_reporter.set_service_status("", tonic_health::ServingStatus::Serving).await;
+    let result = Server::builder()
+        .tcp_nodelay(true)
+        .add_service(pb::kv_server::KvServer::new(api::KvService::new(ctx.clone())).max_decoding_message_size(limit))
+        .add_service(pb::watch_server::WatchServer::new(api::WatchService))
+        .add_service(pb::lease_server::LeaseServer::new(api::LeaseService))
+        .add_service(pb::cluster_server::ClusterServer::new(api::ClusterService::new(ctx.clone())))
+        .add_service(pb::maintenance_server::MaintenanceServer::new(api::MaintenanceService::new(ctx.clone())))
+        .add_service(pb::auth_server::AuthServer::new(api::AuthService))
+        .add_service(health_service)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stopped(stop))
+        .await;
+    if let Err(e) = result {
+        tracing::error!(error = %e, "client server failed");
+    }
+}
+
+/// Announces this member's name and client URLs through the log, as etcd members do on start,
+/// retrying until it is committed or the member stops.
+async fn publish_attributes(node: Arc<Node>, config: Config, stop: watch::Receiver<bool>) {
+    let attributes = pb::MemberAttributes {
+        id: node.id,
+        name: config.name.clone(),
+        client_urls: config.advertise_client_urls.iter().map(url_string).collect(),
+    };
+    let published =
+        crate::kv::MemberAttributes { name: attributes.name.clone(), client_urls: attributes.client_urls.clone() };
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        let already = node.kv.members().ok().and_then(|m| m.get(&node.id).cloned()) == Some(published.clone());
+        if already {
+            return;
+        }
+        let command = pb::Command { op: Some(pb::command::Op::MemberAttributes(attributes.clone())) };
+        match node.propose(command).await {
+            Ok(_) => {
+                tracing::info!("published member attributes");
+                return;
+            }
+            Err(e) => tracing::debug!(error = %e, "publishing member attributes, will retry"),
+        }
+        let mut stop = stop.clone();
+        let _ = tokio::time::timeout(Duration::from_millis(500), stop.wait_for(|s| *s)).await;
+    }
+}
+
+/// openraft 0.9 draws each member's election timeout once, so two candidates can tie in every
+/// term. When no leader appears for several election timeouts, campaign after a random delay.
+async fn break_split_votes(raft: Raft, election_timeout: Duration, stop: watch::Receiver<bool>) {
+    let mut metrics = raft.metrics();
+    loop {
+        let leaderless = async {
+            loop {
+                if metrics.borrow_and_update().current_leader.is_none() {
+                    return;
+                }
+                if metrics.changed().await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            }
+        };
+        tokio::select! {
+            _ = stopped(stop.clone()) => return,
+            _ = leaderless => {}
+        }
+        let patience = election_timeout * 6 + jitter(election_timeout * 2);
+        let mut stop = stop.clone();
+        if tokio::time::timeout(patience, stop.wait_for(|s| *s)).await.is_ok() {
+            return;
+        }
+        if raft.metrics().borrow().current_leader.is_none() {
+            tracing::info!("no leader for a long time; campaigning to break a split vote");
+            let _ = raft.trigger().elect().await;
+        }
+    }
+}
+
+/// A delay in [0, max): not part of any state machine decision, so the clock is a fine source.
+fn jitter(max: Duration) -> Duration {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().subsec_nanos();
+    max.mul_f64(f64::from(nanos % 1000) / 1000.0)
+}
