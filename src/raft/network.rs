@@ -41,7 +41,7 @@ impl Peers {
     }
 
     pub fn header(&self) -> PeerHeader {
-        self.header.clone()
+        self.header
     }
 
     /// A client for `target`, connecting lazily to its first peer URL.
@@ -104,7 +104,7 @@ impl Connection {
             Err(reason) => return Err(RPCError::Unreachable(Unreachable::new(&Error::Internal(reason.clone())))),
         };
         let payload = bincode::serialize(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
-        let mut request = tonic::Request::new(RaftRequest { header: Some(self.header.clone()), payload });
+        let mut request = tonic::Request::new(RaftRequest { header: Some(self.header), payload });
         request.set_timeout(option.hard_ttl());
         let reply = match rpc {
             Rpc::AppendEntries => client.append_entries(request).await,
