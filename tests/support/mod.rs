@@ -1,0 +1,258 @@
+//! The real-process cluster harness shared by the integration tests.
+//!
+//! Each member is the built `phoenix` binary started as a child process with etcd's flags, in
+//! its own temporary data dir, on free loopback ports. Readiness is awaited by polling the
+//! member's Status, never by sleeping. Children are killed when the cluster is dropped, and a
+//! failing test prints the tail of every member's log.
+
+#![allow(dead_code)] // each test binary uses a different part of the harness
+
+use std::fs::File;
+use std::future::Future;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use etcd_client::Client;
+use tempfile::TempDir;
+
+/// How long a cluster may take to become ready or to elect a new leader.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How often conditions are polled.
+pub const POLL_INTERVAL: Duration = Duration::from_millis(20);
+
+/// Fast but safe timings for tests on a small machine.
+pub const FAST_TIMINGS: &[&str] = &["--heartbeat-interval", "50", "--election-timeout", "500"];
+
+/// Reserves `n` distinct free loopback ports.
+pub fn free_ports(n: usize) -> Vec<u16> {
+    let listeners: Vec<TcpListener> =
+        (0..n).map(|_| TcpListener::bind("127.0.0.1:0").expect("bind a free port")).collect();
+    listeners.iter().map(|l| l.local_addr().expect("local addr").port()).collect()
+}
+
+pub struct Member {
+    pub name: String,
+    pub client_port: u16,
+    pub peer_port: u16,
+    pub data_dir: PathBuf,
+    pub log: PathBuf,
+    args: Vec<String>,
+    child: Option<Child>,
+}
+
+impl Member {
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.client_port)
+    }
+
+    pub fn peer_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.peer_port)
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    fn spawn(&mut self) {
+        let log = File::options().create(true).append(true).open(&self.log).expect("open member log");
+        let child = Command::new(env!("CARGO_BIN_EXE_phoenix"))
+            .args(&self.args)
+            .stdout(Stdio::from(log.try_clone().expect("clone log handle")))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("start phoenix");
+        self.child = Some(child);
+    }
+
+    /// kill -9: no chance to flush or say goodbye.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+pub struct Cluster {
+    pub members: Vec<Member>,
+    dir: TempDir,
+}
+
+impl Cluster {
+    /// Starts `n` members with `extra` flags each and waits until they serve with a leader.
+    pub async fn start(n: usize, extra: &[&str]) -> Cluster {
+        let cluster = Cluster::spawn(n, "test-cluster", extra);
+        for i in 0..n {
+            cluster.wait_ready(i).await;
+        }
+        cluster
+    }
+
+    /// Starts the processes without waiting for them.
+    pub fn spawn(n: usize, token: &str, extra: &[&str]) -> Cluster {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let ports = free_ports(2 * n);
+        let names: Vec<String> = (1..=n).map(|i| format!("m{i}")).collect();
+        let initial_cluster = names
+            .iter()
+            .enumerate()
+            .map(|(i, name)| format!("{name}=http://127.0.0.1:{}", ports[2 * i + 1]))
+            .collect::<Vec<_>>()
+            .join(",");
+        let members = names
+            .into_iter()
+            .enumerate()
+            .map(|(i, name)| {
+                let (client_port, peer_port) = (ports[2 * i], ports[2 * i + 1]);
+                let data_dir = dir.path().join(format!("{name}.phoenix"));
+                let mut args: Vec<String> = [
+                    "--name",
+                    &name,
+                    "--data-dir",
+                    &data_dir.to_string_lossy(),
+                    "--listen-client-urls",
+                    &format!("http://127.0.0.1:{client_port}"),
+                    "--advertise-client-urls",
+                    &format!("http://127.0.0.1:{client_port}"),
+                    "--listen-peer-urls",
+                    &format!("http://127.0.0.1:{peer_port}"),
+                    "--initial-advertise-peer-urls",
+                    &format!("http://127.0.0.1:{peer_port}"),
+                    "--initial-cluster",
+                    &initial_cluster,
+                    "--initial-cluster-token",
+                    token,
+                ]
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
+                args.extend(extra.iter().map(|s| s.to_string()));
+                let log = dir.path().join(format!("{name}.log"));
+                let mut member = Member { name, client_port, peer_port, data_dir, log, args, child: None };
+                member.spawn();
+                member
+            })
+            .collect();
+        Cluster { members, dir }
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn endpoints(&self) -> Vec<String> {
+        self.members.iter().map(Member::endpoint).collect()
+    }
+
+    /// A client talking to member `i` only.
+    pub async fn client(&self, i: usize) -> Client {
+        Client::connect([self.members[i].endpoint()], None).await.expect("connect client")
+    }
+
+    /// Waits until member `i` answers Status and knows a leader.
+    pub async fn wait_ready(&self, i: usize) {
+        let endpoint = self.members[i].endpoint();
+        poll_until(READY_TIMEOUT, &format!("{} ready", self.members[i].name), || async {
+            let mut client = Client::connect([endpoint.clone()], None).await.ok()?;
+            let status = client.status().await.ok()?;
+            (status.leader() != 0).then_some(())
+        })
+        .await;
+    }
+
+    /// The index of the member every running member agrees is the leader.
+    pub async fn leader(&self) -> usize {
+        poll_until(READY_TIMEOUT, "an agreed leader", || async {
+            let mut leaders = Vec::new();
+            for member in self.members.iter().filter(|m| m.is_running()) {
+                let mut client = Client::connect([member.endpoint()], None).await.ok()?;
+                leaders.push(client.status().await.ok()?.leader());
+            }
+            let first = *leaders.first()?;
+            if first == 0 || leaders.iter().any(|l| *l != first) {
+                return None;
+            }
+            for (i, member) in self.members.iter().enumerate().filter(|(_, m)| m.is_running()) {
+                let mut client = Client::connect([member.endpoint()], None).await.ok()?;
+                if client.status().await.ok()?.header()?.member_id() == first {
+                    return Some(i);
+                }
+            }
+            None
+        })
+        .await
+    }
+
+    pub fn kill(&mut self, i: usize) {
+        self.members[i].kill();
+    }
+
+    /// Starts member `i` again with the same flags and data dir, and waits until it serves.
+    pub async fn restart(&mut self, i: usize) {
+        self.members[i].spawn();
+        self.wait_ready(i).await;
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for member in &mut self.members {
+            member.kill();
+        }
+        if std::thread::panicking() {
+            for member in &self.members {
+                let log = member.log_text();
+                let tail: Vec<&str> = log.lines().rev().take(40).collect();
+                eprintln!("---- last lines of {} ----", member.name);
+                for line in tail.into_iter().rev() {
+                    eprintln!("{line}");
+                }
+            }
+        }
+    }
+}
+
+/// Polls `check` until it yields a value, panicking with `what` after `timeout`.
+pub async fn poll_until<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    let mut interval = tokio::time::interval(POLL_INTERVAL);
+    loop {
+        interval.tick().await;
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+    }
+}
+
+/// Runs `phoenix` with `args` to completion, for flag and data dir checks.
+pub fn run_phoenix(args: &[&str], cwd: &Path) -> std::process::Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_phoenix"))
+        .args(args)
+        .current_dir(cwd)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start phoenix");
+    // A misconfigured server exits at once; one that starts would run forever, so bound it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while child.try_wait().expect("wait phoenix").is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            break;
+        }
+        std::thread::sleep(POLL_INTERVAL);
+    }
+    child.wait_with_output().expect("phoenix output")
+}
