@@ -44,6 +44,9 @@ pub enum Error {
     NoLeader,
     #[error("etcdserver: leader changed")]
     LeaderChanged,
+    /// This member is not the leader and did nothing: safe to retry elsewhere.
+    #[error("etcdserver: not leader")]
+    NotLeader,
     #[error("etcdserver: request timed out")]
     Timeout,
     #[error("etcdserver: server stopped")]
@@ -89,6 +92,7 @@ const FIXED_STATUSES: &[Error] = &[
     Error::LeaseNotFound,
     Error::NoLeader,
     Error::LeaderChanged,
+    Error::NotLeader,
     Error::Timeout,
     Error::Stopped,
     Error::TooManyRequests,
@@ -104,6 +108,7 @@ impl Error {
             Compacted | FutureRevision => Code::OutOfRange,
             NoSpace | TooManyRequests => Code::ResourceExhausted,
             LeaseNotFound => Code::NotFound,
+            NotLeader => Code::FailedPrecondition,
             NoLeader | LeaderChanged | Timeout | Stopped => Code::Unavailable,
             Unimplemented(_) => Code::Unimplemented,
             Remote { code, .. } => Code::from_i32(*code),

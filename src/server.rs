@@ -107,7 +107,7 @@ fn raft_config(config: &Config) -> Result<openraft::Config> {
         snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(config.snapshot_count),
         // etcd keeps 5000 entries behind a snapshot for slow followers.
         max_in_snapshot_log_to_keep: config.snapshot_count.min(5000),
-        purge_batch_size: 256,
+        purge_batch_size: config.snapshot_count.min(256),
         max_payload_entries: 64,
         ..Default::default()
     }

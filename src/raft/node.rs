@@ -29,6 +29,8 @@ const MAX_BATCHES_IN_FLIGHT: usize = 4;
 /// Upper bounds on one batch, so that an entry stays well within a peer message.
 const MAX_BATCH_COMMANDS: usize = 1024;
 const MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
+/// How long to wait for news about the leader before retrying a request that found none.
+const RETRY_BACKOFF: Duration = Duration::from_millis(100);
 
 struct PendingWrite {
     command: pb::Command,
@@ -69,22 +71,48 @@ impl Node {
     /// Commits `command` through Raft and returns its result; a deterministic refusal decided
     /// while applying comes back as an error.
     pub async fn propose(&self, command: pb::Command) -> Result<CommandResult> {
-        let deadline = Instant::now() + self.request_timeout;
-        let result = tokio::time::timeout_at(deadline, async {
-            let leader = self.wait_for_leader().await?;
-            if leader == self.id {
-                self.propose_local(command).await
-            } else {
-                self.forward(leader, command).await
-            }
-        })
-        .await
-        .unwrap_or(Err(Error::Timeout))?;
+        let result = self
+            .with_leader(|leader| {
+                let command = command.clone();
+                async move {
+                    if leader == self.id {
+                        self.propose_local(command).await
+                    } else {
+                        self.forward(leader, command).await
+                    }
+                }
+            })
+            .await?;
         match result.result {
             Some(command_result::Result::Error(e)) => Err(Error::from_status(e.code, &e.message)),
             Some(_) => Ok(result),
             None => Err(Error::Internal("empty command result".into())),
         }
+    }
+
+    /// Runs `attempt` against the current leader until it answers something other than "not
+    /// leader" (an attempt that did nothing), within the request timeout.
+    async fn with_leader<T, F, Fut>(&self, attempt: F) -> Result<T>
+    where
+        F: Fn(NodeId) -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
+        let deadline = Instant::now() + self.request_timeout;
+        let mut metrics = self.raft.metrics();
+        tokio::time::timeout_at(deadline, async {
+            loop {
+                let leader = self.wait_for_leader().await?;
+                match attempt(leader).await {
+                    Err(Error::NotLeader) => {
+                        // Stale leadership news: wait for Raft to learn more, then try again.
+                        let _ = tokio::time::timeout(RETRY_BACKOFF, metrics.changed()).await;
+                    }
+                    other => return other,
+                }
+            }
+        })
+        .await
+        .unwrap_or(Err(Error::Timeout))
     }
 
     /// Proposes on this member, which must be the leader.
@@ -102,15 +130,19 @@ impl Node {
 
     /// Waits until a read that starts now can be served linearizably from local state.
     pub async fn linearize(&self) -> Result<()> {
+        let index = self
+            .with_leader(|leader| async move {
+                let index =
+                    if leader == self.id { self.read_index().await } else { self.forward_read_index(leader).await };
+                // A read index is never ambiguous: any failure to get one can be retried.
+                match index {
+                    Err(Error::LeaderChanged) => Err(Error::NotLeader),
+                    other => other,
+                }
+            })
+            .await?;
         let deadline = Instant::now() + self.request_timeout;
-        tokio::time::timeout_at(deadline, async {
-            let leader = self.wait_for_leader().await?;
-            let index =
-                if leader == self.id { self.read_index().await? } else { self.forward_read_index(leader).await? };
-            self.wait_applied(index).await
-        })
-        .await
-        .unwrap_or(Err(Error::Timeout))
+        tokio::time::timeout_at(deadline, self.wait_applied(index)).await.unwrap_or(Err(Error::Timeout))
     }
 
     /// A quorum-confirmed read index from this member, which must be the leader.
@@ -149,7 +181,7 @@ impl Node {
     fn peer_node(&self, id: NodeId) -> Result<PeerNode> {
         let metrics = self.raft.metrics();
         let membership = metrics.borrow().membership_config.clone();
-        membership.membership().get_node(&id).cloned().ok_or(Error::LeaderChanged)
+        membership.membership().get_node(&id).cloned().ok_or(Error::NotLeader)
     }
 
     /// The response header etcd puts on every answer.
@@ -221,7 +253,7 @@ async fn run_read_index(raft: Raft, mut queue: mpsc::Receiver<PendingRead>) {
         }
         let result = match raft.get_read_log_id().await {
             Ok((read_log_id, _)) => Ok(read_log_id.map_or(0, |id| id.index)),
-            Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(_))) => Err(Error::LeaderChanged),
+            Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(_))) => Err(Error::NotLeader),
             Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(_))) => Err(Error::Timeout),
             Err(RaftError::Fatal(_)) => Err(Error::Stopped),
         };

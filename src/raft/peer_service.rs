@@ -69,7 +69,7 @@ impl Peer for PeerService {
         let command = request.command.ok_or_else(|| Status::invalid_argument("proposal without command"))?;
         if self.node.raft.metrics().borrow().current_leader != Some(self.node.id) {
             // No forwarding chains: the follower retries with whoever it thinks leads.
-            return Err(Error::LeaderChanged.into());
+            return Err(Error::NotLeader.into());
         }
         Ok(Response::new(self.node.propose_local(command).await?))
     }

@@ -1,0 +1,180 @@
+//! Replication on real 3- and 5-member clusters: forwarding, linearizable reads everywhere,
+//! leader failure, restarts that keep data, snapshot catch-up, and refusing other clusters.
+
+mod support;
+
+use std::time::Duration;
+
+use etcd_client::{Client, GetOptions};
+use support::{poll_until, Cluster, FAST_TIMINGS, READY_TIMEOUT};
+
+async fn value(client: &mut Client, key: &str, options: Option<GetOptions>) -> Option<Vec<u8>> {
+    let resp = client.get(key, options).await.ok()?;
+    resp.kvs().first().map(|kv| kv.value().to_vec())
+}
+
+#[tokio::test]
+async fn three_members_replicate_and_followers_forward() {
+    let cluster = Cluster::start(3, FAST_TIMINGS).await;
+    let leader = cluster.leader().await;
+    let follower = (leader + 1) % 3;
+
+    let mut on_follower = cluster.client(follower).await;
+    let put = on_follower.put("from-follower", "v", None).await.unwrap();
+    assert_eq!(put.header().unwrap().member_id(), on_follower.status().await.unwrap().header().unwrap().member_id());
+
+    for i in 0..3 {
+        let mut client = cluster.client(i).await;
+        // Linearizable by default: every member sees the write at once, no polling needed.
+        assert_eq!(value(&mut client, "from-follower", None).await.as_deref(), Some(&b"v"[..]), "member {i}");
+    }
+
+    let members = on_follower.member_list().await.unwrap();
+    let mut names: Vec<&str> = members.members().iter().map(|m| m.name()).collect();
+    names.sort_unstable();
+    assert_eq!(names, ["m1", "m2", "m3"]);
+    assert!(members.members().iter().all(|m| m.client_urls().len() == 1 && !m.is_learner()));
+
+    let hashes: Vec<u32> = {
+        let mut hashes = Vec::new();
+        for i in 0..3 {
+            let mut client = cluster.client(i).await;
+            let revision = client.status().await.unwrap().header().unwrap().revision();
+            let hash = poll_until(READY_TIMEOUT, "hash at the same revision", || {
+                let mut client = client.clone();
+                async move { client.hash_kv(revision).await.ok().map(|h| h.hash()) }
+            })
+            .await;
+            hashes.push(hash);
+        }
+        hashes
+    };
+    assert!(hashes.windows(2).all(|w| w[0] == w[1]), "replicas differ: {hashes:?}");
+}
+
+#[tokio::test]
+async fn writes_continue_after_the_leader_is_killed() {
+    let mut cluster = Cluster::start(3, FAST_TIMINGS).await;
+    let old_leader = cluster.leader().await;
+    let survivor = (old_leader + 1) % 3;
+    let mut client = cluster.client(survivor).await;
+    for i in 0..20 {
+        client.put(format!("before-{i}"), "v", None).await.unwrap();
+    }
+
+    cluster.kill(old_leader);
+    let new_leader = cluster.leader().await;
+    assert_ne!(new_leader, old_leader);
+    poll_until(READY_TIMEOUT, "a write after failover", || {
+        let mut client = client.clone();
+        async move { client.put("after", "v", None).await.ok() }
+    })
+    .await;
+    let all = client.get("before-", Some(GetOptions::new().with_prefix().with_count_only())).await.unwrap();
+    assert_eq!(all.count(), 20, "every acknowledged write survived the leader");
+
+    cluster.restart(old_leader).await;
+    let mut back = cluster.client(old_leader).await;
+    let after = back.get("after", None).await.unwrap();
+    assert_eq!(after.kvs().first().map(|kv| kv.value()), Some(&b"v"[..]));
+    let count = back.get("before-", Some(GetOptions::new().with_prefix().with_count_only())).await.unwrap();
+    assert_eq!(count.count(), 20);
+}
+
+#[tokio::test]
+async fn a_killed_member_restarts_with_its_data() {
+    let mut cluster = Cluster::start(1, FAST_TIMINGS).await;
+    let mut client = cluster.client(0).await;
+    for i in 0..50 {
+        client.put(format!("k{i:02}"), format!("v{i}"), None).await.unwrap();
+    }
+    let revision = client.status().await.unwrap().header().unwrap().revision();
+    cluster.kill(0);
+    cluster.restart(0).await;
+
+    let mut client = cluster.client(0).await;
+    let all = client.get("k", Some(GetOptions::new().with_prefix())).await.unwrap();
+    assert_eq!(all.kvs().len(), 50, "kill -9 lost acknowledged writes");
+    assert_eq!(all.kvs()[49].value(), b"v49");
+    assert_eq!(all.header().unwrap().revision(), revision);
+}
+
+#[tokio::test]
+async fn a_lagging_member_catches_up_from_a_snapshot() {
+    let mut flags = FAST_TIMINGS.to_vec();
+    flags.extend(["--snapshot-count", "20"]);
+    let mut cluster = Cluster::start(3, &flags).await;
+    let leader = cluster.leader().await;
+    let lagging = (leader + 1) % 3;
+    cluster.kill(lagging);
+
+    let mut client = cluster.client(leader).await;
+    for i in 0..200 {
+        client.put(format!("key-{i:03}"), format!("value-{i}"), None).await.unwrap();
+    }
+    let snapshots = cluster.members[leader].data_dir.join("snap");
+    poll_until(READY_TIMEOUT, "a snapshot on the leader", || {
+        let found = std::fs::read_dir(&snapshots).ok().is_some_and(|mut d| d.next().is_some());
+        async move { found.then_some(()) }
+    })
+    .await;
+
+    cluster.restart(lagging).await;
+    let mut lagging_client = cluster.client(lagging).await;
+    let serializable = GetOptions::new().with_prefix().with_serializable();
+    poll_until(READY_TIMEOUT, "the lagging member to catch up", || {
+        let mut c = lagging_client.clone();
+        let options = serializable.clone();
+        async move { (c.get("key-", Some(options)).await.ok()?.kvs().len() == 200).then_some(()) }
+    })
+    .await;
+    assert_eq!(value(&mut lagging_client, "key-199", None).await.as_deref(), Some(&b"value-199"[..]));
+    assert!(cluster.members[lagging].log_text().contains("installed snapshot"), "caught up without a snapshot");
+}
+
+#[tokio::test]
+async fn five_members_bootstrap_and_serve() {
+    let cluster = Cluster::start(5, FAST_TIMINGS).await;
+    cluster.leader().await;
+    let mut client = Client::connect(cluster.endpoints(), None).await.unwrap();
+    client.put("five", "members", None).await.unwrap();
+    assert_eq!(client.member_list().await.unwrap().members().len(), 5);
+    for i in 0..5 {
+        let mut c = cluster.client(i).await;
+        assert_eq!(value(&mut c, "five", None).await.as_deref(), Some(&b"members"[..]));
+    }
+}
+
+#[tokio::test]
+async fn members_of_another_cluster_are_refused() {
+    let ours = Cluster::start(1, FAST_TIMINGS).await;
+    // A member of another cluster (another token) that believes our member is its peer.
+    let ports = support::free_ports(2);
+    let dir = tempfile::tempdir().unwrap();
+    let initial = format!("a=http://127.0.0.1:{},b={}", ports[1], ours.members[0].peer_url());
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_phoenix"))
+        .args(["--name", "a", "--data-dir"])
+        .arg(dir.path().join("a.phoenix"))
+        .args(["--listen-client-urls", &format!("http://127.0.0.1:{}", ports[0])])
+        .args(["--advertise-client-urls", &format!("http://127.0.0.1:{}", ports[0])])
+        .args(["--listen-peer-urls", &format!("http://127.0.0.1:{}", ports[1])])
+        .args(["--initial-advertise-peer-urls", &format!("http://127.0.0.1:{}", ports[1])])
+        .args(["--initial-cluster", &initial, "--initial-cluster-token", "another-token"])
+        .args(FAST_TIMINGS)
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let refused = tokio::task::spawn_blocking(move || {
+        use std::io::BufRead;
+        std::io::BufReader::new(stderr).lines().map_while(Result::ok).any(|line| line.contains("refused our traffic"))
+    });
+    let refused = tokio::time::timeout(Duration::from_secs(30), refused).await;
+    let _ = child.kill();
+    assert!(matches!(refused, Ok(Ok(true))), "the intruder was not told it was refused");
+
+    let mut client = ours.client(0).await;
+    assert_eq!(client.member_list().await.unwrap().members().len(), 1, "our cluster is untouched");
+    client.put("still", "ours", None).await.unwrap();
+}
