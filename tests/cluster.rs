@@ -172,6 +172,7 @@ async fn members_of_another_cluster_are_refused() {
     });
     let refused = tokio::time::timeout(Duration::from_secs(30), refused).await;
     let _ = child.kill();
+    let _ = child.wait();
     assert!(matches!(refused, Ok(Ok(true))), "the intruder was not told it was refused");
 
     let mut client = ours.client(0).await;
