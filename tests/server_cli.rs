@@ -1,0 +1,103 @@
+//! The `phoenix` command line: etcd's flags, one-line errors, and nothing written on error.
+
+mod support;
+
+use support::{free_ports, run_phoenix, Cluster, FAST_TIMINGS};
+
+fn stderr_of(output: &std::process::Output) -> String {
+    String::from_utf8_lossy(&output.stderr).trim().to_string()
+}
+
+#[test]
+fn version_prints_and_exits() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = run_phoenix(&["--version"], dir.path());
+    assert!(output.status.success());
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("phoenix Version:") && stdout.contains("etcd API Version: 3.5."), "{stdout}");
+}
+
+#[test]
+fn bad_flags_get_one_line_and_write_nothing() {
+    let cases: &[(&[&str], &str)] = &[
+        (&["--no-such-flag"], "unexpected argument"),
+        (&["--listen-client-urls", "http//nonsense"], "--listen-client-urls"),
+        (&["--initial-cluster", "other=http://localhost:2380"], "couldn't find local name \"default\""),
+        (&["--initial-cluster-state", "sideways"], "sideways"),
+        (&["--heartbeat-interval", "500"], "--election-timeout"),
+    ];
+    for (args, expected) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let output = run_phoenix(args, dir.path());
+        let stderr = stderr_of(&output);
+        assert!(!output.status.success(), "{args:?} was accepted");
+        assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "{args:?} wrote something");
+    }
+}
+
+#[test]
+fn go_style_single_dash_flags_are_accepted() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = run_phoenix(&["-initial-cluster", "x=http://localhost:1"], dir.path());
+    assert!(stderr_of(&output).contains("couldn't find local name"), "{}", stderr_of(&output));
+}
+
+#[tokio::test]
+async fn a_data_dir_of_another_cluster_is_refused() {
+    let mut cluster = Cluster::start(1, FAST_TIMINGS).await;
+    cluster.kill(0);
+    let member = &cluster.members[0];
+    let data_dir = member.data_dir.to_string_lossy().to_string();
+    let ports = free_ports(2);
+    let (client, peer) = (format!("http://127.0.0.1:{}", ports[0]), format!("http://127.0.0.1:{}", ports[1]));
+    let args = [
+        "--name",
+        "m1",
+        "--data-dir",
+        &data_dir,
+        "--listen-client-urls",
+        &client,
+        "--listen-peer-urls",
+        &peer,
+        "--initial-advertise-peer-urls",
+        &peer,
+        "--initial-cluster",
+        &format!("m1={peer}"),
+        "--initial-cluster-token",
+        "someone-else",
+    ];
+    let before = std::fs::read(member.data_dir.join("phoenix.json")).unwrap();
+    let output = run_phoenix(&args, cluster.dir());
+    let stderr = stderr_of(&output);
+    assert!(!output.status.success());
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("belongs to member") && stderr.contains(&data_dir), "{stderr}");
+    assert_eq!(std::fs::read(member.data_dir.join("phoenix.json")).unwrap(), before);
+}
+
+#[test]
+fn a_directory_that_is_not_phoenix_data_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("default.phoenix")).unwrap();
+    std::fs::write(dir.path().join("default.phoenix/notes.txt"), "mine").unwrap();
+    let ports = free_ports(2);
+    let client = format!("http://127.0.0.1:{}", ports[0]);
+    let peer = format!("http://127.0.0.1:{}", ports[1]);
+    let output = run_phoenix(
+        &[
+            "--listen-client-urls",
+            &client,
+            "--listen-peer-urls",
+            &peer,
+            "--initial-advertise-peer-urls",
+            &peer,
+            "--initial-cluster",
+            &format!("default={peer}"),
+        ],
+        dir.path(),
+    );
+    assert!(!output.status.success());
+    assert!(stderr_of(&output).contains("holds no Phoenix data"), "{}", stderr_of(&output));
+}
