@@ -201,7 +201,11 @@ impl<'a> WriteTxn<'a> {
             }
             Some(Request::RequestPut(req)) => Response::ResponsePut(self.put(req)?),
             Some(Request::RequestDeleteRange(req)) => Response::ResponseDeleteRange(self.delete_range(req)?),
-            Some(Request::RequestTxn(req)) => Response::ResponseTxn(self.txn(req)?),
+            Some(Request::RequestTxn(req)) => {
+                // etcd fills in only the outermost txn's header revision.
+                let nested = self.txn(req)?;
+                Response::ResponseTxn(pb::TxnResponse { header: Some(ResponseHeader::default()), ..nested })
+            }
             None => return Err(Error::Corrupt("empty txn operation".into())),
         };
         Ok(ResponseOp { response: Some(response) })
