@@ -179,3 +179,45 @@ async fn members_of_another_cluster_are_refused() {
     assert_eq!(client.member_list().await.unwrap().members().len(), 1, "our cluster is untouched");
     client.put("still", "ours", None).await.unwrap();
 }
+
+#[tokio::test]
+async fn acknowledged_writes_survive_kill_9_of_the_leader_mid_stream() {
+    let mut cluster = Cluster::start(3, FAST_TIMINGS).await;
+    let leader = cluster.leader().await;
+    let mut client = cluster.client(leader).await;
+    let writer = tokio::spawn(async move {
+        let mut acknowledged = Vec::new();
+        for i in 0..100_000 {
+            match client.put(format!("w{i:06}"), "v", None).await {
+                Ok(_) => acknowledged.push(format!("w{i:06}")),
+                Err(_) => break,
+            }
+        }
+        acknowledged
+    });
+    let probe = cluster.client((leader + 1) % 3).await;
+    poll_until(READY_TIMEOUT, "some replicated writes", || {
+        let mut probe = probe.clone();
+        async move {
+            let only_count = GetOptions::new().with_prefix().with_count_only().with_serializable();
+            (probe.get("w", Some(only_count)).await.ok()?.count() >= 50).then_some(())
+        }
+    })
+    .await;
+    cluster.kill(leader);
+    let acknowledged = writer.await.unwrap();
+    assert!(acknowledged.len() >= 50, "the writer stopped early");
+
+    cluster.restart(leader).await;
+    for member in 0..3 {
+        let client = cluster.client(member).await;
+        let written = poll_until(READY_TIMEOUT, "a linearizable read after the restart", || {
+            let mut client = client.clone();
+            async move { client.get("w", Some(GetOptions::new().with_prefix().with_keys_only())).await.ok() }
+        })
+        .await;
+        let present: std::collections::HashSet<&str> = written.kvs().iter().map(|kv| kv.key_str().unwrap()).collect();
+        let lost: Vec<&String> = acknowledged.iter().filter(|k| !present.contains(k.as_str())).collect();
+        assert!(lost.is_empty(), "member {member} lost acknowledged writes: {lost:?}");
+    }
+}
