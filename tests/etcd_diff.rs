@@ -113,18 +113,17 @@ async fn workload(mut c: Client) -> Vec<String> {
         .or_else([TxnOp::get("b", None)]);
     out.push(outcome(c.txn(cas.clone()).await));
     out.push(outcome(c.txn(cas).await));
-    let nested = Txn::new()
-        .when([Compare::create_revision("nope", CompareOp::Equal, 0)])
-        .and_then([
-            TxnOp::delete("b/", Some(DeleteOptions::new().with_prefix().with_prev_key())),
-            TxnOp::txn(Txn::new().when([Compare::mod_revision("c", CompareOp::Less, 100)]).and_then([TxnOp::put(
-                "d", "n", None,
-            )])),
-        ]);
+    let nested = Txn::new().when([Compare::create_revision("nope", CompareOp::Equal, 0)]).and_then([
+        TxnOp::delete("b/", Some(DeleteOptions::new().with_prefix().with_prev_key())),
+        TxnOp::txn(
+            Txn::new().when([Compare::mod_revision("c", CompareOp::Less, 100)]).and_then([TxnOp::put("d", "n", None)]),
+        ),
+    ]);
     out.push(outcome(c.txn(nested).await));
     let ranged = Txn::new().when([Compare::lease("a", CompareOp::NotEqual, 1).with_range("z")]).and_then([]);
     out.push(outcome(c.txn(ranged).await));
-    let duplicate = Txn::new().and_then([TxnOp::put("x", "1", None), TxnOp::delete("w", Some(DeleteOptions::new().with_range("y")))]);
+    let duplicate = Txn::new()
+        .and_then([TxnOp::put("x", "1", None), TxnOp::delete("w", Some(DeleteOptions::new().with_range("y")))]);
     out.push(outcome(c.txn(duplicate).await));
 
     out.push(outcome(c.delete("c", Some(DeleteOptions::new().with_prev_key())).await));
