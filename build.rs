@@ -9,7 +9,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_server(true)
         // Services and methods not written yet answer Unimplemented instead of failing to compile.
         .generate_default_stubs(true)
-        .compile_protos(&["proto/etcd/rpc.proto", "proto/peer.proto"], &["proto"])?;
+        .compile_protos(
+            &["proto/etcd/rpc.proto", "proto/etcd/v3lock.proto", "proto/etcd/v3election.proto", "proto/peer.proto"],
+            &["proto"],
+        )?;
     println!("cargo:rerun-if-changed=proto");
     Ok(())
 }

@@ -37,6 +37,12 @@ pub mod pb {
     pub mod phoenixpb {
         tonic::include_proto!("phoenixpb");
     }
+    pub mod v3lockpb {
+        tonic::include_proto!("v3lockpb");
+    }
+    pub mod v3electionpb {
+        tonic::include_proto!("v3electionpb");
+    }
     pub use etcdserverpb::*;
     pub use mvccpb::KeyValue;
     pub use phoenixpb::*;
