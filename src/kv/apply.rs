@@ -66,11 +66,21 @@ impl<'a> WriteTxn<'a> {
     fn dispatch(&mut self, command: &pb::Command) -> Result<command_result::Result> {
         use command::Op;
         use command_result::Result as R;
+        use request_op::Request;
         let Some(op) = &command.op else { return Err(Error::Corrupt("empty command".into())) };
         Ok(match op {
-            Op::Put(req) => R::Put(self.put(req)?),
+            Op::Put(req) => {
+                self.refuse_when_out_of_space()?;
+                R::Put(self.put(req)?)
+            }
             Op::DeleteRange(req) => R::DeleteRange(self.delete_range(req)?),
-            Op::Txn(req) => R::Txn(self.txn(req)?),
+            Op::Txn(req) => {
+                // etcd's capped applier looks at the txn's own puts, not at nested txns' puts.
+                if req.success.iter().chain(&req.failure).any(|op| matches!(op.request, Some(Request::RequestPut(_)))) {
+                    self.refuse_when_out_of_space()?;
+                }
+                R::Txn(self.txn(req)?)
+            }
             Op::Compaction(req) => R::Compaction(self.compact(req)?),
             Op::Alarm(req) => R::Alarm(self.alarm(req)?),
             Op::MemberAttributes(attrs) => R::MemberAttributes(self.set_member_attributes(attrs)?),
@@ -132,10 +142,15 @@ impl<'a> WriteTxn<'a> {
         self.request_changed = false;
     }
 
-    fn put(&mut self, req: &pb::PutRequest) -> Result<pb::PutResponse> {
+    /// While a NOSPACE alarm is active, etcd refuses puts (deletes still free space).
+    fn refuse_when_out_of_space(&mut self) -> Result<()> {
         if self.alarms()?.iter().any(|a| a.alarm == ALARM_NOSPACE) {
             return Err(Error::NoSpace);
         }
+        Ok(())
+    }
+
+    fn put(&mut self, req: &pb::PutRequest) -> Result<pb::PutResponse> {
         if req.lease != 0 {
             // Leases are not served yet, so no lease exists.
             return Err(Error::LeaseNotFound);
@@ -176,7 +191,20 @@ impl<'a> WriteTxn<'a> {
         })
     }
 
+    /// etcd's Txn: the branch of every txn, nested ones included, is decided and the ops on that
+    /// path are checked against the state before the txn; then the ops run in order, each
+    /// seeing the writes of the ones before it.
     pub(super) fn txn(&mut self, req: &pb::TxnRequest) -> Result<pb::TxnResponse> {
+        let path = self.choose_branches(req)?;
+        // etcd checks every put on the path before any range (its checkRequests runs twice).
+        visit_path(req, &path, &mut |op| self.check_put(op))?;
+        visit_path(req, &path, &mut |op| self.check_range(op))?;
+        let mut response = self.run_txn(req, &path)?;
+        response.header = self.header();
+        Ok(response)
+    }
+
+    fn choose_branches(&self, req: &pb::TxnRequest) -> Result<Path> {
         let mut succeeded = true;
         for cmp in &req.compare {
             if !self.compare_holds(cmp)? {
@@ -184,15 +212,60 @@ impl<'a> WriteTxn<'a> {
                 break;
             }
         }
-        let ops = if succeeded { &req.success } else { &req.failure };
-        let mut responses = Vec::with_capacity(ops.len());
-        for op in ops {
-            responses.push(self.txn_op(op)?);
+        let mut nested = Vec::new();
+        for op in branch(req, succeeded) {
+            if let Some(request_op::Request::RequestTxn(inner)) = &op.request {
+                nested.push(self.choose_branches(inner)?);
+            }
         }
-        Ok(pb::TxnResponse { header: self.header(), succeeded, responses })
+        Ok(Path { succeeded, nested })
     }
 
-    fn txn_op(&mut self, op: &pb::RequestOp) -> Result<ResponseOp> {
+    /// etcd's checkPut: ignore_value/ignore_lease need the key, and the lease must exist.
+    fn check_put(&self, op: &pb::RequestOp) -> Result<()> {
+        match &op.request {
+            Some(request_op::Request::RequestPut(req)) => {
+                if (req.ignore_value || req.ignore_lease)
+                    && self.reader().get(&req.key, self.read_revision())?.is_none()
+                {
+                    return Err(Error::KeyNotFound);
+                }
+                if req.lease != 0 {
+                    return Err(Error::LeaseNotFound); // leases are not served yet
+                }
+                Ok(())
+            }
+            // etcd's request validation answers an empty op this way; it must never stop a node.
+            None => Err(Error::KeyNotFound),
+            Some(_) => Ok(()),
+        }
+    }
+
+    /// etcd's checkRange: 0 is current; otherwise neither future nor compacted.
+    fn check_range(&self, op: &pb::RequestOp) -> Result<()> {
+        let Some(request_op::Request::RequestRange(req)) = &op.request else { return Ok(()) };
+        if req.revision == 0 {
+            Ok(())
+        } else if req.revision > self.read_revision() {
+            Err(Error::FutureRevision)
+        } else if req.revision < self.compacted {
+            Err(Error::Compacted)
+        } else {
+            Ok(())
+        }
+    }
+
+    fn run_txn(&mut self, req: &pb::TxnRequest, path: &Path) -> Result<pb::TxnResponse> {
+        let mut nested = path.nested.iter();
+        let ops = branch(req, path.succeeded);
+        let mut responses = Vec::with_capacity(ops.len());
+        for op in ops {
+            responses.push(self.txn_op(op, &mut nested)?);
+        }
+        Ok(pb::TxnResponse { header: None, succeeded: path.succeeded, responses })
+    }
+
+    fn txn_op(&mut self, op: &pb::RequestOp, nested: &mut std::slice::Iter<'_, Path>) -> Result<ResponseOp> {
         use request_op::Request;
         use response_op::Response;
         let response = match &op.request {
@@ -202,28 +275,32 @@ impl<'a> WriteTxn<'a> {
             Some(Request::RequestPut(req)) => Response::ResponsePut(self.put(req)?),
             Some(Request::RequestDeleteRange(req)) => Response::ResponseDeleteRange(self.delete_range(req)?),
             Some(Request::RequestTxn(req)) => {
+                let path = nested.next().ok_or_else(|| Error::Internal("txn path does not match the txn".into()))?;
                 // etcd fills in only the outermost txn's header revision.
-                let nested = self.txn(req)?;
-                Response::ResponseTxn(pb::TxnResponse { header: Some(ResponseHeader::default()), ..nested })
+                let inner = self.run_txn(req, path)?;
+                Response::ResponseTxn(pb::TxnResponse { header: Some(ResponseHeader::default()), ..inner })
             }
-            None => return Err(Error::Corrupt("empty txn operation".into())),
+            None => return Err(Error::KeyNotFound),
         };
         Ok(ResponseOp { response: Some(response) })
     }
 
-    /// A compare with a range_end must hold for every key in the range; an empty range holds.
+    /// A compare with a range_end must hold for every key in the range. A missing key, or an
+    /// empty range, compares as a key with zero values (etcd's applyCompare).
     fn compare_holds(&self, cmp: &Compare) -> Result<bool> {
         let reader = self.reader();
         if cmp.range_end.is_empty() {
             let kv = reader.get(&cmp.key, self.read_revision())?;
             return Ok(compare_key(cmp, kv.as_ref()));
         }
+        let mut any = false;
         for kv in reader.scan(&cmp.key, &cmp.range_end, self.read_revision()) {
+            any = true;
             if !compare_key(cmp, Some(&kv?)) {
                 return Ok(false);
             }
         }
-        Ok(true)
+        Ok(any || compare_key(cmp, None))
     }
 
     fn compact(&mut self, req: &pb::CompactionRequest) -> Result<pb::CompactionResponse> {
@@ -283,14 +360,43 @@ impl<'a> WriteTxn<'a> {
     }
 }
 
+/// Which branch a txn takes, and the paths of the txns nested in that branch, in op order.
+struct Path {
+    succeeded: bool,
+    nested: Vec<Path>,
+}
+
+fn branch(req: &pb::TxnRequest, succeeded: bool) -> &[pb::RequestOp] {
+    if succeeded {
+        &req.success
+    } else {
+        &req.failure
+    }
+}
+
+/// Calls `f` on every op on the chosen path, nested txns' ops included.
+fn visit_path(req: &pb::TxnRequest, path: &Path, f: &mut dyn FnMut(&pb::RequestOp) -> Result<()>) -> Result<()> {
+    let mut nested = path.nested.iter();
+    for op in branch(req, path.succeeded) {
+        f(op)?;
+        if let Some(request_op::Request::RequestTxn(inner)) = &op.request {
+            let inner_path = nested.next().ok_or_else(|| Error::Internal("txn path does not match the txn".into()))?;
+            visit_path(inner, inner_path, f)?;
+        }
+    }
+    Ok(())
+}
+
 /// etcd's compare: a missing key compares as zero values, except VALUE, which always fails. A
-/// target_union of another kind reads as the zero value, as Go's getters do.
+/// target_union of another kind reads as the zero value, as Go's getters do; an unknown target
+/// compares as equal and an unknown result holds, as in etcd's compareKV.
 fn compare_key(cmp: &Compare, kv: Option<&KeyValue>) -> bool {
-    use compare::{CompareResult, CompareTarget, TargetUnion};
+    use compare::{CompareTarget, TargetUnion};
     use std::cmp::Ordering;
     let union = cmp.target_union.as_ref();
     let wanted_int = |pick: fn(&TargetUnion) -> Option<i64>| union.and_then(pick).unwrap_or(0);
-    let ordering = match CompareTarget::try_from(cmp.target).unwrap_or(CompareTarget::Version) {
+    let Ok(target) = CompareTarget::try_from(cmp.target) else { return compare_result(cmp, Ordering::Equal) };
+    let ordering = match target {
         CompareTarget::Value => {
             let Some(kv) = kv else { return false };
             let wanted = match union {
@@ -316,10 +422,17 @@ fn compare_key(cmp: &Compare, kv: Option<&KeyValue>) -> bool {
             _ => None,
         })),
     };
-    match CompareResult::try_from(cmp.result).unwrap_or(CompareResult::Equal) {
-        CompareResult::Equal => ordering == Ordering::Equal,
-        CompareResult::Greater => ordering == Ordering::Greater,
-        CompareResult::Less => ordering == Ordering::Less,
-        CompareResult::NotEqual => ordering != Ordering::Equal,
+    compare_result(cmp, ordering)
+}
+
+fn compare_result(cmp: &Compare, ordering: std::cmp::Ordering) -> bool {
+    use compare::CompareResult;
+    use std::cmp::Ordering;
+    match CompareResult::try_from(cmp.result) {
+        Ok(CompareResult::Equal) => ordering == Ordering::Equal,
+        Ok(CompareResult::Greater) => ordering == Ordering::Greater,
+        Ok(CompareResult::Less) => ordering == Ordering::Less,
+        Ok(CompareResult::NotEqual) => ordering != Ordering::Equal,
+        Err(_) => true,
     }
 }

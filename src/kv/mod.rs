@@ -62,9 +62,10 @@ impl KvStore {
         Ok(self.meta_i64(META_REVISION)?.unwrap_or(1))
     }
 
-    /// The revision history was compacted at; reads below it are refused. 0 when never compacted.
+    /// The revision history was compacted at; reads below it are refused. -1 (as in etcd) when
+    /// never compacted, so compacting at 0 is allowed once.
     pub fn compacted_revision(&self) -> Result<i64> {
-        Ok(self.meta_i64(META_COMPACTED)?.unwrap_or(0))
+        Ok(self.meta_i64(META_COMPACTED)?.unwrap_or(-1))
     }
 
     pub fn meta(&self, name: &str) -> Result<Option<sled::IVec>> {

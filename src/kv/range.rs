@@ -1,5 +1,7 @@
 //! etcd's Range: revision checks, filters, sorting, limit and count, as etcd's apply does them.
 
+use std::cmp::Ordering;
+
 use super::reader::Reader;
 use crate::pb::range_request::{SortOrder, SortTarget};
 use crate::pb::{KeyValue, RangeRequest, RangeResponse, ResponseHeader};
@@ -10,8 +12,10 @@ pub(crate) fn range(reader: &dyn Reader, req: &RangeRequest, current: i64, compa
     let revision = read_revision(req.revision, current, compacted)?;
     let mut count = 0i64;
     let mut kvs = Vec::new();
-    // Without sorting or filters the scan can stop early; one extra key tells `more`.
-    let early_limit = (plain_order(req) && !has_filters(req) && req.limit > 0).then_some(req.limit as usize + 1);
+    // Like etcd, the scan stops early (one extra key tells `more`) when the request asks for no
+    // sort order and no filters, even if a target other than KEY then sorts what was fetched.
+    let unsorted = req.sort_order == SortOrder::None as i32;
+    let early_limit = (unsorted && !has_filters(req) && req.limit > 0).then_some(req.limit as usize + 1);
     for kv in reader.scan(&req.key, &req.range_end, revision) {
         let kv = kv?;
         count += 1;
@@ -59,11 +63,6 @@ fn passes_filters(req: &RangeRequest, kv: &KeyValue) -> bool {
         && (req.min_create_revision == 0 || kv.create_revision >= req.min_create_revision)
 }
 
-/// Keys come out of the scan ascending, which is the answer when no other order is asked for.
-fn plain_order(req: &RangeRequest) -> bool {
-    effective_order(req) == SortOrder::None
-}
-
 /// etcd sorts ascending by default when a target other than the key is given, and skips the
 /// sort for key-ascending since the scan already yields that order.
 fn effective_order(req: &RangeRequest) -> SortOrder {
@@ -83,16 +82,19 @@ fn sort(req: &RangeRequest, kvs: &mut [KeyValue]) -> Result<()> {
         return Ok(());
     }
     let target = SortTarget::try_from(req.sort_target).map_err(|_| Error::InvalidSortOption)?;
-    // Stable, so equal targets keep key order.
-    match target {
-        SortTarget::Key => kvs.sort_by(|a, b| a.key.cmp(&b.key)),
-        SortTarget::Version => kvs.sort_by_key(|kv| kv.version),
-        SortTarget::Create => kvs.sort_by_key(|kv| kv.create_revision),
-        SortTarget::Mod => kvs.sort_by_key(|kv| kv.mod_revision),
-        SortTarget::Value => kvs.sort_by(|a, b| a.value.cmp(&b.value)),
-    }
+    let compare: fn(&KeyValue, &KeyValue) -> Ordering = match target {
+        SortTarget::Key => |a, b| a.key.cmp(&b.key),
+        SortTarget::Version => |a, b| a.version.cmp(&b.version),
+        SortTarget::Create => |a, b| a.create_revision.cmp(&b.create_revision),
+        SortTarget::Mod => |a, b| a.mod_revision.cmp(&b.mod_revision),
+        SortTarget::Value => |a, b| a.value.cmp(&b.value),
+    };
+    // Stable, and descending reverses the comparison rather than the result, so equal targets
+    // keep key order either way (as etcd's sort does).
     if order == SortOrder::Descend {
-        kvs.reverse();
+        kvs.sort_by(|a, b| compare(b, a));
+    } else {
+        kvs.sort_by(compare);
     }
     Ok(())
 }
