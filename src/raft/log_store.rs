@@ -29,11 +29,14 @@ pub struct LogStore {
     tree: sled::Tree,
 }
 
-fn entry_key(index: u64) -> [u8; 9] {
-    let mut key = [ENTRY; 9];
-    key[1..].copy_from_slice(&index.to_be_bytes());
-    key
+const fn entry_key(index: u64) -> [u8; 9] {
+    let i = index.to_be_bytes();
+    [ENTRY, i[0], i[1], i[2], i[3], i[4], i[5], i[6], i[7]]
 }
+
+/// The key of the highest possible index: the end of the entries, before any meta key. (An end
+/// of `[ENTRY + 1; 9]` would take in meta keys such as `"mcommitted"` and `"mlast_purged"`.)
+const LAST_ENTRY: [u8; 9] = entry_key(u64::MAX);
 
 fn meta_key(name: &str) -> Vec<u8> {
     let mut key = vec![META];
@@ -96,7 +99,7 @@ impl RaftLogReader<TypeConfig> for LogStore {
         let end = match range.end_bound() {
             Bound::Included(&i) => Bound::Included(entry_key(i)),
             Bound::Excluded(&i) => Bound::Excluded(entry_key(i)),
-            Bound::Unbounded => Bound::Excluded([ENTRY + 1; 9]),
+            Bound::Unbounded => Bound::Included(LAST_ENTRY),
         };
         self.tree
             .range((Bound::Included(start), end))
@@ -160,7 +163,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
         let mut batch = sled::Batch::default();
-        for key in self.tree.range(entry_key(log_id.index)..[ENTRY + 1; 9]).keys() {
+        for key in self.tree.range(entry_key(log_id.index)..=LAST_ENTRY).keys() {
             batch.remove(key.map_err(|e| read_err(ErrorSubject::Logs, e))?);
         }
         self.tree.apply_batch(batch).map_err(|e| write_err(ErrorSubject::Logs, e))?;
