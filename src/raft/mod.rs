@@ -14,6 +14,8 @@ pub mod network;
 pub mod node;
 pub mod peer_service;
 pub mod state_machine;
+#[cfg(test)]
+mod storage_tests;
 
 use std::fmt;
 

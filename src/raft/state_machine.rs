@@ -8,17 +8,20 @@
 //!   would let replicas diverge.
 //! - A snapshot is a consistent copy taken while apply is paused, written to a temporary file,
 //!   fsynced and renamed into `<data-dir>/snap/`; only the newest is kept.
+//! - A received snapshot is checked (checksum, and that it is the snapshot its meta names) and
+//!   loaded before it becomes the current snapshot; a damaged one changes nothing.
 //!
 //! Snapshot file: `MAGIC`, bincode(SnapshotMeta) with its length, then `(key, value)` entries of
 //! the state machine tree with their lengths, an end marker, and a CRC32 of all that precedes it.
 
 use std::fs::{self, File};
-use std::io::{BufReader, BufWriter, Read, Write};
+use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine, Snapshot, SnapshotMeta};
 use openraft::{EntryPayload, ErrorSubject, ErrorVerb, StoredMembership};
+use tokio::io::AsyncWriteExt;
 use tokio::sync::Mutex;
 
 use super::{storage_error, Applied, LogId, NodeId, PeerNode, Proposal, StorageError, TypeConfig};
@@ -29,6 +32,9 @@ const META_APPLIED: &str = "raft_applied";
 const META_MEMBERSHIP: &str = "raft_membership";
 const MAGIC: &[u8; 8] = b"PHXSNAP1";
 const END_OF_ENTRIES: u32 = u32::MAX;
+/// Where a snapshot from the leader arrives, and where it is verified before it is installed.
+const INCOMING: &str = "incoming.tmp";
+const INSTALLING: &str = "installing.tmp";
 
 type Membership = StoredMembership<NodeId, PeerNode>;
 type Meta = SnapshotMeta<NodeId, PeerNode>;
@@ -145,19 +151,47 @@ impl StateMachine {
         file.sync_all()?;
         let path = self.snapshot_dir.join(format!("{}.snap", meta.snapshot_id));
         fs::rename(&tmp, &path)?;
+        File::open(&self.snapshot_dir)?.sync_all()?;
         self.remove_other_snapshots(&path)?;
         Ok((path, meta))
     }
 
-    /// Verifies a received snapshot file, keeps it as the current snapshot and loads it.
-    fn install_file(&self, meta: &Meta, received: &Path) -> crate::Result<()> {
-        verify_checksum(received)?;
+    /// Installs a received snapshot: copies it into the snapshot dir, verifies and loads it, and
+    /// only then makes it the current snapshot. A damaged snapshot is refused before anything is
+    /// loaded, and a crash part way leaves either the old state or the new state with its file.
+    fn install_file(&self, meta: &Meta, mut received: File) -> crate::Result<()> {
+        // openraft hands over whatever file holds the snapshot (the one begin_receiving_snapshot
+        // made, or another), at any position: copy it whole.
+        fs::create_dir_all(&self.snapshot_dir)?;
+        let tmp = self.snapshot_dir.join(INSTALLING);
+        received.seek(SeekFrom::Start(0))?;
+        let mut copy = File::create(&tmp)?;
+        std::io::copy(&mut received, &mut copy)?;
+        copy.sync_all()?;
+        if let Err(err) = self.load_verified(meta, &tmp) {
+            if let Err(cleanup) = fs::remove_file(&tmp) {
+                tracing::warn!(error = %cleanup, path = %tmp.display(), "could not remove a refused snapshot");
+            }
+            return Err(err);
+        }
         let path = self.snapshot_dir.join(format!("{}.snap", meta.snapshot_id));
-        fs::rename(received, &path)?;
+        fs::rename(&tmp, &path)?;
         File::open(&self.snapshot_dir)?.sync_all()?;
         self.remove_other_snapshots(&path)?;
-        let mut reader = BufReader::new(File::open(&path)?);
-        read_meta(&mut reader)?;
+        Ok(())
+    }
+
+    /// Loads a snapshot file into the store if it is intact and is the snapshot `meta` names.
+    fn load_verified(&self, meta: &Meta, path: &Path) -> crate::Result<()> {
+        verify_checksum(path)?;
+        let mut reader = BufReader::new(File::open(path)?);
+        let stored = read_meta(&mut reader)?;
+        if &stored != meta {
+            return Err(crate::Error::Corrupt(format!(
+                "snapshot file holds {}, but {} was to be installed",
+                stored.snapshot_id, meta.snapshot_id
+            )));
+        }
         self.kv.replace_all(SnapshotEntries { reader })?;
         self.db.flush()?;
         Ok(())
@@ -194,17 +228,33 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 
     async fn begin_receiving_snapshot(&mut self) -> Result<Box<tokio::fs::File>, StorageError> {
         fs::create_dir_all(&self.snapshot_dir).map_err(|e| snapshot_error(ErrorVerb::Write, e))?;
-        let path = self.snapshot_dir.join("incoming.tmp");
-        let file = tokio::fs::File::create(&path).await.map_err(|e| snapshot_error(ErrorVerb::Write, e))?;
+        let path = self.snapshot_dir.join(INCOMING);
+        // Readable too: install_snapshot reads the snapshot back from this handle.
+        let file = tokio::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .await
+            .map_err(|e| snapshot_error(ErrorVerb::Write, e))?;
         Ok(Box::new(file))
     }
 
     async fn install_snapshot(&mut self, meta: &Meta, snapshot: Box<tokio::fs::File>) -> Result<(), StorageError> {
-        snapshot.sync_all().await.map_err(|e| snapshot_error(ErrorVerb::Write, e))?;
-        drop(snapshot);
-        let _applying = self.apply_lock.lock().await;
-        let received = self.snapshot_dir.join("incoming.tmp");
-        self.install_file(meta, &received).map_err(|e| snapshot_error(ErrorVerb::Write, e))?;
+        let mut received = *snapshot;
+        // A tokio file may still have writes in flight; flushing completes them.
+        received.flush().await.map_err(|e| snapshot_error(ErrorVerb::Write, e))?;
+        let received = received.into_std().await;
+        let applying = self.apply_lock.clone().lock_owned().await;
+        let (this, install_meta) = (self.clone(), meta.clone());
+        tokio::task::spawn_blocking(move || {
+            let _applying = applying;
+            this.install_file(&install_meta, received)
+        })
+        .await
+        .map_err(|e| snapshot_error(ErrorVerb::Write, e))?
+        .map_err(|e| snapshot_error(ErrorVerb::Write, e))?;
         tracing::info!(snapshot = %meta.snapshot_id, "installed snapshot from leader");
         Ok(())
     }

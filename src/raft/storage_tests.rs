@@ -1,0 +1,190 @@
+//! The sled log store and state machine against openraft's storage conformance suite, plus
+//! Phoenix's own snapshot checks: a snapshot carries the whole MVCC store to another member,
+//! and a damaged one is refused before anything is loaded from it.
+
+use std::collections::BTreeMap;
+use std::io::SeekFrom;
+use std::path::Path;
+
+use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine, Snapshot};
+use openraft::testing::{StoreBuilder, Suite};
+use openraft::{CommittedLeaderId, EntryPayload, Membership};
+use tempfile::TempDir;
+use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+
+use super::log_store::LogStore;
+use super::state_machine::StateMachine;
+use super::{storage_error, LogId, PeerNode, Proposal, StorageError, TypeConfig};
+use crate::kv::KvStore;
+use crate::pb::{self, command};
+
+/// One member's storage in a temporary data dir, laid out as the server lays it out.
+struct Member {
+    _dir: TempDir,
+    kv: KvStore,
+    sm: StateMachine,
+}
+
+fn open(dir: &Path) -> crate::Result<(LogStore, StateMachine, KvStore)> {
+    let db = sled::Config::new().path(dir.join("db")).open()?;
+    let kv = KvStore::new(db.open_tree("kv")?);
+    let log = LogStore::new(db.clone(), db.open_tree("raft")?);
+    let sm = StateMachine::new(kv.clone(), db, dir.join("snap"));
+    Ok((log, sm, kv))
+}
+
+fn member() -> Member {
+    let dir = TempDir::new().unwrap();
+    let (_, sm, kv) = open(dir.path()).unwrap();
+    Member { _dir: dir, kv, sm }
+}
+
+struct SledBuilder;
+
+impl StoreBuilder<TypeConfig, LogStore, StateMachine, TempDir> for SledBuilder {
+    async fn build(&self) -> Result<(TempDir, LogStore, StateMachine), StorageError> {
+        let io = |e: &dyn std::fmt::Display| {
+            storage_error(openraft::ErrorSubject::Store, openraft::ErrorVerb::Write, e.to_string())
+        };
+        let dir = TempDir::new().map_err(|e| io(&e))?;
+        let (log, sm, _) = open(dir.path()).map_err(|e| io(&e))?;
+        Ok((dir, log, sm))
+    }
+}
+
+#[test]
+fn openraft_storage_suite() {
+    Suite::test_all(SledBuilder).unwrap();
+}
+
+fn log_id(index: u64) -> LogId {
+    LogId::new(CommittedLeaderId::new(1, 1), index)
+}
+
+fn put(key: &str, value: &str) -> pb::Command {
+    let req = pb::PutRequest { key: key.into(), value: value.into(), ..Default::default() };
+    pb::Command { op: Some(command::Op::Put(req)) }
+}
+
+fn entry(index: u64, payload: EntryPayload<TypeConfig>) -> openraft::Entry<TypeConfig> {
+    openraft::Entry { log_id: log_id(index), payload }
+}
+
+fn commands(index: u64, commands: Vec<pb::Command>) -> openraft::Entry<TypeConfig> {
+    entry(index, EntryPayload::Normal(Proposal(pb::CommandBatch { commands })))
+}
+
+/// A membership entry, a few writes with history and a compaction, as a leader might have applied.
+async fn leader_with_data() -> Member {
+    let mut leader = member();
+    let voters: BTreeMap<u64, PeerNode> = [(1, PeerNode::default()), (2, PeerNode::default())].into();
+    let compact =
+        pb::Command { op: Some(command::Op::Compaction(pb::CompactionRequest { revision: 3, physical: false })) };
+    let entries = vec![
+        entry(1, EntryPayload::Membership(Membership::new(vec![[1, 2].into()], voters))),
+        commands(2, vec![put("a", "1"), put("b\0zero", "2"), put("a", "3")]),
+        commands(3, vec![put("c", "4"), compact]),
+        entry(4, EntryPayload::Blank),
+    ];
+    let applied = leader.sm.apply(entries).await.unwrap();
+    assert_eq!(applied.len(), 4, "one result per entry");
+    assert_eq!(leader.kv.revision().unwrap(), 5);
+    leader
+}
+
+/// Copies a snapshot into a member's receiving file, as the chunked transfer writes it.
+async fn receive(follower: &mut Member, snapshot: &mut Snapshot<TypeConfig>) -> Box<tokio::fs::File> {
+    let mut bytes = Vec::new();
+    snapshot.snapshot.seek(SeekFrom::Start(0)).await.unwrap();
+    snapshot.snapshot.read_to_end(&mut bytes).await.unwrap();
+    received(follower, &bytes).await
+}
+
+async fn received(follower: &mut Member, bytes: &[u8]) -> Box<tokio::fs::File> {
+    let mut file = follower.sm.begin_receiving_snapshot().await.unwrap();
+    file.write_all(bytes).await.unwrap();
+    file
+}
+
+fn everything(kv: &KvStore) -> pb::RangeResponse {
+    kv.range(&pb::RangeRequest { key: vec![0], range_end: vec![0], ..Default::default() }).unwrap()
+}
+
+#[tokio::test]
+async fn a_snapshot_carries_the_whole_store() {
+    let mut leader = leader_with_data().await;
+    let mut snapshot = leader.sm.get_snapshot_builder().await.build_snapshot().await.unwrap();
+    assert_eq!(snapshot.meta.last_log_id, Some(log_id(4)));
+
+    let mut follower = member();
+    let file = receive(&mut follower, &mut snapshot).await;
+    follower.sm.install_snapshot(&snapshot.meta, file).await.unwrap();
+
+    assert_eq!(follower.kv.hash_kv(0).unwrap(), leader.kv.hash_kv(0).unwrap());
+    assert_eq!(follower.kv.compacted_revision().unwrap(), 3);
+    assert_eq!(everything(&follower.kv), everything(&leader.kv));
+    assert_eq!(everything(&follower.kv).kvs.len(), 3);
+    assert_eq!(follower.sm.applied_state().await.unwrap(), leader.sm.applied_state().await.unwrap());
+    let current = follower.sm.get_current_snapshot().await.unwrap().expect("the installed snapshot is kept");
+    assert_eq!(current.meta, snapshot.meta);
+
+    // Both go on from there alike.
+    for m in [&mut leader, &mut follower] {
+        m.sm.apply([commands(5, vec![put("d", "5")])]).await.unwrap();
+    }
+    assert_eq!(follower.kv.hash_kv(0).unwrap(), leader.kv.hash_kv(0).unwrap());
+    assert_eq!(follower.kv.revision().unwrap(), 6);
+}
+
+#[tokio::test]
+async fn a_damaged_snapshot_is_refused() {
+    let mut leader = leader_with_data().await;
+    let mut snapshot = leader.sm.get_snapshot_builder().await.build_snapshot().await.unwrap();
+    let mut bytes = Vec::new();
+    snapshot.snapshot.read_to_end(&mut bytes).await.unwrap();
+
+    let mut flipped = bytes.clone();
+    let middle = flipped.len() / 2;
+    flipped[middle] ^= 0x40;
+    let truncated = &bytes[..bytes.len() - 10];
+    let mut follower = member();
+    for damaged in [&flipped[..], truncated, &[]] {
+        let file = received(&mut follower, damaged).await;
+        let refused = follower.sm.install_snapshot(&snapshot.meta, file).await;
+        assert!(refused.is_err(), "a damaged snapshot of {} bytes was installed", damaged.len());
+        // Nothing was loaded and nothing is offered as the current snapshot.
+        assert_eq!(follower.kv.revision().unwrap(), 1);
+        assert_eq!(everything(&follower.kv).count, 0);
+        assert_eq!(follower.sm.applied_state().await.unwrap().0, None);
+        assert!(follower.sm.get_current_snapshot().await.unwrap().is_none());
+    }
+
+    // A snapshot whose contents do not match the meta it is installed under is refused too.
+    let mut other_meta = snapshot.meta.clone();
+    other_meta.last_log_id = Some(log_id(9));
+    other_meta.snapshot_id = "1-1-9".into();
+    let file = received(&mut follower, &bytes).await;
+    assert!(follower.sm.install_snapshot(&other_meta, file).await.is_err());
+    assert_eq!(follower.kv.revision().unwrap(), 1);
+
+    // The intact snapshot still installs afterwards.
+    let file = received(&mut follower, &bytes).await;
+    follower.sm.install_snapshot(&snapshot.meta, file).await.unwrap();
+    assert_eq!(follower.kv.hash_kv(0).unwrap(), leader.kv.hash_kv(0).unwrap());
+}
+
+/// The store survives a restart at a batch boundary: reopening the same data dir finds the
+/// applied log id, the membership and the data applied with them.
+#[tokio::test]
+async fn applied_state_survives_reopening() {
+    let dir = TempDir::new().unwrap();
+    let hash = {
+        let (_, mut sm, kv) = open(dir.path()).unwrap();
+        sm.apply([commands(1, vec![put("a", "1")]), commands(2, vec![put("a", "2")])]).await.unwrap();
+        kv.hash_kv(0).unwrap()
+    };
+    let (_, mut sm, kv) = open(dir.path()).unwrap();
+    assert_eq!(sm.applied_state().await.unwrap().0, Some(log_id(2)));
+    assert_eq!(kv.hash_kv(0).unwrap(), hash);
+    assert_eq!(kv.revision().unwrap(), 3);
+}
