@@ -327,8 +327,14 @@ impl<'a> WriteTxn<'a> {
         let alarm = Alarm { member_id: req.member_id, alarm: req.alarm };
         let header = self.header();
         let alarms = self.alarms()?;
+        let none = pb::AlarmType::None as i32;
+        // As etcd's applier: activating NONE does nothing, GET lists one type (all for NONE).
         let affected = match AlarmAction::try_from(req.action) {
-            Ok(AlarmAction::Activate) if req.alarm != pb::AlarmType::None as i32 => {
+            Ok(AlarmAction::Get) => {
+                alarms.iter().filter(|a| req.alarm == none || a.alarm == req.alarm).copied().collect()
+            }
+            Ok(AlarmAction::Activate) if req.alarm == none => Vec::new(),
+            Ok(AlarmAction::Activate) => {
                 if !alarms.contains(&alarm) {
                     alarms.push(alarm);
                     alarms.sort();
@@ -344,7 +350,7 @@ impl<'a> WriteTxn<'a> {
                     Vec::new()
                 }
             }
-            _ => alarms.clone(),
+            Err(_) => Vec::new(),
         };
         let alarms = affected.into_iter().map(|a| pb::AlarmMember { member_id: a.member_id, alarm: a.alarm }).collect();
         Ok(pb::AlarmResponse { header, alarms })

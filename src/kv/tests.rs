@@ -710,7 +710,7 @@ fn nospace_alarm_refuses_puts_as_etcd_does() {
         member_id: 1,
         alarm: pb::AlarmType::Nospace as i32,
     };
-    use pb::alarm_request::AlarmAction::{Activate, Deactivate};
+    use pb::alarm_request::AlarmAction::{Activate, Deactivate, Get};
     run(vec![
         (put("a", "1").into(), "rev=2"),
         (alarm(Activate).into(), "alarms=1"),
@@ -729,7 +729,14 @@ fn nospace_alarm_refuses_puts_as_etcd_does() {
             "rev=4 success [txn rev=0 success [put rev=4]]",
         ),
         (alarm(Deactivate).into(), "alarms=1"),
+        (alarm(Deactivate).into(), "alarms=0"), // not active: nothing deactivated
         (put("b", "1").into(), "rev=5"),
+        XX(pb::AlarmRequest { alarm: pb::AlarmType::None as i32, ..alarm(Activate) }.into(), "alarms=0"),
+        (alarm(Activate).into(), "alarms=1"),
+        (alarm(Activate).into(), "alarms=1"), // already active: reported again, kept once
+        (alarm(Get).into(), "alarms=1"),
+        (pb::AlarmRequest { alarm: pb::AlarmType::Corrupt as i32, ..alarm(Get) }.into(), "alarms=0"),
+        (pb::AlarmRequest { alarm: pb::AlarmType::None as i32, ..alarm(Get) }.into(), "alarms=1"),
     ]);
 }
 
