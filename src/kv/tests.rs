@@ -731,7 +731,9 @@ fn nospace_alarm_refuses_puts_as_etcd_does() {
         (alarm(Deactivate).into(), "alarms=1"),
         (alarm(Deactivate).into(), "alarms=0"), // not active: nothing deactivated
         (put("b", "1").into(), "rev=5"),
-        XX(pb::AlarmRequest { alarm: pb::AlarmType::None as i32, ..alarm(Activate) }.into(), "alarms=0"),
+        // Activating NONE does nothing and reports nothing, as in etcd 3.5 (3.4.23 stores a NONE
+        // alarm, a bug fixed later; Phoenix reports a 3.5 API version).
+        (pb::AlarmRequest { alarm: pb::AlarmType::None as i32, ..alarm(Activate) }.into(), "alarms=0"),
         (alarm(Activate).into(), "alarms=1"),
         (alarm(Activate).into(), "alarms=1"), // already active: reported again, kept once
         (alarm(Get).into(), "alarms=1"),
