@@ -97,7 +97,13 @@ impl KvStore {
 
     /// Runs a txn that writes nothing against local state, without Raft.
     pub fn read_only_txn(&self, req: &pb::TxnRequest) -> Result<pb::TxnResponse> {
-        self.write()?.txn(req)
+        let response = self.write()?.txn(req)?;
+        // As in `range`: a compaction that finished while we read may have removed records that
+        // a read at an older revision needed.
+        if reads_below(req, self.compacted_revision()?) {
+            return Err(Error::Compacted);
+        }
+        Ok(response)
     }
 
     /// Starts the write transaction that applies one batch of committed entries.
@@ -199,6 +205,17 @@ impl KvStore {
     pub fn size_on_disk(&self, db: &sled::Db) -> Result<u64> {
         Ok(db.size_on_disk()?)
     }
+}
+
+/// Whether any range of the txn, in either branch and in nested txns, reads a revision below
+/// `compacted`.
+fn reads_below(req: &pb::TxnRequest, compacted: i64) -> bool {
+    use pb::request_op::Request;
+    req.success.iter().chain(&req.failure).any(|op| match &op.request {
+        Some(Request::RequestRange(range)) => range.revision > 0 && range.revision < compacted,
+        Some(Request::RequestTxn(nested)) => reads_below(nested, compacted),
+        _ => false,
+    })
 }
 
 fn hash_visible(hasher: &mut crc32fast::Hasher, entry: Option<(sled::IVec, sled::IVec)>) {
