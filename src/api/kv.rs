@@ -17,9 +17,9 @@ impl KvService {
 
 fn is_read_only(txn: &pb::TxnRequest) -> bool {
     txn.success.iter().chain(&txn.failure).all(|op| match &op.request {
-        Some(request_op::Request::RequestRange(_)) | None => true,
+        Some(request_op::Request::RequestRange(_)) => true,
         Some(request_op::Request::RequestTxn(nested)) => is_read_only(nested),
-        _ => false,
+        Some(_) | None => false,
     })
 }
 

@@ -14,13 +14,15 @@ impl MaintenanceService {
         MaintenanceService { ctx }
     }
 
-    fn alarm_list(&self) -> crate::Result<Vec<pb::AlarmMember>> {
+    /// Active alarms of one type, or of every type for NONE (etcd's GET).
+    fn alarm_list(&self, alarm: i32) -> crate::Result<Vec<pb::AlarmMember>> {
         Ok(self
             .ctx
             .node
             .kv
             .alarms()?
             .into_iter()
+            .filter(|a| alarm == pb::AlarmType::None as i32 || a.alarm == alarm)
             .map(|a| pb::AlarmMember { member_id: a.member_id, alarm: a.alarm })
             .collect())
     }
@@ -35,7 +37,7 @@ impl Maintenance for MaintenanceService {
     async fn alarm(&self, request: Request<pb::AlarmRequest>) -> Result<Response<pb::AlarmResponse>, Status> {
         let req = request.into_inner();
         if req.action == AlarmAction::Get as i32 {
-            let alarms = self.alarm_list()?;
+            let alarms = self.alarm_list(req.alarm)?;
             return Ok(Response::new(pb::AlarmResponse { header: self.ctx.current_header()?, alarms }));
         }
         match self.ctx.propose(command::Op::Alarm(req)).await? {
@@ -53,7 +55,7 @@ impl Maintenance for MaintenanceService {
         let metrics = node.raft.metrics().borrow().clone();
         let db_size = node.kv.size_on_disk(&node.db)? as i64;
         let errors = self
-            .alarm_list()?
+            .alarm_list(pb::AlarmType::None as i32)?
             .iter()
             .map(|a| format!("memberID:{} alarm:{} ", a.member_id, alarm_name(a.alarm)))
             .collect();

@@ -72,7 +72,8 @@ fn check_txn_shape(req: &TxnRequest, max_ops: usize) -> Result<()> {
             Some(request_op::Request::RequestPut(p)) => put(p)?,
             Some(request_op::Request::RequestDeleteRange(d)) => delete_range(d)?,
             Some(request_op::Request::RequestTxn(t)) => check_txn_shape(t, max_ops)?,
-            None => {}
+            // etcd refuses an empty operation this way before proposing it.
+            None => return Err(Error::KeyNotFound),
         }
     }
     Ok(())
