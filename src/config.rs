@@ -112,6 +112,8 @@ pub struct Config {
     pub max_txn_ops: usize,
     pub max_request_bytes: usize,
     pub log_level: LogLevel,
+    /// How often watchers that asked for progress notifications get one when idle.
+    pub watch_progress_notify_interval: Duration,
 }
 
 const DEFAULT_QUOTA_BYTES: u64 = 2 * 1024 * 1024 * 1024;
@@ -157,6 +159,7 @@ impl Config {
             max_txn_ops: flags.max_txn_ops as usize,
             max_request_bytes: flags.max_request_bytes as usize,
             log_level: flags.log_level,
+            watch_progress_notify_interval: Duration::from_secs(600),
             name: flags.name,
         };
         config.validate()?;

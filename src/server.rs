@@ -11,6 +11,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_stream::wrappers::TcpListenerStream;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Server;
 use url::Url;
 
@@ -25,6 +26,7 @@ use crate::raft::node::Node;
 use crate::raft::peer_service::PeerService;
 use crate::raft::state_machine::StateMachine;
 use crate::raft::Raft;
+use crate::watch::WatchHub;
 use crate::{Error, Result};
 
 /// gRPC allows this much more than --max-request-bytes on the wire, as etcd's server does.
@@ -36,7 +38,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let client_listeners = bind_all("--listen-client-urls", &config.listen_client_urls).await?;
     let peer_listeners = bind_all("--listen-peer-urls", &config.listen_peer_urls).await?;
     let data = DataDir::open(&config, &identity)?;
-    let node = start_node(&config, &identity, &data).await?;
+    let watchers = WatchHub::default();
+    let node = start_node(&config, &identity, &data, watchers.clone()).await?;
     tracing::info!(
         name = %config.name,
         member = format!("{:x}", node.id),
@@ -54,9 +57,17 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         node: node.clone(),
         limits: Arc::new(Limits { max_txn_ops: config.max_txn_ops, max_request_bytes: config.max_request_bytes }),
         quota_backend_bytes: config.quota_backend_bytes,
+        election_timeout: config.election_timeout,
     };
+    let watch = api::WatchService::new(ctx.clone(), watchers, config.watch_progress_notify_interval);
+    let services = ClientServices::new(ctx, watch);
     for listener in client_listeners {
-        servers.push(tokio::spawn(serve_clients(listener, ctx.clone(), config.max_request_bytes, stop_rx.clone())));
+        servers.push(tokio::spawn(serve_clients(
+            listener,
+            services.clone(),
+            config.max_request_bytes,
+            stop_rx.clone(),
+        )));
     }
 
     if data.fresh && config.initial_cluster_state == ClusterState::New {
@@ -79,12 +90,12 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     Ok(())
 }
 
-async fn start_node(config: &Config, identity: &Identity, data: &DataDir) -> Result<Arc<Node>> {
+async fn start_node(config: &Config, identity: &Identity, data: &DataDir, watchers: WatchHub) -> Result<Arc<Node>> {
     let id = data.meta.member_id;
     let cluster_id = data.meta.cluster_id;
     let kv = KvStore::new(data.db.open_tree("kv")?);
     let log = LogStore::new(data.db.clone(), data.db.open_tree("raft")?);
-    let state_machine = StateMachine::new(kv.clone(), data.db.clone(), data.snapshot_dir());
+    let state_machine = StateMachine::new(kv.clone(), data.db.clone(), data.snapshot_dir(), watchers);
     let peers = Peers::new(cluster_id, id);
     let raft_config = raft_config(config)?;
     let raft = Raft::new(id, Arc::new(raft_config), peers.clone(), log, state_machine)
@@ -166,17 +177,42 @@ async fn serve_peers(listener: TcpListener, node: Arc<Node>, stop: watch::Receiv
     }
 }
 
-async fn serve_clients(listener: TcpListener, ctx: Context, max_request_bytes: usize, stop: watch::Receiver<bool>) {
+/// The etcd services one client listener serves; each listener gets clones of the same ones.
+#[derive(Clone)]
+struct ClientServices {
+    ctx: Context,
+    watch: Arc<api::WatchService>,
+}
+
+impl ClientServices {
+    fn new(ctx: Context, watch: api::WatchService) -> ClientServices {
+        ClientServices { ctx, watch: Arc::new(watch) }
+    }
+}
+
+async fn serve_clients(
+    listener: TcpListener,
+    services: ClientServices,
+    max_request_bytes: usize,
+    stop: watch::Receiver<bool>,
+) {
     let limit = max_request_bytes + GRPC_OVERHEAD_BYTES;
+    let ctx = services.ctx;
+    let check = api::leader_check(ctx.node.clone());
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter.set_service_status("", tonic_health::ServingStatus::Serving).await;
+    let kv = pb::kv_server::KvServer::new(api::KvService::new(ctx.clone())).max_decoding_message_size(limit);
+    let watch = pb::watch_server::WatchServer::from_arc(services.watch).max_decoding_message_size(limit);
+    let lease = pb::lease_server::LeaseServer::new(api::LeaseService);
+    let cluster = pb::cluster_server::ClusterServer::new(api::ClusterService::new(ctx.clone()));
+    let maintenance = pb::maintenance_server::MaintenanceServer::new(api::MaintenanceService::new(ctx.clone()));
     let result = Server::builder()
         .tcp_nodelay(true)
-        .add_service(pb::kv_server::KvServer::new(api::KvService::new(ctx.clone())).max_decoding_message_size(limit))
-        .add_service(pb::watch_server::WatchServer::new(api::WatchService))
-        .add_service(pb::lease_server::LeaseServer::new(api::LeaseService))
-        .add_service(pb::cluster_server::ClusterServer::new(api::ClusterService::new(ctx.clone())))
-        .add_service(pb::maintenance_server::MaintenanceServer::new(api::MaintenanceService::new(ctx.clone())))
+        .add_service(InterceptedService::new(kv, check.clone()))
+        .add_service(InterceptedService::new(watch, check.clone()))
+        .add_service(InterceptedService::new(lease, check.clone()))
+        .add_service(InterceptedService::new(cluster, check.clone()))
+        .add_service(InterceptedService::new(maintenance, check))
         .add_service(pb::auth_server::AuthServer::new(api::AuthService))
         .add_service(health_service)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stopped(stop))

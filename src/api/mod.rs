@@ -8,6 +8,7 @@ mod cluster;
 mod kv;
 mod maintenance;
 mod validate;
+mod watch;
 
 use std::sync::Arc;
 
@@ -19,13 +20,12 @@ pub use validate::Limits;
 pub use cluster::ClusterService;
 pub use kv::KvService;
 pub use maintenance::MaintenanceService;
+pub use watch::WatchService;
 
 /// Services not written yet: every method answers Unimplemented (tonic's default stubs).
-pub struct WatchService;
 pub struct LeaseService;
 pub struct AuthService;
 
-impl pb::watch_server::Watch for WatchService {}
 impl pb::lease_server::Lease for LeaseService {}
 impl pb::auth_server::Auth for AuthService {}
 
@@ -35,6 +35,7 @@ pub struct Context {
     pub node: Arc<Node>,
     pub limits: Arc<Limits>,
     pub quota_backend_bytes: u64,
+    pub election_timeout: std::time::Duration,
 }
 
 impl Context {
@@ -66,6 +67,24 @@ impl Context {
         };
         self.propose(command::Op::Alarm(alarm)).await?;
         Err(Error::NoSpace)
+    }
+}
+
+/// Whether the client asked, as `clientv3.WithRequireLeader` does, to be refused when this
+/// member has no leader.
+pub fn requires_leader(metadata: &tonic::metadata::MetadataMap) -> bool {
+    metadata.get("hasleader").is_some_and(|v| v == "true")
+}
+
+/// Refuses calls that require a leader while this member has none, as etcd's interceptor does.
+pub fn leader_check(
+    node: Arc<Node>,
+) -> impl Fn(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> + Clone {
+    move |request| {
+        if requires_leader(request.metadata()) && node.raft.metrics().borrow().current_leader.is_none() {
+            return Err(Error::NoLeader.into());
+        }
+        Ok(request)
     }
 }
 

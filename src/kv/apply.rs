@@ -4,8 +4,9 @@
 use std::collections::BTreeMap;
 
 use super::reader::{Overlay, Reader};
-use super::{encode_put, keys, range, Alarm, KvStore, MemberAttributes};
+use super::{encode_put, encode_tombstone, keys, range, Alarm, KvStore, MemberAttributes};
 use super::{META_ALARMS, META_COMPACTED, META_MEMBERS, META_REVISION};
+use crate::pb::mvccpb::{event::EventType, Event};
 use crate::pb::{self, command, command_result, compare, request_op, response_op, KeyValue};
 use crate::pb::{CommandResult, Compare, ResponseHeader, ResponseOp};
 use crate::{Error, Result};
@@ -13,12 +14,27 @@ use crate::{Error, Result};
 /// etcd's AlarmType::NOSPACE.
 pub const ALARM_NOSPACE: i32 = pb::AlarmType::Nospace as i32;
 
+/// What a committed batch changed.
+#[derive(Debug, Default)]
+pub struct Committed {
+    /// The store revision after the batch.
+    pub revision: i64,
+    /// Every change, in the order it happened (revision, then position within the revision).
+    pub events: Vec<Event>,
+    /// A compaction was applied: the caller removes the compacted history.
+    pub compacted: bool,
+}
+
 pub struct WriteTxn<'a> {
     store: &'a KvStore,
     /// Records and meta entries written by this batch, not yet in the tree.
     pending: BTreeMap<Vec<u8>, Vec<u8>>,
     /// Record keys written by the current request, so a failed txn can be undone.
     written_by_request: Vec<Vec<u8>>,
+    /// The changes of the batch, for watchers, in the order they happened.
+    events: Vec<Event>,
+    /// How many of `events` came before the current request.
+    events_before_request: usize,
     revision: i64,
     compacted: i64,
     /// Whether the current request has changed anything (then it owns `revision + 1`).
@@ -34,6 +50,8 @@ impl<'a> WriteTxn<'a> {
             store,
             pending: BTreeMap::new(),
             written_by_request: Vec::new(),
+            events: Vec::new(),
+            events_before_request: 0,
             revision: store.revision()?,
             compacted: store.compacted_revision()?,
             request_changed: false,
@@ -48,6 +66,7 @@ impl<'a> WriteTxn<'a> {
     pub fn execute(&mut self, command: &pb::Command) -> Result<CommandResult> {
         self.request_changed = false;
         self.written_by_request.clear();
+        self.events_before_request = self.events.len();
         let result = self.dispatch(command);
         let result = match result {
             Ok(result) => result,
@@ -92,9 +111,8 @@ impl<'a> WriteTxn<'a> {
         self.pending.insert(keys::meta_key(name), value);
     }
 
-    /// Writes the batch. Returns whether a compaction was applied, so the caller can remove the
-    /// compacted history.
-    pub fn commit(mut self) -> Result<bool> {
+    /// Writes the batch, and says what it changed.
+    pub fn commit(mut self) -> Result<Committed> {
         self.put_meta(META_REVISION, self.revision.to_be_bytes().to_vec());
         self.put_meta(META_COMPACTED, self.compacted.to_be_bytes().to_vec());
         if let Some(members) = self.members.take() {
@@ -108,7 +126,7 @@ impl<'a> WriteTxn<'a> {
             batch.insert(key, value);
         }
         self.store.tree.apply_batch(batch)?;
-        Ok(self.compaction_requested)
+        Ok(Committed { revision: self.revision, events: self.events, compacted: self.compaction_requested })
     }
 
     fn reader(&self) -> Overlay<'_> {
@@ -128,17 +146,42 @@ impl<'a> WriteTxn<'a> {
         Some(ResponseHeader { revision: self.read_revision(), ..Default::default() })
     }
 
-    fn write_record(&mut self, key: &[u8], value: Vec<u8>) {
+    /// Records a change of `key` at the current request's revision, and its event.
+    fn write_record(&mut self, key: &[u8], value: Vec<u8>, event: Event) {
         let record = keys::record_key(key, self.write_revision());
         self.written_by_request.push(record.clone());
         self.pending.insert(record, value);
+        self.events.push(event);
         self.request_changed = true;
+    }
+
+    /// The position of the next change within the current request's revision.
+    fn next_sub(&self) -> u32 {
+        (self.events.len() - self.events_before_request) as u32
+    }
+
+    fn write_put(&mut self, kv: KeyValue, prev: Option<KeyValue>) {
+        let value = encode_put(&kv, self.next_sub());
+        let key = kv.key.clone();
+        self.write_record(&key, value, Event { r#type: EventType::Put as i32, kv: Some(kv), prev_kv: prev });
+    }
+
+    fn write_delete(&mut self, prev: KeyValue) {
+        let value = encode_tombstone(self.next_sub());
+        let deleted = KeyValue { key: prev.key.clone(), mod_revision: self.write_revision(), ..Default::default() };
+        let key = prev.key.clone();
+        self.write_record(
+            &key,
+            value,
+            Event { r#type: EventType::Delete as i32, kv: Some(deleted), prev_kv: Some(prev) },
+        );
     }
 
     fn undo_request(&mut self) {
         for record in self.written_by_request.drain(..) {
             self.pending.remove(&record);
         }
+        self.events.truncate(self.events_before_request);
         self.request_changed = false;
     }
 
@@ -174,15 +217,16 @@ impl<'a> WriteTxn<'a> {
                 _ => req.lease,
             },
         };
-        self.write_record(&req.key, encode_put(&kv));
-        Ok(pb::PutResponse { header: self.header(), prev_kv: prev.filter(|_| req.prev_kv) })
+        let prev_kv = prev.clone().filter(|_| req.prev_kv);
+        self.write_put(kv, prev);
+        Ok(pb::PutResponse { header: self.header(), prev_kv })
     }
 
     fn delete_range(&mut self, req: &pb::DeleteRangeRequest) -> Result<pb::DeleteRangeResponse> {
         let doomed: Vec<KeyValue> =
             self.reader().scan(&req.key, &req.range_end, self.read_revision()).collect::<Result<_>>()?;
         for kv in &doomed {
-            self.write_record(&kv.key, vec![keys::TOMBSTONE]);
+            self.write_delete(kv.clone());
         }
         Ok(pb::DeleteRangeResponse {
             header: self.header(),

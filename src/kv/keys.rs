@@ -2,8 +2,9 @@
 //!
 //! Two kinds of entries share the tree, told apart by their first byte:
 //! - records: `'r' + escaped(user key) + 0x00 0x00 + revision (8 bytes, big endian)` -> a put
-//!   (`PUT` + the KeyValue without its key) or a deletion (`TOMBSTONE`). Every change of a key at
-//!   a revision is one record, so history is kept until compaction removes it.
+//!   (`PUT`, the change's position within its revision (4 bytes), the KeyValue without its key)
+//!   or a deletion (`TOMBSTONE`, the position). Every change of a key at a revision is one
+//!   record, so history is kept until compaction removes it.
 //! - meta: `'m' + name` -> a small value (current revision, compacted revision, Raft's applied id).
 //!
 //! The escaping (0x00 -> 0x00 0xff, then a 0x00 0x00 terminator) keeps encoded keys in the same

@@ -11,6 +11,7 @@
 //!   sees a stable view without locks.
 
 mod apply;
+mod history;
 mod keys;
 mod range;
 mod reader;
@@ -25,7 +26,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::pb::{self, KeyValue};
 use crate::{Error, Result};
-pub use apply::WriteTxn;
+pub use apply::{Committed, WriteTxn};
 
 /// A member's attributes as the state machine keeps them (published through the log).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -229,22 +230,44 @@ fn hash_visible(hasher: &mut crc32fast::Hasher, entry: Option<(sled::IVec, sled:
 
 /// Decodes a record value into the KeyValue it stores for `key`, or None for a deletion.
 pub(crate) fn decode_record(key: Vec<u8>, value: &[u8]) -> Result<Option<KeyValue>> {
-    match value.split_first() {
-        Some((&keys::PUT, body)) => {
+    let (kind, body) = split_record(value)?;
+    match kind {
+        keys::PUT => {
             let mut kv = KeyValue::decode(body)?;
             kv.key = key;
             Ok(Some(kv))
         }
-        Some((&keys::TOMBSTONE, _)) => Ok(None),
+        keys::TOMBSTONE => Ok(None),
         _ => Err(Error::Corrupt("unknown record kind".into())),
     }
 }
 
-pub(crate) fn encode_put(kv: &KeyValue) -> Vec<u8> {
+/// A record's position among the changes of its revision (etcd's sub-revision).
+pub(crate) fn record_sub(value: &[u8]) -> Result<u32> {
+    let bytes = value.get(1..5).ok_or_else(|| Error::Corrupt("record without sub-revision".into()))?;
+    Ok(u32::from_be_bytes(bytes.try_into().map_err(|_| Error::Corrupt("sub-revision".into()))?))
+}
+
+/// Splits a record value `kind, sub-revision (4 bytes), body` into its kind and body.
+fn split_record(value: &[u8]) -> Result<(u8, &[u8])> {
+    match value {
+        [kind, _, _, _, _, body @ ..] => Ok((*kind, body)),
+        _ => Err(Error::Corrupt("truncated record".into())),
+    }
+}
+
+pub(crate) fn encode_put(kv: &KeyValue, sub: u32) -> Vec<u8> {
     let stored = KeyValue { key: Vec::new(), ..kv.clone() };
-    let mut out = Vec::with_capacity(1 + stored.encoded_len());
+    let mut out = Vec::with_capacity(5 + stored.encoded_len());
     out.push(keys::PUT);
+    out.extend_from_slice(&sub.to_be_bytes());
     stored.encode(&mut out).expect("a Vec grows as needed");
+    out
+}
+
+pub(crate) fn encode_tombstone(sub: u32) -> Vec<u8> {
+    let mut out = vec![keys::TOMBSTONE];
+    out.extend_from_slice(&sub.to_be_bytes());
     out
 }
 

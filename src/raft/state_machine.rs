@@ -27,6 +27,7 @@ use tokio::sync::Mutex;
 use super::{storage_error, Applied, LogId, NodeId, PeerNode, Proposal, StorageError, TypeConfig};
 use crate::kv::KvStore;
 use crate::pb;
+use crate::watch::{self, WatchHub};
 
 const META_APPLIED: &str = "raft_applied";
 const META_MEMBERSHIP: &str = "raft_membership";
@@ -47,11 +48,13 @@ pub struct StateMachine {
     /// Held while applying and while copying a snapshot, so a snapshot sees whole batches only.
     /// A tokio mutex because the snapshot copy holds it across a blocking task.
     apply_lock: Arc<Mutex<()>>,
+    /// Told about every applied change, once it is in the store.
+    watchers: WatchHub,
 }
 
 impl StateMachine {
-    pub fn new(kv: KvStore, db: sled::Db, snapshot_dir: PathBuf) -> StateMachine {
-        StateMachine { kv, db, snapshot_dir, apply_lock: Arc::new(Mutex::new(())) }
+    pub fn new(kv: KvStore, db: sled::Db, snapshot_dir: PathBuf, watchers: WatchHub) -> StateMachine {
+        StateMachine { kv, db, snapshot_dir, apply_lock: Arc::new(Mutex::new(())), watchers }
     }
 
     fn read_state(&self) -> crate::Result<(Option<LogId>, Membership)> {
@@ -93,10 +96,12 @@ impl StateMachine {
         if let Some(membership) = membership {
             txn.put_meta(META_MEMBERSHIP, bincode::serialize(&membership)?);
         }
-        if txn.commit()? {
+        let committed = txn.commit()?;
+        if committed.compacted {
             let removed = self.kv.compact_physically()?;
             tracing::debug!(removed, "compacted history");
         }
+        self.watchers.publish(watch::Applied { revision: committed.revision, events: committed.events, reset: false });
         Ok(replies)
     }
 
@@ -256,6 +261,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         .map_err(|e| snapshot_error(ErrorVerb::Write, e))?
         .map_err(|e| snapshot_error(ErrorVerb::Write, e))?;
         tracing::info!(snapshot = %meta.snapshot_id, "installed snapshot from leader");
+        let revision = self.kv.revision().map_err(|e| sm_error(ErrorVerb::Read, e))?;
+        // The store was replaced wholesale: watchers re-read what they need from it.
+        self.watchers.publish(watch::Applied { revision, events: Vec::new(), reset: true });
         Ok(())
     }
 

@@ -17,6 +17,7 @@ use super::state_machine::StateMachine;
 use super::{storage_error, LogId, PeerNode, Proposal, StorageError, TypeConfig};
 use crate::kv::KvStore;
 use crate::pb::{self, command};
+use crate::watch::WatchHub;
 
 /// One member's storage in a temporary data dir, laid out as the server lays it out.
 struct Member {
@@ -29,7 +30,7 @@ fn open(dir: &Path) -> crate::Result<(LogStore, StateMachine, KvStore)> {
     let db = sled::Config::new().path(dir.join("db")).open()?;
     let kv = KvStore::new(db.open_tree("kv")?);
     let log = LogStore::new(db.clone(), db.open_tree("raft")?);
-    let sm = StateMachine::new(kv.clone(), db, dir.join("snap"));
+    let sm = StateMachine::new(kv.clone(), db, dir.join("snap"), WatchHub::default());
     Ok((log, sm, kv))
 }
 
