@@ -1,0 +1,372 @@
+//! phoenixctl's command line: etcdctl 3.4's commands, flags, defaults and `ETCDCTL_*` variables,
+//! and the translation of clap's parse errors into etcdctl's (pflag's) wording.
+//!
+//! Flags may come before or after the command, `-w json` and `--write-out=json` are the same, a
+//! command may be shortened to any unambiguous prefix (`memb list`), and a boolean flag takes an
+//! optional `=true`/`=false` as pflag's do (see [`normalize_args`]).
+
+use std::collections::BTreeSet;
+use std::ffi::OsString;
+use std::time::Duration;
+
+use clap::error::{ContextKind, ContextValue, ErrorKind};
+use clap::{ArgAction, Args, Parser, Subcommand};
+
+use super::error::{CtlError, EXIT_ERROR};
+use super::gofmt::quote;
+use super::goparse::{parse_bool, parse_duration, parse_int};
+
+/// phoenixctl: etcdctl's commands and output, against Phoenix or etcd.
+#[derive(Parser, Debug)]
+#[command(name = "phoenixctl", infer_subcommands = true, arg_required_else_help = true)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalFlags,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Flags every command takes; each can also come from its `ETCDCTL_*` variable.
+#[derive(Args, Debug, Clone)]
+pub struct GlobalFlags {
+    /// gRPC endpoints (host:port or http://host:port), comma-separated
+    #[arg(long, global = true, env = "ETCDCTL_ENDPOINTS", value_delimiter = ',', default_value = "127.0.0.1:2379")]
+    pub endpoints: Vec<String>,
+    /// dial timeout for client connections
+    #[arg(long, global = true, env = "ETCDCTL_DIAL_TIMEOUT", default_value = "2s", value_parser = parse_duration)]
+    pub dial_timeout: Duration,
+    /// timeout for short running command (excluding dial timeout)
+    #[arg(long, global = true, env = "ETCDCTL_COMMAND_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub command_timeout: Duration,
+    /// keepalive time for client connections
+    #[arg(long, global = true, env = "ETCDCTL_KEEPALIVE_TIME", default_value = "2s", value_parser = parse_duration)]
+    pub keepalive_time: Duration,
+    /// keepalive timeout for client connections
+    #[arg(long, global = true, env = "ETCDCTL_KEEPALIVE_TIMEOUT", default_value = "6s", value_parser = parse_duration)]
+    pub keepalive_timeout: Duration,
+    /// set the output format (fields, json, protobuf, simple, table)
+    #[arg(short = 'w', long, global = true, env = "ETCDCTL_WRITE_OUT", default_value = "simple")]
+    pub write_out: String,
+    /// print byte strings as hex encoded strings
+    #[arg(long, global = true, env = "ETCDCTL_HEX", action = ArgAction::SetTrue, value_parser = parse_bool)]
+    pub hex: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Gets the key or a range of keys
+    Get(GetArgs),
+    /// Puts the given key into the store (the value is read from stdin when not given)
+    Put(PutArgs),
+    /// Removes the specified key or range of keys [key, range_end)
+    Del(DelArgs),
+    /// Txn processes all the requests in one transaction (read from stdin)
+    Txn(TxnArgs),
+    /// Compacts the event history in etcd
+    Compaction(CompactionArgs),
+    /// Alarm related commands
+    #[command(subcommand, arg_required_else_help = true)]
+    Alarm(AlarmCommand),
+    /// Defragments the storage of the etcd members with given endpoints
+    Defrag(ClusterArgs),
+    /// Endpoint related commands
+    #[command(arg_required_else_help = true)]
+    Endpoint(EndpointArgs),
+    /// Membership related commands
+    #[command(subcommand, arg_required_else_help = true)]
+    Member(MemberCommand),
+    /// Prints the version of phoenixctl
+    Version,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct GetArgs {
+    /// Linearizable(l) or Serializable(s)
+    #[arg(long, default_value = "l")]
+    pub consistency: String,
+    /// Order of results; ASCEND or DESCEND (ASCEND by default)
+    #[arg(long)]
+    pub order: Option<String>,
+    /// Sort target; CREATE, KEY, MODIFY, VALUE, or VERSION
+    #[arg(long)]
+    pub sort_by: Option<String>,
+    /// Maximum number of results
+    #[arg(long, default_value = "0", value_parser = go_int)]
+    pub limit: i64,
+    /// Get keys with matching prefix
+    #[arg(long)]
+    pub prefix: bool,
+    /// Get keys that are greater than or equal to the given key using byte compare
+    #[arg(long)]
+    pub from_key: bool,
+    /// Specify the kv revision
+    #[arg(long, default_value = "0", value_parser = go_int)]
+    pub rev: i64,
+    /// Get only the keys
+    #[arg(long)]
+    pub keys_only: bool,
+    /// Only write values when using the "simple" output format
+    #[arg(long)]
+    pub print_value_only: bool,
+    /// Only keys modified at or after this revision (Phoenix extension)
+    #[arg(long, default_value = "0", value_parser = go_int)]
+    pub min_mod_revision: i64,
+    /// Only keys modified at or before this revision (Phoenix extension)
+    #[arg(long, default_value = "0", value_parser = go_int)]
+    pub max_mod_revision: i64,
+    /// Only keys created at or after this revision (Phoenix extension)
+    #[arg(long, default_value = "0", value_parser = go_int)]
+    pub min_create_revision: i64,
+    /// Only keys created at or before this revision (Phoenix extension)
+    #[arg(long, default_value = "0", value_parser = go_int)]
+    pub max_create_revision: i64,
+    /// <key> [range_end]
+    #[arg(value_name = "ARGS")]
+    pub args: Vec<OsString>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct PutArgs {
+    /// lease ID (in hexadecimal) to attach to the key
+    #[arg(long, default_value = "0")]
+    pub lease: String,
+    /// return the previous key-value pair before modification
+    #[arg(long)]
+    pub prev_kv: bool,
+    /// updates the key using its current value
+    #[arg(long)]
+    pub ignore_value: bool,
+    /// updates the key using its current lease
+    #[arg(long)]
+    pub ignore_lease: bool,
+    /// <key> [value]
+    #[arg(value_name = "ARGS")]
+    pub args: Vec<OsString>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct DelArgs {
+    /// delete keys with matching prefix
+    #[arg(long)]
+    pub prefix: bool,
+    /// return deleted key-value pairs
+    #[arg(long)]
+    pub prev_kv: bool,
+    /// delete keys that are greater than or equal to the given key using byte compare
+    #[arg(long)]
+    pub from_key: bool,
+    /// <key> [range_end]
+    #[arg(value_name = "ARGS")]
+    pub args: Vec<OsString>,
+}
+
+#[derive(Args, Debug)]
+pub struct TxnArgs {
+    /// Input transaction in interactive mode
+    #[arg(short, long)]
+    pub interactive: bool,
+    /// Refused with etcdctl's message: txn takes its input from stdin
+    #[arg(hide = true)]
+    pub args: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct CompactionArgs {
+    /// 'true' to wait for compaction to physically remove all old revisions
+    #[arg(long)]
+    pub physical: bool,
+    /// <revision>
+    #[arg(value_name = "REVISION")]
+    pub args: Vec<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AlarmCommand {
+    /// Disarms all alarms
+    Disarm {
+        /// Refused with etcdctl's message
+        #[arg(hide = true)]
+        args: Vec<String>,
+    },
+    /// Lists all alarms
+    List {
+        /// Refused with etcdctl's message
+        #[arg(hide = true)]
+        args: Vec<String>,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct ClusterArgs {
+    /// use all endpoints from the cluster member list
+    #[arg(long, global = true)]
+    pub cluster: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct EndpointArgs {
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+    #[command(subcommand)]
+    pub command: EndpointCommand,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum EndpointCommand {
+    /// Checks the healthiness of endpoints specified in `--endpoints` flag
+    Health,
+    /// Prints out the status of endpoints specified in `--endpoints` flag
+    Status,
+    /// Prints the KV history hash for each endpoint in --endpoints
+    Hashkv {
+        /// maximum revision to hash (default: all revisions)
+        #[arg(long, default_value = "0", value_parser = go_int)]
+        rev: i64,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum MemberCommand {
+    /// Lists all members in the cluster
+    List,
+}
+
+/// pflag's integer syntax: `strconv.ParseInt(s, 0, 64)`.
+fn go_int(s: &str) -> Result<i64, String> {
+    parse_int(s, 0)
+}
+
+/// Rewrites pflag's `--flag=true` to `--flag` and drops `--flag=false` for `command`'s boolean
+/// flags, which clap takes only bare.
+pub fn normalize_args(command: &clap::Command, args: impl IntoIterator<Item = OsString>) -> Vec<OsString> {
+    let bools = bool_flags(command);
+    let mut options_ended = false;
+    let mut out = Vec::new();
+    for arg in args {
+        options_ended |= arg == "--";
+        let assignment = arg.to_str().and_then(|s| s.strip_prefix("--")).and_then(|s| s.split_once('='));
+        match assignment {
+            Some((name, value)) if !options_ended && bools.contains(name) => match parse_bool(value) {
+                Ok(true) => out.push(OsString::from(format!("--{name}"))),
+                Ok(false) => {}
+                Err(_) => out.push(arg),
+            },
+            _ => out.push(arg),
+        }
+    }
+    out
+}
+
+/// The long names of every boolean flag in `command` and its subcommands.
+fn bool_flags(command: &clap::Command) -> BTreeSet<String> {
+    let own = command
+        .get_arguments()
+        .filter(|arg| matches!(arg.get_action(), ArgAction::SetTrue))
+        .filter_map(|arg| arg.get_long().map(str::to_string));
+    let nested = command.get_subcommands().flat_map(bool_flags);
+    own.chain(nested).collect()
+}
+
+/// etcdctl's wording for a command line that does not parse; `None` for a help request.
+pub fn usage_message(error: &clap::Error) -> Option<CtlError> {
+    let context = |kind| match error.get(kind) {
+        Some(ContextValue::String(s)) => s.clone(),
+        _ => String::new(),
+    };
+    let flag = || context(ContextKind::InvalidArg).split([' ', '=']).next().unwrap_or_default().to_string();
+    let message = match error.kind() {
+        ErrorKind::DisplayHelp | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand | ErrorKind::DisplayVersion => {
+            return None;
+        }
+        ErrorKind::UnknownArgument => unknown_flag(&flag()),
+        ErrorKind::InvalidSubcommand => {
+            format!("unknown command {} for \"phoenixctl\"", quote(context(ContextKind::InvalidSubcommand).as_bytes()))
+        }
+        ErrorKind::ValueValidation => {
+            let cause = std::error::Error::source(error).map(ToString::to_string).unwrap_or_default();
+            let value = context(ContextKind::InvalidValue);
+            format!("invalid argument {} for {} flag: {cause}", quote(value.as_bytes()), quote(flag().as_bytes()))
+        }
+        ErrorKind::InvalidValue if context(ContextKind::InvalidValue).is_empty() => {
+            format!("flag needs an argument: {}", flag())
+        }
+        _ => first_line(error),
+    };
+    Some(CtlError::new(EXIT_ERROR, message))
+}
+
+/// pflag's message for a flag nobody defined, or clap's for an unexpected argument.
+fn unknown_flag(arg: &str) -> String {
+    match arg.strip_prefix('-') {
+        Some(long) if long.starts_with('-') => format!("unknown flag: {arg}"),
+        Some(short) => format!("unknown shorthand flag: '{}' in {arg}", short.chars().next().unwrap_or('-')),
+        None => format!("unexpected argument {}", quote(arg.as_bytes())),
+    }
+}
+
+fn first_line(error: &clap::Error) -> String {
+    let text = error.render().to_string();
+    text.lines().next().unwrap_or_default().trim_start_matches("error: ").to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        let args = args.iter().map(OsString::from);
+        Cli::try_parse_from(normalize_args(&Cli::command(), args))
+    }
+
+    fn error(args: &[&str]) -> String {
+        let error = parse(args).expect_err("the command line is wrong");
+        usage_message(&error).and_then(|e| e.message).unwrap_or_default()
+    }
+
+    #[test]
+    fn the_cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn global_flags_go_anywhere() {
+        let cli = parse(&["phoenixctl", "get", "foo", "-w", "json", "--endpoints=a:1,b:2", "--hex"]).unwrap();
+        assert_eq!(cli.global.write_out, "json");
+        assert_eq!(cli.global.endpoints, ["a:1", "b:2"]);
+        assert!(cli.global.hex);
+        assert_eq!(cli.global.command_timeout, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn bool_flags_take_pflag_values() {
+        let Command::Get(get) =
+            parse(&["phoenixctl", "get", "a", "--prefix=false", "--keys-only=true"]).unwrap().command
+        else {
+            panic!("not a get");
+        };
+        assert!(!get.prefix);
+        assert!(get.keys_only);
+    }
+
+    #[test]
+    fn commands_take_unambiguous_prefixes() {
+        assert!(matches!(parse(&["phoenixctl", "memb", "list"]).unwrap().command, Command::Member(_)));
+    }
+
+    #[test]
+    fn parse_errors_read_like_pflag() {
+        assert_eq!(error(&["phoenixctl", "get", "a", "--bogus"]), "unknown flag: --bogus");
+        assert_eq!(error(&["phoenixctl", "get", "a", "-x"]), "unknown shorthand flag: 'x' in -x");
+        assert_eq!(error(&["phoenixctl", "bogus"]), r#"unknown command "bogus" for "phoenixctl""#);
+        assert_eq!(
+            error(&["phoenixctl", "get", "a", "--rev", "x"]),
+            r#"invalid argument "x" for "--rev" flag: strconv.ParseInt: parsing "x": invalid syntax"#
+        );
+        assert_eq!(
+            error(&["phoenixctl", "get", "a", "--dial-timeout=5"]),
+            r#"invalid argument "5" for "--dial-timeout" flag: time: missing unit in duration "5""#
+        );
+    }
+}

@@ -1,0 +1,218 @@
+//! The gRPC client phoenixctl speaks through: Phoenix's generated tonic clients over one channel,
+//! with etcd 3.4 clientv3's connection and retry behaviour.
+//!
+//! - Endpoints are `host:port` or `http://host:port`; the first that accepts a connection is used.
+//! - Calls wait for a connection until the command deadline (`--command-timeout`), then fail with
+//!   `context deadline exceeded`, as clientv3's wait-for-ready calls do; `--dial-timeout` bounds
+//!   each connection attempt.
+//! - Read-only calls are retried while the server answers `Unavailable`; writes are never retried
+//!   once sent (clientv3 `retry.go`).
+
+use std::future::Future;
+use std::time::Duration;
+
+use futures::future::select_ok;
+use tokio::time::{sleep_until, timeout_at, Instant};
+use tonic::transport::{Channel, Endpoint};
+
+use super::cli::GlobalFlags;
+use super::error::{CtlError, EXIT_BAD_ARGS};
+use crate::pb;
+use crate::pb::cluster_client::ClusterClient;
+use crate::pb::kv_client::KvClient;
+use crate::pb::maintenance_client::MaintenanceClient;
+
+/// clientv3's default limit on a request it sends.
+const MAX_SEND_BYTES: usize = 2 * 1024 * 1024;
+
+/// clientv3's default limit on a response it receives.
+const MAX_RECEIVE_BYTES: usize = i32::MAX as usize;
+
+/// Pause between rounds of connection attempts while no endpoint answers.
+const RECONNECT_PAUSE: Duration = Duration::from_millis(100);
+
+/// Pause before retrying a read the server answered `Unavailable`.
+const RETRY_PAUSE: Duration = Duration::from_millis(25);
+
+/// clientv3's `defaultUnaryMaxRetries`.
+const MAX_RETRIES: u32 = 100;
+
+/// Whether a call may be repeated after the server answered `Unavailable`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Retry {
+    Repeatable,
+    Once,
+}
+
+/// A connection (made on first use) to the first endpoint of a list that answers.
+pub struct Client {
+    endpoints: Vec<Endpoint>,
+    channel: Option<Channel>,
+}
+
+impl Client {
+    /// A client for `endpoints`; fails on an endpoint phoenixctl cannot dial.
+    pub fn new(endpoints: &[String], flags: &GlobalFlags) -> Result<Client, CtlError> {
+        let endpoints = endpoints.iter().map(|e| endpoint(e, flags)).collect::<Result<_, _>>()?;
+        Ok(Client { endpoints, channel: None })
+    }
+
+    pub async fn range(&mut self, deadline: Instant, request: pb::RangeRequest) -> Result<pb::RangeResponse, CtlError> {
+        self.call(deadline, Retry::Repeatable, |ch| {
+            let request = request.clone();
+            async move { kv(ch).range(request).await }
+        })
+        .await
+    }
+
+    pub async fn put(&mut self, deadline: Instant, request: pb::PutRequest) -> Result<pb::PutResponse, CtlError> {
+        self.call(deadline, Retry::Once, |ch| {
+            let request = request.clone();
+            async move { kv(ch).put(request).await }
+        })
+        .await
+    }
+
+    pub async fn delete_range(
+        &mut self,
+        deadline: Instant,
+        request: pb::DeleteRangeRequest,
+    ) -> Result<pb::DeleteRangeResponse, CtlError> {
+        self.call(deadline, Retry::Once, |ch| {
+            let request = request.clone();
+            async move { kv(ch).delete_range(request).await }
+        })
+        .await
+    }
+
+    pub async fn txn(&mut self, deadline: Instant, request: pb::TxnRequest) -> Result<pb::TxnResponse, CtlError> {
+        self.call(deadline, Retry::Once, |ch| {
+            let request = request.clone();
+            async move { kv(ch).txn(request).await }
+        })
+        .await
+    }
+
+    pub async fn compact(&mut self, deadline: Instant, request: pb::CompactionRequest) -> Result<(), CtlError> {
+        self.call(deadline, Retry::Once, |ch| async move { kv(ch).compact(request).await }).await.map(drop)
+    }
+
+    pub async fn member_list(&mut self, deadline: Instant) -> Result<pb::MemberListResponse, CtlError> {
+        self.call(deadline, Retry::Repeatable, |ch| async move {
+            cluster(ch).member_list(pb::MemberListRequest::default()).await
+        })
+        .await
+    }
+
+    pub async fn alarm(&mut self, deadline: Instant, request: pb::AlarmRequest) -> Result<pb::AlarmResponse, CtlError> {
+        self.call(deadline, Retry::Repeatable, |ch| async move { maintenance(ch).alarm(request).await }).await
+    }
+
+    pub async fn status(&mut self, deadline: Instant) -> Result<pb::StatusResponse, CtlError> {
+        self.call(deadline, Retry::Repeatable, |ch| async move {
+            maintenance(ch).status(pb::StatusRequest::default()).await
+        })
+        .await
+    }
+
+    pub async fn hash_kv(&mut self, deadline: Instant, revision: i64) -> Result<pb::HashKvResponse, CtlError> {
+        self.call(deadline, Retry::Repeatable, |ch| async move {
+            maintenance(ch).hash_kv(pb::HashKvRequest { revision }).await
+        })
+        .await
+    }
+
+    pub async fn defragment(&mut self, deadline: Instant) -> Result<(), CtlError> {
+        self.call(deadline, Retry::Once, |ch| async move {
+            maintenance(ch).defragment(pb::DefragmentRequest::default()).await
+        })
+        .await
+        .map(drop)
+    }
+
+    /// Runs `rpc` on the connection, connecting first and retrying as `retry` allows.
+    async fn call<T, F, Fut>(&mut self, deadline: Instant, retry: Retry, mut rpc: F) -> Result<T, CtlError>
+    where
+        F: FnMut(Channel) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let mut retries = 0;
+        loop {
+            let channel = self.channel(deadline).await?;
+            let status = match timeout_at(deadline, rpc(channel)).await {
+                Err(_) => return Err(CtlError::deadline()),
+                Ok(Ok(response)) => return Ok(response.into_inner()),
+                Ok(Err(status)) => status,
+            };
+            let retryable = retry == Retry::Repeatable && status.code() == tonic::Code::Unavailable;
+            if !retryable || retries == MAX_RETRIES {
+                return Err(CtlError::status(&status));
+            }
+            retries += 1;
+            pause(RETRY_PAUSE, deadline).await?;
+        }
+    }
+
+    /// The connection, made now if there is none: every endpoint is tried at once, again and
+    /// again, until one answers or the deadline passes.
+    async fn channel(&mut self, deadline: Instant) -> Result<Channel, CtlError> {
+        if let Some(channel) = &self.channel {
+            return Ok(channel.clone());
+        }
+        loop {
+            let attempts = self.endpoints.iter().map(|e| Box::pin(e.connect()));
+            match timeout_at(deadline, select_ok(attempts)).await {
+                Err(_) => return Err(CtlError::deadline()),
+                Ok(Ok((channel, _))) => {
+                    self.channel = Some(channel.clone());
+                    return Ok(channel);
+                }
+                Ok(Err(_)) => pause(RECONNECT_PAUSE, deadline).await?,
+            }
+        }
+    }
+}
+
+/// Sleeps for `length`, or fails if the deadline comes first.
+async fn pause(length: Duration, deadline: Instant) -> Result<(), CtlError> {
+    let wake = Instant::now() + length;
+    if wake >= deadline {
+        sleep_until(deadline).await;
+        return Err(CtlError::deadline());
+    }
+    sleep_until(wake).await;
+    Ok(())
+}
+
+/// A tonic endpoint for an etcdctl endpoint string.
+fn endpoint(raw: &str, flags: &GlobalFlags) -> Result<Endpoint, CtlError> {
+    let address = raw.trim();
+    let uri = match address.split_once("://") {
+        None => format!("http://{address}"),
+        Some(("http", _)) => address.to_string(),
+        Some(_) => {
+            let message = format!("endpoint {address:?} is not supported: phoenixctl speaks plain http (host:port)");
+            return Err(CtlError::new(EXIT_BAD_ARGS, message));
+        }
+    };
+    let endpoint = Endpoint::from_shared(uri)
+        .map_err(|e| CtlError::new(EXIT_BAD_ARGS, format!("invalid endpoint {address:?}: {e}")))?;
+    Ok(endpoint
+        .connect_timeout(flags.dial_timeout)
+        .http2_keep_alive_interval(flags.keepalive_time)
+        .keep_alive_timeout(flags.keepalive_timeout))
+}
+
+fn kv(channel: Channel) -> KvClient<Channel> {
+    KvClient::new(channel).max_encoding_message_size(MAX_SEND_BYTES).max_decoding_message_size(MAX_RECEIVE_BYTES)
+}
+
+fn cluster(channel: Channel) -> ClusterClient<Channel> {
+    ClusterClient::new(channel).max_encoding_message_size(MAX_SEND_BYTES).max_decoding_message_size(MAX_RECEIVE_BYTES)
+}
+
+fn maintenance(channel: Channel) -> MaintenanceClient<Channel> {
+    MaintenanceClient::new(channel)
+        .max_encoding_message_size(MAX_SEND_BYTES)
+        .max_decoding_message_size(MAX_RECEIVE_BYTES)
+}
