@@ -200,7 +200,7 @@ impl Server {
 
     fn start(program: &str) -> Server {
         let dir = TempDir::new().expect("create a temp dir");
-        let (client, peer) = (free_port(), free_port());
+        let [client, peer] = free_ports();
         let client_url = format!("http://127.0.0.1:{client}");
         let peer_url = format!("http://127.0.0.1:{peer}");
         let log = dir.path().join("server.log");
@@ -216,22 +216,28 @@ impl Server {
             .stderr(Stdio::from(log_file))
             .spawn()
             .unwrap_or_else(|e| panic!("start {program}: {e}"));
-        let server = Server { child, endpoint: format!("127.0.0.1:{client}"), log, _dir: dir };
+        let mut server = Server { child, endpoint: format!("127.0.0.1:{client}"), log, _dir: dir };
         server.wait_until_ready();
         server
     }
 
-    /// Polls a linearizable read until the server answers it.
-    fn wait_until_ready(&self) {
+    /// Polls a linearizable read (each probe waits up to 500 ms) until the server answers it.
+    fn wait_until_ready(&mut self) {
         let started = Instant::now();
         while started.elapsed() < READY_TIMEOUT {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("{} exited with {status} before serving; its log:\n{}", self.endpoint, self.log_text());
+            }
             let probe = self.run(PHOENIXCTL, "endpoint health --command-timeout 500ms --dial-timeout 200ms", "");
             if probe.code == Some(0) {
                 return;
             }
         }
-        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
-        panic!("{} did not become ready within {READY_TIMEOUT:?}; its log:\n{log}", self.endpoint);
+        panic!("{} did not become ready within {READY_TIMEOUT:?}; its log:\n{}", self.endpoint, self.log_text());
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     fn run_scenario(&self, client: &str) -> Vec<Outcome> {
@@ -283,9 +289,10 @@ impl Drop for Server {
     }
 }
 
-fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-    listener.local_addr().expect("local address").port()
+/// Two distinct free loopback ports (both held until both are known).
+fn free_ports() -> [u16; 2] {
+    let listeners = [0, 1].map(|_| TcpListener::bind("127.0.0.1:0").expect("bind a free port"));
+    listeners.map(|l| l.local_addr().expect("local address").port())
 }
 
 /// Masks what legitimately differs between two servers.

@@ -16,7 +16,7 @@ use tokio::time::{sleep_until, timeout_at, Instant};
 use tonic::transport::{Channel, Endpoint};
 
 use super::cli::GlobalFlags;
-use super::error::{CtlError, EXIT_BAD_ARGS};
+use super::error::{CtlError, EXIT_BAD_ARGS, EXIT_BAD_CONNECTION};
 use crate::pb;
 use crate::pb::cluster_client::ClusterClient;
 use crate::pb::kv_client::KvClient;
@@ -53,7 +53,11 @@ pub struct Client {
 impl Client {
     /// A client for `endpoints`; fails on an endpoint phoenixctl cannot dial.
     pub fn new(endpoints: &[String], flags: &GlobalFlags) -> Result<Client, CtlError> {
-        let endpoints = endpoints.iter().map(|e| endpoint(e, flags)).collect::<Result<_, _>>()?;
+        let given = endpoints.iter().map(|e| e.trim()).filter(|e| !e.is_empty());
+        let endpoints: Vec<Endpoint> = given.map(|e| endpoint(e, flags)).collect::<Result<_, _>>()?;
+        if endpoints.is_empty() {
+            return Err(CtlError::new(EXIT_BAD_CONNECTION, "etcdclient: no available endpoints"));
+        }
         Ok(Client { endpoints, channel: None })
     }
 
@@ -185,8 +189,7 @@ async fn pause(length: Duration, deadline: Instant) -> Result<(), CtlError> {
 }
 
 /// A tonic endpoint for an etcdctl endpoint string.
-fn endpoint(raw: &str, flags: &GlobalFlags) -> Result<Endpoint, CtlError> {
-    let address = raw.trim();
+fn endpoint(address: &str, flags: &GlobalFlags) -> Result<Endpoint, CtlError> {
     let uri = match address.split_once("://") {
         None => format!("http://{address}"),
         Some(("http", _)) => address.to_string(),

@@ -7,6 +7,8 @@
 
 /// A failed command or an unreachable server.
 pub const EXIT_ERROR: u8 = 1;
+/// No endpoint to connect to.
+pub const EXIT_BAD_CONNECTION: u8 = 2;
 /// Malformed `txn` input.
 pub const EXIT_INVALID_INPUT: u8 = 3;
 /// A valid flag with an unsupported value, such as an unknown output format.
