@@ -1,10 +1,11 @@
 //! etcdctl's output formats (`-w simple|json|fields|table|protobuf`), byte for byte.
 //!
-//! Mirrors etcd-io/etcd v3.4 `etcdctl/ctlv3/command/printer*.go`: every response prints in simple,
-//! json, fields and protobuf; only member and endpoint listings print as a table. A format a
-//! response does not support fails with etcdctl's `<format> not supported as output format`
-//! (exit 4) after the request was made, as in etcdctl. The json format is Go's `encoding/json` of
-//! etcd 3.4's generated structs, so fields newer than etcd 3.4 are not printed.
+//! Mirrors etcd-io/etcd v3.4 `etcdctl/ctlv3/command/printer*.go`: RPC responses print as simple,
+//! json, fields and protobuf, and the member list also as a table; endpoint listings print as
+//! simple, json, fields and table. A format a response does not support fails with etcdctl's
+//! `<format> not supported as output format` (exit 4) after the request was made, as in etcdctl.
+//! The json format is Go's `encoding/json` of etcd 3.4's generated structs, so fields newer than
+//! etcd 3.4 are not printed.
 
 mod fields;
 mod json;
