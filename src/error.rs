@@ -38,6 +38,10 @@ pub enum Error {
     NoSpace,
     #[error("etcdserver: requested lease not found")]
     LeaseNotFound,
+    #[error("etcdserver: lease already exists")]
+    LeaseExists,
+    #[error("etcdserver: too large lease TTL")]
+    LeaseTtlTooLarge,
 
     // Cluster availability: all Unavailable, so clients retry.
     #[error("etcdserver: no leader")]
@@ -90,6 +94,8 @@ const FIXED_STATUSES: &[Error] = &[
     Error::FutureRevision,
     Error::NoSpace,
     Error::LeaseNotFound,
+    Error::LeaseExists,
+    Error::LeaseTtlTooLarge,
     Error::NoLeader,
     Error::LeaderChanged,
     Error::NotLeader,
@@ -105,10 +111,10 @@ impl Error {
         match self {
             EmptyKey | KeyNotFound | ValueProvided | LeaseProvided | TooManyOps | DuplicateKey | InvalidSortOption
             | RequestTooLarge => Code::InvalidArgument,
-            Compacted | FutureRevision => Code::OutOfRange,
+            Compacted | FutureRevision | LeaseTtlTooLarge => Code::OutOfRange,
             NoSpace | TooManyRequests => Code::ResourceExhausted,
             LeaseNotFound => Code::NotFound,
-            NotLeader => Code::FailedPrecondition,
+            NotLeader | LeaseExists => Code::FailedPrecondition,
             NoLeader | LeaderChanged | Timeout | Stopped => Code::Unavailable,
             Unimplemented(_) => Code::Unimplemented,
             Remote { code, .. } => Code::from_i32(*code),

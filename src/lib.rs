@@ -8,6 +8,7 @@
 //! - [`api`]: the etcd v3 gRPC services; they validate, propose or read, and map results.
 //! - [`raft`]: openraft glue: log store, state machine adapter, network, proposals, reads.
 //! - [`kv`]: the deterministic etcd MVCC state machine over sled.
+//! - [`lease`]: lease expiry, decided by the leader's clock and applied through Raft.
 //! - [`watch`]: the in-memory hub that fans applied events out to watch streams.
 //! - [`ctl`]: `phoenixctl`, the etcdctl look-alike.
 //! - [`error`]: the one error type and its mapping to etcd's gRPC statuses.
@@ -18,6 +19,7 @@ pub mod config;
 pub mod ctl;
 pub mod error;
 pub mod kv;
+pub mod lease;
 pub mod raft;
 pub mod server;
 pub mod watch;

@@ -76,6 +76,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let background = [
         tokio::spawn(publish_attributes(node.clone(), config.clone(), stop_rx.clone())),
         tokio::spawn(break_split_votes(node.raft.clone(), config.election_timeout, stop_rx.clone())),
+        tokio::spawn(crate::lease::expire_leases(node.clone(), stop_rx.clone())),
     ];
     tracing::info!("ready to serve client requests");
 
@@ -203,7 +204,7 @@ async fn serve_clients(
     health_reporter.set_service_status("", tonic_health::ServingStatus::Serving).await;
     let kv = pb::kv_server::KvServer::new(api::KvService::new(ctx.clone())).max_decoding_message_size(limit);
     let watch = pb::watch_server::WatchServer::from_arc(services.watch).max_decoding_message_size(limit);
-    let lease = pb::lease_server::LeaseServer::new(api::LeaseService);
+    let lease = pb::lease_server::LeaseServer::new(api::LeaseService::new(ctx.clone()));
     let cluster = pb::cluster_server::ClusterServer::new(api::ClusterService::new(ctx.clone()));
     let maintenance = pb::maintenance_server::MaintenanceServer::new(api::MaintenanceService::new(ctx.clone()));
     let result = Server::builder()

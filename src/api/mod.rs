@@ -1,11 +1,12 @@
 //! The etcd v3 gRPC services. Each handler validates, proposes or reads, and maps the result;
 //! the rules themselves live in [`crate::kv`], availability in [`crate::raft`].
 //!
-//! Watch, Lease and Auth, and the parts of Cluster and Maintenance not listed in the README,
+//! Auth, and the parts of Cluster and Maintenance not listed in the README,
 //! are registered and answer Unimplemented, so a client gets an answer rather than a hang.
 
 mod cluster;
 mod kv;
+mod lease;
 mod maintenance;
 mod validate;
 mod watch;
@@ -19,14 +20,13 @@ pub use validate::Limits;
 
 pub use cluster::ClusterService;
 pub use kv::KvService;
+pub use lease::LeaseService;
 pub use maintenance::MaintenanceService;
 pub use watch::WatchService;
 
 /// Services not written yet: every method answers Unimplemented (tonic's default stubs).
-pub struct LeaseService;
 pub struct AuthService;
 
-impl pb::lease_server::Lease for LeaseService {}
 impl pb::auth_server::Auth for AuthService {}
 
 /// What every service shares.

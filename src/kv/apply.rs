@@ -14,6 +14,9 @@ use crate::{Error, Result};
 /// etcd's AlarmType::NOSPACE.
 pub const ALARM_NOSPACE: i32 = pb::AlarmType::Nospace as i32;
 
+/// A staged key and what staging it replaced (None: it was not staged before).
+type Replaced = (Vec<u8>, Option<Option<Vec<u8>>>);
+
 /// What a committed batch changed.
 #[derive(Debug, Default)]
 pub struct Committed {
@@ -28,9 +31,10 @@ pub struct Committed {
 pub struct WriteTxn<'a> {
     store: &'a KvStore,
     /// Records and meta entries written by this batch, not yet in the tree.
-    pending: BTreeMap<Vec<u8>, Vec<u8>>,
-    /// Record keys written by the current request, so a failed txn can be undone.
-    written_by_request: Vec<Vec<u8>>,
+    /// None stages a removal (leases and their key lists; records are never removed here).
+    pub(super) pending: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    /// What each staged write of the current request replaced, so a failed txn can be undone.
+    undo: Vec<Replaced>,
     /// The changes of the batch, for watchers, in the order they happened.
     events: Vec<Event>,
     /// How many of `events` came before the current request.
@@ -49,7 +53,7 @@ impl<'a> WriteTxn<'a> {
         Ok(WriteTxn {
             store,
             pending: BTreeMap::new(),
-            written_by_request: Vec::new(),
+            undo: Vec::new(),
             events: Vec::new(),
             events_before_request: 0,
             revision: store.revision()?,
@@ -65,7 +69,7 @@ impl<'a> WriteTxn<'a> {
     /// ignore_value) is a result, not an error; an error here means storage failed.
     pub fn execute(&mut self, command: &pb::Command) -> Result<CommandResult> {
         self.request_changed = false;
-        self.written_by_request.clear();
+        self.undo.clear();
         self.events_before_request = self.events.len();
         let result = self.dispatch(command);
         let result = match result {
@@ -103,12 +107,14 @@ impl<'a> WriteTxn<'a> {
             Op::Compaction(req) => R::Compaction(self.compact(req)?),
             Op::Alarm(req) => R::Alarm(self.alarm(req)?),
             Op::MemberAttributes(attrs) => R::MemberAttributes(self.set_member_attributes(attrs)?),
+            Op::LeaseGrant(req) => R::LeaseGrant(self.lease_grant(req)?),
+            Op::LeaseRevoke(req) => R::LeaseRevoke(self.lease_revoke(req)?),
         })
     }
 
     /// Stores a meta entry (e.g. Raft's applied log id) in the same atomic batch.
     pub fn put_meta(&mut self, name: &str, value: Vec<u8>) {
-        self.pending.insert(keys::meta_key(name), value);
+        self.pending.insert(keys::meta_key(name), Some(value));
     }
 
     /// Writes the batch, and says what it changed.
@@ -123,18 +129,21 @@ impl<'a> WriteTxn<'a> {
         }
         let mut batch = sled::Batch::default();
         for (key, value) in std::mem::take(&mut self.pending) {
-            batch.insert(key, value);
+            match value {
+                Some(value) => batch.insert(key, value),
+                None => batch.remove(key),
+            }
         }
         self.store.tree.apply_batch(batch)?;
         Ok(Committed { revision: self.revision, events: self.events, compacted: self.compaction_requested })
     }
 
-    fn reader(&self) -> Overlay<'_> {
+    pub(super) fn reader(&self) -> Overlay<'_> {
         Overlay { tree: &self.store.tree, pending: &self.pending }
     }
 
     /// The revision reads inside the current request see: its own writes included.
-    fn read_revision(&self) -> i64 {
+    pub(super) fn read_revision(&self) -> i64 {
         self.revision + i64::from(self.request_changed)
     }
 
@@ -142,15 +151,13 @@ impl<'a> WriteTxn<'a> {
         self.revision + 1
     }
 
-    fn header(&self) -> Option<ResponseHeader> {
+    pub(super) fn header(&self) -> Option<ResponseHeader> {
         Some(ResponseHeader { revision: self.read_revision(), ..Default::default() })
     }
 
     /// Records a change of `key` at the current request's revision, and its event.
     fn write_record(&mut self, key: &[u8], value: Vec<u8>, event: Event) {
-        let record = keys::record_key(key, self.write_revision());
-        self.written_by_request.push(record.clone());
-        self.pending.insert(record, value);
+        self.stage(keys::record_key(key, self.write_revision()), Some(value));
         self.events.push(event);
         self.request_changed = true;
     }
@@ -166,7 +173,8 @@ impl<'a> WriteTxn<'a> {
         self.write_record(&key, value, Event { r#type: EventType::Put as i32, kv: Some(kv), prev_kv: prev });
     }
 
-    fn write_delete(&mut self, prev: KeyValue) {
+    pub(super) fn write_delete(&mut self, prev: KeyValue) {
+        self.reattach(Some(&prev), &prev.key, 0);
         let value = encode_tombstone(self.next_sub());
         let deleted = KeyValue { key: prev.key.clone(), mod_revision: self.write_revision(), ..Default::default() };
         let key = prev.key.clone();
@@ -177,9 +185,41 @@ impl<'a> WriteTxn<'a> {
         );
     }
 
+    /// Stages a write (None: a removal) that the current request can still undo.
+    pub(super) fn stage(&mut self, key: Vec<u8>, value: Option<Vec<u8>>) {
+        let replaced = self.pending.insert(key.clone(), value);
+        self.undo.push((key, replaced));
+    }
+
+    /// A key's value as this batch has left it so far.
+    pub(super) fn staged_get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        match self.pending.get(key) {
+            Some(value) => Ok(value.clone()),
+            None => Ok(self.store.tree.get(key)?.map(|v| v.to_vec())),
+        }
+    }
+
+    /// The keys under `prefix` as this batch has left them so far.
+    pub(super) fn staged_keys(&self, prefix: &[u8]) -> Result<Vec<Vec<u8>>> {
+        let mut found = std::collections::BTreeSet::new();
+        for key in self.store.tree.scan_prefix(prefix).keys() {
+            found.insert(key?.to_vec());
+        }
+        for (key, value) in self.pending.range(prefix.to_vec()..).take_while(|(k, _)| k.starts_with(prefix)) {
+            match value {
+                Some(_) => found.insert(key.clone()),
+                None => found.remove(key),
+            };
+        }
+        Ok(found.into_iter().collect())
+    }
+
     fn undo_request(&mut self) {
-        for record in self.written_by_request.drain(..) {
-            self.pending.remove(&record);
+        while let Some((key, replaced)) = self.undo.pop() {
+            match replaced {
+                Some(value) => self.pending.insert(key, value),
+                None => self.pending.remove(&key),
+            };
         }
         self.events.truncate(self.events_before_request);
         self.request_changed = false;
@@ -194,8 +234,7 @@ impl<'a> WriteTxn<'a> {
     }
 
     fn put(&mut self, req: &pb::PutRequest) -> Result<pb::PutResponse> {
-        if req.lease != 0 {
-            // Leases are not served yet, so no lease exists.
+        if req.lease != 0 && !self.lease_exists(req.lease)? {
             return Err(Error::LeaseNotFound);
         }
         let prev = self.reader().get(&req.key, self.read_revision())?;
@@ -218,6 +257,7 @@ impl<'a> WriteTxn<'a> {
             },
         };
         let prev_kv = prev.clone().filter(|_| req.prev_kv);
+        self.reattach(prev.as_ref(), &req.key, kv.lease);
         self.write_put(kv, prev);
         Ok(pb::PutResponse { header: self.header(), prev_kv })
     }
@@ -274,8 +314,8 @@ impl<'a> WriteTxn<'a> {
                 {
                     return Err(Error::KeyNotFound);
                 }
-                if req.lease != 0 {
-                    return Err(Error::LeaseNotFound); // leases are not served yet
+                if req.lease != 0 && !self.lease_exists(req.lease)? {
+                    return Err(Error::LeaseNotFound);
                 }
                 Ok(())
             }

@@ -6,6 +6,7 @@
 //!   or a deletion (`TOMBSTONE`, the position). Every change of a key at a revision is one
 //!   record, so history is kept until compaction removes it.
 //! - meta: `'m' + name` -> a small value (current revision, compacted revision, Raft's applied id).
+//! - leases: `'L' + ID` -> granted TTL, and `'A' + lease ID + user key` for each attached key.
 //!
 //! The escaping (0x00 -> 0x00 0xff, then a 0x00 0x00 terminator) keeps encoded keys in the same
 //! order as user keys and makes no encoded key a prefix of another, so a user key range maps to
@@ -15,6 +16,8 @@ use crate::{Error, Result};
 
 const RECORD: u8 = b'r';
 const META: u8 = b'm';
+const LEASE: u8 = b'L';
+const ATTACHED: u8 = b'A';
 pub(crate) const PUT: u8 = 1;
 pub(crate) const TOMBSTONE: u8 = 0;
 
@@ -41,6 +44,37 @@ pub(crate) fn record_key(key: &[u8], revision: i64) -> Vec<u8> {
 pub(crate) fn meta_key(name: &str) -> Vec<u8> {
     let mut out = vec![META];
     out.extend_from_slice(name.as_bytes());
+    out
+}
+
+/// A lease: `'L' + ID (big endian)` -> its granted TTL in seconds (big endian).
+pub(crate) fn lease_key(id: i64) -> Vec<u8> {
+    let mut out = vec![LEASE];
+    out.extend_from_slice(&id.to_be_bytes());
+    out
+}
+
+pub(crate) fn all_leases() -> Vec<u8> {
+    vec![LEASE]
+}
+
+/// The lease ID of a lease key.
+pub(crate) fn lease_id(lease_key: &[u8]) -> Result<i64> {
+    let bytes: [u8; 8] =
+        lease_key.get(1..9).and_then(|b| b.try_into().ok()).ok_or_else(|| Error::Corrupt("lease key".into()))?;
+    Ok(i64::from_be_bytes(bytes))
+}
+
+/// A key attached to a lease: `'A' + lease ID + user key` -> nothing.
+pub(crate) fn attached_key(lease: i64, key: &[u8]) -> Vec<u8> {
+    let mut out = attached_prefix(lease);
+    out.extend_from_slice(key);
+    out
+}
+
+pub(crate) fn attached_prefix(lease: i64) -> Vec<u8> {
+    let mut out = vec![ATTACHED];
+    out.extend_from_slice(&lease.to_be_bytes());
     out
 }
 

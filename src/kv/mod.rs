@@ -13,6 +13,7 @@
 mod apply;
 mod history;
 mod keys;
+mod lease;
 mod range;
 mod reader;
 

@@ -62,10 +62,11 @@ impl Reader for sled::Tree {
 }
 
 /// The tree plus the records an apply batch has written but not yet committed. Writes during
-/// apply only add records at new revisions, so a pending record always shadows the tree's.
+/// apply only add records at new revisions (they never remove one), so a pending record always
+/// shadows the tree's.
 pub(crate) struct Overlay<'a> {
     pub(crate) tree: &'a sled::Tree,
-    pub(crate) pending: &'a BTreeMap<Vec<u8>, Vec<u8>>,
+    pub(crate) pending: &'a BTreeMap<Vec<u8>, Option<Vec<u8>>>,
 }
 
 impl Reader for Overlay<'_> {
@@ -73,7 +74,7 @@ impl Reader for Overlay<'_> {
         let pending = self
             .pending
             .range::<[u8], _>((Bound::Included(start), Bound::Excluded(end)))
-            .map(|(k, v)| Ok((k.clone(), v.clone())));
+            .filter_map(|(k, v)| v.as_ref().map(|v| Ok((k.clone(), v.clone()))));
         Box::new(MergeSorted { left: self.tree.records(start, end).peekable(), right: pending.peekable() })
     }
 
@@ -82,8 +83,8 @@ impl Reader for Overlay<'_> {
         let end = keys::record_key(key, revision);
         let mut pending = self.pending.range::<[u8], _>((Bound::Included(&start[..]), Bound::Included(&end[..])));
         match pending.next_back() {
-            Some((k, v)) => Ok(Some((k.clone(), v.clone()))),
-            None => self.tree.newest_record(key, revision),
+            Some((k, Some(v))) => Ok(Some((k.clone(), v.clone()))),
+            _ => self.tree.newest_record(key, revision),
         }
     }
 }

@@ -105,6 +105,18 @@ impl From<pb::AlarmRequest> for Step {
     }
 }
 
+impl From<pb::LeaseGrantRequest> for Step {
+    fn from(req: pb::LeaseGrantRequest) -> Step {
+        command(command::Op::LeaseGrant(req))
+    }
+}
+
+impl From<pb::LeaseRevokeRequest> for Step {
+    fn from(req: pb::LeaseRevokeRequest) -> Step {
+        command(command::Op::LeaseRevoke(req))
+    }
+}
+
 impl From<RangeRequest> for Step {
     fn from(req: RangeRequest) -> Step {
         Step::Read(req)
@@ -293,6 +305,8 @@ fn show_result(result: &pb::CommandResult) -> String {
         R::Compaction(r) => format!("rev={}", rev(&r.header)),
         R::Alarm(r) => format!("alarms={}", r.alarms.len()),
         R::MemberAttributes(h) => format!("rev={}", h.revision),
+        R::LeaseGrant(r) => format!("rev={} lease={} ttl={}", rev(&r.header), r.id, r.ttl),
+        R::LeaseRevoke(r) => format!("rev={}", rev(&r.header)),
         R::Error(e) => format!("{:?}: {}", Code::from_i32(e.code), e.message),
     }
 }
@@ -325,7 +339,6 @@ fn put_flags() {
     run(vec![
         (PutRequest { ignore_value: true, ..put("k", "") }.into(), KEY_NOT_FOUND),
         (PutRequest { ignore_lease: true, ..put("k", "v") }.into(), KEY_NOT_FOUND),
-        // No lease exists until leases are served, so any lease is unknown.
         (PutRequest { lease: 7, ..put("k", "v") }.into(), LEASE_NOT_FOUND),
         // A plain Put checks its lease first (etcd 3.4); inside a txn, see txn_checks_ops_first.
         (PutRequest { lease: 7, ignore_value: true, ..put("k", "") }.into(), LEASE_NOT_FOUND),
@@ -786,4 +799,46 @@ fn hash_kv_ignores_physical_compaction() {
     // The same reads from both, too.
     assert_eq!(show_read(lazy.store.range(&at(6, range("\0", "\0")))), "rev=9 count=2 [b=1@4/4/v1, c=1@6/6/v1]");
     assert_eq!(show_read(eager.store.range(&at(6, range("\0", "\0")))), "rev=9 count=2 [b=1@4/4/v1, c=1@6/6/v1]");
+}
+
+fn grant(id: i64, ttl: i64) -> pb::LeaseGrantRequest {
+    pb::LeaseGrantRequest { id, ttl }
+}
+
+fn revoke(id: i64) -> pb::LeaseRevokeRequest {
+    pb::LeaseRevokeRequest { id }
+}
+
+#[test]
+fn leases_own_their_keys_until_revoked() {
+    let fixture = run(vec![
+        (grant(7, 30).into(), "rev=1 lease=7 ttl=30"), // granting changes no key: no revision
+        (grant(7, 30).into(), "FailedPrecondition: etcdserver: lease already exists"),
+        (grant(8, 30).into(), "rev=1 lease=8 ttl=30"),
+        (PutRequest { lease: 7, ..put("a", "1") }.into(), "rev=2"),
+        (PutRequest { lease: 7, ..put("b", "1") }.into(), "rev=3"),
+        (PutRequest { lease: 7, ..put("c", "1") }.into(), "rev=4"),
+        (PutRequest { lease: 8, ..put("c", "2") }.into(), "rev=5"), // c moves to lease 8
+        (PutRequest { ignore_lease: true, ..put("b", "2") }.into(), "rev=6"), // b keeps lease 7
+        (del("a", "").into(), "rev=7 deleted=1"),
+        (PutRequest { lease: 7, ..put("d", "1") }.into(), "rev=8"),
+        (revoke(7).into(), "rev=9"), // b and d go in one revision
+        (revoke(7).into(), LEASE_NOT_FOUND),
+        (range("\0", "\0").into(), "rev=9 count=1 [c=2@4/5/v2 lease=8]"),
+        (revoke(9).into(), LEASE_NOT_FOUND),
+        (PutRequest { lease: 7, ..put("e", "1") }.into(), LEASE_NOT_FOUND),
+    ]);
+    assert_eq!(fixture.store.lease_keys(8).unwrap(), [b"c".to_vec()]);
+    assert!(fixture.store.lease_keys(7).unwrap().is_empty());
+    assert_eq!(fixture.store.leases().unwrap(), [(8, 30)]);
+}
+
+#[test]
+fn server_chosen_lease_ids_are_never_reused() {
+    let fixture = Fixture::new();
+    let first = fixture.apply(&[Command { op: Some(command::Op::LeaseGrant(grant(0, 5))) }]);
+    fixture.apply(&[Command { op: Some(command::Op::LeaseRevoke(revoke(fixture.store.leases().unwrap()[0].0))) }]);
+    let second = fixture.apply(&[Command { op: Some(command::Op::LeaseGrant(grant(0, 5))) }]);
+    assert_ne!(first, second);
+    assert!(fixture.store.leases().unwrap()[0].0 > 0);
 }

@@ -21,6 +21,7 @@ use tokio::time::Instant;
 use super::network::Peers;
 use super::{NodeId, PeerNode, Proposal, Raft};
 use crate::kv::KvStore;
+use crate::lease::Lessor;
 use crate::pb::{self, command_result, CommandResult};
 use crate::{Error, Result};
 
@@ -49,6 +50,8 @@ pub struct Node {
     writes: mpsc::Sender<PendingWrite>,
     reads: mpsc::Sender<PendingRead>,
     request_timeout: Duration,
+    /// Lease deadlines, meaningful while this member leads.
+    pub lessor: Lessor,
 }
 
 impl Node {
@@ -65,7 +68,18 @@ impl Node {
         let (reads, read_queue) = mpsc::channel(4 * MAX_BATCH_COMMANDS);
         tokio::spawn(run_batcher(raft.clone(), write_queue));
         tokio::spawn(run_read_index(raft.clone(), read_queue));
-        Arc::new(Node { id, cluster_id, raft, kv, db, peers, writes, reads, request_timeout })
+        Arc::new(Node {
+            id,
+            cluster_id,
+            raft,
+            kv,
+            db,
+            peers,
+            writes,
+            reads,
+            request_timeout,
+            lessor: Lessor::default(),
+        })
     }
 
     /// Commits `command` through Raft and returns its result; a deterministic refusal decided
@@ -182,6 +196,68 @@ impl Node {
         let metrics = self.raft.metrics();
         let membership = metrics.borrow().membership_config.clone();
         membership.membership().get_node(&id).cloned().ok_or(Error::NotLeader)
+    }
+
+    /// Restarts lease `id`'s countdown on the leader; answers the lease's TTL, 0 if it is unknown.
+    pub async fn lease_keep_alive(&self, id: i64) -> Result<i64> {
+        self.with_leader(|leader| async move {
+            if leader == self.id {
+                self.lease_keep_alive_local(id)
+            } else {
+                let mut client = self.peers.client(leader, &self.peer_node(leader)?)?;
+                let request = pb::LeaseForward { header: Some(self.peers.header()), id, keys: false };
+                Ok(client.lease_keep_alive(request).await?.into_inner().ttl)
+            }
+        })
+        .await
+    }
+
+    pub fn lease_keep_alive_local(&self, id: i64) -> Result<i64> {
+        self.ensure_leading()?;
+        match self.kv.lease(id)? {
+            Some(ttl) => {
+                self.lessor.renew(id, ttl);
+                Ok(ttl)
+            }
+            None => Ok(0),
+        }
+    }
+
+    /// Lease `id`'s remaining and granted TTL, as the leader counts them; TTL -1 if unknown.
+    pub async fn lease_time_to_live(&self, id: i64, keys: bool) -> Result<pb::LeaseTimeToLiveResponse> {
+        self.with_leader(|leader| async move {
+            if leader == self.id {
+                self.lease_time_to_live_local(id, keys)
+            } else {
+                let mut client = self.peers.client(leader, &self.peer_node(leader)?)?;
+                let request = pb::LeaseForward { header: Some(self.peers.header()), id, keys };
+                Ok(client.lease_time_to_live(request).await?.into_inner())
+            }
+        })
+        .await
+    }
+
+    pub fn lease_time_to_live_local(&self, id: i64, keys: bool) -> Result<pb::LeaseTimeToLiveResponse> {
+        self.ensure_leading()?;
+        let Some(granted_ttl) = self.kv.lease(id)? else {
+            return Ok(pb::LeaseTimeToLiveResponse { id, ttl: -1, ..Default::default() });
+        };
+        let remaining = self.lessor.remaining(id, granted_ttl);
+        Ok(pb::LeaseTimeToLiveResponse {
+            header: None,
+            id,
+            ttl: remaining.as_secs() as i64,
+            granted_ttl,
+            keys: if keys { self.kv.lease_keys(id)? } else { Vec::new() },
+        })
+    }
+
+    fn ensure_leading(&self) -> Result<()> {
+        if self.raft.metrics().borrow().current_leader == Some(self.id) {
+            Ok(())
+        } else {
+            Err(Error::NotLeader)
+        }
     }
 
     /// The response header etcd puts on every answer.

@@ -74,6 +74,25 @@ impl Peer for PeerService {
         Ok(Response::new(self.node.propose_local(command).await?))
     }
 
+    async fn lease_keep_alive(
+        &self,
+        request: Request<pb::LeaseForward>,
+    ) -> Result<Response<pb::LeaseKeepAliveResponse>, Status> {
+        let request = request.into_inner();
+        self.check_header(request.header.as_ref())?;
+        let ttl = self.node.lease_keep_alive_local(request.id)?;
+        Ok(Response::new(pb::LeaseKeepAliveResponse { header: None, id: request.id, ttl }))
+    }
+
+    async fn lease_time_to_live(
+        &self,
+        request: Request<pb::LeaseForward>,
+    ) -> Result<Response<pb::LeaseTimeToLiveResponse>, Status> {
+        let request = request.into_inner();
+        self.check_header(request.header.as_ref())?;
+        Ok(Response::new(self.node.lease_time_to_live_local(request.id, request.keys)?))
+    }
+
     async fn read_index(&self, request: Request<pb::ReadIndexRequest>) -> Result<Response<pb::ReadIndexReply>, Status> {
         self.check_header(request.get_ref().header.as_ref())?;
         let index = self.node.read_index().await?;

@@ -1,0 +1,148 @@
+//! Lease expiry: decided by the leader's clock, carried out through Raft.
+//!
+//! The state machine knows which leases exist, their granted TTL and their keys; it knows
+//! nothing of time. The leader keeps a deadline per lease here and, when one passes, proposes
+//! a revoke, which deletes the lease's keys in one revision. Deadlines live only in the leader's
+//! memory: a new leader starts every lease's countdown afresh (etcd's rule), so a failover never
+//! expires a lease early; it can only make one live up to a TTL longer.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::pb::{self, command};
+use crate::raft::node::Node;
+use crate::Error;
+
+/// How often the leader looks for expired leases (etcd checks every 500 ms too).
+const EXPIRY_CHECK_INTERVAL: Duration = Duration::from_millis(500);
+
+/// Deadlines of the leases this member has seen while leading.
+#[derive(Default)]
+pub struct Lessor {
+    deadlines: Mutex<HashMap<i64, Instant>>,
+}
+
+impl Lessor {
+    fn deadlines(&self) -> std::sync::MutexGuard<'_, HashMap<i64, Instant>> {
+        self.deadlines.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Restarts a lease's countdown (a grant or a keepalive).
+    pub fn renew(&self, id: i64, ttl_seconds: i64) {
+        self.deadlines().insert(id, Instant::now() + ttl(ttl_seconds));
+    }
+
+    /// Time left before the lease expires; a lease not seen yet has its whole TTL.
+    pub fn remaining(&self, id: i64, ttl_seconds: i64) -> Duration {
+        let deadline = *self.deadlines().entry(id).or_insert_with(|| Instant::now() + ttl(ttl_seconds));
+        deadline.saturating_duration_since(Instant::now())
+    }
+
+    pub fn forget(&self, id: i64) {
+        self.deadlines().remove(&id);
+    }
+
+    /// Leadership moved: every countdown restarts when this member next leads.
+    pub fn clear(&self) {
+        self.deadlines().clear();
+    }
+
+    /// Given every lease that exists (ID and TTL), starts countdowns for new ones, drops
+    /// revoked ones, and returns those whose deadline has passed.
+    pub fn expired(&self, leases: &[(i64, i64)]) -> Vec<i64> {
+        let now = Instant::now();
+        let mut deadlines = self.deadlines();
+        let existing: HashMap<i64, i64> = leases.iter().copied().collect();
+        deadlines.retain(|id, _| existing.contains_key(id));
+        let mut expired = Vec::new();
+        for (&id, &ttl_seconds) in &existing {
+            let deadline = *deadlines.entry(id).or_insert_with(|| now + ttl(ttl_seconds));
+            if deadline <= now {
+                expired.push(id);
+            }
+        }
+        expired.sort_unstable();
+        expired
+    }
+}
+
+/// Runs on every member; while it leads, revokes expired leases through Raft.
+pub async fn expire_leases(node: Arc<Node>, mut stop: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(EXPIRY_CHECK_INTERVAL);
+    let mut leading_term = None;
+    loop {
+        tokio::select! {
+            _ = stop.wait_for(|stop| *stop) => return,
+            _ = tick.tick() => {}
+        }
+        let (leader, term) = {
+            let metrics = node.raft.metrics();
+            let metrics = metrics.borrow();
+            (metrics.current_leader, metrics.current_term)
+        };
+        if leader != Some(node.id) {
+            leading_term = None;
+            continue;
+        }
+        if leading_term != Some(term) {
+            // Newly leading: every lease gets its full TTL from now.
+            node.lessor.clear();
+            leading_term = Some(term);
+        }
+        if let Err(e) = revoke_expired(&node).await {
+            tracing::warn!(error = %e, "could not revoke expired leases; will retry");
+        }
+    }
+}
+
+async fn revoke_expired(node: &Node) -> crate::Result<()> {
+    let leases = node.kv.leases()?;
+    for id in node.lessor.expired(&leases) {
+        let revoke = command::Op::LeaseRevoke(pb::LeaseRevokeRequest { id });
+        match node.propose(pb::Command { op: Some(revoke) }).await {
+            Ok(_) => tracing::debug!(lease = format!("{id:x}"), "lease expired and was revoked"),
+            Err(Error::LeaseNotFound) => {}
+            Err(e) => return Err(e),
+        }
+        node.lessor.forget(id);
+    }
+    Ok(())
+}
+
+fn ttl(seconds: i64) -> Duration {
+    Duration::from_secs(seconds.max(0) as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn leases_expire_after_their_ttl_unless_renewed() {
+        let lessor = Lessor::default();
+        let leases = [(1, 5), (2, 5)];
+        assert!(lessor.expired(&leases).is_empty());
+        tokio::time::advance(Duration::from_secs(3)).await;
+        lessor.renew(2, 5);
+        tokio::time::advance(Duration::from_secs(3)).await;
+        assert_eq!(lessor.expired(&leases), [1]);
+        assert_eq!(lessor.remaining(2, 5), Duration::from_secs(2));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_new_leader_restarts_every_countdown() {
+        let lessor = Lessor::default();
+        let leases = [(7, 2)];
+        lessor.expired(&leases);
+        tokio::time::advance(Duration::from_secs(1)).await;
+        lessor.clear();
+        tokio::time::advance(Duration::from_millis(1500)).await;
+        assert!(lessor.expired(&leases).is_empty(), "expired early after a leadership change");
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert_eq!(lessor.expired(&leases), [7]);
+    }
+}
