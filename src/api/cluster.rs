@@ -42,6 +42,7 @@ impl Cluster for ClusterService {
                 }
             })
             .collect();
-        Ok(Response::new(pb::MemberListResponse { header: self.ctx.current_header()?, members }))
+        // etcd leaves the revision out of membership answers.
+        Ok(Response::new(pb::MemberListResponse { header: Some(self.ctx.node.header(0)), members }))
     }
 }

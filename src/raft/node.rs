@@ -168,7 +168,8 @@ impl Node {
 
     async fn forward_read_index(&self, leader: NodeId) -> Result<u64> {
         let mut client = self.peers.client(leader, &self.peer_node(leader)?)?;
-        let reply = client.read_index(pb::ReadIndexRequest { header: Some(self.peers.header()) }).await?;
+        let request = pb::ReadIndexRequest { header: Some(self.peers.header()) };
+        let reply = client.read_index(request).await.map_err(idempotent_failure)?;
         Ok(reply.into_inner().index)
     }
 
@@ -206,7 +207,7 @@ impl Node {
             } else {
                 let mut client = self.peers.client(leader, &self.peer_node(leader)?)?;
                 let request = pb::LeaseForward { header: Some(self.peers.header()), id, keys: false };
-                Ok(client.lease_keep_alive(request).await?.into_inner().ttl)
+                Ok(client.lease_keep_alive(request).await.map_err(idempotent_failure)?.into_inner().ttl)
             }
         })
         .await
@@ -231,7 +232,7 @@ impl Node {
             } else {
                 let mut client = self.peers.client(leader, &self.peer_node(leader)?)?;
                 let request = pb::LeaseForward { header: Some(self.peers.header()), id, keys };
-                Ok(client.lease_time_to_live(request).await?.into_inner())
+                Ok(client.lease_time_to_live(request).await.map_err(idempotent_failure)?.into_inner())
             }
         })
         .await
@@ -275,6 +276,17 @@ impl Node {
         let membership = self.raft.metrics().borrow().membership_config.clone();
         let voters: Vec<NodeId> = membership.membership().voter_ids().collect();
         membership.nodes().map(|(id, node)| (*id, (node.clone(), voters.contains(id)))).collect()
+    }
+}
+
+/// A forwarded request that can safely run twice (a read index, a keepalive) and found no
+/// leader at the other end is retried like one refused by a non-leader.
+fn idempotent_failure(status: tonic::Status) -> Error {
+    let unreachable = status.code() == tonic::Code::Unavailable && !status.message().starts_with("etcdserver:");
+    if unreachable {
+        Error::NotLeader
+    } else {
+        Error::from(status)
     }
 }
 
