@@ -58,6 +58,16 @@ pub enum Error {
     #[error("etcdserver: too many requests")]
     TooManyRequests,
 
+    // The lock and election recipes' own errors, which etcd returns with code Unknown.
+    #[error("election: no leader")]
+    ElectionNoLeader,
+    #[error("election: not leader")]
+    ElectionNotLeader,
+    #[error("mutex: session is expired")]
+    SessionExpired,
+    #[error("\"leader\" field must be provided")]
+    MissingLeaderKey,
+
     /// A feature a later release will serve; the API answers Unimplemented.
     #[error("{0} is not implemented yet in Phoenix")]
     Unimplemented(&'static str),
@@ -102,6 +112,10 @@ const FIXED_STATUSES: &[Error] = &[
     Error::Timeout,
     Error::Stopped,
     Error::TooManyRequests,
+    Error::ElectionNoLeader,
+    Error::ElectionNotLeader,
+    Error::SessionExpired,
+    Error::MissingLeaderKey,
 ];
 
 impl Error {
@@ -120,6 +134,7 @@ impl Error {
             Remote { code, .. } => Code::from_i32(*code),
             Config(_) => Code::InvalidArgument,
             Corrupt(_) => Code::DataLoss,
+            ElectionNoLeader | ElectionNotLeader | SessionExpired | MissingLeaderKey => Code::Unknown,
             Storage(_) | Internal(_) => Code::Unknown,
         }
     }

@@ -59,8 +59,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         quota_backend_bytes: config.quota_backend_bytes,
         election_timeout: config.election_timeout,
     };
+    let recipes = api::Recipes { ctx: ctx.clone(), hub: watchers.clone() };
     let watch = api::WatchService::new(ctx.clone(), watchers, config.watch_progress_notify_interval);
-    let services = ClientServices::new(ctx, watch);
+    let services = ClientServices::new(ctx, watch, recipes);
     for listener in client_listeners {
         servers.push(tokio::spawn(serve_clients(
             listener,
@@ -183,11 +184,18 @@ async fn serve_peers(listener: TcpListener, node: Arc<Node>, stop: watch::Receiv
 struct ClientServices {
     ctx: Context,
     watch: Arc<api::WatchService>,
+    lock: Arc<api::LockService>,
+    election: Arc<api::ElectionService>,
 }
 
 impl ClientServices {
-    fn new(ctx: Context, watch: api::WatchService) -> ClientServices {
-        ClientServices { ctx, watch: Arc::new(watch) }
+    fn new(ctx: Context, watch: api::WatchService, recipes: api::Recipes) -> ClientServices {
+        ClientServices {
+            ctx,
+            watch: Arc::new(watch),
+            lock: Arc::new(api::LockService::new(recipes.clone())),
+            election: Arc::new(api::ElectionService::new(recipes)),
+        }
     }
 }
 
@@ -207,13 +215,17 @@ async fn serve_clients(
     let lease = pb::lease_server::LeaseServer::new(api::LeaseService::new(ctx.clone()));
     let cluster = pb::cluster_server::ClusterServer::new(api::ClusterService::new(ctx.clone()));
     let maintenance = pb::maintenance_server::MaintenanceServer::new(api::MaintenanceService::new(ctx.clone()));
+    let lock = pb::v3lockpb::lock_server::LockServer::from_arc(services.lock);
+    let election = pb::v3electionpb::election_server::ElectionServer::from_arc(services.election);
     let result = Server::builder()
         .tcp_nodelay(true)
         .add_service(InterceptedService::new(kv, check.clone()))
         .add_service(InterceptedService::new(watch, check.clone()))
         .add_service(InterceptedService::new(lease, check.clone()))
         .add_service(InterceptedService::new(cluster, check.clone()))
-        .add_service(InterceptedService::new(maintenance, check))
+        .add_service(InterceptedService::new(maintenance, check.clone()))
+        .add_service(InterceptedService::new(lock, check.clone()))
+        .add_service(InterceptedService::new(election, check))
         .add_service(pb::auth_server::AuthServer::new(api::AuthService))
         .add_service(health_service)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stopped(stop))

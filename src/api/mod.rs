@@ -5,9 +5,12 @@
 //! are registered and answer Unimplemented, so a client gets an answer rather than a hang.
 
 mod cluster;
+mod election;
 mod kv;
 mod lease;
+mod lock;
 mod maintenance;
+mod recipes;
 mod validate;
 mod watch;
 
@@ -19,9 +22,12 @@ use crate::{Error, Result};
 pub use validate::Limits;
 
 pub use cluster::ClusterService;
+pub use election::ElectionService;
 pub use kv::KvService;
 pub use lease::LeaseService;
+pub use lock::LockService;
 pub use maintenance::MaintenanceService;
+pub use recipes::Recipes;
 pub use watch::WatchService;
 
 /// Services not written yet: every method answers Unimplemented (tonic's default stubs).
