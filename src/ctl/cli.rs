@@ -75,6 +75,15 @@ pub enum Command {
     /// Membership related commands
     #[command(subcommand, arg_required_else_help = true)]
     Member(MemberCommand),
+    /// Watches events stream on keys or prefixes
+    Watch(WatchArgs),
+    /// Lease related commands
+    #[command(subcommand, arg_required_else_help = true)]
+    Lease(LeaseCommand),
+    /// Acquires a named lock
+    Lock(LockArgs),
+    /// Observes and participates in leader election
+    Elect(ElectArgs),
     /// Prints the version of phoenixctl
     Version,
 }
@@ -231,6 +240,91 @@ pub enum MemberCommand {
     List,
 }
 
+/// `watch [options] [key or prefix] [range_end] [--] [exec-command arg1 arg2 ...]`; the same flags
+/// are read from each `watch` line in interactive mode.
+#[derive(Args, Debug, Clone, Default)]
+pub struct WatchArgs {
+    /// Interactive mode
+    #[arg(short, long)]
+    pub interactive: bool,
+    /// Watch on a prefix if prefix is set
+    #[arg(long)]
+    pub prefix: bool,
+    /// Revision to start watching
+    #[arg(long, default_value = "0", value_parser = go_int, allow_hyphen_values = true)]
+    pub rev: i64,
+    /// get the previous key-value pair before the event happens
+    #[arg(long)]
+    pub prev_kv: bool,
+    /// [key or prefix] [range_end]
+    #[arg(value_name = "ARGS")]
+    pub args: Vec<OsString>,
+    /// The command to run for each event, after `--`
+    #[arg(last = true, value_name = "EXEC")]
+    pub exec: Vec<OsString>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum LeaseCommand {
+    /// Creates leases
+    Grant {
+        /// <ttl>
+        #[arg(value_name = "TTL")]
+        args: Vec<String>,
+    },
+    /// Revokes leases
+    Revoke {
+        /// <leaseID>
+        #[arg(value_name = "LEASE_ID")]
+        args: Vec<String>,
+    },
+    /// Get lease information
+    Timetolive {
+        /// Get keys attached to this lease
+        #[arg(long)]
+        keys: bool,
+        /// <leaseID>
+        #[arg(value_name = "LEASE_ID")]
+        args: Vec<String>,
+    },
+    /// List all active leases
+    List {
+        /// Ignored, as etcdctl ignores them
+        #[arg(hide = true)]
+        args: Vec<String>,
+    },
+    /// Keeps leases alive (renew)
+    #[command(name = "keep-alive")]
+    KeepAlive {
+        /// Resets the keep-alive time to its original value and exits immediately
+        #[arg(long)]
+        once: bool,
+        /// <leaseID>
+        #[arg(value_name = "LEASE_ID")]
+        args: Vec<String>,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct LockArgs {
+    /// timeout for session
+    #[arg(long, default_value = "10", value_parser = go_int, allow_hyphen_values = true)]
+    pub ttl: i64,
+    /// <lockname> [exec-command arg1 arg2 ...]
+    #[arg(value_name = "ARGS")]
+    pub args: Vec<OsString>,
+}
+
+#[derive(Args, Debug)]
+pub struct ElectArgs {
+    /// observation mode
+    #[arg(short, long)]
+    pub listen: bool,
+    /// <election-name> [proposal]
+    #[arg(value_name = "ARGS")]
+    pub args: Vec<OsString>,
+}
+
 /// pflag's integer syntax: `strconv.ParseInt(s, 0, 64)`.
 fn go_int(s: &str) -> Result<i64, String> {
     parse_int(s, 0)
@@ -353,6 +447,29 @@ mod tests {
     #[test]
     fn commands_take_unambiguous_prefixes() {
         assert!(matches!(parse(&["phoenixctl", "memb", "list"]).unwrap().command, Command::Member(_)));
+    }
+
+    #[test]
+    fn watch_takes_an_exec_command_after_the_separator() {
+        let watch = |args: &[&str]| match parse(args).unwrap().command {
+            Command::Watch(watch) => watch,
+            _ => panic!("not a watch"),
+        };
+        let plain = watch(&["phoenixctl", "watch", "foo", "--rev", "3", "bar"]);
+        assert_eq!((plain.args.len(), plain.rev, plain.exec.len()), (2, 3, 0));
+        let exec = watch(&["phoenixctl", "watch", "foo", "--", "echo", "-n", "hi"]);
+        assert_eq!(exec.args, ["foo"]);
+        assert_eq!(exec.exec, ["echo", "-n", "hi"]);
+    }
+
+    #[test]
+    fn lock_passes_everything_after_the_separator_to_its_command() {
+        let Command::Lock(lock) =
+            parse(&["phoenixctl", "lock", "l", "--ttl", "5", "--", "sh", "-c", "x"]).unwrap().command
+        else {
+            panic!("not a lock");
+        };
+        assert_eq!((lock.ttl, lock.args), (5, vec![OsString::from("l"), "sh".into(), "-c".into(), "x".into()]));
     }
 
     #[test]

@@ -6,21 +6,28 @@
 //!   `context deadline exceeded`, as clientv3's wait-for-ready calls do; `--dial-timeout` bounds
 //!   each connection attempt.
 //! - Read-only calls are retried while the server answers `Unavailable`; writes are never retried
-//!   once sent (clientv3 `retry.go`).
+//!   once sent (clientv3 `retry.go`). Lease calls all count as repeatable, as in clientv3.
+//! - Watch and keep-alive streams are opened with their first request already queued: a gRPC
+//!   server need not answer the call before it has a message to send.
 
 use std::future::Future;
 use std::time::Duration;
 
 use futures::future::select_ok;
+use tokio::sync::mpsc;
 use tokio::time::{sleep_until, timeout_at, Instant};
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Channel, Endpoint};
+use tonic::Streaming;
 
 use super::cli::GlobalFlags;
 use super::error::{CtlError, EXIT_BAD_ARGS, EXIT_BAD_CONNECTION};
 use crate::pb;
 use crate::pb::cluster_client::ClusterClient;
 use crate::pb::kv_client::KvClient;
+use crate::pb::lease_client::LeaseClient;
 use crate::pb::maintenance_client::MaintenanceClient;
+use crate::pb::watch_client::WatchClient;
 
 /// clientv3's default limit on a request it sends.
 const MAX_SEND_BYTES: usize = 2 * 1024 * 1024;
@@ -37,6 +44,18 @@ const RETRY_PAUSE: Duration = Duration::from_millis(25);
 /// clientv3's `defaultUnaryMaxRetries`.
 const MAX_RETRIES: u32 = 100;
 
+/// The gRPC metadata key clientv3's `WithRequireLeader` sets to `true`.
+const REQUIRE_LEADER_KEY: &str = "hasleader";
+
+/// Requests a stream may queue before the caller waits for the connection to take them.
+const STREAM_QUEUE: usize = 16;
+
+/// A bidirectional stream: requests go in through the sender, answers come out of the stream.
+pub struct Duplex<Req, Resp> {
+    pub requests: mpsc::Sender<Req>,
+    pub responses: Streaming<Resp>,
+}
+
 /// Whether a call may be repeated after the server answered `Unavailable`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Retry {
@@ -44,7 +63,8 @@ enum Retry {
     Once,
 }
 
-/// A connection (made on first use) to the first endpoint of a list that answers.
+/// A connection (made on first use) to the first endpoint of a list that answers; clones share it.
+#[derive(Clone)]
 pub struct Client {
     endpoints: Vec<Endpoint>,
     channel: Option<Channel>,
@@ -134,6 +154,67 @@ impl Client {
         .map(drop)
     }
 
+    pub async fn lease_grant(&mut self, deadline: Instant, ttl: i64) -> Result<pb::LeaseGrantResponse, CtlError> {
+        self.call(deadline, Retry::Repeatable, |ch| async move {
+            lease(ch).lease_grant(pb::LeaseGrantRequest { ttl, id: 0 }).await
+        })
+        .await
+    }
+
+    pub async fn lease_revoke(&mut self, deadline: Instant, id: i64) -> Result<pb::LeaseRevokeResponse, CtlError> {
+        self.call(deadline, Retry::Repeatable, |ch| async move {
+            lease(ch).lease_revoke(pb::LeaseRevokeRequest { id }).await
+        })
+        .await
+    }
+
+    pub async fn lease_time_to_live(
+        &mut self,
+        deadline: Instant,
+        request: pb::LeaseTimeToLiveRequest,
+    ) -> Result<pb::LeaseTimeToLiveResponse, CtlError> {
+        self.call(deadline, Retry::Repeatable, |ch| async move { lease(ch).lease_time_to_live(request).await }).await
+    }
+
+    pub async fn lease_leases(&mut self, deadline: Instant) -> Result<pb::LeaseLeasesResponse, CtlError> {
+        self.call(
+            deadline,
+            Retry::Repeatable,
+            |ch| async move { lease(ch).lease_leases(pb::LeaseLeasesRequest {}).await },
+        )
+        .await
+    }
+
+    /// Opens a Watch stream that starts with `first`; with `require_leader` the server ends it
+    /// when it loses its leader (clientv3's `WithRequireLeader`).
+    pub async fn watch(
+        &mut self,
+        deadline: Instant,
+        first: pb::WatchRequest,
+        require_leader: bool,
+    ) -> Result<Duplex<pb::WatchRequest, pb::WatchResponse>, CtlError> {
+        let (requests, queue) = seeded_queue(first);
+        let mut request = tonic::Request::new(queue);
+        if require_leader {
+            request.metadata_mut().insert(REQUIRE_LEADER_KEY, tonic::metadata::MetadataValue::from_static("true"));
+        }
+        let channel = self.channel(deadline).await?;
+        let responses = answered(deadline, watch(channel).watch(request)).await?;
+        Ok(Duplex { requests, responses })
+    }
+
+    /// Opens a LeaseKeepAlive stream that starts with `first`.
+    pub async fn lease_keep_alive(
+        &mut self,
+        deadline: Instant,
+        first: pb::LeaseKeepAliveRequest,
+    ) -> Result<Duplex<pb::LeaseKeepAliveRequest, pb::LeaseKeepAliveResponse>, CtlError> {
+        let (requests, queue) = seeded_queue(first);
+        let channel = self.channel(deadline).await?;
+        let responses = answered(deadline, lease(channel).lease_keep_alive(queue)).await?;
+        Ok(Duplex { requests, responses })
+    }
+
     /// Runs `rpc` on the connection, connecting first and retrying as `retry` allows.
     async fn call<T, F, Fut>(&mut self, deadline: Instant, retry: Retry, mut rpc: F) -> Result<T, CtlError>
     where
@@ -177,6 +258,26 @@ impl Client {
     }
 }
 
+/// A request queue that already holds `first`.
+fn seeded_queue<T>(first: T) -> (mpsc::Sender<T>, ReceiverStream<T>) {
+    let (sender, receiver) = mpsc::channel(STREAM_QUEUE);
+    // A fresh channel has room for its first message.
+    let _ = sender.try_send(first);
+    (sender, ReceiverStream::new(receiver))
+}
+
+/// The answer to a stream call (its headers), or why none came before the deadline.
+async fn answered<T>(
+    deadline: Instant,
+    call: impl Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+) -> Result<T, CtlError> {
+    match timeout_at(deadline, call).await {
+        Err(_) => Err(CtlError::deadline()),
+        Ok(Ok(response)) => Ok(response.into_inner()),
+        Ok(Err(status)) => Err(CtlError::status(&status)),
+    }
+}
+
 /// Sleeps for `length`, or fails if the deadline comes first.
 async fn pause(length: Duration, deadline: Instant) -> Result<(), CtlError> {
     let wake = Instant::now() + length;
@@ -212,6 +313,14 @@ fn kv(channel: Channel) -> KvClient<Channel> {
 
 fn cluster(channel: Channel) -> ClusterClient<Channel> {
     ClusterClient::new(channel).max_encoding_message_size(MAX_SEND_BYTES).max_decoding_message_size(MAX_RECEIVE_BYTES)
+}
+
+fn lease(channel: Channel) -> LeaseClient<Channel> {
+    LeaseClient::new(channel).max_encoding_message_size(MAX_SEND_BYTES).max_decoding_message_size(MAX_RECEIVE_BYTES)
+}
+
+fn watch(channel: Channel) -> WatchClient<Channel> {
+    WatchClient::new(channel).max_encoding_message_size(MAX_SEND_BYTES).max_decoding_message_size(MAX_RECEIVE_BYTES)
 }
 
 fn maintenance(channel: Channel) -> MaintenanceClient<Channel> {

@@ -7,12 +7,14 @@
 
 /// A failed command or an unreachable server.
 pub const EXIT_ERROR: u8 = 1;
-/// No endpoint to connect to.
+/// No endpoint to connect to, or a lease question that failed.
 pub const EXIT_BAD_CONNECTION: u8 = 2;
-/// Malformed `txn` input.
+/// Malformed `txn` or interactive `watch` input.
 pub const EXIT_INVALID_INPUT: u8 = 3;
 /// A valid flag with an unsupported value, such as an unknown output format.
 pub const EXIT_BAD_FEATURE: u8 = 4;
+/// The server ended a `watch`.
+pub const EXIT_INTERRUPTED: u8 = 5;
 /// Wrong arguments for a command.
 pub const EXIT_BAD_ARGS: u8 = 128;
 

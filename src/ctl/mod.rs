@@ -3,25 +3,36 @@
 //! phoenixctl speaks etcdctl 3.4's command line (`cli`) and prints its output byte for byte in
 //! every format (`printer`), so scripts written for etcdctl keep working. Commands: `get`, `put`,
 //! `del` (`kv`), `txn` (`txn`), `compaction`, `defrag`, `alarm`, `member list`, `version`
-//! (`maintenance`) and `endpoint health|status|hashkv` (`endpoint`). Errors print as
-//! `Error: <message>` on stderr with etcdctl's exit codes (`error`).
+//! (`maintenance`), `endpoint health|status|hashkv` (`endpoint`), `watch` (`watch`, over
+//! clientv3's watcher in `watcher`), `lease grant|revoke|timetolive|list|keep-alive` (`lease`,
+//! `keepalive`) and `lock` and `elect` (`lock`, over etcd's client-side recipes in
+//! `concurrency`). Errors print as `Error: <message>` on stderr with etcdctl's exit codes
+//! (`error`).
 //!
 //! Not implemented: TLS and authentication (`--cacert`, `--user`...), DNS discovery, and the
-//! commands beyond the ones above (watch, lease, snapshot, auth, user, role, lock, elect...).
+//! commands beyond the ones above (snapshot, auth, user, role, make-mirror, move-leader...).
 
 pub mod cli;
 mod client;
+mod concurrency;
 mod endpoint;
 mod error;
+mod exec;
 mod gofmt;
 mod goparse;
+mod keepalive;
 mod kv;
+mod lease;
+mod lock;
 mod maintenance;
 mod printer;
 mod txn;
+mod watch;
+mod watcher;
 
 use std::io::{BufRead, Write};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use tokio::time::Instant;
 
@@ -32,9 +43,10 @@ use printer::Printer;
 
 /// Runs one parsed command line and returns etcdctl's exit code for it.
 pub fn run(cli: Cli) -> ExitCode {
-    let (stdout, stderr, stdin) = (std::io::stdout(), std::io::stderr(), std::io::stdin());
-    let (mut out, mut err, mut input) = (stdout.lock(), stderr.lock(), stdin.lock());
-    let mut io = Io { out: &mut out, err: &mut err, input: &mut input };
+    let (stdout, stderr) = (std::io::stdout(), std::io::stderr());
+    let (mut out, mut err) = (stdout.lock(), stderr.lock());
+    let input = Box::new(std::io::BufReader::new(std::io::stdin()));
+    let mut io = Io { out: &mut out, err: &mut err, input };
     let result = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(runtime) => runtime.block_on(execute(cli, &mut io)),
         Err(e) => Err(CtlError::new(EXIT_ERROR, format!("cannot start the runtime: {e}"))),
@@ -66,11 +78,11 @@ fn exit(result: Result<(), CtlError>, err: &mut dyn Write) -> ExitCode {
     }
 }
 
-/// The streams a command reads and writes.
+/// The streams a command reads and writes; stdin is owned so a command may read it on a thread.
 pub(crate) struct Io<'a> {
     pub out: &'a mut dyn Write,
     pub err: &'a mut dyn Write,
-    pub input: &'a mut dyn BufRead,
+    pub input: Box<dyn BufRead + Send>,
 }
 
 /// What every command shares: the global flags.
@@ -92,6 +104,21 @@ impl Ctx {
     /// A client for one endpoint, for the commands that ask each endpoint in turn.
     fn client_for(&self, endpoint: &str) -> Result<Client, CtlError> {
         Client::new(&[endpoint.to_string()], &self.flags)
+    }
+
+    /// The connection etcd's concurrency recipes use: one client, each request bounded by
+    /// `--command-timeout`.
+    fn conn(&self) -> Result<concurrency::Conn, CtlError> {
+        Ok(concurrency::Conn { client: self.client()?, timeout: self.flags.command_timeout })
+    }
+
+    /// How long a new keep-alive waits for its first renewal: clientv3 allows `--dial-timeout`
+    /// plus a second, or five seconds when that is just the second.
+    fn first_renewal(&self) -> Duration {
+        match self.flags.dial_timeout + Duration::from_secs(1) {
+            one if one == Duration::from_secs(1) => Duration::from_secs(5),
+            timeout => timeout,
+        }
     }
 
     fn endpoints(&self) -> &[String] {
@@ -116,6 +143,10 @@ async fn execute(cli: Cli, io: &mut Io<'_>) -> Result<(), CtlError> {
         Command::Defrag(args) => maintenance::defrag(&ctx, args, io).await,
         Command::Endpoint(args) => endpoint::endpoint(&ctx, args, io).await,
         Command::Member(command) => maintenance::member(&ctx, command, io).await,
+        Command::Watch(args) => watch::watch(&ctx, args, io).await,
+        Command::Lease(command) => lease::lease(&ctx, command, io).await,
+        Command::Lock(args) => lock::lock(&ctx, args, io).await,
+        Command::Elect(args) => lock::elect(&ctx, args, io).await,
         Command::Version => maintenance::version(io),
     }
 }

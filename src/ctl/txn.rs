@@ -34,11 +34,11 @@ pub async fn txn(ctx: &Ctx, args: TxnArgs, io: &mut Io<'_>) -> Result<(), CtlErr
     let printer = ctx.printer()?;
     let mut client = ctx.client()?;
     prompt(io.out, args.interactive, "compares:")?;
-    let compare = read_section(io.input, parse_compare)?;
+    let compare = read_section(&mut *io.input, parse_compare)?;
     prompt(io.out, args.interactive, "success requests (get, put, del):")?;
-    let success = read_section(io.input, parse_op)?;
+    let success = read_section(&mut *io.input, parse_op)?;
     prompt(io.out, args.interactive, "failure requests (get, put, del):")?;
-    let failure = read_section(io.input, parse_op)?;
+    let failure = read_section(&mut *io.input, parse_op)?;
     let response = client.txn(ctx.deadline(), pb::TxnRequest { compare, success, failure }).await?;
     printer.print(io.out, &response)
 }
@@ -222,7 +222,7 @@ fn parse_op(line: &[u8]) -> Result<pb::RequestOp, CtlError> {
 
 /// etcdctl's `argify`: the tokens of `"(?:[^"\\]|\\.)*"|'[^']*'|[^'"\s]\S*[^'"\s]?`, with
 /// double-quoted ones unquoted as Go literals and single-quoted ones stripped of their quotes.
-fn argify(line: &[u8]) -> Result<Vec<Vec<u8>>, CtlError> {
+pub fn argify(line: &[u8]) -> Result<Vec<Vec<u8>>, CtlError> {
     let mut args = Vec::new();
     let mut i = 0;
     while i < line.len() {
@@ -276,7 +276,7 @@ fn is_regexp_space(b: u8) -> bool {
 }
 
 /// Raw bytes as a command-line argument, so keys need not be UTF-8.
-fn os_string(bytes: Vec<u8>) -> OsString {
+pub fn os_string(bytes: Vec<u8>) -> OsString {
     #[cfg(unix)]
     {
         std::os::unix::ffi::OsStringExt::from_vec(bytes)

@@ -4,12 +4,12 @@
 use std::io::{Result, Write};
 
 use super::simple::alarm_name;
-use super::{EpHashKv, EpHealth, EpStatus};
+use super::{event_type_name, EpHashKv, EpHealth, EpStatus};
 use crate::ctl::gofmt::quote;
 use crate::pb;
 use crate::pb::response_op::Response;
 
-fn header(out: &mut dyn Write, header: Option<pb::ResponseHeader>) -> Result<()> {
+pub fn header(out: &mut dyn Write, header: Option<pb::ResponseHeader>) -> Result<()> {
     let h = header.unwrap_or_default();
     writeln!(out, "\"ClusterID\" : {}", h.cluster_id)?;
     writeln!(out, "\"MemberID\" : {}", h.member_id)?;
@@ -56,6 +56,36 @@ pub fn txn(out: &mut dyn Write, response: &pb::TxnResponse) -> Result<()> {
         }
     }
     Ok(())
+}
+
+pub fn watch(out: &mut dyn Write, response: &pb::WatchResponse) -> Result<()> {
+    header(out, response.header)?;
+    for event in &response.events {
+        writeln!(out, "\"Type\" : {}", event_type_name(event.r#type))?;
+        if let Some(prev) = &event.prev_kv {
+            key_value(out, "Prev", prev)?;
+        }
+        key_value(out, "", &event.kv.clone().unwrap_or_default())?;
+    }
+    Ok(())
+}
+
+/// A lease grant or keep-alive answer.
+pub fn lease(out: &mut dyn Write, response_header: Option<pb::ResponseHeader>, id: i64, ttl: i64) -> Result<()> {
+    header(out, response_header)?;
+    writeln!(out, "\"ID\" : {id}")?;
+    writeln!(out, "\"TTL\" : {ttl}")
+}
+
+pub fn time_to_live(out: &mut dyn Write, response: &pb::LeaseTimeToLiveResponse) -> Result<()> {
+    lease(out, response.header, response.id, response.ttl)?;
+    writeln!(out, "\"GrantedTTL\" : {}", response.granted_ttl)?;
+    response.keys.iter().try_for_each(|key| writeln!(out, "\"Key\" : {}", quote(key)))
+}
+
+pub fn lease_leases(out: &mut dyn Write, response: &pb::LeaseLeasesResponse) -> Result<()> {
+    header(out, response.header)?;
+    response.leases.iter().try_for_each(|lease| writeln!(out, "\"ID\" : {}", lease.id))
 }
 
 pub fn member_list(out: &mut dyn Write, response: &pb::MemberListResponse) -> Result<()> {

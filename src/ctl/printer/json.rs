@@ -2,11 +2,14 @@
 //!
 //! Field names and order are the structs' `json` tags; zero values are left out (`omitempty`),
 //! integers print in full (even above 2^53), `[]byte` prints as base64, and a oneof prints under
-//! its Go field names (`{"Response":{"ResponsePut":{...}}}`).
+//! its Go field names (`{"Response":{"ResponsePut":{...}}}`). clientv3's own structs (watch and
+//! lease answers) have untagged fields that always print, and their embedded header's fields
+//! print at the top level.
 
 use super::{EpHashKv, EpHealth, EpStatus};
 use crate::ctl::gofmt::{base64, json_string};
 use crate::pb;
+use crate::pb::mvccpb::Event;
 use crate::pb::response_op::Response;
 
 /// One JSON object, written field by field.
@@ -151,6 +154,75 @@ fn response_op(op: &pb::ResponseOp) -> String {
     Object::new().raw("Response", &inner).end()
 }
 
+/// clientv3's `WatchResponse`: the header is a struct, not a pointer, so it always prints; the
+/// events are `[]` for a server's answer and `null` for clientv3's own cancellation notice,
+/// which has no header.
+pub fn watch(response: &pb::WatchResponse) -> String {
+    let events = match (&response.header, response.events.is_empty()) {
+        (None, true) => "null".to_string(),
+        _ => array(response.events.iter().map(event).collect()),
+    };
+    Object::new()
+        .raw("Header", &header(response.header).unwrap_or_else(|| "{}".to_string()))
+        .raw("Events", &events)
+        .raw("CompactRevision", &response.compact_revision.to_string())
+        .raw("Canceled", &response.canceled.to_string())
+        .raw("Created", &response.created.to_string())
+        .end()
+}
+
+fn event(event: &Event) -> String {
+    Object::new()
+        .int("type", event.r#type)
+        .object("kv", event.kv.as_ref().map(key_value))
+        .object("prev_kv", event.prev_kv.as_ref().map(key_value))
+        .end()
+}
+
+/// A clientv3 lease answer starts with its embedded header's fields.
+fn promoted_header(header: Option<pb::ResponseHeader>) -> Object {
+    let h = header.unwrap_or_default();
+    Object::new()
+        .int("cluster_id", h.cluster_id)
+        .int("member_id", h.member_id)
+        .int("revision", h.revision)
+        .int("raft_term", h.raft_term)
+}
+
+pub fn lease_grant(response: &pb::LeaseGrantResponse) -> String {
+    promoted_header(response.header)
+        .raw("ID", &response.id.to_string())
+        .raw("TTL", &response.ttl.to_string())
+        .raw("Error", &json_string(&response.error))
+        .end()
+}
+
+pub fn lease_revoke(response: &pb::LeaseRevokeResponse) -> String {
+    Object::new().object("header", header(response.header)).end()
+}
+
+pub fn lease_keep_alive(response: &pb::LeaseKeepAliveResponse) -> String {
+    promoted_header(response.header).raw("ID", &response.id.to_string()).raw("TTL", &response.ttl.to_string()).end()
+}
+
+pub fn time_to_live(response: &pb::LeaseTimeToLiveResponse) -> String {
+    let keys = match response.keys.is_empty() {
+        true => "null".to_string(),
+        false => array(response.keys.iter().map(|k| json_string(&base64(k))).collect()),
+    };
+    promoted_header(response.header)
+        .raw("id", &response.id.to_string())
+        .raw("ttl", &response.ttl.to_string())
+        .raw("granted-ttl", &response.granted_ttl.to_string())
+        .raw("keys", &keys)
+        .end()
+}
+
+pub fn lease_leases(response: &pb::LeaseLeasesResponse) -> String {
+    let leases = response.leases.iter().map(|l| Object::new().raw("id", &l.id.to_string()).end());
+    promoted_header(response.header).raw("leases", &array(leases.collect())).end()
+}
+
 pub fn member_list(response: &pb::MemberListResponse) -> String {
     Object::new()
         .object("header", header(response.header))
@@ -262,6 +334,39 @@ mod tests {
             txn(&response),
             r#"{"succeeded":true,"responses":[{"Response":{"ResponsePut":{"header":{"revision":7}}}}]}"#
         );
+    }
+
+    #[test]
+    fn watch_responses_print_as_clientv3_structs() {
+        let event = Event {
+            r#type: 1,
+            kv: Some(pb::KeyValue { key: b"w1".to_vec(), mod_revision: 8, ..Default::default() }),
+            prev_kv: None,
+        };
+        let header = Some(pb::ResponseHeader { revision: 9, ..Default::default() });
+        let response = pb::WatchResponse { header, events: vec![event], ..Default::default() };
+        assert_eq!(
+            watch(&response),
+            r#"{"Header":{"revision":9},"Events":[{"type":1,"kv":{"key":"dzE=","mod_revision":8}}],"CompactRevision":0,"Canceled":false,"Created":false}"#
+        );
+        let notice = pb::WatchResponse { canceled: true, ..Default::default() };
+        assert_eq!(
+            watch(&notice),
+            r#"{"Header":{},"Events":null,"CompactRevision":0,"Canceled":true,"Created":false}"#
+        );
+    }
+
+    #[test]
+    fn lease_answers_promote_their_header() {
+        let header = Some(pb::ResponseHeader { cluster_id: 1, member_id: 2, revision: 3, raft_term: 4 });
+        let grant = pb::LeaseGrantResponse { header, id: 10, ttl: 60, error: String::new() };
+        assert_eq!(
+            lease_grant(&grant),
+            r#"{"cluster_id":1,"member_id":2,"revision":3,"raft_term":4,"ID":10,"TTL":60,"Error":""}"#
+        );
+        let ttl = pb::LeaseTimeToLiveResponse { header: None, id: 4660, ttl: -1, granted_ttl: 0, keys: vec![] };
+        assert_eq!(time_to_live(&ttl), r#"{"id":4660,"ttl":-1,"granted-ttl":0,"keys":null}"#);
+        assert_eq!(lease_leases(&pb::LeaseLeasesResponse::default()), r#"{"leases":[]}"#);
     }
 
     #[test]

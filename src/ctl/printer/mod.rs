@@ -6,6 +6,10 @@
 //! `<format> not supported as output format` (exit 4) after the request was made, as in etcdctl.
 //! The json format is Go's `encoding/json` of etcd 3.4's generated structs, so fields newer than
 //! etcd 3.4 are not printed.
+//!
+//! Watch and lease answers print as clientv3 hands them to etcdctl, not as they travel: a watch
+//! response as clientv3's `WatchResponse` struct, a lease answer as clientv3's wrapper, whose
+//! embedded header is all `-w protobuf` can marshal (a revoke answer cannot be marshalled at all).
 
 mod fields;
 mod json;
@@ -18,6 +22,7 @@ use prost::Message;
 
 use super::error::{CtlError, EXIT_BAD_ARGS, EXIT_BAD_FEATURE, EXIT_ERROR};
 use crate::pb;
+use crate::pb::mvccpb::event::EventType;
 
 /// One `-w` choice.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,11 +87,27 @@ pub struct EpHashKv {
     pub hash_kv: pb::HashKvResponse,
 }
 
+/// `lease revoke`'s answer, printed with the lease it revoked.
+#[derive(Debug, Clone)]
+pub struct LeaseRevoked {
+    pub id: i64,
+    pub response: pb::LeaseRevokeResponse,
+}
+
+/// `lease timetolive`'s answer; with `--keys` the simple format lists the keys, even none.
+#[derive(Debug, Clone)]
+pub struct LeaseTimeToLive {
+    pub response: pb::LeaseTimeToLiveResponse,
+    pub keys: bool,
+}
+
 /// An RPC response that prints in every format; a table only where etcdctl has one.
-pub trait Printable: Message {
+pub trait Printable {
     fn simple(&self, out: &mut dyn Write, style: KvStyle) -> std::io::Result<()>;
     fn json(&self) -> String;
     fn fields(&self, out: &mut dyn Write) -> std::io::Result<()>;
+    /// The bytes `-w protobuf` writes, or etcdctl's refusal.
+    fn protobuf(&self) -> Result<Vec<u8>, CtlError>;
     fn table(&self) -> Option<table::Table> {
         None
     }
@@ -106,6 +127,11 @@ impl Printer {
         Ok(Printer { format, style: KvStyle { hex, value_only: false } })
     }
 
+    /// Whether this is the simple format, after which `lease keep-alive` says the lease ended.
+    pub fn is_simple(&self) -> bool {
+        self.format == Format::Simple
+    }
+
     /// `get --print-value-only`, which only the simple format knows.
     pub fn set_value_only(&mut self) -> Result<(), CtlError> {
         if self.format != Format::Simple {
@@ -121,7 +147,7 @@ impl Printer {
             Format::Simple => response.simple(out, self.style),
             Format::Json => writeln!(out, "{}", response.json()),
             Format::Fields => response.fields(out),
-            Format::Protobuf => out.write_all(&response.encode_to_vec()),
+            Format::Protobuf => out.write_all(&response.protobuf()?),
             Format::Table => match response.table() {
                 Some(table) => table.render(out),
                 None => return Err(self.unsupported()),
@@ -186,6 +212,9 @@ impl Printable for pb::RangeResponse {
     fn fields(&self, out: &mut dyn Write) -> std::io::Result<()> {
         fields::get(out, self)
     }
+    fn protobuf(&self) -> Result<Vec<u8>, CtlError> {
+        Ok(self.encode_to_vec())
+    }
 }
 
 impl Printable for pb::PutResponse {
@@ -197,6 +226,9 @@ impl Printable for pb::PutResponse {
     }
     fn fields(&self, out: &mut dyn Write) -> std::io::Result<()> {
         fields::put(out, self)
+    }
+    fn protobuf(&self) -> Result<Vec<u8>, CtlError> {
+        Ok(self.encode_to_vec())
     }
 }
 
@@ -210,6 +242,9 @@ impl Printable for pb::DeleteRangeResponse {
     fn fields(&self, out: &mut dyn Write) -> std::io::Result<()> {
         fields::del(out, self)
     }
+    fn protobuf(&self) -> Result<Vec<u8>, CtlError> {
+        Ok(self.encode_to_vec())
+    }
 }
 
 impl Printable for pb::TxnResponse {
@@ -222,6 +257,9 @@ impl Printable for pb::TxnResponse {
     fn fields(&self, out: &mut dyn Write) -> std::io::Result<()> {
         fields::txn(out, self)
     }
+    fn protobuf(&self) -> Result<Vec<u8>, CtlError> {
+        Ok(self.encode_to_vec())
+    }
 }
 
 impl Printable for pb::MemberListResponse {
@@ -233,6 +271,9 @@ impl Printable for pb::MemberListResponse {
     }
     fn fields(&self, out: &mut dyn Write) -> std::io::Result<()> {
         fields::member_list(out, self)
+    }
+    fn protobuf(&self) -> Result<Vec<u8>, CtlError> {
+        Ok(self.encode_to_vec())
     }
     fn table(&self) -> Option<table::Table> {
         Some(table::member_list(self))
@@ -248,5 +289,160 @@ impl Printable for pb::AlarmResponse {
     }
     fn fields(&self, out: &mut dyn Write) -> std::io::Result<()> {
         fields::alarm(out, self)
+    }
+    fn protobuf(&self) -> Result<Vec<u8>, CtlError> {
+        Ok(self.encode_to_vec())
+    }
+}
+
+impl Printable for pb::WatchResponse {
+    fn simple(&self, out: &mut dyn Write, style: KvStyle) -> std::io::Result<()> {
+        simple::watch(out, self, style)
+    }
+    fn json(&self) -> String {
+        json::watch(self)
+    }
+    fn fields(&self, out: &mut dyn Write) -> std::io::Result<()> {
+        fields::watch(out, self)
+    }
+    /// etcdctl rebuilds the response from clientv3's copy, which keeps neither the watch ID nor
+    /// the cancel reason, and always has a header.
+    fn protobuf(&self) -> Result<Vec<u8>, CtlError> {
+        let rebuilt = pb::WatchResponse {
+            header: Some(self.header.unwrap_or_default()),
+            events: self.events.clone(),
+            compact_revision: self.compact_revision,
+            canceled: self.canceled,
+            created: self.created,
+            ..Default::default()
+        };
+        Ok(rebuilt.encode_to_vec())
+    }
+}
+
+impl Printable for pb::LeaseGrantResponse {
+    fn simple(&self, out: &mut dyn Write, _: KvStyle) -> std::io::Result<()> {
+        writeln!(out, "lease {} granted with TTL({}s)", lease_hex(self.id), self.ttl)
+    }
+    fn json(&self) -> String {
+        json::lease_grant(self)
+    }
+    fn fields(&self, out: &mut dyn Write) -> std::io::Result<()> {
+        fields::lease(out, self.header, self.id, self.ttl)
+    }
+    fn protobuf(&self) -> Result<Vec<u8>, CtlError> {
+        Ok(self.header.unwrap_or_default().encode_to_vec())
+    }
+}
+
+impl Printable for LeaseRevoked {
+    fn simple(&self, out: &mut dyn Write, _: KvStyle) -> std::io::Result<()> {
+        writeln!(out, "lease {} revoked", lease_hex(self.id))
+    }
+    fn json(&self) -> String {
+        json::lease_revoke(&self.response)
+    }
+    fn fields(&self, out: &mut dyn Write) -> std::io::Result<()> {
+        fields::header(out, self.response.header)
+    }
+    /// clientv3's `LeaseRevokeResponse` has no marshaller; etcdctl prints it with Go's `%v`.
+    fn protobuf(&self) -> Result<Vec<u8>, CtlError> {
+        let value = self.response.header.as_ref().map_or_else(|| "<nil>".to_string(), compact_header);
+        let message = format!("marshal unsupported for type clientv3.LeaseRevokeResponse ({{{value}}})");
+        Err(CtlError::new(EXIT_BAD_FEATURE, message))
+    }
+}
+
+impl Printable for pb::LeaseKeepAliveResponse {
+    fn simple(&self, out: &mut dyn Write, _: KvStyle) -> std::io::Result<()> {
+        writeln!(out, "lease {} keepalived with TTL({})", lease_hex(self.id), self.ttl)
+    }
+    fn json(&self) -> String {
+        json::lease_keep_alive(self)
+    }
+    fn fields(&self, out: &mut dyn Write) -> std::io::Result<()> {
+        fields::lease(out, self.header, self.id, self.ttl)
+    }
+    fn protobuf(&self) -> Result<Vec<u8>, CtlError> {
+        Ok(self.header.unwrap_or_default().encode_to_vec())
+    }
+}
+
+impl Printable for LeaseTimeToLive {
+    fn simple(&self, out: &mut dyn Write, _: KvStyle) -> std::io::Result<()> {
+        simple::time_to_live(out, &self.response, self.keys)
+    }
+    fn json(&self) -> String {
+        json::time_to_live(&self.response)
+    }
+    fn fields(&self, out: &mut dyn Write) -> std::io::Result<()> {
+        fields::time_to_live(out, &self.response)
+    }
+    fn protobuf(&self) -> Result<Vec<u8>, CtlError> {
+        Ok(self.response.header.unwrap_or_default().encode_to_vec())
+    }
+}
+
+impl Printable for pb::LeaseLeasesResponse {
+    fn simple(&self, out: &mut dyn Write, _: KvStyle) -> std::io::Result<()> {
+        writeln!(out, "found {} leases", self.leases.len())?;
+        self.leases.iter().try_for_each(|lease| writeln!(out, "{}", lease_hex(lease.id)))
+    }
+    fn json(&self) -> String {
+        json::lease_leases(self)
+    }
+    fn fields(&self, out: &mut dyn Write) -> std::io::Result<()> {
+        fields::lease_leases(out, self)
+    }
+    fn protobuf(&self) -> Result<Vec<u8>, CtlError> {
+        Ok(self.header.unwrap_or_default().encode_to_vec())
+    }
+}
+
+/// A lease ID as Go's `%016x` prints an int64 (a negative one keeps its sign).
+pub fn lease_hex(id: i64) -> String {
+    if id < 0 {
+        format!("-{:015x}", id.unsigned_abs())
+    } else {
+        format!("{id:016x}")
+    }
+}
+
+/// A header as gogoproto's compact text: each set field as `name:value `.
+fn compact_header(header: &pb::ResponseHeader) -> String {
+    let fields: [(&str, i128); 4] = [
+        ("cluster_id", header.cluster_id.into()),
+        ("member_id", header.member_id.into()),
+        ("revision", header.revision.into()),
+        ("raft_term", header.raft_term.into()),
+    ];
+    fields.iter().filter(|(_, value)| *value != 0).map(|(name, value)| format!("{name}:{value} ")).collect()
+}
+
+/// An event type's protobuf name (`PUT`, `DELETE`), or its number when unknown.
+pub fn event_type_name(event_type: i32) -> String {
+    EventType::try_from(event_type).map(|t| t.as_str_name().to_string()).unwrap_or_else(|_| event_type.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lease_ids_print_as_go_hex() {
+        assert_eq!(lease_hex(0x1234), "0000000000001234");
+        assert_eq!(lease_hex(0x694d7a8b8c6a0c04), "694d7a8b8c6a0c04");
+        assert_eq!(lease_hex(-5), "-000000000000005");
+    }
+
+    #[test]
+    fn a_revoke_answer_cannot_be_marshalled() {
+        let header = pb::ResponseHeader { cluster_id: 7, member_id: 8, revision: 5, raft_term: 0 };
+        let revoked = LeaseRevoked { id: 1, response: pb::LeaseRevokeResponse { header: Some(header) } };
+        let message = revoked.protobuf().unwrap_err().message.unwrap_or_default();
+        assert_eq!(
+            message,
+            "marshal unsupported for type clientv3.LeaseRevokeResponse ({cluster_id:7 member_id:8 revision:5 })"
+        );
     }
 }

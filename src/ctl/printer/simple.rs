@@ -4,7 +4,7 @@
 use std::io::{Result, Write};
 
 use super::table::Table;
-use super::{EpHealth, KvStyle};
+use super::{event_type_name, lease_hex, EpHealth, KvStyle};
 use crate::pb;
 use crate::pb::response_op::Response;
 
@@ -34,6 +34,38 @@ pub fn txn(out: &mut dyn Write, response: &pb::TxnResponse, style: KvStyle) -> R
         }
     }
     Ok(())
+}
+
+/// Each event's type, then the previous key and value (if asked for), then the key and value.
+pub fn watch(out: &mut dyn Write, response: &pb::WatchResponse, style: KvStyle) -> Result<()> {
+    for event in &response.events {
+        writeln!(out, "{}", event_type_name(event.r#type))?;
+        if let Some(prev) = &event.prev_kv {
+            key_value(out, prev, style)?;
+        }
+        key_value(out, &event.kv.clone().unwrap_or_default(), style)?;
+    }
+    Ok(())
+}
+
+/// An unknown or expired lease reads as expired; `--keys` lists the keys as Go's `%v` does.
+pub fn time_to_live(out: &mut dyn Write, response: &pb::LeaseTimeToLiveResponse, keys: bool) -> Result<()> {
+    let id = lease_hex(response.id);
+    if response.granted_ttl == 0 && response.ttl == -1 {
+        return writeln!(out, "lease {id} already expired");
+    }
+    write!(out, "lease {id} granted with TTL({}s), remaining({}s)", response.granted_ttl, response.ttl)?;
+    if keys {
+        write!(out, ", attached keys([")?;
+        for (i, key) in response.keys.iter().enumerate() {
+            if i > 0 {
+                write!(out, " ")?;
+            }
+            out.write_all(key)?;
+        }
+        write!(out, "])")?;
+    }
+    writeln!(out)
 }
 
 /// Each alarm as Go's `%+v` prints it: the protobuf compact text form, e.g.
@@ -120,6 +152,31 @@ mod tests {
         let put_op = pb::ResponseOp { response: Some(Response::ResponsePut(pb::PutResponse::default())) };
         let response = pb::TxnResponse { succeeded: false, responses: vec![put_op], ..Default::default() };
         assert_eq!(text(|out| txn(out, &response, KvStyle::default())), "FAILURE\n\nOK\n");
+    }
+
+    #[test]
+    fn watch_events_print_the_previous_value_first() {
+        let event = pb::mvccpb::Event {
+            r#type: pb::mvccpb::event::EventType::Delete as i32,
+            kv: Some(kv("a", "")),
+            prev_kv: Some(kv("a", "1")),
+        };
+        let response = pb::WatchResponse { events: vec![event], ..Default::default() };
+        assert_eq!(text(|out| watch(out, &response, KvStyle::default())), "DELETE\na\n1\na\n\n");
+    }
+
+    #[test]
+    fn time_to_live_reads_like_etcdctl() {
+        let mut response =
+            pb::LeaseTimeToLiveResponse { id: 0x1234, ttl: 57, granted_ttl: 60, keys: vec![], header: None };
+        assert_eq!(
+            text(|out| time_to_live(out, &response, true)),
+            "lease 0000000000001234 granted with TTL(60s), remaining(57s), attached keys([])\n"
+        );
+        response.keys = vec![b"k1".to_vec(), b"k2".to_vec()];
+        assert!(text(|out| time_to_live(out, &response, true)).ends_with("attached keys([k1 k2])\n"));
+        let expired = pb::LeaseTimeToLiveResponse { id: 0x1234, ttl: -1, ..Default::default() };
+        assert_eq!(text(|out| time_to_live(out, &expired, false)), "lease 0000000000001234 already expired\n");
     }
 
     #[test]
