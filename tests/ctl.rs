@@ -1,19 +1,31 @@
 //! phoenixctl against etcdctl: the same command lines, run by etcdctl against one real etcd and by
 //! phoenixctl against a second real etcd and against Phoenix, must print the same stdout, stderr
 //! and exit codes once the values that legitimately differ between servers are masked (cluster
-//! and member IDs, raft terms and indexes, versions, db sizes, hashes, times).
+//! and member IDs, lease IDs, raft terms and indexes, versions, db sizes, hashes, times, a
+//! lease's remaining TTL). One-shot commands run as a scenario; commands that run until
+//! something else happens (watch -i, lease keep-alive, lock, elect) run as sessions (`sessions`).
 //!
 //! The test needs Debian's etcd and etcdctl 3.4 (/usr/bin/etcd, /usr/bin/etcdctl) and skips,
-//! saying so, when they are missing. Servers are real processes on free ports, awaited by polling,
-//! and killed when dropped.
+//! saying so, when they are missing. Servers and clients are real processes on free ports,
+//! awaited by polling within time limits, and killed when dropped.
 
-use std::io::Write;
+#[path = "ctl/mask.rs"]
+mod mask;
+#[path = "ctl/process.rs"]
+mod process;
+#[path = "ctl/sessions.rs"]
+mod sessions;
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
+
+use mask::{mask_remaining_ttl, Ids, Leases};
+use process::{Outcome, Running};
+use sessions::{run_sessions, Transcript};
 
 const ETCD: &str = "/usr/bin/etcd";
 const ETCDCTL: &str = "/usr/bin/etcdctl";
@@ -38,7 +50,8 @@ const fn piped(args: &'static str, stdin: &'static str) -> Step {
 }
 
 /// Every command phoenixctl implements, in each output format, on success and on failure.
-/// Arguments are split at spaces; `_` stands for an empty argument.
+/// Arguments are split at spaces; `_` stands for an empty argument and `<lease>` for the lease
+/// the last `lease grant` granted.
 const SCENARIO: &[Step] = &[
     step("put foo bar"),
     step("put foo bar2 --prev-kv"),
@@ -112,6 +125,64 @@ const SCENARIO: &[Step] = &[
     piped("txn", "\nput\n\n"),
     piped("txn", "\nput k1 a\nput k1 b\n\n"),
     piped("txn", "\n\n"),
+    // Watch: history replayed from revision 6 (after the compaction at 5), printed before the
+    // command run for the first event fails and ends the watch; then compacted revisions.
+    step("put w/a 1"),
+    step("put w/b 1"),
+    step("put w/a 2"),
+    step("del w/b"),
+    piped("txn", "\nput w/c 1\nput w/d 1\n\n"),
+    step("del w/ --prefix"),
+    step("put w/a 3"),
+    step("watch w/ --prefix --rev 6 --prev-kv -- false"),
+    step("watch w/ --prefix --rev 6 --prev-kv -w json -- false"),
+    step("watch w/ --prefix --rev 6 -w fields -- false"),
+    step("watch w/b w/d --rev 6 --hex -- false"),
+    step("watch foo --rev 2"),
+    step("watch foo --rev 2 -w json"),
+    step("watch foo --rev 2 -w fields"),
+    step("watch foo --rev -1"),
+    step("watch"),
+    step("watch a b --prefix"),
+    step("watch a --"),
+    step("watch w/a --rev 6 -w table"),
+    // Lease.
+    step("lease grant 60"),
+    step("put lk v --lease <lease>"),
+    step("lease timetolive <lease>"),
+    step("lease timetolive <lease> --keys"),
+    step("lease timetolive <lease> --keys -w json"),
+    step("lease timetolive <lease> --keys -w fields"),
+    step("lease list"),
+    step("lease list -w json"),
+    step("lease list -w fields"),
+    step("lease keep-alive --once <lease>"),
+    step("lease keep-alive --once <lease> -w json"),
+    step("lease keep-alive --once <lease> -w fields"),
+    step("get lk -w json"),
+    step("lease revoke <lease>"),
+    step("get lk"),
+    step("lease timetolive <lease>"),
+    step("lease grant 60 -w json"),
+    step("lease revoke <lease> -w json"),
+    step("lease grant 60 -w fields"),
+    step("lease revoke <lease> -w fields"),
+    step("lease grant 60"),
+    step("lease revoke <lease> -w protobuf"),
+    step("lease grant 0"),
+    step("lease grant"),
+    step("lease grant x"),
+    step("lease grant 9000000001"),
+    step("lease revoke"),
+    step("lease revoke zz"),
+    step("lease revoke 1234"),
+    step("lease timetolive"),
+    step("lease timetolive 1234"),
+    step("lease timetolive 1234 -w json"),
+    step("lease keep-alive"),
+    step("lease keep-alive --once 1234"),
+    step("lease keep-alive 1234"),
+    step("lease grant 60 -w table"),
 ];
 
 #[test]
@@ -121,11 +192,29 @@ fn phoenixctl_prints_what_etcdctl_prints() {
     let expected = oracle.run_scenario(ETCDCTL);
     let actual = etcd.run_scenario(PHOENIXCTL);
     assert_same(&expected, &actual, "phoenixctl against etcd");
+    let expected = oracle.run_sessions(ETCDCTL);
+    let actual = etcd.run_sessions(PHOENIXCTL);
+    assert_same_sessions(&expected, &actual, "phoenixctl against etcd");
 }
 
-/// Steps where Phoenix answers differently from etcd 3.4 on purpose or by a known server bug.
-const PHOENIX_DIFFERENCES: &[(&str, &str)] =
-    &[("alarm list -w json", "Phoenix fills the Alarm header as etcd 3.5 does; etcd 3.4 sends none")];
+/// Steps (scenario command lines or session names) where Phoenix answers differently from etcd
+/// 3.4 on purpose or by a known server difference.
+const PHOENIX_DIFFERENCES: &[(&str, &str)] = &[
+    ("alarm list -w json", "Phoenix fills the Alarm header as etcd 3.5 does; etcd 3.4 sends none"),
+    (
+        "watch foo --rev 2 -w json",
+        "Phoenix's compaction cancel carries the store revision in its header; etcd 3.4's has revision 0",
+    ),
+    (
+        "watch foo --rev 2 -w fields",
+        "Phoenix's compaction cancel carries the store revision in its header; etcd 3.4's has revision 0",
+    ),
+    (
+        "watch foo --rev -1",
+        "Phoenix refuses a negative start revision as etcd 3.5 does (created+canceled, watch ID -1, reason \
+         `mvcc: required revision has been compacted`); etcd 3.4 creates the watch and cancels it for compaction",
+    ),
+];
 
 #[test]
 fn phoenixctl_against_phoenix_prints_what_etcdctl_prints_against_etcd() {
@@ -134,12 +223,25 @@ fn phoenixctl_against_phoenix_prints_what_etcdctl_prints_against_etcd() {
     let mut expected = oracle.run_scenario(ETCDCTL);
     let mut actual = phoenix.run_scenario(PHOENIXCTL);
     for (i, step) in SCENARIO.iter().enumerate() {
-        if let Some((_, why)) = PHOENIX_DIFFERENCES.iter().find(|(args, _)| *args == step.args) {
+        if let Some(why) = phoenix_difference(step.args) {
             eprintln!("not compared against phoenix: `{}`: {why}", step.args);
             (expected[i], actual[i]) = (Outcome::default(), Outcome::default());
         }
     }
     assert_same(&expected, &actual, "phoenixctl against phoenix");
+    let mut expected = oracle.run_sessions(ETCDCTL);
+    let mut actual = phoenix.run_sessions(PHOENIXCTL);
+    for ((name, expected), (_, actual)) in expected.iter_mut().zip(actual.iter_mut()) {
+        if let Some(why) = phoenix_difference(name) {
+            eprintln!("not compared against phoenix: {name}: {why}");
+            (*expected, *actual) = (Outcome::default(), Outcome::default());
+        }
+    }
+    assert_same_sessions(&expected, &actual, "phoenixctl against phoenix");
+}
+
+fn phoenix_difference(step: &str) -> Option<&'static str> {
+    PHOENIX_DIFFERENCES.iter().find(|(args, _)| *args == step).map(|(_, why)| *why)
 }
 
 #[test]
@@ -155,12 +257,14 @@ fn endpoints_come_from_the_environment() {
     assert_eq!(String::from_utf8_lossy(&actual.stdout), String::from_utf8_lossy(&expected.stdout));
 }
 
-/// What one command printed.
-#[derive(Debug, Default, PartialEq)]
-struct Outcome {
-    stdout: String,
-    stderr: String,
-    code: Option<i32>,
+fn assert_same_sessions(expected: &Transcript, actual: &Transcript, what: &str) {
+    let mut differences = Vec::new();
+    for ((name, expected), (_, actual)) in expected.iter().zip(actual) {
+        if expected != actual {
+            differences.push(format!("{name}:\n  etcdctl:    {expected:?}\n  phoenixctl: {actual:?}"));
+        }
+    }
+    assert!(differences.is_empty(), "{what} differs from etcdctl:\n{}", differences.join("\n"));
 }
 
 fn assert_same(expected: &[Outcome], actual: &[Outcome], what: &str) {
@@ -239,29 +343,38 @@ impl Server {
 
     fn run_scenario(&self, client: &str) -> Vec<Outcome> {
         let ids = self.ids();
-        SCENARIO.iter().map(|step| ids.mask(self.run(client, step.args, step.stdin))).collect()
+        let mut leases = Leases::default();
+        let mut granted = String::new();
+        let mut outcomes = Vec::new();
+        for step in SCENARIO {
+            let outcome = self.run(client, &step.args.replace("<lease>", &granted), step.stdin);
+            if step.args.starts_with("lease grant") {
+                granted = granted_lease(&outcome.stdout).unwrap_or_default();
+            }
+            let mut outcome = leases.mask(ids.mask(outcome));
+            if step.args.contains("timetolive") {
+                outcome.stdout = mask_remaining_ttl(&outcome.stdout);
+            }
+            outcomes.push(outcome);
+        }
+        outcomes
     }
 
+    fn run_sessions(&self, client: &str) -> Transcript {
+        let ids = self.ids();
+        let mut leases = Leases::default();
+        let transcript = run_sessions(self, client);
+        transcript.into_iter().map(|(name, outcome)| (name, leases.mask(ids.mask(outcome)))).collect()
+    }
+
+    /// Runs a client to its end; arguments are split at spaces, `_` is an empty one.
     fn run(&self, client: &str, args: &str, stdin: &str) -> Outcome {
-        let args = args.split(' ').map(|a| if a == "_" { "" } else { a });
-        let mut child = Command::new(client)
-            .env_clear()
-            .args(["--endpoints", &self.endpoint])
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("run {client}: {e}"));
-        let mut input = child.stdin.take().expect("piped stdin");
-        input.write_all(stdin.as_bytes()).expect("write the client's stdin");
-        drop(input);
-        let output = child.wait_with_output().expect("wait for the client");
-        Outcome {
-            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-            code: output.status.code(),
+        let args: Vec<String> = args.split(' ').map(|a| if a == "_" { "" } else { a }.to_string()).collect();
+        let mut running = Running::start(client, &self.endpoint, &args);
+        if !stdin.is_empty() {
+            running.write(stdin);
         }
+        running.finish()
     }
 
     /// The server's cluster and member IDs, read from its member list.
@@ -292,94 +405,13 @@ fn free_ports() -> [u16; 2] {
     listeners.map(|l| l.local_addr().expect("local address").port())
 }
 
-/// Masks what legitimately differs between two servers.
-struct Ids {
-    cluster: u64,
-    member: u64,
-    client: String,
-    peer: String,
-}
-
-/// JSON fields whose numbers depend on the server, not on the commands.
-const SERVER_NUMBERS: &[&str] =
-    &["raft_term", "raftTerm", "raftIndex", "raftAppliedIndex", "dbSize", "dbSizeInUse", "hash"];
-
-/// JSON fields whose strings depend on the server or the clock.
-const SERVER_STRINGS: &[&str] = &["version", "took"];
-
-/// `fields` lines whose values depend on the server or the clock.
-const SERVER_FIELDS: &[&str] = &["RaftTerm", "RaftIndex", "RaftAppliedIndex", "DBSize", "Version", "Hash", "Took"];
-
-impl Ids {
-    fn mask(&self, outcome: Outcome) -> Outcome {
-        let stderr = mask_stderr(&outcome.stderr).replace(&self.client, "<client>");
-        Outcome { stdout: self.mask_text(&outcome.stdout), stderr, ..outcome }
-    }
-
-    fn mask_text(&self, text: &str) -> String {
-        let mut text = text.replace(&self.client, "<client>").replace(&self.peer, "<peer>");
-        for (id, name) in [(self.cluster, "<cluster>"), (self.member, "<member>")] {
-            text = text.replace(&id.to_string(), name).replace(&format!("{id:x}"), name);
-        }
-        text.lines().map(mask_line).map(|line| line + "\n").collect()
-    }
-}
-
-fn mask_line(line: &str) -> String {
-    let mut line = line.to_string();
-    for key in SERVER_NUMBERS {
-        line = mask_json_value(&line, &format!("\"{key}\":"), |c| c.is_ascii_digit());
-    }
-    for key in SERVER_STRINGS {
-        line = mask_json_value(&line, &format!("\"{key}\":\""), |c| c != '"');
-    }
-    if line.starts_with(['+', '|']) {
-        return squeeze_table_line(&line);
-    }
-    if SERVER_FIELDS.iter().any(|field| line.starts_with(&format!("\"{field}\" :"))) {
-        return line.split(" :").next().unwrap_or_default().to_string() + " : <server>";
-    }
-    mask_simple_listing(&line)
-}
-
-/// Replaces the characters matching `part` after each `key` with `<server>`.
-fn mask_json_value(line: &str, key: &str, part: impl Fn(char) -> bool) -> String {
-    let mut out = String::new();
-    let mut rest = line;
-    while let Some(at) = rest.find(key) {
-        let value_start = at + key.len();
-        out.push_str(&rest[..value_start]);
-        rest = &rest[value_start..];
-        let value_len = rest.find(|c| !part(c)).unwrap_or(rest.len());
-        out.push_str("<server>");
-        rest = &rest[value_len..];
-    }
-    out + rest
-}
-
-/// A table line with runs of spaces and dashes squeezed, since masked IDs change column widths.
-fn squeeze_table_line(line: &str) -> String {
-    let mut out = String::new();
-    for c in line.chars() {
-        if !(matches!(c, ' ' | '-') && out.ends_with(c)) {
-            out.push(c);
-        }
-    }
-    out
-}
-
-/// `endpoint status` rows: version, db size, raft term, raft index and raft applied index.
-fn mask_simple_listing(line: &str) -> String {
-    let cells: Vec<&str> = line.split(", ").collect();
-    if cells.len() != 10 || cells[0] != "<client>" {
-        return line.to_string();
-    }
-    let masked = cells.iter().enumerate().map(|(i, c)| if [2, 3, 6, 7, 8].contains(&i) { "<server>" } else { c });
-    masked.collect::<Vec<_>>().join(", ")
-}
-
-/// stderr without etcdctl's client log lines and with health-check times masked.
-fn mask_stderr(stderr: &str) -> String {
-    let lines = stderr.lines().filter(|line| !line.starts_with("{\"level\""));
-    lines.map(|line| line.split(": took = ").next().unwrap_or_default().to_string() + "\n").collect()
+/// The lease a `lease grant` printed (simple, json or fields), in hex as etcdctl takes it.
+fn granted_lease(stdout: &str) -> Option<String> {
+    let simple = stdout.strip_prefix("lease ").and_then(|rest| rest.split(' ').next()).map(str::to_string);
+    let decimal = ["\"ID\":", "\"ID\" : "].iter().find_map(|key| {
+        let at = stdout.find(key)? + key.len();
+        let digits: String = stdout[at..].chars().take_while(char::is_ascii_digit).collect();
+        digits.parse::<u64>().ok()
+    });
+    simple.or_else(|| decimal.map(|id| format!("{id:x}")))
 }
