@@ -63,7 +63,8 @@ enum Retry {
     Once,
 }
 
-/// A connection (made on first use) to the first endpoint of a list that answers; clones share it.
+/// A connection (made on first use) to the first endpoint of a list that answers; clones made
+/// once it is connected share it.
 #[derive(Clone)]
 pub struct Client {
     endpoints: Vec<Endpoint>,
@@ -213,6 +214,11 @@ impl Client {
         let channel = self.channel(deadline).await?;
         let responses = answered(deadline, lease(channel).lease_keep_alive(queue)).await?;
         Ok(Duplex { requests, responses })
+    }
+
+    /// Connects now, so that clones made afterwards share the connection.
+    pub async fn connect(&mut self, deadline: Instant) -> Result<(), CtlError> {
+        self.channel(deadline).await.map(drop)
     }
 
     /// Runs `rpc` on the connection, connecting first and retrying as `retry` allows.

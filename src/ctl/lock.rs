@@ -33,7 +33,7 @@ pub async fn lock(ctx: &Ctx, args: LockArgs, io: &mut Io<'_>) -> Result<(), CtlE
         return Err(CtlError::new(EXIT_BAD_ARGS, message));
     };
     let printer = ctx.printer()?;
-    let conn = ctx.conn()?;
+    let conn = ctx.conn().await?;
     let mut session = Session::new(&conn, args.ttl, ctx.first_renewal()).await?;
     let mut signals = Signals::new()?;
     let mut mutex = Mutex::new(name.as_encoded_bytes());
@@ -83,7 +83,7 @@ pub async fn elect(ctx: &Ctx, args: ElectArgs, io: &mut Io<'_>) -> Result<(), Ct
         }
     };
     let printer = ctx.printer()?;
-    let conn = ctx.conn()?;
+    let conn = ctx.conn().await?;
     match (proposal, args.listen) {
         (None, false) => Err(CtlError::new(EXIT_BAD_ARGS, "no proposal argument but -l not set")),
         (Some(_), true) => Err(CtlError::new(EXIT_BAD_ARGS, "proposal given but -l is set")),

@@ -106,10 +106,12 @@ impl Ctx {
         Client::new(&[endpoint.to_string()], &self.flags)
     }
 
-    /// The connection etcd's concurrency recipes use: one client, each request bounded by
-    /// `--command-timeout`.
-    fn conn(&self) -> Result<concurrency::Conn, CtlError> {
-        Ok(concurrency::Conn { client: self.client()?, timeout: self.flags.command_timeout })
+    /// The connection etcd's concurrency recipes share, made now; each of their requests is
+    /// bounded by `--command-timeout`.
+    async fn conn(&self) -> Result<concurrency::Conn, CtlError> {
+        let mut client = self.client()?;
+        client.connect(self.deadline()).await?;
+        Ok(concurrency::Conn { client, timeout: self.flags.command_timeout })
     }
 
     /// How long a new keep-alive waits for its first renewal: clientv3 allows `--dial-timeout`
