@@ -30,6 +30,17 @@ pub fn member_id(peer_urls: &[String], token: &str) -> NodeId {
     first_u64(&hasher.finalize())
 }
 
+/// The ID etcd gives a member added at runtime: the same digest with the time appended.
+pub fn added_member_id(peer_urls: &[String], token: &str, unix_seconds: u64) -> NodeId {
+    let mut urls = peer_urls.to_vec();
+    urls.sort();
+    let mut hasher = Sha1::new();
+    hasher.update(urls.concat().as_bytes());
+    hasher.update(token.as_bytes());
+    hasher.update(unix_seconds.to_be_bytes());
+    first_u64(&hasher.finalize())
+}
+
 pub fn cluster_id(member_ids: impl IntoIterator<Item = NodeId>) -> u64 {
     let mut ids: Vec<NodeId> = member_ids.into_iter().collect();
     ids.sort_unstable();
@@ -55,17 +66,115 @@ pub struct Identity {
 }
 
 impl Identity {
+    /// The identity of a member of a new cluster: everything follows from the flags.
     pub fn from_config(config: &Config) -> Identity {
         let initial_members: BTreeMap<NodeId, PeerNode> = config
             .initial_cluster
             .keys()
             .map(|name| {
                 let peer_urls = config.peer_urls_of(name);
-                (member_id(&peer_urls, &config.initial_cluster_token), PeerNode { name: name.clone(), peer_urls })
+                (
+                    member_id(&peer_urls, &config.initial_cluster_token),
+                    PeerNode { name: name.clone(), peer_urls, voter: true },
+                )
             })
             .collect();
         let member_id = member_id(&config.peer_urls_of(&config.name), &config.initial_cluster_token);
         Identity { cluster_id: cluster_id(initial_members.keys().copied()), member_id, initial_members }
+    }
+}
+
+/// Learns who this member is from the running cluster, for a member started with
+/// `--initial-cluster-state existing` after `member add`: it asks the members listed in
+/// --initial-cluster for the member list and finds itself by its peer URLs.
+pub async fn discover(config: &Config) -> Result<Identity> {
+    let mine = config.peer_urls_of(&config.name);
+    let mut last_error = String::from("no other member is listed in --initial-cluster");
+    for (name, urls) in &config.initial_cluster {
+        if *name == config.name {
+            continue;
+        }
+        for url in urls {
+            match ask_cluster_info(&crate::config::url_string(url)).await {
+                Ok(info) => return identity_in(info, &mine),
+                Err(e) => last_error = format!("{}: {e}", crate::config::url_string(url)),
+            }
+        }
+    }
+    Err(Error::Config(format!("cannot join: no member of --initial-cluster answered ({last_error})")))
+}
+
+async fn ask_cluster_info(peer_url: &str) -> std::result::Result<crate::pb::ClusterInfoReply, String> {
+    let channel = tonic::transport::Endpoint::from_shared(peer_url.to_string())
+        .map_err(|e| e.to_string())?
+        .connect_timeout(std::time::Duration::from_secs(2))
+        .connect()
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut client = crate::pb::peer_client::PeerClient::new(channel);
+    let reply = client.cluster_info(crate::pb::ClusterInfoRequest {}).await.map_err(|e| e.message().to_string())?;
+    Ok(reply.into_inner())
+}
+
+fn identity_in(info: crate::pb::ClusterInfoReply, peer_urls: &[String]) -> Result<Identity> {
+    let mut mine = peer_urls.to_vec();
+    mine.sort();
+    let me = info.members.iter().find(|m| {
+        let mut theirs = m.peer_ur_ls.clone();
+        theirs.sort();
+        theirs == mine
+    });
+    let Some(me) = me else {
+        return Err(Error::Config(format!(
+            "cluster {:x} has no member with peer URLs {}; add this member first (etcdctl member add NAME --peer-urls={})",
+            info.cluster_id,
+            mine.join(","),
+            mine.join(",")
+        )));
+    };
+    Ok(Identity { cluster_id: info.cluster_id, member_id: me.id, initial_members: BTreeMap::new() })
+}
+
+/// Adds this member to a running cluster through its client API (`phoenix --join`): as a
+/// member on its way to voting, which the leader promotes once it has caught up.
+pub async fn join(config: &Config, endpoints: &[String]) -> Result<Identity> {
+    let mine = config.peer_urls_of(&config.name);
+    let mut last_error = String::from("--join lists no endpoint");
+    for endpoint in endpoints {
+        match add_self(endpoint, &mine).await {
+            Ok(identity) => return Ok(identity),
+            Err(e) => last_error = format!("{endpoint}: {e}"),
+        }
+    }
+    Err(Error::Config(format!("cannot join through {}: {last_error}", endpoints.join(","))))
+}
+
+async fn add_self(endpoint: &str, peer_urls: &[String]) -> std::result::Result<Identity, String> {
+    let endpoint = if endpoint.contains("://") { endpoint.to_string() } else { format!("http://{endpoint}") };
+    let channel = tonic::transport::Endpoint::from_shared(endpoint)
+        .map_err(|e| e.to_string())?
+        .connect_timeout(std::time::Duration::from_secs(2))
+        .connect()
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut client = crate::pb::cluster_client::ClusterClient::new(channel);
+    let request = crate::pb::MemberAddRequest { peer_ur_ls: peer_urls.to_vec(), is_learner: false };
+    match client.member_add(request).await {
+        Ok(added) => {
+            let added = added.into_inner();
+            let cluster_id = added.header.map_or(0, |h| h.cluster_id);
+            let member_id = added.member.map_or(0, |m| m.id);
+            Ok(Identity { cluster_id, member_id, initial_members: BTreeMap::new() })
+        }
+        // Added by an earlier attempt that stopped before its data dir was written.
+        Err(status) if status.message() == Error::PeerUrlExists.to_string() => {
+            let list = client.member_list(crate::pb::MemberListRequest { linearizable: true }).await;
+            let list = list.map_err(|e| e.message().to_string())?.into_inner();
+            let cluster_id = list.header.map_or(0, |h| h.cluster_id);
+            let info = crate::pb::ClusterInfoReply { cluster_id, members: list.members, removed: Vec::new() };
+            identity_in(info, peer_urls).map_err(|e| e.to_string())
+        }
+        Err(status) => Err(status.message().to_string()),
     }
 }
 
@@ -82,6 +191,8 @@ pub struct DataDirMeta {
 
 const FORMAT: u32 = 1;
 const META_FILE: &str = "phoenix.json";
+/// Written when this member learns it was fenced off: the data dir is never used again.
+const FENCED_FILE: &str = "FENCED";
 
 /// An opened data dir: its identity and its sled database.
 pub struct DataDir {
@@ -93,11 +204,19 @@ pub struct DataDir {
 }
 
 impl DataDir {
+    /// Whether `path` holds a Phoenix data dir already (refusing one that holds anything else).
+    pub fn exists(path: &Path) -> Result<bool> {
+        Ok(read_meta(path)?.is_some())
+    }
+
     /// Opens the data dir for `identity`, creating it when absent. Refuses one that belongs to
     /// another member or cluster, or that holds something other than Phoenix data.
     pub fn open(config: &Config, identity: &Identity) -> Result<DataDir> {
         let path = config.data_dir.clone();
         let existing = read_meta(&path)?;
+        if let Ok(reason) = fs::read_to_string(path.join(FENCED_FILE)) {
+            return Err(fenced_off(&path, reason.trim()));
+        }
         let fresh = existing.is_none();
         let meta = match existing {
             Some(meta) => {
@@ -105,12 +224,6 @@ impl DataDir {
                 meta
             }
             None => {
-                if config.initial_cluster_state == ClusterState::Existing {
-                    return Err(Error::Config(
-                        "--initial-cluster-state existing: joining a running cluster is not supported by Phoenix yet"
-                            .into(),
-                    ));
-                }
                 let meta = DataDirMeta {
                     format: FORMAT,
                     name: config.name.clone(),
@@ -130,6 +243,25 @@ impl DataDir {
     pub fn snapshot_dir(&self) -> PathBuf {
         self.path.join("snap")
     }
+
+    /// Records that this member was fenced off, so the data dir refuses every later start, and
+    /// returns the error that tells the operator what to do.
+    pub fn fence(&self, reason: &str) -> Error {
+        if let Err(e) = fs::write(self.path.join(FENCED_FILE), reason) {
+            tracing::warn!(error = %e, "could not mark the data dir as fenced off");
+        }
+        fenced_off(&self.path, reason)
+    }
+}
+
+/// The error for a data dir whose member was removed or fenced off, with the way forward.
+pub fn fenced_off(data_dir: &Path, reason: &str) -> Error {
+    Error::Config(format!(
+        "{reason}; data dir {} must not be used again: move it aside with `phoenixctl clean --data-dir {}` \
+         and add the host back as a new member (etcdctl member add, or phoenix --join)",
+        data_dir.display(),
+        data_dir.display()
+    ))
 }
 
 fn read_meta(path: &Path) -> Result<Option<DataDirMeta>> {

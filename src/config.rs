@@ -87,6 +87,10 @@ pub struct Flags {
     /// Maximum client request size in bytes the server will accept.
     #[arg(long, env = "ETCD_MAX_REQUEST_BYTES", default_value_t = 1_572_864)]
     pub max_request_bytes: u32,
+    /// Join a running cluster through these client endpoints (Phoenix's own): add this member,
+    /// catch up, and be promoted to voter automatically. Implies --initial-cluster-state existing.
+    #[arg(long, value_delimiter = ',')]
+    pub join: Vec<String>,
     /// Log level: debug, info, warn, error, panic or fatal.
     #[arg(long, env = "ETCD_LOG_LEVEL", value_enum, default_value = "info")]
     pub log_level: LogLevel,
@@ -112,6 +116,8 @@ pub struct Config {
     pub max_txn_ops: usize,
     pub max_request_bytes: usize,
     pub log_level: LogLevel,
+    /// Client endpoints of a running cluster to join (`--join`); empty when not joining that way.
+    pub join: Vec<String>,
     /// How often watchers that asked for progress notifications get one when idle.
     pub watch_progress_notify_interval: Duration,
 }
@@ -146,7 +152,11 @@ impl Config {
             listen_peer_urls: parse_listen_urls("--listen-peer-urls", &flags.listen_peer_urls)?,
             initial_advertise_peer_urls,
             initial_cluster,
-            initial_cluster_state: flags.initial_cluster_state,
+            initial_cluster_state: if flags.join.is_empty() {
+                flags.initial_cluster_state
+            } else {
+                ClusterState::Existing
+            },
             initial_cluster_token: flags.initial_cluster_token,
             heartbeat_interval: Duration::from_millis(flags.heartbeat_interval),
             election_timeout: Duration::from_millis(flags.election_timeout),
@@ -159,6 +169,7 @@ impl Config {
             max_txn_ops: flags.max_txn_ops as usize,
             max_request_bytes: flags.max_request_bytes as usize,
             log_level: flags.log_level,
+            join: flags.join.clone(),
             watch_progress_notify_interval: Duration::from_secs(600),
             name: flags.name,
         };

@@ -58,6 +58,26 @@ pub enum Error {
     #[error("etcdserver: too many requests")]
     TooManyRequests,
 
+    // Membership changes.
+    #[error("etcdserver: member not found")]
+    MemberNotFound,
+    #[error("etcdserver: member ID already exist")]
+    MemberExists,
+    #[error("etcdserver: Peer URLs already exists")]
+    PeerUrlExists,
+    #[error("etcdserver: given member URLs are invalid")]
+    MemberBadUrls,
+    #[error("etcdserver: can only promote a learner member")]
+    MemberNotLearner,
+    #[error("etcdserver: can only promote a learner member which is in sync with leader")]
+    LearnerNotReady,
+    #[error("etcdserver: too many learner members in cluster")]
+    TooManyLearners,
+    #[error("etcdserver: re-configuration failed due to not enough started members")]
+    NotEnoughStartedMembers,
+    #[error("etcdserver: rpc not supported for learner")]
+    NotSupportedForLearner,
+
     // The lock and election recipes' own errors, which etcd returns with code Unknown.
     #[error("election: no leader")]
     ElectionNoLeader,
@@ -112,6 +132,15 @@ const FIXED_STATUSES: &[Error] = &[
     Error::Timeout,
     Error::Stopped,
     Error::TooManyRequests,
+    Error::MemberNotFound,
+    Error::MemberExists,
+    Error::PeerUrlExists,
+    Error::MemberBadUrls,
+    Error::MemberNotLearner,
+    Error::LearnerNotReady,
+    Error::TooManyLearners,
+    Error::NotEnoughStartedMembers,
+    Error::NotSupportedForLearner,
     Error::ElectionNoLeader,
     Error::ElectionNotLeader,
     Error::SessionExpired,
@@ -124,10 +153,17 @@ impl Error {
         use Error::*;
         match self {
             EmptyKey | KeyNotFound | ValueProvided | LeaseProvided | TooManyOps | DuplicateKey | InvalidSortOption
-            | RequestTooLarge => Code::InvalidArgument,
+            | RequestTooLarge | MemberBadUrls => Code::InvalidArgument,
             Compacted | FutureRevision | LeaseTtlTooLarge => Code::OutOfRange,
             NoSpace | TooManyRequests => Code::ResourceExhausted,
-            LeaseNotFound => Code::NotFound,
+            LeaseNotFound | MemberNotFound => Code::NotFound,
+            MemberExists
+            | PeerUrlExists
+            | MemberNotLearner
+            | LearnerNotReady
+            | TooManyLearners
+            | NotEnoughStartedMembers
+            | NotSupportedForLearner => Code::FailedPrecondition,
             NotLeader | LeaseExists => Code::FailedPrecondition,
             NoLeader | LeaderChanged | Timeout | Stopped => Code::Unavailable,
             Unimplemented(_) => Code::Unimplemented,

@@ -8,6 +8,7 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::FutureExt;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_stream::wrappers::TcpListenerStream;
@@ -34,10 +35,11 @@ const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
 
 /// Runs a member until `shutdown` completes.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<()> {
-    let identity = Identity::from_config(&config);
     let client_listeners = bind_all("--listen-client-urls", &config.listen_client_urls).await?;
     let peer_listeners = bind_all("--listen-peer-urls", &config.listen_peer_urls).await?;
+    let identity = identity(&config).await?;
     let data = DataDir::open(&config, &identity)?;
+    refuse_if_removed(&data)?;
     let watchers = WatchHub::default();
     let node = start_node(&config, &identity, &data, watchers.clone()).await?;
     tracing::info!(
@@ -74,14 +76,25 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     if data.fresh && config.initial_cluster_state == ClusterState::New {
         bootstrap(&node.raft, &identity).await?;
     }
+    let mut fenced = node.peers().fenced();
     let background = [
+        tokio::spawn(crate::raft::membership::promote_caught_up_members(node.clone(), stop_rx.clone())),
+        tokio::spawn(crate::raft::membership::notice_removal(node.clone(), stop_rx.clone())),
         tokio::spawn(publish_attributes(node.clone(), config.clone(), stop_rx.clone())),
         tokio::spawn(break_split_votes(node.raft.clone(), config.election_timeout, stop_rx.clone())),
         tokio::spawn(crate::lease::expire_leases(node.clone(), stop_rx.clone())),
     ];
     tracing::info!("ready to serve client requests");
 
-    shutdown.await;
+    let outcome = tokio::select! {
+        _ = shutdown => Ok(()),
+        Ok(reason) = fenced.wait_for(Option::is_some).map(|r| r.map(|reason| reason.clone().unwrap_or_default())) => {
+            Err(data.fence(&reason))
+        }
+        _ = removed_from_membership(node.clone()) => {
+            Err(data.fence(&format!("member {:x} was removed from the cluster", node.id)))
+        }
+    };
     tracing::info!("stopping");
     let _ = stop_tx.send(true);
     for server in servers.into_iter().chain(background) {
@@ -89,7 +102,46 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     }
     node.raft.shutdown().await.map_err(|e| Error::Internal(format!("raft shutdown: {e}")))?;
     node.db.flush_async().await?;
+    outcome
+}
+
+/// Who this member is: from the flags for a new cluster, or from the running cluster for one
+/// joining it (`--initial-cluster-state existing` after `member add`, or `--join`).
+async fn identity(config: &Config) -> Result<Identity> {
+    if DataDir::exists(&config.data_dir)? {
+        return Ok(Identity::from_config(config));
+    }
+    match (config.initial_cluster_state, config.join.is_empty()) {
+        (ClusterState::New, _) => Ok(Identity::from_config(config)),
+        (ClusterState::Existing, true) => crate::cluster::discover(config).await,
+        (ClusterState::Existing, false) => crate::cluster::join(config, &config.join).await,
+    }
+}
+
+/// A member removed from the cluster never runs again with its data: it could disturb the
+/// cluster (an old log, an old vote) or serve stale reads.
+fn refuse_if_removed(data: &DataDir) -> Result<()> {
+    let kv = KvStore::new(data.db.open_tree("kv")?);
+    if kv.removed_members()?.contains(&data.meta.member_id) {
+        return Err(data.fence(&format!("member {:x} was removed from the cluster", data.meta.member_id)));
+    }
     Ok(())
+}
+
+/// Completes once this member sees itself removed from the applied membership.
+async fn removed_from_membership(node: Arc<Node>) {
+    let mut metrics = node.raft.metrics();
+    let mut was_member = false;
+    loop {
+        let is_member = metrics.borrow_and_update().membership_config.membership().get_node(&node.id).is_some();
+        if was_member && !is_member {
+            return;
+        }
+        was_member |= is_member;
+        if metrics.changed().await.is_err() {
+            return std::future::pending().await;
+        }
+    }
 }
 
 async fn start_node(config: &Config, identity: &Identity, data: &DataDir, watchers: WatchHub) -> Result<Arc<Node>> {
@@ -121,7 +173,9 @@ fn raft_config(config: &Config) -> Result<openraft::Config> {
         // etcd keeps 5000 entries behind a snapshot for slow followers.
         max_in_snapshot_log_to_keep: config.snapshot_count.min(5000),
         purge_batch_size: config.snapshot_count.min(256),
-        max_payload_entries: 64,
+        // Each entry is a batch of many writes; fewer per message keeps a follower's append and
+        // fsync well inside the AppendEntries timeout, which openraft 0.9 sets to one heartbeat.
+        max_payload_entries: 16,
         ..Default::default()
     }
     .validate()

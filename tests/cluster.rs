@@ -6,7 +6,7 @@ mod support;
 use std::time::Duration;
 
 use etcd_client::{Client, GetOptions};
-use support::{poll_until, Cluster, FAST_TIMINGS, READY_TIMEOUT};
+use support::{poll_until, Cluster, READY_TIMEOUT, TEST_TIMINGS};
 
 async fn value(client: &mut Client, key: &str, options: Option<GetOptions>) -> Option<Vec<u8>> {
     let resp = client.get(key, options).await.ok()?;
@@ -15,7 +15,7 @@ async fn value(client: &mut Client, key: &str, options: Option<GetOptions>) -> O
 
 #[tokio::test]
 async fn three_members_replicate_and_followers_forward() {
-    let cluster = Cluster::start(3, FAST_TIMINGS).await;
+    let cluster = Cluster::start(3, TEST_TIMINGS).await;
     let leader = cluster.leader().await;
     let follower = (leader + 1) % 3;
 
@@ -54,7 +54,7 @@ async fn three_members_replicate_and_followers_forward() {
 
 #[tokio::test]
 async fn writes_continue_after_the_leader_is_killed() {
-    let mut cluster = Cluster::start(3, FAST_TIMINGS).await;
+    let mut cluster = Cluster::start(3, TEST_TIMINGS).await;
     let old_leader = cluster.leader().await;
     let survivor = (old_leader + 1) % 3;
     let mut client = cluster.client(survivor).await;
@@ -83,7 +83,7 @@ async fn writes_continue_after_the_leader_is_killed() {
 
 #[tokio::test]
 async fn a_killed_member_restarts_with_its_data() {
-    let mut cluster = Cluster::start(1, FAST_TIMINGS).await;
+    let mut cluster = Cluster::start(1, TEST_TIMINGS).await;
     let mut client = cluster.client(0).await;
     for i in 0..50 {
         client.put(format!("k{i:02}"), format!("v{i}"), None).await.unwrap();
@@ -101,7 +101,7 @@ async fn a_killed_member_restarts_with_its_data() {
 
 #[tokio::test]
 async fn a_lagging_member_catches_up_from_a_snapshot() {
-    let mut flags = FAST_TIMINGS.to_vec();
+    let mut flags = TEST_TIMINGS.to_vec();
     flags.extend(["--snapshot-count", "20"]);
     let mut cluster = Cluster::start(3, &flags).await;
     let leader = cluster.leader().await;
@@ -134,7 +134,7 @@ async fn a_lagging_member_catches_up_from_a_snapshot() {
 
 #[tokio::test]
 async fn five_members_bootstrap_and_serve() {
-    let cluster = Cluster::start(5, FAST_TIMINGS).await;
+    let cluster = Cluster::start(5, TEST_TIMINGS).await;
     cluster.leader().await;
     let mut client = Client::connect(cluster.endpoints(), None).await.unwrap();
     client.put("five", "members", None).await.unwrap();
@@ -147,7 +147,7 @@ async fn five_members_bootstrap_and_serve() {
 
 #[tokio::test]
 async fn members_of_another_cluster_are_refused() {
-    let ours = Cluster::start(1, FAST_TIMINGS).await;
+    let ours = Cluster::start(1, TEST_TIMINGS).await;
     // A member of another cluster (another token) that believes our member is its peer.
     let ports = support::free_ports(2);
     let dir = tempfile::tempdir().unwrap();
@@ -160,7 +160,7 @@ async fn members_of_another_cluster_are_refused() {
         .args(["--listen-peer-urls", &format!("http://127.0.0.1:{}", ports[1])])
         .args(["--initial-advertise-peer-urls", &format!("http://127.0.0.1:{}", ports[1])])
         .args(["--initial-cluster", &initial, "--initial-cluster-token", "another-token"])
-        .args(FAST_TIMINGS)
+        .args(TEST_TIMINGS)
         .stderr(std::process::Stdio::piped())
         .stdout(std::process::Stdio::null())
         .spawn()
@@ -182,7 +182,7 @@ async fn members_of_another_cluster_are_refused() {
 
 #[tokio::test]
 async fn acknowledged_writes_survive_kill_9_of_the_leader_mid_stream() {
-    let mut cluster = Cluster::start(3, FAST_TIMINGS).await;
+    let mut cluster = Cluster::start(3, TEST_TIMINGS).await;
     let leader = cluster.leader().await;
     let mut client = cluster.client(leader).await;
     let writer = tokio::spawn(async move {

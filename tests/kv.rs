@@ -6,7 +6,7 @@ mod support;
 use etcd_client::{
     Client, Compare, CompareOp, DeleteOptions, GetOptions, PutOptions, SortOrder, SortTarget, Txn, TxnOp, TxnOpResponse,
 };
-use support::{Cluster, FAST_TIMINGS};
+use support::{Cluster, TEST_TIMINGS};
 use tonic::Code;
 
 fn status_of(err: etcd_client::Error) -> (Code, String) {
@@ -17,7 +17,7 @@ fn status_of(err: etcd_client::Error) -> (Code, String) {
 }
 
 async fn single() -> (Cluster, Client) {
-    let cluster = Cluster::start(1, FAST_TIMINGS).await;
+    let cluster = Cluster::start(1, TEST_TIMINGS).await;
     let client = cluster.client(0).await;
     (cluster, client)
 }

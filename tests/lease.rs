@@ -6,7 +6,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use etcd_client::{Client, EventType, GetOptions, LeaseTimeToLiveOptions, PutOptions, WatchOptions};
-use support::{poll_until, Cluster, FAST_TIMINGS, READY_TIMEOUT};
+use support::{poll_until, Cluster, READY_TIMEOUT, TEST_TIMINGS};
 use tonic::Code;
 
 fn status_of(err: etcd_client::Error) -> (Code, String) {
@@ -23,7 +23,7 @@ async fn exists(client: &mut Client, key: &str) -> bool {
 
 #[tokio::test]
 async fn lease_calls_answer_as_etcd_does() {
-    let cluster = Cluster::start(1, FAST_TIMINGS).await;
+    let cluster = Cluster::start(1, TEST_TIMINGS).await;
     let mut c = cluster.client(0).await;
 
     let granted = c.lease_grant(60, None).await.unwrap();
@@ -34,7 +34,7 @@ async fn lease_calls_answer_as_etcd_does() {
     let again = c.lease_grant(60, Some(etcd_client::LeaseGrantOptions::new().with_id(42))).await.unwrap_err();
     assert_eq!(status_of(again), (Code::FailedPrecondition, "etcdserver: lease already exists".into()));
     let short = c.lease_grant(1, None).await.unwrap();
-    assert_eq!(short.ttl(), 1, "election timeout 500 ms: the minimum TTL is 1 s");
+    assert_eq!(short.ttl(), 2, "election timeout 1 s: the minimum TTL is 1.5 s, rounded up");
     let huge = c.lease_grant(9_000_000_001, None).await.unwrap_err();
     assert_eq!(status_of(huge), (Code::OutOfRange, "etcdserver: too large lease TTL".into()));
 
@@ -63,7 +63,7 @@ async fn lease_calls_answer_as_etcd_does() {
 
 #[tokio::test]
 async fn expiry_deletes_the_keys_in_one_revision_with_delete_events() {
-    let cluster = Cluster::start(3, FAST_TIMINGS).await;
+    let cluster = Cluster::start(3, TEST_TIMINGS).await;
     let mut c = cluster.client(0).await;
     let lease = c.lease_grant(1, None).await.unwrap().id();
     for key in ["e/a", "e/b", "e/c"] {
@@ -90,7 +90,7 @@ async fn expiry_deletes_the_keys_in_one_revision_with_delete_events() {
 
 #[tokio::test]
 async fn leases_survive_a_leader_failure_only_while_kept_alive() {
-    let mut cluster = Cluster::start(3, FAST_TIMINGS).await;
+    let mut cluster = Cluster::start(3, TEST_TIMINGS).await;
     let leader = cluster.leader().await;
     let survivor = (leader + 1) % 3;
     let mut c = cluster.client(survivor).await;

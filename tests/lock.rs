@@ -5,7 +5,7 @@ mod support;
 use std::time::Duration;
 
 use etcd_client::{Client, LockOptions, ProclaimOptions, ResignOptions};
-use support::{Cluster, FAST_TIMINGS};
+use support::{Cluster, TEST_TIMINGS};
 use tonic::Code;
 
 async fn lease(client: &mut Client, ttl: i64) -> i64 {
@@ -14,7 +14,7 @@ async fn lease(client: &mut Client, ttl: i64) -> i64 {
 
 #[tokio::test]
 async fn a_lock_has_one_holder_and_passes_on_unlock_or_expiry() {
-    let cluster = Cluster::start(3, FAST_TIMINGS).await;
+    let cluster = Cluster::start(3, TEST_TIMINGS).await;
     let mut a = cluster.client(0).await;
     let mut b = cluster.client(1).await;
     let (lease_a, lease_b, lease_c) = (lease(&mut a, 30).await, lease(&mut b, 30).await, lease(&mut b, 2).await);
@@ -53,7 +53,7 @@ async fn a_lock_has_one_holder_and_passes_on_unlock_or_expiry() {
 
 #[tokio::test]
 async fn elections_have_one_leader_who_proclaims_and_resigns() {
-    let cluster = Cluster::start(1, FAST_TIMINGS).await;
+    let cluster = Cluster::start(1, TEST_TIMINGS).await;
     let mut c = cluster.client(0).await;
     let none = c.leader("vote").await.unwrap_err();
     match none {

@@ -2,7 +2,7 @@
 
 mod support;
 
-use support::{free_ports, run_phoenix, Cluster, FAST_TIMINGS};
+use support::{free_ports, run_phoenix, Cluster, TEST_TIMINGS};
 
 fn stderr_of(output: &std::process::Output) -> String {
     String::from_utf8_lossy(&output.stderr).trim().to_string()
@@ -46,7 +46,7 @@ fn go_style_single_dash_flags_are_accepted() {
 
 #[tokio::test]
 async fn a_data_dir_of_another_cluster_is_refused() {
-    let mut cluster = Cluster::start(1, FAST_TIMINGS).await;
+    let mut cluster = Cluster::start(1, TEST_TIMINGS).await;
     cluster.kill(0);
     let member = &cluster.members[0];
     let data_dir = member.data_dir.to_string_lossy().to_string();

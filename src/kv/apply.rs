@@ -1,11 +1,11 @@
 //! Applying committed commands: etcd's Put, DeleteRange, Txn and Compact rules, alarms and
 //! member attributes. One [`WriteTxn`] collects a whole batch and commits it atomically.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use super::reader::{Overlay, Reader};
 use super::{encode_put, encode_tombstone, keys, range, Alarm, KvStore, MemberAttributes};
-use super::{META_ALARMS, META_COMPACTED, META_MEMBERS, META_REVISION};
+use super::{META_ALARMS, META_COMPACTED, META_MEMBERS, META_REMOVED_MEMBERS, META_REVISION};
 use crate::pb::mvccpb::{event::EventType, Event};
 use crate::pb::{self, command, command_result, compare, request_op, response_op, KeyValue};
 use crate::pb::{CommandResult, Compare, ResponseHeader, ResponseOp};
@@ -438,6 +438,29 @@ impl<'a> WriteTxn<'a> {
         };
         let alarms = affected.into_iter().map(|a| pb::AlarmMember { member_id: a.member_id, alarm: a.alarm }).collect();
         Ok(pb::AlarmResponse { header, alarms })
+    }
+
+    /// Records that members left the cluster: their IDs may never be used again, and their
+    /// published attributes go.
+    pub fn tombstone_members(&mut self, removed: &[u64]) -> Result<()> {
+        if removed.is_empty() {
+            return Ok(());
+        }
+        let key = keys::meta_key(META_REMOVED_MEMBERS);
+        let mut tombstones: BTreeSet<u64> = match self.staged_get(&key)? {
+            Some(bytes) => bincode::deserialize(&bytes)?,
+            None => BTreeSet::new(),
+        };
+        tombstones.extend(removed);
+        self.stage(key, Some(bincode::serialize(&tombstones)?));
+        if self.members.is_none() {
+            self.members = Some(self.store.members()?);
+        }
+        let members = self.members.get_or_insert_with(BTreeMap::new);
+        for id in removed {
+            members.remove(id);
+        }
+        Ok(())
     }
 
     fn set_member_attributes(&mut self, attrs: &pb::MemberAttributes) -> Result<ResponseHeader> {

@@ -47,6 +47,7 @@ const META_REVISION: &str = "revision";
 const META_COMPACTED: &str = "compacted";
 const META_MEMBERS: &str = "members";
 const META_ALARMS: &str = "alarms";
+const META_REMOVED_MEMBERS: &str = "removed_members";
 
 /// Handle to the MVCC store. Cheap to clone; reads need no lock.
 #[derive(Clone)]
@@ -80,6 +81,11 @@ impl KvStore {
 
     pub fn members(&self) -> Result<BTreeMap<u64, MemberAttributes>> {
         decode_bincode(self.meta(META_MEMBERS)?)
+    }
+
+    /// IDs of members removed from the cluster: never to be used or heard from again.
+    pub fn removed_members(&self) -> Result<std::collections::BTreeSet<u64>> {
+        decode_bincode(self.meta(META_REMOVED_MEMBERS)?)
     }
 
     pub fn alarms(&self) -> Result<Vec<Alarm>> {

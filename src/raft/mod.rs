@@ -10,6 +10,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod log_store;
+pub mod membership;
 pub mod network;
 pub mod node;
 pub mod peer_service;
@@ -25,11 +26,15 @@ use crate::pb;
 
 pub type NodeId = u64;
 
-/// What openraft knows about a member: enough to reach it.
+/// What openraft knows about a member: enough to reach it, and what it is meant to be.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PeerNode {
     pub name: String,
     pub peer_urls: Vec<String>,
+    /// Added as a voter (etcd's `member add` without --learner): it joins as a Raft learner and
+    /// the leader promotes it once it has caught up, so an empty member never counts toward
+    /// the quorum before it holds the log.
+    pub voter: bool,
 }
 
 /// A Raft entry's payload: a batch of client commands sharing one entry (and one fsync).

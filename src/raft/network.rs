@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
@@ -18,6 +18,7 @@ use openraft::raft::{
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use tokio::sync::watch;
 use tonic::transport::{Channel, Endpoint};
 
 use super::{NodeId, PeerNode, TypeConfig};
@@ -28,16 +29,49 @@ use crate::{Error, Result};
 /// Largest peer message: a batch of entries or a snapshot chunk, with room to spare.
 pub const MAX_PEER_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 
-/// One cached channel per member, keyed by member ID and the URL it was made for.
+/// One cached channel per member, keyed by member ID and the URL it was made for; when each
+/// peer last answered; and whether a peer told us we are fenced off.
 #[derive(Clone)]
 pub struct Peers {
     header: PeerHeader,
     channels: Arc<Mutex<HashMap<NodeId, (String, Channel)>>>,
+    last_contact: Arc<Mutex<HashMap<NodeId, Instant>>>,
+    fenced: Arc<watch::Sender<Option<String>>>,
 }
 
 impl Peers {
     pub fn new(cluster_id: u64, self_id: NodeId) -> Peers {
-        Peers { header: PeerHeader { cluster_id, from: self_id }, channels: Arc::default() }
+        Peers {
+            header: PeerHeader { cluster_id, from: self_id },
+            channels: Arc::default(),
+            last_contact: Arc::default(),
+            fenced: Arc::new(watch::channel(None).0),
+        }
+    }
+
+    /// When `peer` last answered a Raft RPC, if ever since this member started.
+    pub fn last_contact(&self, peer: NodeId) -> Option<Instant> {
+        lock(&self.last_contact).get(&peer).copied()
+    }
+
+    fn record_contact(&self, peer: NodeId) {
+        lock(&self.last_contact).insert(peer, Instant::now());
+    }
+
+    /// Completes with the reason once a peer has refused this member for good (it was removed,
+    /// or belongs to another cluster).
+    pub fn fenced(&self) -> watch::Receiver<Option<String>> {
+        self.fenced.subscribe()
+    }
+
+    pub fn fence(&self, reason: String) {
+        self.fenced.send_if_modified(|current| {
+            let first = current.is_none();
+            if first {
+                *current = Some(reason);
+            }
+            first
+        });
     }
 
     pub fn header(&self) -> PeerHeader {
@@ -48,7 +82,7 @@ impl Peers {
     pub fn client(&self, target: NodeId, node: &PeerNode) -> Result<PeerClient<Channel>> {
         let url =
             node.peer_urls.first().ok_or_else(|| Error::Internal(format!("member {target:x} has no peer URL")))?;
-        let mut channels = self.channels.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut channels = lock(&self.channels);
         let channel = match channels.get(&target) {
             Some((cached_url, channel)) if cached_url == url => channel.clone(),
             _ => {
@@ -67,19 +101,23 @@ impl Peers {
     }
 }
 
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 impl RaftNetworkFactory<TypeConfig> for Peers {
     type Network = Connection;
 
     async fn new_client(&mut self, target: NodeId, node: &PeerNode) -> Connection {
         let client = self.client(target, node).map_err(|e| e.to_string());
-        Connection { target, client, header: self.header() }
+        Connection { target, client, peers: self.clone() }
     }
 }
 
 pub struct Connection {
     target: NodeId,
     client: std::result::Result<PeerClient<Channel>, String>,
-    header: PeerHeader,
+    peers: Peers,
 }
 
 #[derive(Clone, Copy)]
@@ -104,7 +142,7 @@ impl Connection {
             Err(reason) => return Err(RPCError::Unreachable(Unreachable::new(&Error::Internal(reason.clone())))),
         };
         let payload = bincode::serialize(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
-        let mut request = tonic::Request::new(RaftRequest { header: Some(self.header), payload });
+        let mut request = tonic::Request::new(RaftRequest { header: Some(self.peers.header()), payload });
         request.set_timeout(option.hard_ttl());
         let reply = match rpc {
             Rpc::AppendEntries => client.append_entries(request).await,
@@ -112,6 +150,7 @@ impl Connection {
             Rpc::InstallSnapshot => client.install_snapshot(request).await,
         };
         let reply = reply.map_err(|status| self.transport_error(status))?.into_inner();
+        self.peers.record_contact(self.target);
         let result: std::result::Result<Resp, RaftError<NodeId, E>> =
             bincode::deserialize(&reply.payload).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
@@ -124,13 +163,14 @@ impl Connection {
         let err = Error::Internal(format!("{}: {}", status.code(), status.message()));
         match status.code() {
             tonic::Code::Unavailable => RPCError::Unreachable(Unreachable::new(&err)),
-            tonic::Code::FailedPrecondition => {
-                // The peer refused us (another cluster): back off, and say so loudly.
+            tonic::Code::PermissionDenied => {
+                // The peer refused us for good (we were removed, or it is another cluster).
                 tracing::error!(
                     peer = format!("{:x}", self.target),
                     reason = status.message(),
                     "peer refused our traffic"
                 );
+                self.peers.fence(status.message().to_string());
                 RPCError::Unreachable(Unreachable::new(&err))
             }
             _ => RPCError::Network(NetworkError::new(&err)),

@@ -46,7 +46,7 @@ pub struct Node {
     pub raft: Raft,
     pub kv: KvStore,
     pub db: sled::Db,
-    peers: Peers,
+    pub(super) peers: Peers,
     writes: mpsc::Sender<PendingWrite>,
     reads: mpsc::Sender<PendingRead>,
     request_timeout: Duration,
@@ -106,7 +106,7 @@ impl Node {
 
     /// Runs `attempt` against the current leader until it answers something other than "not
     /// leader" (an attempt that did nothing), within the request timeout.
-    async fn with_leader<T, F, Fut>(&self, attempt: F) -> Result<T>
+    pub(super) async fn with_leader<T, F, Fut>(&self, attempt: F) -> Result<T>
     where
         F: Fn(NodeId) -> Fut,
         Fut: std::future::Future<Output = Result<T>>,
@@ -193,7 +193,7 @@ impl Node {
         }
     }
 
-    fn peer_node(&self, id: NodeId) -> Result<PeerNode> {
+    pub(super) fn peer_node(&self, id: NodeId) -> Result<PeerNode> {
         let metrics = self.raft.metrics();
         let membership = metrics.borrow().membership_config.clone();
         membership.membership().get_node(&id).cloned().ok_or(Error::NotLeader)
@@ -253,12 +253,21 @@ impl Node {
         })
     }
 
-    fn ensure_leading(&self) -> Result<()> {
+    pub(super) fn ensure_leading(&self) -> Result<()> {
         if self.raft.metrics().borrow().current_leader == Some(self.id) {
             Ok(())
         } else {
             Err(Error::NotLeader)
         }
+    }
+
+    pub fn request_timeout(&self) -> Duration {
+        self.request_timeout
+    }
+
+    /// Peers: the channels to other members, when each last answered, and fencing news.
+    pub fn peers(&self) -> &Peers {
+        &self.peers
     }
 
     /// The response header etcd puts on every answer.

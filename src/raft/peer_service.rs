@@ -27,9 +27,15 @@ impl PeerService {
     fn check_header(&self, header: Option<&PeerHeader>) -> Result<(), Status> {
         let Some(header) = header else { return Err(Status::invalid_argument("peer request without header")) };
         if header.cluster_id != self.node.cluster_id {
-            return Err(Status::failed_precondition(format!(
+            return Err(Status::permission_denied(format!(
                 "request from member {:x} of cluster {:x}, but this is cluster {:x}",
                 header.from, header.cluster_id, self.node.cluster_id
+            )));
+        }
+        if self.node.kv.removed_members().map_err(Status::from)?.contains(&header.from) {
+            return Err(Status::permission_denied(format!(
+                "member {:x} was removed from cluster {:x}",
+                header.from, self.node.cluster_id
             )));
         }
         Ok(())
@@ -91,6 +97,22 @@ impl Peer for PeerService {
         let request = request.into_inner();
         self.check_header(request.header.as_ref())?;
         Ok(Response::new(self.node.lease_time_to_live_local(request.id, request.keys)?))
+    }
+
+    async fn change_members(
+        &self,
+        request: Request<pb::MembershipChange>,
+    ) -> Result<Response<pb::MembershipChanged>, Status> {
+        let request = request.into_inner();
+        self.check_header(request.header.as_ref())?;
+        let change = request.change.ok_or_else(|| Status::invalid_argument("membership change without change"))?;
+        Ok(Response::new(self.node.change_members_local(change).await?))
+    }
+
+    async fn cluster_info(&self, _: Request<pb::ClusterInfoRequest>) -> Result<Response<pb::ClusterInfoReply>, Status> {
+        let members = self.node.member_list()?;
+        let removed = self.node.kv.removed_members()?.into_iter().collect();
+        Ok(Response::new(pb::ClusterInfoReply { cluster_id: self.node.cluster_id, members, removed }))
     }
 
     async fn read_index(&self, request: Request<pb::ReadIndexRequest>) -> Result<Response<pb::ReadIndexReply>, Status> {

@@ -14,6 +14,7 @@
 //! Snapshot file: `MAGIC`, bincode(SnapshotMeta) with its length, then `(key, value)` entries of
 //! the state machine tree with their lengths, an end marker, and a CRC32 of all that precedes it.
 
+use std::collections::BTreeSet;
 use std::fs::{self, File};
 use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -74,6 +75,7 @@ impl StateMachine {
         let mut replies = Vec::new();
         let mut last_applied = None;
         let mut membership = None;
+        let mut members: BTreeSet<NodeId> = self.read_state()?.1.nodes().map(|(id, _)| *id).collect();
         for entry in entries {
             last_applied = Some(entry.log_id);
             let reply = match entry.payload {
@@ -83,6 +85,9 @@ impl StateMachine {
                     Applied(pb::CommandResults { results })
                 }
                 EntryPayload::Membership(m) => {
+                    let now: BTreeSet<NodeId> = m.nodes().map(|(id, _)| *id).collect();
+                    txn.tombstone_members(&members.difference(&now).copied().collect::<Vec<_>>())?;
+                    members = now;
                     membership = Some(Membership::new(Some(entry.log_id), m));
                     Applied::default()
                 }

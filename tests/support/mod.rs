@@ -23,8 +23,9 @@ pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
 /// How often conditions are polled.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(20);
 
-/// Fast but safe timings for tests on a small machine.
-pub const FAST_TIMINGS: &[&str] = &["--heartbeat-interval", "50", "--election-timeout", "500"];
+/// etcd's default timings. openraft 0.9 times every AppendEntries out after one heartbeat
+/// interval, so on a loaded 2-core machine it must cover a follower's fsync: shorter is flaky.
+pub const TEST_TIMINGS: &[&str] = &["--heartbeat-interval", "100", "--election-timeout", "1000"];
 
 /// Reserves `n` distinct free loopback ports.
 pub fn free_ports(n: usize) -> Vec<u16> {
@@ -56,6 +57,22 @@ impl Member {
         self.child.is_some()
     }
 
+    /// Waits for the process to exit by itself and returns its exit code.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
+        let deadline = Instant::now() + timeout;
+        let child = self.child.as_mut()?;
+        loop {
+            if let Some(status) = child.try_wait().expect("wait for member") {
+                self.child = None;
+                return status.code();
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(POLL_INTERVAL);
+        }
+    }
+
     fn spawn(&mut self) {
         let log = File::options().create(true).append(true).open(&self.log).expect("open member log");
         let child = Command::new(env!("CARGO_BIN_EXE_phoenix"))
@@ -65,6 +82,12 @@ impl Member {
             .spawn()
             .expect("start phoenix");
         self.child = Some(child);
+    }
+
+    /// Starts the process again with the same flags, without waiting for it.
+    pub fn spawn_again(&mut self) {
+        self.kill();
+        self.spawn();
     }
 
     /// kill -9: no chance to flush or say goodbye.
@@ -106,41 +129,41 @@ impl Cluster {
             .map(|(i, name)| format!("{name}=http://127.0.0.1:{}", ports[2 * i + 1]))
             .collect::<Vec<_>>()
             .join(",");
-        let members = names
+        let mut cluster = Cluster { members: Vec::new(), dir };
+        for (i, name) in names.into_iter().enumerate() {
+            let mut flags: Vec<&str> = vec!["--initial-cluster", &initial_cluster, "--initial-cluster-token", token];
+            flags.extend(extra);
+            cluster.spawn_member(name, ports[2 * i], ports[2 * i + 1], &flags);
+        }
+        cluster
+    }
+
+    /// Starts one more member process with etcd's per-member flags plus `flags`; returns its index.
+    pub fn spawn_member(&mut self, name: String, client_port: u16, peer_port: u16, flags: &[&str]) -> usize {
+        let data_dir = self.dir.path().join(format!("{name}.phoenix"));
+        let client_url = format!("http://127.0.0.1:{client_port}");
+        let peer_url = format!("http://127.0.0.1:{peer_port}");
+        let mut args: Vec<String> = ["--name", &name, "--data-dir", &data_dir.to_string_lossy()]
             .into_iter()
-            .enumerate()
-            .map(|(i, name)| {
-                let (client_port, peer_port) = (ports[2 * i], ports[2 * i + 1]);
-                let data_dir = dir.path().join(format!("{name}.phoenix"));
-                let mut args: Vec<String> = [
-                    "--name",
-                    &name,
-                    "--data-dir",
-                    &data_dir.to_string_lossy(),
-                    "--listen-client-urls",
-                    &format!("http://127.0.0.1:{client_port}"),
-                    "--advertise-client-urls",
-                    &format!("http://127.0.0.1:{client_port}"),
-                    "--listen-peer-urls",
-                    &format!("http://127.0.0.1:{peer_port}"),
-                    "--initial-advertise-peer-urls",
-                    &format!("http://127.0.0.1:{peer_port}"),
-                    "--initial-cluster",
-                    &initial_cluster,
-                    "--initial-cluster-token",
-                    token,
-                ]
-                .iter()
-                .map(|s| s.to_string())
-                .collect();
-                args.extend(extra.iter().map(|s| s.to_string()));
-                let log = dir.path().join(format!("{name}.log"));
-                let mut member = Member { name, client_port, peer_port, data_dir, log, args, child: None };
-                member.spawn();
-                member
-            })
+            .chain(["--listen-client-urls", &client_url, "--advertise-client-urls", &client_url])
+            .chain(["--listen-peer-urls", &peer_url, "--initial-advertise-peer-urls", &peer_url])
+            .map(str::to_string)
             .collect();
-        Cluster { members, dir }
+        args.extend(flags.iter().map(|s| s.to_string()));
+        let log = self.dir.path().join(format!("{name}.log"));
+        let mut member = Member { name, client_port, peer_port, data_dir, log, args, child: None };
+        member.spawn();
+        self.members.push(member);
+        self.members.len() - 1
+    }
+
+    /// The `name=peer-url` list of the members at `indexes`, for --initial-cluster.
+    pub fn initial_cluster(&self, indexes: &[usize]) -> String {
+        indexes
+            .iter()
+            .map(|&i| format!("{}={}", self.members[i].name, self.members[i].peer_url()))
+            .collect::<Vec<_>>()
+            .join(",")
     }
 
     pub fn dir(&self) -> &Path {

@@ -1,0 +1,256 @@
+//! Membership changes, as etcd's Cluster service describes them, carried out with openraft on
+//! the leader (other members forward them).
+//!
+//! - An added voter joins as a Raft learner marked `voter`, and the leader promotes it once it
+//!   has caught up ([`promote_caught_up_members`]). Unlike etcd, an empty member never counts
+//!   toward the quorum, so adding one cannot make the cluster unavailable.
+//! - A new member ID is derived as etcd derives it (peer URLs, cluster token, the time), and is
+//!   never one the cluster has used: removed IDs are tombstoned by the state machine.
+//! - A removal that would leave fewer reachable voters than a quorum is refused.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use openraft::error::{ChangeMembershipError, ClientWriteError, RaftError};
+use openraft::ChangeMembers;
+use tokio::sync::watch;
+
+use super::node::Node;
+use super::{NodeId, PeerNode};
+use crate::pb::{self, membership_change::Change};
+use crate::{Error, Result};
+
+/// etcd allows one learner (that is not on its way to being a voter) at a time.
+const MAX_LEARNERS: usize = 1;
+/// etcd's rule: a learner is in sync once it has 90% of the leader's log.
+const IN_SYNC_FRACTION: f64 = 0.9;
+/// How often the leader looks for members to promote.
+const PROMOTION_CHECK_INTERVAL: Duration = Duration::from_millis(500);
+/// Between retries of a change while another is still in progress.
+const CHANGE_RETRY_BACKOFF: Duration = Duration::from_millis(100);
+
+impl Node {
+    /// Runs a membership change on the leader, forwarding it there if needed.
+    pub async fn change_members(&self, change: Change) -> Result<pb::MembershipChanged> {
+        self.with_leader(|leader| {
+            let change = change.clone();
+            async move {
+                if leader == self.id {
+                    self.change_members_local(change).await
+                } else {
+                    let mut client = self.peers.client(leader, &self.peer_node(leader)?)?;
+                    let request = pb::MembershipChange { header: Some(self.peers.header()), change: Some(change) };
+                    Ok(client.change_members(request).await?.into_inner())
+                }
+            }
+        })
+        .await
+    }
+
+    pub async fn change_members_local(&self, change: Change) -> Result<pb::MembershipChanged> {
+        self.ensure_leading()?;
+        let (added, changes) = match change {
+            Change::Add(req) => {
+                let (id, node) = self.new_member(req)?;
+                (Some(id), ChangeMembers::AddNodes(BTreeMap::from([(id, node)])))
+            }
+            Change::Remove(req) => (None, self.removal(req.id)?),
+            Change::Update(req) => (None, self.update(req)?),
+            Change::Promote(req) => (None, self.promotion(req.id)?),
+        };
+        self.commit_change(changes).await?;
+        let members = self.member_list()?;
+        let member = added.and_then(|id| members.iter().find(|m| m.id == id).cloned());
+        Ok(pb::MembershipChanged { member, members })
+    }
+
+    /// Every member as etcd lists it: voters, learners, and members on their way to voting
+    /// (listed as voters, as etcd lists an added member that has not started).
+    pub fn member_list(&self) -> Result<Vec<pb::Member>> {
+        let attributes = self.kv.members()?;
+        Ok(self
+            .members()
+            .into_iter()
+            .map(|(id, (node, is_voter))| {
+                let attrs = attributes.get(&id);
+                pb::Member {
+                    id,
+                    // A member that has not published its attributes has no name, as in etcd.
+                    name: attrs.map(|a| a.name.clone()).unwrap_or_default(),
+                    peer_ur_ls: node.peer_urls.clone(),
+                    client_ur_ls: attrs.map(|a| a.client_urls.clone()).unwrap_or_default(),
+                    is_learner: !is_voter && !node.voter,
+                }
+            })
+            .collect())
+    }
+
+    fn new_member(&self, req: pb::MemberAddRequest) -> Result<(NodeId, PeerNode)> {
+        let peer_urls = normalized_urls(&req.peer_ur_ls)?;
+        let members = self.members();
+        if members.values().any(|(node, _)| node.peer_urls.iter().any(|u| peer_urls.contains(u))) {
+            return Err(Error::PeerUrlExists);
+        }
+        let learners = members.values().filter(|(node, is_voter)| !is_voter && !node.voter).count();
+        if req.is_learner && learners >= MAX_LEARNERS {
+            return Err(Error::TooManyLearners);
+        }
+        let id = self.unused_member_id(&peer_urls, &members)?;
+        Ok((id, PeerNode { name: String::new(), peer_urls, voter: !req.is_learner }))
+    }
+
+    /// etcd's ID for a member added at runtime: its peer URLs, the token and the time; skipping
+    /// any ID the cluster has ever used, so two incarnations can never be confused.
+    fn unused_member_id(&self, peer_urls: &[String], members: &BTreeMap<NodeId, (PeerNode, bool)>) -> Result<NodeId> {
+        let removed = self.kv.removed_members()?;
+        let token = &self.raft.config().cluster_name;
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs();
+        (now..)
+            .map(|seconds| crate::cluster::added_member_id(peer_urls, token, seconds))
+            .find(|id| *id != 0 && !members.contains_key(id) && !removed.contains(id))
+            .ok_or(Error::MemberExists)
+    }
+
+    fn removal(&self, id: NodeId) -> Result<ChangeMembers<NodeId, PeerNode>> {
+        let members = self.members();
+        let (_, is_voter) = members.get(&id).ok_or(Error::MemberNotFound)?;
+        if !is_voter {
+            return Ok(ChangeMembers::RemoveNodes(BTreeSet::from([id])));
+        }
+        let remaining: Vec<NodeId> = members.iter().filter(|(m, (_, v))| *v && **m != id).map(|(m, _)| *m).collect();
+        let reachable = remaining.iter().filter(|m| self.is_reachable(**m)).count();
+        if remaining.is_empty() || reachable < remaining.len() / 2 + 1 {
+            return Err(Error::NotEnoughStartedMembers);
+        }
+        Ok(ChangeMembers::RemoveVoters(BTreeSet::from([id])))
+    }
+
+    fn update(&self, req: pb::MemberUpdateRequest) -> Result<ChangeMembers<NodeId, PeerNode>> {
+        let peer_urls = normalized_urls(&req.peer_ur_ls)?;
+        let members = self.members();
+        let (node, _) = members.get(&req.id).ok_or(Error::MemberNotFound)?;
+        let taken = members
+            .iter()
+            .any(|(id, (other, _))| *id != req.id && other.peer_urls.iter().any(|u| peer_urls.contains(u)));
+        if taken {
+            return Err(Error::PeerUrlExists);
+        }
+        let updated = PeerNode { peer_urls, ..node.clone() };
+        Ok(ChangeMembers::SetNodes(BTreeMap::from([(req.id, updated)])))
+    }
+
+    fn promotion(&self, id: NodeId) -> Result<ChangeMembers<NodeId, PeerNode>> {
+        let (_, is_voter) = self.members().get(&id).cloned().ok_or(Error::MemberNotFound)?;
+        if is_voter {
+            return Err(Error::MemberNotLearner);
+        }
+        if !self.in_sync(id) {
+            return Err(Error::LearnerNotReady);
+        }
+        Ok(ChangeMembers::AddVoterIds(BTreeSet::from([id])))
+    }
+
+    /// Whether the leader has heard from `id` within an election timeout (itself always).
+    fn is_reachable(&self, id: NodeId) -> bool {
+        let timeout = Duration::from_millis(self.raft.config().election_timeout_max);
+        id == self.id || self.peers.last_contact(id).is_some_and(|at| at.elapsed() < timeout)
+    }
+
+    /// Whether learner `id` holds at least 90% of the leader's log (etcd's readiness rule).
+    fn in_sync(&self, id: NodeId) -> bool {
+        let metrics = self.raft.metrics().borrow().clone();
+        let leader_last = metrics.last_log_index.unwrap_or(0);
+        let matched = metrics.replication.as_ref().and_then(|r| r.get(&id).cloned().flatten()).map_or(0, |m| m.index);
+        matched as f64 >= leader_last as f64 * IN_SYNC_FRACTION
+    }
+
+    /// Commits a change, waiting for one still in progress to finish first.
+    async fn commit_change(&self, changes: ChangeMembers<NodeId, PeerNode>) -> Result<()> {
+        let deadline = Instant::now() + self.request_timeout();
+        loop {
+            match self.raft.change_membership(changes.clone(), false).await {
+                Ok(_) => return Ok(()),
+                Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(
+                    ChangeMembershipError::InProgress(_),
+                ))) if Instant::now() < deadline => {
+                    tokio::time::sleep(CHANGE_RETRY_BACKOFF).await;
+                }
+                Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => return Err(Error::LeaderChanged),
+                Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(
+                    ChangeMembershipError::LearnerNotFound(_),
+                ))) => return Err(Error::MemberNotFound),
+                Err(RaftError::Fatal(_)) => return Err(Error::Stopped),
+                Err(e) => return Err(Error::Internal(format!("membership change failed: {e}"))),
+            }
+        }
+    }
+}
+
+/// Peer URLs as etcd compares them: parsed, http only, without a trailing slash.
+fn normalized_urls(urls: &[String]) -> Result<Vec<String>> {
+    if urls.is_empty() {
+        return Err(Error::MemberBadUrls);
+    }
+    urls.iter()
+        .map(|u| {
+            let url = url::Url::parse(u).map_err(|_| Error::MemberBadUrls)?;
+            if url.scheme() != "http" || url.host_str().is_none() || url.port().is_none() {
+                return Err(Error::MemberBadUrls);
+            }
+            Ok(crate::config::url_string(&url))
+        })
+        .collect()
+}
+
+/// Runs on every member; while it leads, promotes members added as voters once they caught up.
+pub async fn promote_caught_up_members(node: Arc<Node>, mut stop: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(PROMOTION_CHECK_INTERVAL);
+    loop {
+        tokio::select! {
+            _ = stop.wait_for(|stop| *stop) => return,
+            _ = tick.tick() => {}
+        }
+        if node.ensure_leading().is_err() {
+            continue;
+        }
+        let ready: Vec<NodeId> = node
+            .members()
+            .into_iter()
+            .filter(|(id, (peer, is_voter))| peer.voter && !is_voter && node.in_sync(*id))
+            .map(|(id, _)| id)
+            .collect();
+        for id in ready {
+            match node.commit_change(ChangeMembers::AddVoterIds(BTreeSet::from([id]))).await {
+                Ok(()) => tracing::info!(member = format!("{id:x}"), "promoted a caught-up member to voter"),
+                Err(e) => tracing::warn!(member = format!("{id:x}"), error = %e, "could not promote; will retry"),
+            }
+        }
+    }
+}
+
+/// How often a member asks a peer whether it is still a member.
+const REMOVAL_CHECK_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Runs on every member: asks a peer now and then whether this member was removed, and fences
+/// it off if so. A removed voter also learns it when its votes are refused, but a removed
+/// learner never campaigns, and the leader stops talking to a member as soon as it removes it.
+pub async fn notice_removal(node: Arc<Node>, mut stop: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(REMOVAL_CHECK_INTERVAL);
+    loop {
+        tokio::select! {
+            _ = stop.wait_for(|stop| *stop) => return,
+            _ = tick.tick() => {}
+        }
+        for (peer, (node_info, _)) in node.members().into_iter().filter(|(id, _)| *id != node.id) {
+            let Ok(mut client) = node.peers.client(peer, &node_info) else { continue };
+            let Ok(info) = client.cluster_info(pb::ClusterInfoRequest {}).await else { continue };
+            let info = info.into_inner();
+            if info.cluster_id == node.cluster_id && info.removed.contains(&node.id) {
+                node.peers.fence(format!("member {:x} was removed from cluster {:x}", node.id, node.cluster_id));
+                return;
+            }
+            break;
+        }
+    }
+}

@@ -1,0 +1,234 @@
+//! Membership on real clusters: adding learners and voters, promotion, removal (of the leader
+//! too), joining with --initial-cluster-state existing and with --join, and fencing off
+//! removed members and their data.
+
+mod support;
+
+use std::time::Duration;
+
+use etcd_client::{Client, GetOptions, MemberAddOptions};
+use support::{free_ports, poll_until, Cluster, READY_TIMEOUT, TEST_TIMINGS};
+use tonic::Code;
+
+fn status_of(err: etcd_client::Error) -> (Code, String) {
+    match err {
+        etcd_client::Error::GRpcStatus(status) => (status.code(), status.message().to_string()),
+        other => panic!("expected a gRPC status, got {other:?}"),
+    }
+}
+
+/// Polls until member `i` holds `count` keys under `prefix` (a serializable, local read).
+async fn holds(cluster: &Cluster, i: usize, prefix: &str, count: i64) {
+    let endpoint = cluster.members[i].endpoint();
+    poll_until(READY_TIMEOUT, &format!("{} to hold {count} keys", cluster.members[i].name), || {
+        let endpoint = endpoint.clone();
+        async move {
+            let mut c = Client::connect([endpoint], None).await.ok()?;
+            let options = GetOptions::new().with_prefix().with_count_only().with_serializable();
+            (c.get(prefix, Some(options)).await.ok()?.count() == count).then_some(())
+        }
+    })
+    .await;
+}
+
+/// Writes `count` keys in txns of 100 puts, eight txns at a time.
+async fn write_keys(client: &mut Client, prefix: &str, count: usize) {
+    let writers: Vec<_> = (0..8)
+        .map(|writer| {
+            let (mut client, prefix) = (client.clone(), prefix.to_string());
+            tokio::spawn(async move {
+                for start in (writer * 100..count).step_by(800) {
+                    let ops: Vec<etcd_client::TxnOp> = (start..(start + 100).min(count))
+                        .map(|i| etcd_client::TxnOp::put(format!("{prefix}{i:06}"), "v", None))
+                        .collect();
+                    client.txn(etcd_client::Txn::new().and_then(ops)).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    for writer in writers {
+        writer.await.unwrap();
+    }
+}
+
+async fn is_learner(client: &mut Client, id: u64) -> Option<bool> {
+    let members = client.member_list().await.ok()?;
+    members.members().iter().find(|m| m.id() == id).map(|m| m.is_learner())
+}
+
+/// Starts a new member that was added with `member add`, etcd's way.
+fn start_added_member(cluster: &mut Cluster, name: &str, ports: &[u16]) -> usize {
+    let mut initial = cluster.initial_cluster(&(0..cluster.members.len()).collect::<Vec<_>>());
+    initial.push_str(&format!(",{name}=http://127.0.0.1:{}", ports[1]));
+    let mut flags = vec!["--initial-cluster", &initial, "--initial-cluster-state", "existing"];
+    flags.extend(TEST_TIMINGS);
+    cluster.spawn_member(name.to_string(), ports[0], ports[1], &flags)
+}
+
+#[tokio::test]
+async fn a_learner_catches_up_from_a_snapshot_and_is_promoted() {
+    let mut flags = TEST_TIMINGS.to_vec();
+    flags.extend(["--snapshot-count", "50"]);
+    let mut cluster = Cluster::start(3, &flags).await;
+    let mut c = Client::connect(cluster.endpoints(), None).await.unwrap();
+    write_keys(&mut c, "big/", 100_000).await;
+
+    let ports = free_ports(2);
+    let added =
+        c.member_add([format!("http://127.0.0.1:{}", ports[1])], Some(MemberAddOptions::new().with_is_learner()));
+    let added = added.await.unwrap();
+    let id = added.member().unwrap().id();
+    assert!(added.member().unwrap().is_learner());
+    assert_eq!(c.member_list().await.unwrap().members().len(), 4);
+    let early = c.member_promote(id).await.unwrap_err();
+    assert_eq!(
+        status_of(early),
+        (Code::FailedPrecondition, "etcdserver: can only promote a learner member which is in sync with leader".into())
+    );
+
+    let learner = start_added_member(&mut cluster, "m4", &ports);
+    holds(&cluster, learner, "big/", 100_000).await;
+    assert!(cluster.members[learner].log_text().contains("installed snapshot"), "caught up without a snapshot");
+    poll_until(READY_TIMEOUT, "the learner's promotion", || {
+        let mut c = c.clone();
+        async move { c.member_promote(id).await.ok() }
+    })
+    .await;
+    assert_eq!(is_learner(&mut c, id).await, Some(false));
+    let again = c.member_promote(id).await.unwrap_err();
+    assert_eq!(status_of(again), (Code::FailedPrecondition, "etcdserver: can only promote a learner member".into()));
+}
+
+#[tokio::test]
+async fn membership_errors_are_etcds() {
+    let cluster = Cluster::start(1, TEST_TIMINGS).await;
+    let mut c = cluster.client(0).await;
+    let taken = c.member_add([cluster.members[0].peer_url()], None).await.unwrap_err();
+    assert_eq!(status_of(taken), (Code::FailedPrecondition, "etcdserver: Peer URLs already exists".into()));
+    let missing = (Code::NotFound, "etcdserver: member not found".to_string());
+    assert_eq!(status_of(c.member_remove(42).await.unwrap_err()), missing);
+    assert_eq!(status_of(c.member_promote(42).await.unwrap_err()), missing);
+    assert_eq!(status_of(c.member_update(42, vec!["http://127.0.0.1:1".to_string()]).await.unwrap_err()), missing);
+    let learner = MemberAddOptions::new().with_is_learner();
+    c.member_add(["http://127.0.0.1:1"], Some(learner.clone())).await.unwrap();
+    let second = c.member_add(["http://127.0.0.1:2"], Some(learner)).await.unwrap_err();
+    assert_eq!(status_of(second), (Code::FailedPrecondition, "etcdserver: too many learner members in cluster".into()));
+    let me = c.status().await.unwrap().header().unwrap().member_id();
+    let alone = c.member_remove(me).await.unwrap_err();
+    assert_eq!(
+        status_of(alone),
+        (Code::FailedPrecondition, "etcdserver: re-configuration failed due to not enough started members".into())
+    );
+}
+
+#[tokio::test]
+async fn grow_from_three_to_five_and_back_under_writes_removing_the_leader() {
+    let mut cluster = Cluster::start(3, TEST_TIMINGS).await;
+    let mut c = Client::connect(cluster.endpoints(), None).await.unwrap();
+    let mut writer_client = c.clone();
+    let writer = tokio::spawn(async move {
+        let mut written = 0;
+        for i in 0..2_000 {
+            if writer_client.put(format!("load/{i:05}"), "v", None).await.is_ok() {
+                written += 1;
+            }
+        }
+        written
+    });
+
+    // Two voters added etcd's way: member add, then start with --initial-cluster-state existing.
+    let mut added = Vec::new();
+    for name in ["m4", "m5"] {
+        let ports = free_ports(2);
+        let response = c.member_add([format!("http://127.0.0.1:{}", ports[1])], None).await.unwrap();
+        let id = response.member().unwrap().id();
+        assert!(!response.member().unwrap().is_learner(), "an added voter is listed as a voter");
+        let index = start_added_member(&mut cluster, name, &ports);
+        added.push((index, id));
+    }
+    for (index, _) in &added {
+        // Listed as a voter at once (as etcd lists it); a Raft voter once it has caught up.
+        let endpoint = cluster.members[*index].endpoint();
+        poll_until(READY_TIMEOUT, "promotion of an added voter", || {
+            let endpoint = endpoint.clone();
+            async move { (!Client::connect([endpoint], None).await.ok()?.status().await.ok()?.is_learner()).then_some(()) }
+        })
+        .await;
+    }
+    let status = c.status().await.unwrap();
+    assert_eq!(c.member_list().await.unwrap().members().len(), 5);
+
+    // Back to three: remove the leader and one more.
+    let leader_index = cluster.leader().await;
+    let leader_id = status.leader();
+    c.member_remove(leader_id).await.unwrap();
+    assert_eq!(cluster.members[leader_index].wait_exit(READY_TIMEOUT), Some(1), "the removed leader kept running");
+    assert!(cluster.members[leader_index].log_text().contains("was removed from the cluster"));
+    let (other, other_id) = added.iter().copied().find(|(i, _)| *i != leader_index).unwrap();
+    let mut survivor = cluster.client((0..5).find(|i| *i != leader_index && *i != other).unwrap()).await;
+    poll_until(READY_TIMEOUT, "removing a second member", || {
+        let mut c = survivor.clone();
+        async move { c.member_remove(other_id).await.ok() }
+    })
+    .await;
+    assert_eq!(cluster.members[other].wait_exit(READY_TIMEOUT), Some(1));
+    assert_eq!(survivor.member_list().await.unwrap().members().len(), 3);
+
+    let written = writer.await.unwrap();
+    assert!(written > 0);
+    survivor.put("after", "shrinking", None).await.unwrap();
+    let all = survivor.get("load/", Some(GetOptions::new().with_prefix().with_count_only())).await.unwrap();
+    assert!(all.count() >= written, "acknowledged writes lost: {} < {written}", all.count());
+}
+
+#[tokio::test]
+async fn a_removed_member_is_fenced_off_and_refuses_to_start_again() {
+    let mut cluster = Cluster::start(3, TEST_TIMINGS).await;
+    let leader = cluster.leader().await;
+    let victim = (leader + 1) % 3;
+    let mut c = cluster.client(leader).await;
+    let victim_id = cluster.client(victim).await.status().await.unwrap().header().unwrap().member_id();
+    cluster.kill(victim);
+    c.member_remove(victim_id).await.unwrap();
+    c.put("after-removal", "v", None).await.unwrap();
+
+    // Restarted with its old data: it refuses to start, or is refused by its old peers and stops.
+    cluster.members[victim].spawn_again();
+    assert_eq!(cluster.members[victim].wait_exit(READY_TIMEOUT), Some(1), "a removed member kept running");
+    let log = cluster.members[victim].log_text();
+    assert!(log.contains("phoenixctl clean --data-dir"), "no way forward in: {log}");
+    let members = c.member_list().await.unwrap();
+    assert_eq!(members.members().len(), 2);
+    c.put("still", "fine", None).await.unwrap();
+
+    // It wrote down that it was fenced off: from now on it refuses at once.
+    cluster.members[victim].spawn_again();
+    assert_eq!(cluster.members[victim].wait_exit(Duration::from_secs(10)), Some(1));
+}
+
+#[tokio::test]
+async fn join_adds_a_clean_host_that_is_promoted_once_caught_up() {
+    let mut cluster = Cluster::start(3, TEST_TIMINGS).await;
+    let mut c = Client::connect(cluster.endpoints(), None).await.unwrap();
+    write_keys(&mut c, "pre/", 1_000).await;
+    let ports = free_ports(2);
+    let endpoints = cluster.endpoints().join(",");
+    let initial = format!("m4=http://127.0.0.1:{}", ports[1]);
+    let mut flags = vec!["--join", &endpoints, "--initial-cluster", &initial];
+    flags.extend(TEST_TIMINGS);
+    let joined = cluster.spawn_member("m4".into(), ports[0], ports[1], &flags);
+    holds(&cluster, joined, "pre/", 1_000).await;
+    let id = cluster.client(joined).await.status().await.unwrap().header().unwrap().member_id();
+    poll_until(READY_TIMEOUT, "automatic promotion", || {
+        let mut c = c.clone();
+        async move {
+            let members = c.member_list().await.ok()?;
+            let me = members.members().iter().find(|m| m.id() == id)?;
+            (!me.is_learner() && me.name() == "m4").then_some(())
+        }
+    })
+    .await;
+    cluster.members[joined].kill();
+    cluster.restart(joined).await;
+    holds(&cluster, joined, "pre/", 1_000).await;
+}
