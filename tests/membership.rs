@@ -79,7 +79,11 @@ async fn a_learner_catches_up_from_a_snapshot_and_is_promoted() {
     let added = added.await.unwrap();
     let id = added.member().unwrap().id();
     assert!(added.member().unwrap().is_learner());
-    assert_eq!(c.member_list().await.unwrap().members().len(), 4);
+    poll_until(READY_TIMEOUT, "every member to list the learner", || {
+        let mut c = c.clone();
+        async move { (c.member_list().await.ok()?.members().len() == 4).then_some(()) }
+    })
+    .await;
     let early = c.member_promote(id).await.unwrap_err();
     assert_eq!(
         status_of(early),
@@ -89,6 +93,11 @@ async fn a_learner_catches_up_from_a_snapshot_and_is_promoted() {
     let learner = start_added_member(&mut cluster, "m4", &ports);
     holds(&cluster, learner, "big/", 100_000).await;
     assert!(cluster.members[learner].log_text().contains("installed snapshot"), "caught up without a snapshot");
+    let mut on_learner = cluster.client(learner).await;
+    let refused = on_learner.put("k", "v", None).await.unwrap_err();
+    assert_eq!(status_of(refused), (Code::FailedPrecondition, "etcdserver: rpc not supported for learner".into()));
+    let local = on_learner.get("big/000000", Some(GetOptions::new().with_serializable())).await.unwrap();
+    assert_eq!(local.kvs().len(), 1, "a learner serves serializable reads");
     poll_until(READY_TIMEOUT, "the learner's promotion", || {
         let mut c = c.clone();
         async move { c.member_promote(id).await.ok() }

@@ -37,6 +37,7 @@ impl Kv for KvService {
         let req = request.into_inner();
         validate::range(&req)?;
         if !req.serializable {
+            self.ctx.refuse_on_learner()?;
             self.ctx.node.linearize().await?;
         }
         let mut response = self.ctx.node.kv.range(&req)?;
@@ -47,6 +48,7 @@ impl Kv for KvService {
     async fn put(&self, request: Request<pb::PutRequest>) -> Result<Response<pb::PutResponse>, Status> {
         let req = request.into_inner();
         validate::put(&req)?;
+        self.ctx.refuse_on_learner()?;
         validate::size(&req, &self.ctx.limits)?;
         self.ctx.check_quota().await?;
         match self.ctx.propose(command::Op::Put(req)).await? {
@@ -64,6 +66,7 @@ impl Kv for KvService {
     ) -> Result<Response<pb::DeleteRangeResponse>, Status> {
         let req = request.into_inner();
         validate::delete_range(&req)?;
+        self.ctx.refuse_on_learner()?;
         match self.ctx.propose(command::Op::DeleteRange(req)).await? {
             command_result::Result::DeleteRange(mut response) => {
                 response.header = self.ctx.header(response.header);
@@ -76,6 +79,9 @@ impl Kv for KvService {
     async fn txn(&self, request: Request<pb::TxnRequest>) -> Result<Response<pb::TxnResponse>, Status> {
         let req = request.into_inner();
         validate::txn(&req, &self.ctx.limits)?;
+        if !(is_read_only(&req) && is_serializable(&req)) {
+            self.ctx.refuse_on_learner()?;
+        }
         validate::size(&req, &self.ctx.limits)?;
         let mut response = if is_read_only(&req) {
             // A read-only txn changes nothing, so like a Range it needs only a read index.
@@ -98,6 +104,7 @@ impl Kv for KvService {
         &self,
         request: Request<pb::CompactionRequest>,
     ) -> Result<Response<pb::CompactionResponse>, Status> {
+        self.ctx.refuse_on_learner()?;
         // History is removed while the compaction applies, so `physical` is always honoured.
         match self.ctx.propose(command::Op::Compaction(request.into_inner())).await? {
             command_result::Result::Compaction(mut response) => {

@@ -51,6 +51,16 @@ impl Context {
         result.result.ok_or_else(|| Error::Internal("empty command result".into()))
     }
 
+    /// etcd's learners serve only serializable reads (and maintenance): refuse anything else.
+    /// A member added as a voter and still catching up is not a learner in this sense.
+    fn refuse_on_learner(&self) -> Result<()> {
+        let learner = self.node.members().get(&self.node.id).is_some_and(|(node, is_voter)| !is_voter && !node.voter);
+        if learner {
+            return Err(Error::NotSupportedForLearner);
+        }
+        Ok(())
+    }
+
     /// Fills in what etcd puts in every header; keeps the revision the state machine set.
     fn header(&self, header: Option<pb::ResponseHeader>) -> Option<pb::ResponseHeader> {
         let revision = header.map_or(0, |h| h.revision);
