@@ -77,6 +77,8 @@ pub enum Error {
     NotEnoughStartedMembers,
     #[error("etcdserver: rpc not supported for learner")]
     NotSupportedForLearner,
+    #[error("etcdserver: bad leader transferee")]
+    BadLeaderTransferee,
 
     // The lock and election recipes' own errors, which etcd returns with code Unknown.
     #[error("election: no leader")]
@@ -141,6 +143,7 @@ const FIXED_STATUSES: &[Error] = &[
     Error::TooManyLearners,
     Error::NotEnoughStartedMembers,
     Error::NotSupportedForLearner,
+    Error::BadLeaderTransferee,
     Error::ElectionNoLeader,
     Error::ElectionNotLeader,
     Error::SessionExpired,
@@ -163,7 +166,8 @@ impl Error {
             | LearnerNotReady
             | TooManyLearners
             | NotEnoughStartedMembers
-            | NotSupportedForLearner => Code::FailedPrecondition,
+            | NotSupportedForLearner
+            | BadLeaderTransferee => Code::FailedPrecondition,
             NotLeader | LeaseExists => Code::FailedPrecondition,
             NoLeader | LeaderChanged | Timeout | Stopped => Code::Unavailable,
             Unimplemented(_) => Code::Unimplemented,

@@ -32,6 +32,8 @@ use crate::{Error, Result};
 
 /// gRPC allows this much more than --max-request-bytes on the wire, as etcd's server does.
 const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
+/// How long a stopping member waits for in-flight requests before closing every connection.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
 /// Runs a member until `shutdown` completes.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<()> {
@@ -96,13 +98,34 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         }
     };
     tracing::info!("stopping");
+    if outcome.is_ok() {
+        hand_over_leadership(&node).await;
+    }
     let _ = stop_tx.send(true);
-    for server in servers.into_iter().chain(background) {
-        let _ = server.await;
+    let tasks: Vec<_> = servers.into_iter().chain(background).collect();
+    let aborts: Vec<_> = tasks.iter().map(|task| task.abort_handle()).collect();
+    // In-flight requests get a moment to finish; open streams (watches, keepalives) would
+    // otherwise hold the member up forever.
+    if tokio::time::timeout(SHUTDOWN_GRACE, futures::future::join_all(tasks)).await.is_err() {
+        aborts.iter().for_each(|task| task.abort());
     }
     node.raft.shutdown().await.map_err(|e| Error::Internal(format!("raft shutdown: {e}")))?;
     node.db.flush_async().await?;
     outcome
+}
+
+/// A leader that is asked to stop first hands leadership to its most caught-up voter, so the
+/// cluster does not wait out an election timeout to notice it is gone.
+async fn hand_over_leadership(node: &Node) {
+    if node.raft.metrics().borrow().current_leader != Some(node.id) {
+        return;
+    }
+    let Some(successor) = node.best_successor() else { return };
+    match tokio::time::timeout(node.request_timeout(), node.move_leader(successor)).await {
+        Ok(Ok(())) => tracing::info!(successor = format!("{successor:x}"), "handed leadership over before stopping"),
+        Ok(Err(e)) => tracing::warn!(error = %e, "could not hand leadership over; stopping anyway"),
+        Err(_) => tracing::warn!("handing leadership over took too long; stopping anyway"),
+    }
 }
 
 /// Who this member is: from the flags for a new cluster, or from the running cluster for one

@@ -241,3 +241,65 @@ async fn join_adds_a_clean_host_that_is_promoted_once_caught_up() {
     cluster.restart(joined).await;
     holds(&cluster, joined, "pre/", 1_000).await;
 }
+
+#[tokio::test]
+async fn move_leader_hands_leadership_to_the_chosen_voter() {
+    let cluster = Cluster::start(3, TEST_TIMINGS).await;
+    let leader = cluster.leader().await;
+    let target = (leader + 1) % 3;
+    let target_id = cluster.client(target).await.status().await.unwrap().header().unwrap().member_id();
+    let mut on_leader = cluster.client(leader).await;
+    on_leader.move_leader(target_id).await.unwrap();
+    assert_eq!(cluster.leader().await, target);
+    on_leader.put("after-move", "v", None).await.unwrap();
+    let bad = on_leader.move_leader(42).await.unwrap_err();
+    assert!(matches!(status_of(bad), (Code::FailedPrecondition, _)));
+}
+
+#[tokio::test]
+async fn a_rolling_restart_under_load_loses_nothing() {
+    let mut cluster = Cluster::start(3, TEST_TIMINGS).await;
+    let client = Client::connect(cluster.endpoints(), None).await.unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writers: Vec<_> = (0..4)
+        .map(|w| {
+            let (mut client, stop) = (client.clone(), stop.clone());
+            tokio::spawn(async move {
+                let (mut acknowledged, mut i) = (Vec::new(), 0);
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let key = format!("roll/{w}/{i:06}");
+                    match client.put(key.clone(), "v", None).await {
+                        Ok(_) => acknowledged.push(key),
+                        Err(e) => assert_eq!(status_of(e).0, Code::Unavailable, "a non-retryable error"),
+                    }
+                    i += 1;
+                }
+                acknowledged
+            })
+        })
+        .collect();
+    let mut probe = cluster.client(0).await;
+    for member in [1, 2, 0] {
+        let before = probe.get("roll/", Some(GetOptions::new().with_prefix().with_count_only())).await.unwrap().count();
+        poll_until(READY_TIMEOUT, "writes between restarts", || {
+            let mut probe = probe.clone();
+            let only_count = GetOptions::new().with_prefix().with_count_only();
+            async move { (probe.get("roll/", Some(only_count)).await.ok()?.count() >= before + 20).then_some(()) }
+        })
+        .await;
+        cluster.restart_gracefully(member).await;
+        cluster.leader().await;
+        probe = cluster.client((member + 1) % 3).await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut acknowledged = Vec::new();
+    for writer in writers {
+        acknowledged.extend(writer.await.unwrap());
+    }
+    let mut c = cluster.client(0).await;
+    let stored = c.get("roll/", Some(GetOptions::new().with_prefix().with_keys_only())).await.unwrap();
+    let stored: std::collections::HashSet<&[u8]> = stored.kvs().iter().map(|kv| kv.key()).collect();
+    let lost: Vec<&String> = acknowledged.iter().filter(|k| !stored.contains(k.as_bytes())).collect();
+    assert!(lost.is_empty(), "{} acknowledged writes lost: {:?}", lost.len(), &lost[..lost.len().min(5)]);
+    assert!(acknowledged.len() >= 60, "only {} writes acknowledged", acknowledged.len());
+}

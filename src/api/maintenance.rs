@@ -82,6 +82,14 @@ impl Maintenance for MaintenanceService {
         Ok(Response::new(pb::DefragmentResponse { header: self.ctx.current_header()? }))
     }
 
+    async fn move_leader(
+        &self,
+        request: Request<pb::MoveLeaderRequest>,
+    ) -> Result<Response<pb::MoveLeaderResponse>, Status> {
+        self.ctx.node.move_leader(request.into_inner().target_id).await?;
+        Ok(Response::new(pb::MoveLeaderResponse { header: self.ctx.current_header()? }))
+    }
+
     async fn hash(&self, _: Request<pb::HashRequest>) -> Result<Response<pb::HashResponse>, Status> {
         let (hash, _, _) = self.ctx.node.kv.hash_kv(0)?;
         Ok(Response::new(pb::HashResponse { header: self.ctx.current_header()?, hash }))

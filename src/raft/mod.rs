@@ -17,6 +17,7 @@ pub mod peer_service;
 pub mod state_machine;
 #[cfg(test)]
 mod storage_tests;
+pub mod transfer;
 
 use std::fmt;
 

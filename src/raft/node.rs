@@ -10,6 +10,7 @@
 //! this member has applied it. Only then may the caller read local state.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -52,6 +53,8 @@ pub struct Node {
     request_timeout: Duration,
     /// Lease deadlines, meaningful while this member leads.
     pub lessor: Lessor,
+    /// Set while this leader hands leadership over: requests are refused as "not leader".
+    pub(super) transferring: AtomicBool,
 }
 
 impl Node {
@@ -79,6 +82,7 @@ impl Node {
             reads,
             request_timeout,
             lessor: Lessor::default(),
+            transferring: AtomicBool::new(false),
         })
     }
 
@@ -131,6 +135,9 @@ impl Node {
 
     /// Proposes on this member, which must be the leader.
     pub async fn propose_local(&self, command: pb::Command) -> Result<CommandResult> {
+        if self.is_transferring() {
+            return Err(Error::NotLeader);
+        }
         let (reply, result) = oneshot::channel();
         self.writes.send(PendingWrite { command, reply }).await.map_err(|_| Error::Stopped)?;
         result.await.map_err(|_| Error::Stopped)?
@@ -161,6 +168,10 @@ impl Node {
 
     /// A quorum-confirmed read index from this member, which must be the leader.
     pub async fn read_index(&self) -> Result<u64> {
+        if self.is_transferring() {
+            // A read-index round would renew the followers' leases and stall the handover.
+            return Err(Error::NotLeader);
+        }
         let (reply, index) = oneshot::channel();
         self.reads.send(reply).await.map_err(|_| Error::Stopped)?;
         index.await.map_err(|_| Error::Stopped)?

@@ -115,6 +115,22 @@ impl Peer for PeerService {
         Ok(Response::new(pb::ClusterInfoReply { cluster_id: self.node.cluster_id, members, removed }))
     }
 
+    async fn hold_elections(
+        &self,
+        request: Request<pb::HoldElectionsRequest>,
+    ) -> Result<Response<pb::ReadIndexReply>, Status> {
+        let request = request.into_inner();
+        self.check_header(request.header.as_ref())?;
+        self.node.raft.runtime_config().elect(!request.hold);
+        Ok(Response::new(pb::ReadIndexReply { index: 0 }))
+    }
+
+    async fn campaign(&self, request: Request<pb::ReadIndexRequest>) -> Result<Response<pb::ReadIndexReply>, Status> {
+        self.check_header(request.get_ref().header.as_ref())?;
+        self.node.raft.trigger().elect().await.map_err(|_| Status::from(Error::Stopped))?;
+        Ok(Response::new(pb::ReadIndexReply { index: 0 }))
+    }
+
     async fn read_index(&self, request: Request<pb::ReadIndexRequest>) -> Result<Response<pb::ReadIndexReply>, Status> {
         self.check_header(request.get_ref().header.as_ref())?;
         let index = self.node.read_index().await?;

@@ -90,6 +90,14 @@ impl Member {
         self.spawn();
     }
 
+    /// SIGTERM, and waits for the member to stop by itself (as an operator's restart does).
+    pub fn terminate(&mut self) -> Option<i32> {
+        let pid = self.child.as_ref()?.id().to_string();
+        let sent = Command::new("kill").args(["-TERM", &pid]).status().expect("run kill");
+        assert!(sent.success(), "could not signal {}", self.name);
+        self.wait_exit(READY_TIMEOUT)
+    }
+
     /// kill -9: no chance to flush or say goodbye.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -215,6 +223,12 @@ impl Cluster {
 
     pub fn kill(&mut self, i: usize) {
         self.members[i].kill();
+    }
+
+    /// Stops member `i` with SIGTERM (it hands leadership over if it leads) and starts it again.
+    pub async fn restart_gracefully(&mut self, i: usize) {
+        assert_eq!(self.members[i].terminate(), Some(0), "{} did not stop cleanly", self.members[i].name);
+        self.restart(i).await;
     }
 
     /// Starts member `i` again with the same flags and data dir, and waits until it serves.
