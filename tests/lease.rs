@@ -9,6 +9,11 @@ use etcd_client::{Client, EventType, GetOptions, LeaseTimeToLiveOptions, PutOpti
 use support::{poll_until, Cluster, READY_TIMEOUT, TEST_TIMINGS};
 use tonic::Code;
 
+/// A client's keepalive cadence (a third of the TTL) and its pause before reopening a stream:
+/// pacing of the simulated client, not synchronisation.
+const RENEW_EVERY: Duration = Duration::from_secs(1);
+const RECONNECT_BACKOFF: Duration = Duration::from_millis(100);
+
 fn status_of(err: etcd_client::Error) -> (Code, String) {
     match err {
         etcd_client::Error::GRpcStatus(status) => (status.code(), status.message().to_string()),
@@ -106,10 +111,10 @@ async fn leases_survive_a_leader_failure_only_while_kept_alive() {
         loop {
             if let Ok((mut keeper, mut answers)) = renewing.lease_keep_alive(kept).await {
                 while keeper.keep_alive().await.is_ok() && answers.message().await.is_ok() {
-                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    tokio::time::sleep(RENEW_EVERY).await;
                 }
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            tokio::time::sleep(RECONNECT_BACKOFF).await;
         }
     });
 
