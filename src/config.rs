@@ -94,6 +94,14 @@ pub struct Flags {
     /// Log level: debug, info, warn, error, panic or fatal.
     #[arg(long, env = "ETCD_LOG_LEVEL", value_enum, default_value = "info")]
     pub log_level: LogLevel,
+    /// Duration of periodic watch progress notifications, as a Go duration ("10m", "500ms").
+    #[arg(
+        long,
+        env = "ETCD_EXPERIMENTAL_WATCH_PROGRESS_NOTIFY_INTERVAL",
+        default_value = "10m0s",
+        value_parser = parse_go_duration
+    )]
+    pub experimental_watch_progress_notify_interval: Duration,
 }
 
 /// A validated configuration.
@@ -170,7 +178,7 @@ impl Config {
             max_request_bytes: flags.max_request_bytes as usize,
             log_level: flags.log_level,
             join: flags.join.clone(),
-            watch_progress_notify_interval: Duration::from_secs(600),
+            watch_progress_notify_interval: flags.experimental_watch_progress_notify_interval,
             name: flags.name,
         };
         config.validate()?;
@@ -208,6 +216,9 @@ impl Config {
         }
         if self.snapshot_count == 0 {
             return Err(Error::Config("--snapshot-count must be greater than 0".into()));
+        }
+        if self.watch_progress_notify_interval.is_zero() {
+            return Err(Error::Config("--experimental-watch-progress-notify-interval must be greater than 0".into()));
         }
         if self.max_txn_ops == 0 || self.max_request_bytes == 0 {
             return Err(Error::Config("--max-txn-ops and --max-request-bytes must be greater than 0".into()));
@@ -268,6 +279,46 @@ fn parse_listen_urls(flag: &str, list: &str) -> Result<Vec<Url>> {
     Ok(urls)
 }
 
+/// Parses a duration as Go's time.ParseDuration does: a sequence of decimal numbers, each with an
+/// optional fraction and a unit (ns, us, µs, ms, s, m, h), such as "300ms" or "1h2m3.5s"; "0"
+/// alone is zero. Negative durations are refused: no flag here means anything by them.
+pub fn parse_go_duration(text: &str) -> std::result::Result<Duration, String> {
+    let invalid = || format!("invalid duration {text:?} (use a Go duration such as 500ms, 10s or 10m)");
+    let rest = text.strip_prefix('+').unwrap_or(text);
+    if rest == "0" {
+        return Ok(Duration::ZERO);
+    }
+    if rest.is_empty() || rest.starts_with('-') {
+        return Err(invalid());
+    }
+    let mut total = 0f64;
+    let mut rest = rest;
+    while !rest.is_empty() {
+        let number_len = rest.find(|c: char| !c.is_ascii_digit() && c != '.').ok_or_else(invalid)?;
+        let (number, tail) = rest.split_at(number_len);
+        if number.is_empty() || number == "." || number.matches('.').count() > 1 {
+            return Err(invalid());
+        }
+        let unit_len = tail.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(tail.len());
+        let (unit, tail) = tail.split_at(unit_len);
+        let nanos_per_unit = match unit {
+            "ns" => 1e0,
+            "us" | "µs" | "μs" => 1e3,
+            "ms" => 1e6,
+            "s" => 1e9,
+            "m" => 60e9,
+            "h" => 3600e9,
+            _ => return Err(invalid()),
+        };
+        total += number.parse::<f64>().map_err(|_| invalid())? * nanos_per_unit;
+        rest = tail;
+    }
+    if !total.is_finite() || total > u64::MAX as f64 {
+        return Err(invalid());
+    }
+    Ok(Duration::from_nanos(total.round() as u64))
+}
+
 fn parse_initial_cluster(spec: &str) -> Result<BTreeMap<String, Vec<Url>>> {
     let mut members: BTreeMap<String, Vec<Url>> = BTreeMap::new();
     for pair in spec.split(',').map(str::trim).filter(|s| !s.is_empty()) {
@@ -308,6 +359,31 @@ mod tests {
     }
 
     #[test]
+    fn go_durations_parse_as_go_does() {
+        let ok: &[(&str, Duration)] = &[
+            ("0", Duration::ZERO),
+            ("10m0s", Duration::from_secs(600)),
+            ("500ms", Duration::from_millis(500)),
+            ("1h2m3.5s", Duration::from_millis(3_723_500)),
+            ("1.5s", Duration::from_millis(1500)),
+            (".5s", Duration::from_millis(500)),
+            ("250us", Duration::from_micros(250)),
+            ("+7ns", Duration::from_nanos(7)),
+        ];
+        for (text, want) in ok {
+            assert_eq!(parse_go_duration(text).as_ref(), Ok(want), "{text}");
+        }
+        for bad in ["", "10", "5x", "-1s", "1..5s", "s", "1s2"] {
+            assert!(parse_go_duration(bad).is_err(), "{bad:?} was accepted");
+        }
+        assert_eq!(
+            config(&["--experimental-watch-progress-notify-interval", "200ms"]).unwrap().watch_progress_notify_interval,
+            Duration::from_millis(200)
+        );
+        assert_eq!(config(&[]).unwrap().watch_progress_notify_interval, Duration::from_secs(600));
+    }
+
+    #[test]
     fn bad_input_is_refused_with_one_line() {
         let cases: &[(&[&str], &str)] = &[
             (&["--listen-client-urls", "not a url"], "invalid URL"),
@@ -315,6 +391,7 @@ mod tests {
             (&["--initial-cluster", "other=http://localhost:2380"], "couldn't find local name"),
             (&["--initial-cluster", "default=http://localhost:9999"], "--initial-advertise-peer-urls"),
             (&["--election-timeout", "200"], "5 times"),
+            (&["--experimental-watch-progress-notify-interval", "0s"], "greater than 0"),
         ];
         for (args, expected) in cases {
             let err = config(args).unwrap_err().to_string();
