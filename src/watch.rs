@@ -66,6 +66,10 @@ pub struct Watcher {
     pub fragment: bool,
     /// Every event below this revision has been delivered (or was never asked for).
     pub next: i64,
+    /// The start revision the client asked for (0: the next one). A watch is not vouched for by
+    /// progress reports until the store has reached it: a report below it would claim a
+    /// revision the client never asked to see (etcd #20221).
+    pub start: i64,
 }
 
 impl Watcher {
@@ -80,7 +84,14 @@ impl Watcher {
             progress_notify: req.progress_notify,
             fragment: req.fragment,
             next,
+            start: req.start_revision,
         }
+    }
+
+    /// Whether a progress report at `revision` may vouch for this watch: it has been given
+    /// everything up to `revision`, and `revision` is not before where it asked to start.
+    pub fn synced_at(&self, revision: i64) -> bool {
+        self.next == revision + 1 && revision >= self.start
     }
 
     /// Whether `key` is in the watched range, by etcd's range conventions.
@@ -149,5 +160,16 @@ mod tests {
         assert_eq!(keys(&watcher("a", "\0", vec![FilterType::Noput], 0)), [4]);
         assert_eq!(keys(&watcher("a", "\0", vec![FilterType::Nodelete], 0)), [2, 3, 5]);
         assert!(watcher("a", "\0", vec![], 0).select(&events).iter().all(|e| e.prev_kv.is_none()));
+    }
+
+    #[test]
+    fn a_watch_is_vouched_for_only_once_caught_up_and_at_its_start() {
+        let from_now = watcher("a", "", vec![], 6);
+        assert!(from_now.synced_at(5));
+        assert!(!from_now.synced_at(6), "revision 6 not delivered yet");
+        assert!(!from_now.synced_at(4));
+        let future = Watcher { start: 9, ..watcher("a", "", vec![], 9) };
+        assert!(!future.synced_at(8), "a progress report below the start revision");
+        assert!(Watcher { next: 10, ..future }.synced_at(9));
     }
 }

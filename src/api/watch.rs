@@ -26,6 +26,10 @@ use crate::{Error, Result};
 const OUTPUT_BUFFER: usize = 128;
 /// etcd's text for a client-chosen watch ID already in use on the stream.
 const DUPLICATE_WATCH_ID: &str = "mvcc: duplicate watch ID provided on the WatchStream";
+/// etcd's text for a range whose end is not after its start.
+const EMPTY_RANGE: &str = "mvcc: watcher range is empty";
+/// At most this many revisions go into one catch-up response, as etcd's watchBatchMaxRevs.
+const CATCH_UP_REVISIONS: usize = 1000;
 /// The watch_id etcd puts on a stream-wide progress response.
 const STREAM_PROGRESS_ID: i64 = -1;
 
@@ -33,11 +37,20 @@ pub struct WatchService {
     ctx: Context,
     hub: WatchHub,
     progress_interval: Duration,
+    /// Set once the member stops: every stream ends.
+    stopping: tokio::sync::watch::Sender<bool>,
 }
 
 impl WatchService {
     pub fn new(ctx: Context, hub: WatchHub, progress_interval: Duration) -> WatchService {
-        WatchService { ctx, hub, progress_interval }
+        WatchService { ctx, hub, progress_interval, stopping: tokio::sync::watch::Sender::new(false) }
+    }
+
+    /// Ends every watch stream, now and later, with etcd's "server stopped" (Unavailable, so
+    /// clients reconnect elsewhere). A graceful gRPC shutdown waits for open streams, and a
+    /// watch stream never ends on its own, so the member must call this when it stops.
+    pub fn shutdown(&self) {
+        self.stopping.send_replace(true);
     }
 }
 
@@ -47,8 +60,18 @@ impl Watch for WatchService {
         &self,
         request: Request<Streaming<pb::WatchRequest>>,
     ) -> Result<Response<BoxStream<WatchResponse>>, Status> {
-        // The leader_check interceptor has refused the stream if it needs a leader and has none.
+        // etcd's stream interceptor refuses every stream but Snapshot on a learner.
+        self.ctx.refuse_on_learner()?;
+        // The leader_check interceptor has refused the stream if it needs a leader and this
+        // member knows none; a leader cut off from its quorum is refused here.
         let require_leader = super::requires_leader(request.metadata());
+        if require_leader && !has_leader(&self.ctx) {
+            return Err(Error::NoLeader.into());
+        }
+        let stopping = self.stopping.subscribe();
+        if *stopping.borrow() {
+            return Err(Error::Stopped.into());
+        }
         let (out, responses) = mpsc::channel(OUTPUT_BUFFER);
         let hub = self.hub.subscribe();
         let seen = self.ctx.node.kv.revision()?;
@@ -62,7 +85,7 @@ impl Watch for WatchService {
             progress_requested: false,
             sent_since_tick: BTreeMap::new(),
         };
-        tokio::spawn(stream.run(request.into_inner(), self.progress_interval, require_leader));
+        tokio::spawn(stream.run(request.into_inner(), self.progress_interval, require_leader, stopping));
         Ok(Response::new(Box::pin(ReceiverStream::new(responses))))
     }
 }
@@ -87,25 +110,46 @@ struct WatchStream {
 }
 
 impl WatchStream {
-    async fn run(mut self, mut input: Streaming<pb::WatchRequest>, progress_interval: Duration, require_leader: bool) {
+    async fn run(
+        mut self,
+        mut input: Streaming<pb::WatchRequest>,
+        progress_interval: Duration,
+        require_leader: bool,
+        mut stopping: tokio::sync::watch::Receiver<bool>,
+    ) {
         let mut progress_tick = tokio::time::interval(progress_interval);
         progress_tick.reset();
         let leader_lost = leader_lost(self.ctx.clone(), require_leader);
         tokio::pin!(leader_lost);
+        // A client may close its side after its requests; as in etcd, its watches go on until
+        // it goes away.
+        let mut reading = true;
         loop {
             let step = tokio::select! {
-                request = input.message() => match request {
+                request = input.message(), if reading => match request {
                     Ok(Some(request)) => self.handle(request).await,
-                    Ok(None) | Err(_) => return,
+                    Ok(None) => {
+                        reading = false;
+                        Ok(())
+                    }
+                    Err(_) => return,
                 },
+                _ = self.out.closed() => return,
                 batch = self.hub.recv() => match batch {
                     Ok(batch) => self.deliver(&batch).await,
-                    Err(broadcast::error::RecvError::Lagged(_)) => self.catch_up_all().await,
+                    Err(broadcast::error::RecvError::Lagged(skipped)) => {
+                        tracing::info!(skipped, "a watch stream fell behind the applied events; catching up from the store");
+                        self.catch_up_all().await
+                    }
                     Err(broadcast::error::RecvError::Closed) => return,
                 },
                 _ = progress_tick.tick() => self.notify_progress().await,
                 _ = &mut leader_lost => {
                     let _ = self.out.send(Err(Error::NoLeader.into())).await;
+                    return;
+                }
+                _ = stopped(&mut stopping) => {
+                    let _ = self.out.send(Err(Error::Stopped.into())).await;
                     return;
                 }
             };
@@ -127,14 +171,19 @@ impl WatchStream {
         }
     }
 
-    async fn create(&mut self, req: WatchCreateRequest) -> Sent {
+    async fn create(&mut self, mut req: WatchCreateRequest) -> Sent {
+        if req.key.is_empty() {
+            req.key = vec![0]; // etcd: "\x00 is the smallest key"
+        }
+        // etcd checks the range before the ID. A start revision below zero is not refused: as in
+        // etcd it replays from the oldest history kept, or is canceled as compacted.
+        if !matches!(req.range_end.as_slice(), [] | [0]) && req.key >= req.range_end {
+            return self.send_refusal(EMPTY_RANGE.into()).await;
+        }
         let id = match self.assign_id(req.watch_id) {
             Ok(id) => id,
             Err(reason) => return self.send_refusal(reason).await,
         };
-        if req.start_revision < 0 {
-            return self.send_refusal(Error::Compacted.to_string().trim_start_matches("etcdserver: ").into()).await;
-        }
         let next = if req.start_revision == 0 { self.seen + 1 } else { req.start_revision };
         self.watchers.insert(id, Watcher::new(id, &req, next));
         let created =
@@ -222,7 +271,13 @@ impl WatchStream {
         match read {
             Ok((to, events)) => {
                 self.seen = self.seen.max(to);
-                self.send_events(id, events, to).await?;
+                let mut chunks = by_revisions(events, CATCH_UP_REVISIONS).into_iter().peekable();
+                while let Some(chunk) = chunks.next() {
+                    // Only the last chunk vouches for everything up to `to`.
+                    let last = chunk.last().and_then(|e| e.kv.as_ref()).map_or(to, |kv| kv.mod_revision);
+                    let revision = if chunks.peek().is_some() { last } else { to };
+                    self.send_events(id, chunk, revision).await?;
+                }
                 if let Some(watcher) = self.watchers.get_mut(&id) {
                     watcher.next = watcher.next.max(to + 1);
                 }
@@ -244,15 +299,17 @@ impl WatchStream {
         }
     }
 
+    /// etcd's compaction cancel: no reason (the client reads compact_revision) and, because etcd
+    /// builds it without a revision, a header revision of 0.
     async fn cancel_compacted(&mut self, id: i64) -> Sent {
         self.watchers.remove(&id);
+        self.sent_since_tick.remove(&id);
         let compact_revision = self.ctx.node.kv.compacted_revision().unwrap_or_default();
         let response = WatchResponse {
-            header: self.header(self.seen),
+            header: self.header(0),
             watch_id: id,
             canceled: true,
             compact_revision,
-            cancel_reason: Error::Compacted.to_string(),
             ..Default::default()
         };
         self.send(response).await
@@ -267,17 +324,19 @@ impl WatchStream {
         let fragment = self.watchers.get(&id).is_some_and(|w| w.fragment);
         let header = self.header(revision);
         let response = WatchResponse { header, watch_id: id, events, ..Default::default() };
-        if !fragment || response.encoded_len() <= self.ctx.limits.max_request_bytes {
+        let limit = self.ctx.limits.max_request_bytes;
+        // etcd's sendFragments: only a response of two or more events at or over the limit.
+        if !fragment || response.events.len() < 2 || response.encoded_len() < limit {
             return self.send(response).await;
         }
-        for part in fragments(response, self.ctx.limits.max_request_bytes) {
+        for part in fragments(response, limit) {
             self.send(part).await?;
         }
         Ok(())
     }
 
     fn synced(&self) -> bool {
-        self.watchers.values().all(|w| w.next == self.seen + 1)
+        self.watchers.values().all(|w| w.synced_at(self.seen))
     }
 
     async fn maybe_answer_progress(&mut self) -> Sent {
@@ -295,7 +354,7 @@ impl WatchStream {
         let due: Vec<i64> = self
             .watchers
             .values()
-            .filter(|w| w.progress_notify && w.next == self.seen + 1)
+            .filter(|w| w.progress_notify && w.synced_at(self.seen))
             .filter(|w| !self.sent_since_tick.get(&w.id).copied().unwrap_or(false))
             .map(|w| w.id)
             .collect();
@@ -316,41 +375,129 @@ impl WatchStream {
     }
 }
 
-/// Splits a response's events into parts no bigger than `limit` (at least one event each); all
-/// but the last are marked as fragments.
+/// Splits a response's events into parts that stay under `limit` (at least one event each), as
+/// etcd's sendFragments does; all but the last are marked as fragments.
 fn fragments(mut response: WatchResponse, limit: usize) -> Vec<WatchResponse> {
     let events = std::mem::take(&mut response.events);
     let empty = WatchResponse { fragment: true, ..response };
     let mut parts = Vec::new();
     let mut current = empty.clone();
     for event in events {
-        if !current.events.is_empty() && current.encoded_len() + event.encoded_len() > limit {
-            parts.push(std::mem::replace(&mut current, empty.clone()));
-        }
         current.events.push(event);
+        if current.events.len() > 1 && current.encoded_len() >= limit {
+            let overflow = current.events.pop().expect("just pushed");
+            parts.push(std::mem::replace(&mut current, empty.clone()));
+            current.events.push(overflow);
+        }
     }
     current.fragment = false;
     parts.push(current);
     parts
 }
 
-/// Completes when a stream that requires a leader has been without one for three election
-/// timeouts; never completes otherwise.
+/// Groups events (ordered by revision) into runs of at most `max_revisions` whole revisions.
+fn by_revisions(events: Vec<Event>, max_revisions: usize) -> Vec<Vec<Event>> {
+    let mut chunks: Vec<Vec<Event>> = Vec::new();
+    let mut revisions = 0;
+    let mut last = None;
+    for event in events {
+        let revision = event.kv.as_ref().map(|kv| kv.mod_revision);
+        if revision != last {
+            if revisions == max_revisions || chunks.is_empty() {
+                chunks.push(Vec::new());
+                revisions = 0;
+            }
+            revisions += 1;
+            last = revision;
+        }
+        chunks.last_mut().expect("a chunk was pushed").push(event);
+    }
+    chunks
+}
+
+/// Completes once the member stops.
+async fn stopped(stopping: &mut tokio::sync::watch::Receiver<bool>) {
+    // An error means the service is gone, which also means stopping.
+    let _ = stopping.wait_for(|stop| *stop).await;
+}
+
+/// How many election timeouts in a row a member must be without a leader before it ends the
+/// streams that require one (etcd's maxNoLeaderCnt).
+const NO_LEADER_CHECKS: u32 = 3;
+
+/// Completes when a stream that requires a leader has found none at `NO_LEADER_CHECKS`
+/// consecutive checks, one election timeout apart, as etcd's monitorLeader does; never
+/// completes otherwise.
 async fn leader_lost(ctx: Context, require_leader: bool) {
     if !require_leader {
         return std::future::pending().await;
     }
-    let mut metrics = ctx.node.raft.metrics();
+    let mut checks = tokio::time::interval(ctx.election_timeout);
+    checks.reset(); // the first check one election timeout from now
+    let mut without = 0;
     loop {
-        if metrics.borrow_and_update().current_leader.is_none() {
-            let patience = ctx.election_timeout * 3;
-            let regained = tokio::time::timeout(patience, metrics.wait_for(|m| m.current_leader.is_some())).await;
-            if regained.is_err() {
-                return;
-            }
+        checks.tick().await;
+        without = if has_leader(&ctx) { 0 } else { without + 1 };
+        if without >= NO_LEADER_CHECKS {
+            return;
         }
-        if metrics.changed().await.is_err() {
-            return std::future::pending().await;
+    }
+}
+
+/// Whether this member knows a leader it can count on. A leader that has not heard from a
+/// quorum for an election timeout counts as none: etcd's leader steps down then (CheckQuorum),
+/// but openraft 0.9 keeps leading, so its followers' acknowledgements decide.
+fn has_leader(ctx: &Context) -> bool {
+    let receiver = ctx.node.raft.metrics();
+    let metrics = receiver.borrow();
+    match metrics.current_leader {
+        None => false,
+        Some(leader) if leader == metrics.id => {
+            let patience = ctx.election_timeout.as_millis() as u64;
+            metrics.millis_since_quorum_ack.is_some_and(|ms| ms <= patience)
         }
+        Some(_) => true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pb::KeyValue;
+
+    fn event(key: &str, rev: i64, value_len: usize) -> Event {
+        let kv = KeyValue { key: key.into(), mod_revision: rev, value: vec![b'v'; value_len], ..Default::default() };
+        Event { kv: Some(kv), ..Default::default() }
+    }
+
+    fn revisions(chunk: &[Event]) -> Vec<i64> {
+        chunk.iter().map(|e| e.kv.as_ref().unwrap().mod_revision).collect()
+    }
+
+    #[test]
+    fn catch_up_chunks_keep_revisions_whole() {
+        let events: Vec<Event> =
+            [2, 2, 3, 4, 4, 4, 5].iter().enumerate().map(|(i, rev)| event(&format!("k{i}"), *rev, 1)).collect();
+        let chunks = by_revisions(events, 2);
+        let shape: Vec<Vec<i64>> = chunks.iter().map(|c| revisions(c)).collect();
+        assert_eq!(shape, [vec![2, 2, 3], vec![4, 4, 4, 5]]);
+        assert!(by_revisions(Vec::new(), 2).is_empty());
+    }
+
+    #[test]
+    fn fragments_stay_under_the_limit_and_join_back() {
+        let events: Vec<Event> = (0..10).map(|i| event(&format!("k{i}"), 7, 100)).collect();
+        let whole = WatchResponse { watch_id: 3, events: events.clone(), ..Default::default() };
+        let parts = fragments(whole, 400);
+        assert!(parts.len() > 1);
+        assert!(parts.iter().all(|p| p.encoded_len() < 400 && p.watch_id == 3));
+        assert!(parts[..parts.len() - 1].iter().all(|p| p.fragment));
+        assert!(!parts.last().unwrap().fragment);
+        assert_eq!(parts.into_iter().flat_map(|p| p.events).collect::<Vec<_>>(), events);
+
+        // An event bigger than the limit goes alone rather than not at all.
+        let big = WatchResponse { events: vec![event("a", 1, 1000), event("b", 1, 1)], ..Default::default() };
+        let parts = fragments(big, 400);
+        assert_eq!(parts.iter().map(|p| p.events.len()).collect::<Vec<_>>(), [1, 1]);
     }
 }
