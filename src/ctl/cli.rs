@@ -7,6 +7,7 @@
 
 use std::collections::BTreeSet;
 use std::ffi::OsString;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::error::{ContextKind, ContextValue, ErrorKind};
@@ -84,6 +85,15 @@ pub enum Command {
     Lock(LockArgs),
     /// Observes and participates in leader election
     Elect(ElectArgs),
+    /// Transfers leadership to another etcd cluster member.
+    #[command(name = "move-leader")]
+    MoveLeader {
+        /// <transferee-member-id>
+        #[arg(value_name = "MEMBER_ID")]
+        args: Vec<String>,
+    },
+    /// Moves a stopped member's data dir aside (or deletes it) so the host can join again (Phoenix)
+    Clean(CleanArgs),
     /// Prints the version of phoenixctl
     Version,
 }
@@ -236,8 +246,52 @@ pub enum EndpointCommand {
 
 #[derive(Subcommand, Debug)]
 pub enum MemberCommand {
+    /// Adds a member into the cluster
+    Add {
+        /// comma separated peer URLs for the new member.
+        #[arg(long, default_value = "")]
+        peer_urls: String,
+        /// indicates if the new member is raft learner
+        #[arg(long)]
+        learner: bool,
+        /// <memberName>
+        #[arg(value_name = "MEMBER_NAME")]
+        args: Vec<String>,
+    },
+    /// Removes a member from the cluster
+    Remove {
+        /// <memberID>
+        #[arg(value_name = "MEMBER_ID")]
+        args: Vec<String>,
+    },
+    /// Updates a member in the cluster
+    Update {
+        /// comma separated peer URLs for the updated member.
+        #[arg(long, default_value = "")]
+        peer_urls: String,
+        /// <memberID>
+        #[arg(value_name = "MEMBER_ID")]
+        args: Vec<String>,
+    },
     /// Lists all members in the cluster
     List,
+    /// Promotes a non-voting member in the cluster
+    Promote {
+        /// <memberID>
+        #[arg(value_name = "MEMBER_ID")]
+        args: Vec<String>,
+    },
+}
+
+/// `clean --data-dir DIR [--purge]`: Phoenix's own command, run on the member's host.
+#[derive(Args, Debug)]
+pub struct CleanArgs {
+    /// the data dir of a stopped member
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// delete the data dir instead of moving it aside
+    #[arg(long)]
+    pub purge: bool,
 }
 
 /// `watch [options] [key or prefix] [range_end] [--] [exec-command arg1 arg2 ...]`; the same flags
@@ -447,6 +501,17 @@ mod tests {
     #[test]
     fn commands_take_unambiguous_prefixes() {
         assert!(matches!(parse(&["phoenixctl", "memb", "list"]).unwrap().command, Command::Member(_)));
+    }
+
+    #[test]
+    fn member_commands_take_etcdctls_flags() {
+        let command = parse(&["phoenixctl", "member", "add", "m4", "--peer-urls=http://a:1", "--learner"]).unwrap();
+        let Command::Member(MemberCommand::Add { peer_urls, learner, args }) = command.command else {
+            panic!("not a member add");
+        };
+        assert_eq!((peer_urls.as_str(), learner, args), ("http://a:1", true, vec!["m4".to_string()]));
+        assert!(matches!(parse(&["phoenixctl", "mo", "12"]).unwrap().command, Command::MoveLeader { .. }));
+        assert_eq!(error(&["phoenixctl", "member", "remove", "-1"]), "unknown shorthand flag: '1' in -1");
     }
 
     #[test]

@@ -5,8 +5,9 @@
 //! - Calls wait for a connection until the command deadline (`--command-timeout`), then fail with
 //!   `context deadline exceeded`, as clientv3's wait-for-ready calls do; `--dial-timeout` bounds
 //!   each connection attempt.
-//! - Read-only calls are retried while the server answers `Unavailable`; writes are never retried
-//!   once sent (clientv3 `retry.go`). Lease calls all count as repeatable, as in clientv3.
+//! - Read-only calls are retried while the server answers `Unavailable`; writes, membership
+//!   changes and MoveLeader are never retried once sent (clientv3 `retry.go`). Lease calls all
+//!   count as repeatable, as in clientv3.
 //! - Watch and keep-alive streams are opened with their first request already queued: a gRPC
 //!   server need not answer the call before it has a message to send.
 
@@ -125,6 +126,53 @@ impl Client {
     pub async fn member_list(&mut self, deadline: Instant) -> Result<pb::MemberListResponse, CtlError> {
         self.call(deadline, Retry::Repeatable, |ch| async move {
             cluster(ch).member_list(pb::MemberListRequest::default()).await
+        })
+        .await
+    }
+
+    pub async fn member_add(
+        &mut self,
+        deadline: Instant,
+        request: pb::MemberAddRequest,
+    ) -> Result<pb::MemberAddResponse, CtlError> {
+        self.call(deadline, Retry::Once, |ch| {
+            let request = request.clone();
+            async move { cluster(ch).member_add(request).await }
+        })
+        .await
+    }
+
+    pub async fn member_remove(&mut self, deadline: Instant, id: u64) -> Result<pb::MemberRemoveResponse, CtlError> {
+        self.call(
+            deadline,
+            Retry::Once,
+            |ch| async move { cluster(ch).member_remove(pb::MemberRemoveRequest { id }).await },
+        )
+        .await
+    }
+
+    pub async fn member_update(
+        &mut self,
+        deadline: Instant,
+        request: pb::MemberUpdateRequest,
+    ) -> Result<pb::MemberUpdateResponse, CtlError> {
+        self.call(deadline, Retry::Once, |ch| {
+            let request = request.clone();
+            async move { cluster(ch).member_update(request).await }
+        })
+        .await
+    }
+
+    pub async fn member_promote(&mut self, deadline: Instant, id: u64) -> Result<pb::MemberPromoteResponse, CtlError> {
+        self.call(deadline, Retry::Once, |ch| async move {
+            cluster(ch).member_promote(pb::MemberPromoteRequest { id }).await
+        })
+        .await
+    }
+
+    pub async fn move_leader(&mut self, deadline: Instant, target_id: u64) -> Result<pb::MoveLeaderResponse, CtlError> {
+        self.call(deadline, Retry::Once, |ch| async move {
+            maintenance(ch).move_leader(pb::MoveLeaderRequest { target_id }).await
         })
         .await
     }

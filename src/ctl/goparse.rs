@@ -1,5 +1,6 @@
 //! Go's parsing rules that etcdctl's flags and `txn` input follow, with Go's error texts:
-//! `strconv.ParseInt`, `strconv.ParseBool`, `time.ParseDuration` and `strconv.Unquote`.
+//! `strconv.ParseInt`, `strconv.ParseUint`, `strconv.ParseBool`, `time.ParseDuration` and
+//! `strconv.Unquote`.
 
 use std::time::Duration;
 
@@ -23,6 +24,21 @@ pub fn parse_int(s: &str, base: u32) -> Result<i64, String> {
         false if magnitude <= i64::MAX as u64 => Ok(magnitude as i64),
         _ => Err(error("value out of range")),
     }
+}
+
+/// `strconv.ParseUint(s, base, 64)` for a base given (2 to 36): digits only, no sign or prefix.
+pub fn parse_uint(s: &str, base: u32) -> Result<u64, String> {
+    let error = |why: &str| format!("strconv.ParseUint: parsing {}: {why}", quote(s.as_bytes()));
+    if s.is_empty() {
+        return Err(error("invalid syntax"));
+    }
+    // Digit by digit, as Go reports whichever comes first: a bad digit or an overflow.
+    s.chars().try_fold(0u64, |n, c| {
+        let digit = c.to_digit(base).ok_or_else(|| error("invalid syntax"))?;
+        n.checked_mul(u64::from(base))
+            .and_then(|n| n.checked_add(u64::from(digit)))
+            .ok_or_else(|| error("value out of range"))
+    })
 }
 
 /// The base a Go integer literal's prefix selects, and its digits without prefix or underscores.
@@ -180,6 +196,18 @@ mod tests {
             parse_int("9223372036854775808", 10),
             Err(r#"strconv.ParseInt: parsing "9223372036854775808": value out of range"#.to_string())
         );
+    }
+
+    #[test]
+    fn uints_parse_like_strconv() {
+        assert_eq!(parse_uint("8e9e05c52164694D", 16), Ok(0x8e9e05c52164694d));
+        let error = |s: &str, why: &str| Err(format!("strconv.ParseUint: parsing {s:?}: {why}"));
+        assert_eq!(parse_uint("zz", 16), error("zz", "invalid syntax"));
+        assert_eq!(parse_uint("-1", 16), error("-1", "invalid syntax"));
+        assert_eq!(parse_uint("0x12", 16), error("0x12", "invalid syntax"));
+        assert_eq!(parse_uint("", 16), error("", "invalid syntax"));
+        assert_eq!(parse_uint("10000000000000000", 16), error("10000000000000000", "value out of range"));
+        assert_eq!(parse_uint("10000000000000000zz", 16), error("10000000000000000zz", "value out of range"));
     }
 
     #[test]

@@ -1,12 +1,12 @@
-//! `compaction`, `defrag`, `alarm list|disarm`, `member list` and `version`, as etcdctl 3.4 runs
+//! `compaction`, `defrag`, `alarm list|disarm`, `move-leader` and `version`, as etcdctl 3.4 runs
 //! them (etcd-io/etcd v3.4 `compaction_command.go`, `defrag_command.go`, `alarm_command.go`,
-//! `member_command.go`, `version_command.go`, and clientv3's `AlarmDisarm`).
+//! `move_leader_command.go`, `version_command.go`, and clientv3's `AlarmDisarm`).
 
-use super::cli::{AlarmCommand, ClusterArgs, CompactionArgs, MemberCommand};
+use super::cli::{AlarmCommand, ClusterArgs, CompactionArgs};
 use super::endpoint::target_endpoints;
 use super::error::{CtlError, EXIT_BAD_ARGS, EXIT_ERROR};
-use super::goparse::parse_int;
-use super::printer::write_error;
+use super::goparse::{parse_int, parse_uint};
+use super::printer::{write_error, Change};
 use super::{Ctx, Io};
 use crate::pb;
 use crate::pb::alarm_request::AlarmAction;
@@ -76,14 +76,32 @@ fn alarm_request(action: AlarmAction, alarm: &pb::AlarmMember) -> pb::AlarmReque
     pb::AlarmRequest { action: action as i32, member_id: alarm.member_id, alarm: alarm.alarm }
 }
 
-pub async fn member(ctx: &Ctx, command: MemberCommand, io: &mut Io<'_>) -> Result<(), CtlError> {
-    match command {
-        MemberCommand::List => {
-            let printer = ctx.printer()?;
-            let response = ctx.client()?.member_list(ctx.deadline()).await?;
-            printer.print(io.out, &response)
+/// Finds the leader among `--endpoints` (asking each for its status, in order) and asks it to
+/// hand leadership to the target; one request deadline covers it all, as in etcdctl.
+pub async fn move_leader(ctx: &Ctx, args: &[String], io: &mut Io<'_>) -> Result<(), CtlError> {
+    let [target] = args else {
+        return Err(CtlError::new(EXIT_BAD_ARGS, "move-leader command needs 1 argument"));
+    };
+    let target = parse_uint(target, 16).map_err(|e| CtlError::new(EXIT_BAD_ARGS, e))?;
+    let printer = ctx.printer()?;
+    // Fails as etcdctl's first client does when no endpoint is given.
+    ctx.client()?;
+    let deadline = ctx.deadline();
+    let mut leader = None;
+    for endpoint in ctx.endpoints() {
+        let mut client = ctx.client_for(endpoint)?;
+        let status = client.status(deadline).await?;
+        if status.header.is_some_and(|h| h.member_id == status.leader) {
+            leader = Some((client, status.leader));
+            break;
         }
     }
+    let Some((mut client, from)) = leader else {
+        let given = ctx.endpoints().join(" ");
+        return Err(CtlError::new(EXIT_BAD_ARGS, format!("no leader endpoint given at [{given}]")));
+    };
+    let response = client.move_leader(deadline, target).await?;
+    printer.print_change(io.out, &Change::LeaderMoved { from, to: target, response })
 }
 
 /// phoenixctl's own version and the etcdctl API it follows.

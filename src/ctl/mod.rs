@@ -2,16 +2,18 @@
 //!
 //! phoenixctl speaks etcdctl 3.4's command line (`cli`) and prints its output byte for byte in
 //! every format (`printer`), so scripts written for etcdctl keep working. Commands: `get`, `put`,
-//! `del` (`kv`), `txn` (`txn`), `compaction`, `defrag`, `alarm`, `member list`, `version`
-//! (`maintenance`), `endpoint health|status|hashkv` (`endpoint`), `watch` (`watch`, over
+//! `del` (`kv`), `txn` (`txn`), `compaction`, `defrag`, `alarm`, `move-leader`, `version`
+//! (`maintenance`), `member list|add|remove|update|promote` (`member`, with clientv3's peer URL
+//! checks in `gourl`), `endpoint health|status|hashkv` (`endpoint`), `watch` (`watch`, over
 //! clientv3's watcher in `watcher`), `lease grant|revoke|timetolive|list|keep-alive` (`lease`,
 //! `keepalive`) and `lock` and `elect` (`lock`, over etcd's client-side recipes in
 //! `concurrency`). Errors print as `Error: <message>` on stderr with etcdctl's exit codes
-//! (`error`).
+//! (`error`). `clean` is Phoenix's own: it moves a stopped member's data dir aside (`clean`).
 //!
 //! Not implemented: TLS and authentication (`--cacert`, `--user`...), DNS discovery, and the
-//! commands beyond the ones above (snapshot, auth, user, role, make-mirror, move-leader...).
+//! commands beyond the ones above (snapshot, auth, user, role, make-mirror...).
 
+mod clean;
 pub mod cli;
 mod client;
 mod concurrency;
@@ -20,11 +22,13 @@ mod error;
 mod exec;
 mod gofmt;
 mod goparse;
+mod gourl;
 mod keepalive;
 mod kv;
 mod lease;
 mod lock;
 mod maintenance;
+mod member;
 mod printer;
 mod txn;
 mod watch;
@@ -144,11 +148,13 @@ async fn execute(cli: Cli, io: &mut Io<'_>) -> Result<(), CtlError> {
         Command::Alarm(command) => maintenance::alarm(&ctx, command, io).await,
         Command::Defrag(args) => maintenance::defrag(&ctx, args, io).await,
         Command::Endpoint(args) => endpoint::endpoint(&ctx, args, io).await,
-        Command::Member(command) => maintenance::member(&ctx, command, io).await,
+        Command::Member(command) => member::member(&ctx, command, io).await,
         Command::Watch(args) => watch::watch(&ctx, args, io).await,
         Command::Lease(command) => lease::lease(&ctx, command, io).await,
         Command::Lock(args) => lock::lock(&ctx, args, io).await,
         Command::Elect(args) => lock::elect(&ctx, args, io).await,
+        Command::MoveLeader { args } => maintenance::move_leader(&ctx, &args, io).await,
+        Command::Clean(args) => clean::clean(args, io),
         Command::Version => maintenance::version(io),
     }
 }

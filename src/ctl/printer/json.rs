@@ -230,6 +230,19 @@ pub fn member_list(response: &pb::MemberListResponse) -> String {
         .end()
 }
 
+pub fn member_add(response: &pb::MemberAddResponse) -> String {
+    Object::new()
+        .object("header", header(response.header))
+        .object("member", response.member.as_ref().map(member))
+        .list("members", response.members.iter().map(member).collect())
+        .end()
+}
+
+/// The answer to MemberRemove, MemberUpdate, MemberPromote or (without members) MoveLeader.
+pub fn members(response_header: Option<pb::ResponseHeader>, members: &[pb::Member]) -> String {
+    Object::new().object("header", header(response_header)).list("members", members.iter().map(member).collect()).end()
+}
+
 fn member(member: &pb::Member) -> String {
     Object::new()
         .int("ID", member.id)

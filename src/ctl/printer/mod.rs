@@ -2,7 +2,8 @@
 //!
 //! Mirrors etcd-io/etcd v3.4 `etcdctl/ctlv3/command/printer*.go`: RPC responses print as simple,
 //! json, fields and protobuf, and the member list also as a table; endpoint listings print as
-//! simple, json, fields and table. A format a response does not support fails with etcdctl's
+//! simple, json, fields and table; membership changes and leadership moves print as simple, json
+//! and protobuf (`change`). A format a response does not support fails with etcdctl's
 //! `<format> not supported as output format` (exit 4) after the request was made, as in etcdctl.
 //! The json format is Go's `encoding/json` of etcd 3.4's generated structs, so fields newer than
 //! etcd 3.4 are not printed.
@@ -11,6 +12,7 @@
 //! response as clientv3's `WatchResponse` struct, a lease answer as clientv3's wrapper, whose
 //! embedded header is all `-w protobuf` can marshal (a revoke answer cannot be marshalled at all).
 
+mod change;
 mod fields;
 mod json;
 mod simple;
@@ -23,6 +25,8 @@ use prost::Message;
 use super::error::{CtlError, EXIT_BAD_ARGS, EXIT_BAD_FEATURE, EXIT_ERROR};
 use crate::pb;
 use crate::pb::mvccpb::event::EventType;
+
+pub use change::Change;
 
 /// One `-w` choice.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -152,6 +156,18 @@ impl Printer {
                 Some(table) => table.render(out),
                 None => return Err(self.unsupported()),
             },
+        };
+        written.map_err(write_error)
+    }
+
+    /// Prints a membership change or a leadership move, which etcdctl has no fields or table
+    /// form of: those fail after the change was made, as in etcdctl.
+    pub fn print_change(&self, out: &mut dyn Write, change: &Change) -> Result<(), CtlError> {
+        let written = match self.format {
+            Format::Simple => writeln!(out, "{}", change.sentence()),
+            Format::Json => writeln!(out, "{}", change.json()),
+            Format::Protobuf => out.write_all(&change.protobuf()),
+            Format::Fields | Format::Table => return Err(self.unsupported()),
         };
         written.map_err(write_error)
     }

@@ -1,0 +1,218 @@
+//! `clean --data-dir DIR [--purge]`, Phoenix's own command (etcdctl has none): gets a stopped
+//! member's data dir out of the way so that its host can join the cluster again as a new member.
+//!
+//! A member that was removed or fenced off must never start from its old data (DESIGN.md,
+//! "Identity and fencing"), and a member that rejoins does so empty and under a new ID. `clean`
+//! moves the data dir aside to `DIR.removed-<UTC yyyymmddThhmmssZ>` next to it (or, with
+//! `--purge`, deletes it) and says what to do next. It refuses, with a one-line error and exit 1,
+//! a DIR that does not exist, is not a directory, is a symbolic link, or is not a Phoenix data
+//! dir (no `phoenix.json`); and a data dir a running member holds, which it finds out by opening
+//! the member's database, as sled locks it while a member runs. An empty DIR is already clean.
+
+use std::ffi::OsString;
+use std::fs;
+use std::io::{ErrorKind, Write};
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use super::cli::CleanArgs;
+use super::error::{CtlError, EXIT_BAD_ARGS, EXIT_ERROR};
+use super::printer::write_error;
+use super::Io;
+use crate::cluster::DataDirMeta;
+
+/// The file that makes a directory a Phoenix data dir (`crate::cluster`).
+const META_FILE: &str = "phoenix.json";
+
+/// The file a member writes when it learns it was removed or fenced off, holding the reason.
+const FENCED_FILE: &str = "FENCED";
+
+/// How many backups of one data dir may be made within one second before `clean` gives up.
+const MAX_BACKUPS_PER_SECOND: u32 = 100;
+
+/// What DIR turned out to hold.
+enum Found {
+    Empty,
+    Member(DataDirMeta),
+}
+
+pub fn clean(args: CleanArgs, io: &mut Io<'_>) -> Result<(), CtlError> {
+    let Some(dir) = args.data_dir else {
+        return Err(CtlError::new(EXIT_BAD_ARGS, "clean needs --data-dir DIR, the data dir of a stopped member"));
+    };
+    let meta = match inspect(&dir)? {
+        Found::Empty => {
+            let done = format!("Data dir {} is empty: there is nothing to clean.", dir.display());
+            return report(io.out, &done, "<name>");
+        }
+        Found::Member(meta) => meta,
+    };
+    ensure_stopped(&dir, &meta)?;
+    let mut member = format!("member {} ({:x}) of cluster {:x}", meta.name, meta.member_id, meta.cluster_id);
+    if let Ok(reason) = fs::read_to_string(dir.join(FENCED_FILE)) {
+        member.push_str(&format!(", fenced off ({})", reason.trim()));
+    }
+    let done = if args.purge {
+        fs::remove_dir_all(&dir).map_err(|e| failed(format!("cannot delete data dir {}: {e}", dir.display())))?;
+        format!("Deleted data dir {} of {member}.", dir.display())
+    } else {
+        let backup = move_aside(&dir)
+            .map_err(|e| failed(format!("cannot move data dir {} aside: {e}; it is unchanged", dir.display())))?;
+        format!("Moved data dir {} of {member} aside to {}.", dir.display(), backup.display())
+    };
+    report(io.out, &done, &meta.name)
+}
+
+/// Prints what was done and how the host rejoins: empty, under a new member ID.
+fn report(out: &mut dyn Write, done: &str, name: &str) -> Result<(), CtlError> {
+    writeln!(out, "{done}").map_err(write_error)?;
+    writeln!(out, "Next, add this host back as a new member, either").map_err(write_error)?;
+    writeln!(
+        out,
+        "  etcdctl member add {name} --peer-urls=<its peer URLs>, then start it with --initial-cluster-state existing, or"
+    )
+    .map_err(write_error)?;
+    writeln!(
+        out,
+        "  start it with phoenix --join <client endpoints of the cluster> (a learner until it has caught up)."
+    )
+    .map_err(write_error)
+}
+
+/// What DIR holds, or why `clean` leaves it alone.
+fn inspect(dir: &Path) -> Result<Found, CtlError> {
+    let shown = dir.display();
+    if dir.file_name().is_none() {
+        return Err(failed(format!("{shown} does not name a data dir; give its path (not . or ..)")));
+    }
+    let metadata = match fs::symlink_metadata(dir) {
+        Err(e) if e.kind() == ErrorKind::NotFound => return Err(failed(format!("data dir {shown} does not exist"))),
+        Err(e) => return Err(failed(format!("cannot read data dir {shown}: {e}"))),
+        Ok(metadata) => metadata,
+    };
+    if metadata.file_type().is_symlink() {
+        let target = fs::read_link(dir).map(|t| t.display().to_string()).unwrap_or_default();
+        return Err(failed(format!("{shown} is a symbolic link; give the data dir it points to ({target})")));
+    }
+    if !metadata.is_dir() {
+        return Err(failed(format!("{shown} is not a directory")));
+    }
+    let mut entries = fs::read_dir(dir).map_err(|e| failed(format!("cannot read data dir {shown}: {e}")))?;
+    if entries.next().is_none() {
+        return Ok(Found::Empty);
+    }
+    let meta = match fs::read(dir.join(META_FILE)) {
+        Err(e) if e.kind() == ErrorKind::NotFound => {
+            return Err(failed(format!("{shown} is not a Phoenix data dir (it has no {META_FILE}); it is left alone")))
+        }
+        Err(e) => return Err(failed(format!("cannot read {}: {e}", dir.join(META_FILE).display()))),
+        Ok(bytes) => bytes,
+    };
+    serde_json::from_slice(&meta)
+        .map(Found::Member)
+        .map_err(|e| failed(format!("{} is unreadable ({e}); {shown} is left alone", dir.join(META_FILE).display())))
+}
+
+/// Refuses a data dir whose member is running: sled locks the database while it is open.
+fn ensure_stopped(dir: &Path, meta: &DataDirMeta) -> Result<(), CtlError> {
+    let db = dir.join("db");
+    if !db.exists() {
+        return Ok(());
+    }
+    match sled::Config::new().path(&db).open() {
+        Ok(_) => Ok(()),
+        Err(e) if e.to_string().contains("could not acquire lock") => Err(failed(format!(
+            "data dir {} is in use by member {} ({:x}), which is running: stop it first",
+            dir.display(),
+            meta.name,
+            meta.member_id
+        ))),
+        Err(e) => Err(failed(format!(
+            "cannot open {} to check that member {} ({:x}) is stopped: {e}; the data dir is left alone",
+            db.display(),
+            meta.name,
+            meta.member_id
+        ))),
+    }
+}
+
+/// Renames DIR to `DIR.removed-<UTC time>` (with `.1`, `.2`... when that name is taken). Each
+/// name is claimed by creating it as an empty directory, which fails if anything has that
+/// name, and DIR then replaces it (rename(2) replaces only an empty directory): nothing that
+/// exists is ever overwritten.
+fn move_aside(dir: &Path) -> std::io::Result<PathBuf> {
+    let mut base = dir.file_name().map(OsString::from).unwrap_or_default();
+    base.push(format!(".removed-{}", utc_stamp(SystemTime::now())));
+    for attempt in 0..MAX_BACKUPS_PER_SECOND {
+        let mut name = base.clone();
+        if attempt > 0 {
+            name.push(format!(".{attempt}"));
+        }
+        let backup = dir.with_file_name(name);
+        match fs::create_dir(&backup) {
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+            Ok(()) => {}
+        }
+        if let Err(e) = fs::rename(dir, &backup) {
+            let _ = fs::remove_dir(&backup);
+            return Err(e);
+        }
+        return Ok(backup);
+    }
+    Err(std::io::Error::new(ErrorKind::AlreadyExists, format!("every name {}* is taken", base.to_string_lossy())))
+}
+
+/// `yyyymmddThhmmssZ` in UTC (the civil date from days since 1970, after Howard Hinnant).
+fn utc_stamp(time: SystemTime) -> String {
+    let seconds = time.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let (days, second_of_day) = (seconds / 86_400, seconds % 86_400);
+    let shifted = days + 719_468; // days since 0000-03-01
+    let era = shifted / 146_097;
+    let day_of_era = shifted % 146_097;
+    let year_of_era = (day_of_era - day_of_era / 1_460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let month_from_march = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * month_from_march + 2) / 5 + 1;
+    let month = if month_from_march < 10 { month_from_march + 3 } else { month_from_march - 9 };
+    let year = era * 400 + year_of_era + u64::from(month <= 2);
+    let (hour, minute, second) = (second_of_day / 3_600, second_of_day % 3_600 / 60, second_of_day % 60);
+    format!("{year:04}{month:02}{day:02}T{hour:02}{minute:02}{second:02}Z")
+}
+
+fn failed(message: String) -> CtlError {
+    CtlError::new(EXIT_ERROR, message)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn at(seconds: u64) -> String {
+        utc_stamp(UNIX_EPOCH + Duration::from_secs(seconds))
+    }
+
+    #[test]
+    fn stamps_are_utc_civil_times() {
+        assert_eq!(at(0), "19700101T000000Z");
+        assert_eq!(at(951_782_400), "20000229T000000Z");
+        assert_eq!(at(1_700_000_000), "20231114T221320Z");
+        assert_eq!(at(4_102_444_799), "20991231T235959Z");
+    }
+
+    #[test]
+    fn moving_aside_never_overwrites() {
+        let parent = tempfile::tempdir().unwrap();
+        let dir = parent.path().join("m1.phoenix");
+        fs::create_dir(&dir).unwrap();
+        fs::write(dir.join(META_FILE), "{}").unwrap();
+        let first = move_aside(&dir).unwrap();
+        assert!(!dir.exists() && first.join(META_FILE).exists());
+        fs::create_dir(&dir).unwrap();
+        let second = move_aside(&dir).unwrap();
+        assert_ne!(first, second);
+        assert!(first.join(META_FILE).exists(), "the first backup was overwritten");
+    }
+}
