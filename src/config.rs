@@ -91,6 +91,10 @@ pub struct Flags {
     /// catch up, and be promoted to voter automatically. Implies --initial-cluster-state existing.
     #[arg(long, value_delimiter = ',')]
     pub join: Vec<String>,
+    /// Turn this member, a survivor of a lost quorum, into a one-member cluster that keeps all
+    /// of its data (done once; later starts with the flag still set ignore it).
+    #[arg(long, env = "ETCD_FORCE_NEW_CLUSTER")]
+    pub force_new_cluster: bool,
     /// Log level: debug, info, warn, error, panic or fatal.
     #[arg(long, env = "ETCD_LOG_LEVEL", value_enum, default_value = "info")]
     pub log_level: LogLevel,
@@ -124,6 +128,7 @@ pub struct Config {
     pub max_txn_ops: usize,
     pub max_request_bytes: usize,
     pub log_level: LogLevel,
+    pub force_new_cluster: bool,
     /// Client endpoints of a running cluster to join (`--join`); empty when not joining that way.
     pub join: Vec<String>,
     /// How often watchers that asked for progress notifications get one when idle.
@@ -178,6 +183,7 @@ impl Config {
             max_request_bytes: flags.max_request_bytes as usize,
             log_level: flags.log_level,
             join: flags.join.clone(),
+            force_new_cluster: flags.force_new_cluster,
             watch_progress_notify_interval: flags.experimental_watch_progress_notify_interval,
             name: flags.name,
         };

@@ -10,6 +10,7 @@
 //! - [`kv`]: the deterministic etcd MVCC state machine over sled.
 //! - [`lease`]: lease expiry, decided by the leader's clock and applied through Raft.
 //! - [`watch`]: the in-memory hub that fans applied events out to watch streams.
+//! - [`recovery`]: the quorum-loss reset of a survivor into a one-member cluster.
 //! - [`ctl`]: `phoenixctl`, the etcdctl look-alike.
 //! - [`error`]: the one error type and its mapping to etcd's gRPC statuses.
 
@@ -21,6 +22,7 @@ pub mod error;
 pub mod kv;
 pub mod lease;
 pub mod raft;
+pub mod recovery;
 pub mod server;
 pub mod watch;
 

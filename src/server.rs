@@ -40,8 +40,14 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let client_listeners = bind_all("--listen-client-urls", &config.listen_client_urls).await?;
     let peer_listeners = bind_all("--listen-peer-urls", &config.listen_peer_urls).await?;
     let identity = identity(&config).await?;
+    let backup = prepare_reset(&config)?;
     let data = DataDir::open(&config, &identity)?;
     refuse_if_removed(&data)?;
+    if let Some(backup) = backup {
+        let peer_urls = config.peer_urls_of(&config.name);
+        let report = crate::recovery::reset(&data, &config.name, peer_urls, backup)?;
+        tracing::warn!(report = %report.summary(), "reset into a one-member cluster (--force-new-cluster)");
+    }
     let watchers = WatchHub::default();
     let node = start_node(&config, &identity, &data, watchers.clone()).await?;
     tracing::info!(
@@ -139,6 +145,29 @@ async fn identity(config: &Config) -> Result<Identity> {
         (ClusterState::Existing, true) => crate::cluster::discover(config).await,
         (ClusterState::Existing, false) => crate::cluster::join(config, &config.join).await,
     }
+}
+
+/// For --force-new-cluster: refuses a data dir with nothing to recover, ignores the flag on one
+/// that was reset already (so members added since stay), and otherwise backs the data dir up
+/// before anything opens it. Returns the backup when a reset is to be done.
+fn prepare_reset(config: &Config) -> Result<Option<std::path::PathBuf>> {
+    if !config.force_new_cluster {
+        return Ok(None);
+    }
+    if !DataDir::exists(&config.data_dir)? {
+        return Err(Error::Config(format!(
+            "--force-new-cluster: data dir {} holds no data to recover",
+            config.data_dir.display()
+        )));
+    }
+    if let Some(done) = crate::recovery::recorded_reset(&config.data_dir)? {
+        tracing::warn!(
+            report = %done.summary(),
+            "--force-new-cluster ignored: this data dir was reset already; remove the flag"
+        );
+        return Ok(None);
+    }
+    crate::recovery::back_up(&config.data_dir).map(Some)
 }
 
 /// A member removed from the cluster never runs again with its data: it could disturb the

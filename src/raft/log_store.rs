@@ -52,6 +52,14 @@ fn write_err(subject: ErrorSubject<NodeId>, err: impl std::fmt::Display) -> Stor
     storage_error(subject, ErrorVerb::Write, err)
 }
 
+/// A member's Raft position: its vote, its last log id, and the highest commit index a leader
+/// told it about.
+pub struct SurvivorState {
+    pub vote: Option<Vote<NodeId>>,
+    pub last_log_id: Option<LogId>,
+    pub committed: Option<LogId>,
+}
+
 impl LogStore {
     pub fn new(db: sled::Db, tree: sled::Tree) -> LogStore {
         LogStore { db, tree }
@@ -70,6 +78,24 @@ impl LogStore {
 
     async fn flush(&self) -> Result<(), StorageError> {
         self.db.flush_async().await.map_err(|e| write_err(ErrorSubject::Logs, e))?;
+        Ok(())
+    }
+
+    /// What a survivor holds, for the quorum-loss reset.
+    pub fn survivor_state(&self) -> Result<SurvivorState, StorageError> {
+        let committed = self.read_meta::<Option<LogId>>(COMMITTED)?.flatten();
+        Ok(SurvivorState { vote: self.read_meta(VOTE)?, last_log_id: self.last_log_id()?, committed })
+    }
+
+    /// The quorum-loss reset's one write: `entry` (a membership entry naming this member the
+    /// only voter) appended after the last entry, and `vote`, in one flushed batch. The whole
+    /// log before it is kept.
+    pub fn append_reset(&self, entry: &Entry, vote: &Vote<NodeId>) -> Result<(), StorageError> {
+        let mut batch = sled::Batch::default();
+        batch.insert(&entry_key(entry.log_id.index), Self::encode(entry)?);
+        batch.insert(meta_key(VOTE), Self::encode(vote)?);
+        self.tree.apply_batch(batch).map_err(|e| write_err(ErrorSubject::Logs, e))?;
+        self.db.flush().map_err(|e| write_err(ErrorSubject::Logs, e))?;
         Ok(())
     }
 

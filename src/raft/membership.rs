@@ -232,10 +232,12 @@ pub async fn promote_caught_up_members(node: Arc<Node>, mut stop: watch::Receive
 /// How often a member asks a peer whether it is still a member.
 const REMOVAL_CHECK_INTERVAL: Duration = Duration::from_secs(2);
 
-/// Runs on every member: asks a peer now and then whether this member was removed, and fences
+/// Runs on every member: asks its peers now and then whether this member was removed, and fences
 /// it off if so. A removed voter also learns it when its votes are refused, but a removed
 /// learner never campaigns, and the leader stops talking to a member as soon as it removes it.
 pub async fn notice_removal(node: Arc<Node>, mut stop: watch::Receiver<bool>) {
+    // The first check runs at once: two old members restarted together after a reset could
+    // otherwise elect each other before the survivor refuses them.
     let mut tick = tokio::time::interval(REMOVAL_CHECK_INTERVAL);
     loop {
         tokio::select! {
@@ -250,7 +252,6 @@ pub async fn notice_removal(node: Arc<Node>, mut stop: watch::Receiver<bool>) {
                 node.peers.fence(format!("member {:x} was removed from cluster {:x}", node.id, node.cluster_id));
                 return;
             }
-            break;
         }
     }
 }

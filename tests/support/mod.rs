@@ -84,6 +84,11 @@ impl Member {
         self.child = Some(child);
     }
 
+    /// Adds a flag for the next start.
+    pub fn add_flag(&mut self, flag: &str) {
+        self.args.push(flag.to_string());
+    }
+
     /// Starts the process again with the same flags, without waiting for it.
     pub fn spawn_again(&mut self) {
         self.kill();

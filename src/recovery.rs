@@ -1,0 +1,141 @@
+//! Quorum-loss recovery: turning the most advanced survivor into a one-member cluster that
+//! keeps everything it holds (`phoenix --force-new-cluster`).
+//!
+//! The reset (see DESIGN.md, "Quorum-loss recovery"), on a stopped member's data dir:
+//! 1. copy the data dir aside (abort if that fails);
+//! 2. keep the whole log, including entries past the survivor's commit index: the old leader
+//!    may have acknowledged them (etcd's --force-new-cluster drops them and can lose
+//!    acknowledged writes);
+//! 3. append, in one flushed batch, a membership entry in a new term T naming this member the
+//!    only voter, and the vote (T, self). On start openraft elects the sole voter, whose first
+//!    entry commits everything before it; applying the new membership tombstones every other
+//!    old member, so their peers refuse them if they come back with their old data;
+//! 4. record the reset and its loss report in the data dir, once: a later start with the flag
+//!    still set is reported and ignored, so members added since are never removed.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use openraft::{CommittedLeaderId, EntryPayload, LogId, Membership, Vote};
+use serde::{Deserialize, Serialize};
+
+use crate::cluster::DataDir;
+use crate::raft::log_store::LogStore;
+use crate::raft::{PeerNode, TypeConfig};
+use crate::{Error, Result};
+
+const RESET_FILE: &str = "reset.json";
+
+/// What the reset kept and what may have been lost.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct LossReport {
+    /// The index of the survivor's last log entry before the reset (all of it is kept).
+    pub last_log_index: u64,
+    /// The highest commit index a leader told the survivor about.
+    pub known_commit_index: u64,
+    /// Entries past the known commit index that were kept (and are now committed).
+    pub kept_past_commit: u64,
+    /// Committed entries the survivor never received: acknowledged writes that are lost.
+    pub lost_entries: u64,
+    /// The term of the new one-member configuration.
+    pub new_term: u64,
+    /// Where the data dir was copied before the reset.
+    pub backup: PathBuf,
+}
+
+impl LossReport {
+    pub fn summary(&self) -> String {
+        let loss = match self.lost_entries {
+            0 => "no acknowledged write lost".to_string(),
+            n => format!("up to {n} acknowledged entries lost"),
+        };
+        format!(
+            "kept {} log entries ({} past the last known commit index {}); {loss}; backup at {}",
+            self.last_log_index,
+            self.kept_past_commit,
+            self.known_commit_index,
+            self.backup.display()
+        )
+    }
+}
+
+/// The reset recorded in `data_dir`, if one was done.
+pub fn recorded_reset(data_dir: &Path) -> Result<Option<LossReport>> {
+    match fs::read(data_dir.join(RESET_FILE)) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| Error::Corrupt(format!("{}: {e}", data_dir.join(RESET_FILE).display()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Copies the survivor's data dir aside before the reset changes it; the reset is aborted if
+/// this fails. Returns where the copy is.
+pub fn back_up(data_dir: &Path) -> Result<PathBuf> {
+    let seconds = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs();
+    let mut name = data_dir.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".before-reset-{seconds}"));
+    let backup = data_dir.with_file_name(name);
+    copy_dir(data_dir, &backup).map_err(|e| {
+        Error::Config(format!("reset aborted: cannot copy {} to {}: {e}", data_dir.display(), backup.display()))
+    })?;
+    Ok(backup)
+}
+
+/// Resets the survivor whose data dir is `data` into a one-member cluster of itself at
+/// `peer_urls`; `backup` is the copy [`back_up`] made.
+pub fn reset(data: &DataDir, name: &str, peer_urls: Vec<String>, backup: PathBuf) -> Result<LossReport> {
+    let log = LogStore::new(data.db.clone(), data.db.open_tree("raft")?);
+    let state = log.survivor_state().map_err(|e| Error::Storage(e.to_string()))?;
+    let (vote, last, committed) = (state.vote, state.last_log_id, state.committed);
+    let self_id = data.meta.member_id;
+    let vote_term = vote.map_or(0, |v| v.leader_id.term);
+    let last_term = last.map_or(0, |l| l.leader_id.term);
+    let new_term = vote_term.max(last_term) + 1;
+    let last_index = last.map_or(0, |l| l.index);
+    let node = PeerNode { name: name.to_string(), peer_urls, voter: true };
+    let membership = Membership::new(vec![BTreeSet::from([self_id])], BTreeMap::from([(self_id, node)]));
+    let entry = openraft::Entry::<TypeConfig> {
+        log_id: LogId::new(CommittedLeaderId::new(new_term, self_id), last_index + 1),
+        payload: EntryPayload::Membership(membership),
+    };
+    log.append_reset(&entry, &Vote::new(new_term, self_id)).map_err(|e| Error::Storage(e.to_string()))?;
+    let known_commit = committed.map_or(0, |c| c.index);
+    let report = LossReport {
+        last_log_index: last_index,
+        known_commit_index: known_commit,
+        kept_past_commit: last_index.saturating_sub(known_commit),
+        lost_entries: known_commit.saturating_sub(last_index),
+        new_term,
+        backup,
+    };
+    write_record(&data.path, &report)?;
+    Ok(report)
+}
+
+fn write_record(data_dir: &Path, report: &LossReport) -> Result<()> {
+    let tmp = data_dir.join(format!("{RESET_FILE}.tmp"));
+    let bytes = serde_json::to_vec_pretty(report).map_err(|e| Error::Internal(e.to_string()))?;
+    fs::write(&tmp, bytes)?;
+    fs::File::open(&tmp)?.sync_all()?;
+    fs::rename(&tmp, data_dir.join(RESET_FILE))?;
+    fs::File::open(data_dir)?.sync_all()?;
+    Ok(())
+}
+
+/// Copies a directory tree; refuses to write into an existing destination.
+fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
+    fs::create_dir(to)?;
+    for dirent in fs::read_dir(from)? {
+        let dirent = dirent?;
+        let target = to.join(dirent.file_name());
+        if dirent.file_type()?.is_dir() {
+            copy_dir(&dirent.path(), &target)?;
+        } else {
+            fs::copy(dirent.path(), &target)?;
+        }
+    }
+    fs::File::open(to)?.sync_all()
+}
