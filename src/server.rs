@@ -72,6 +72,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let recipes = api::Recipes { ctx: ctx.clone(), hub: watchers.clone() };
     let watch = api::WatchService::new(ctx.clone(), watchers, config.watch_progress_notify_interval);
     let services = ClientServices::new(ctx, watch, recipes);
+    let watch_streams = services.watch.clone();
     for listener in client_listeners {
         servers.push(tokio::spawn(serve_clients(
             listener,
@@ -108,6 +109,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         hand_over_leadership(&node).await;
     }
     let _ = stop_tx.send(true);
+    watch_streams.shutdown();
     let tasks: Vec<_> = servers.into_iter().chain(background).collect();
     let aborts: Vec<_> = tasks.iter().map(|task| task.abort_handle()).collect();
     // In-flight requests get a moment to finish; open streams (watches, keepalives) would
@@ -267,6 +269,18 @@ fn socket_addr(url: &Url) -> Result<SocketAddr> {
         .ok_or_else(|| Error::Config(format!("cannot resolve {}", url_string(url))))
 }
 
+/// Accepted connections with Nagle's algorithm off: tonic's `tcp_nodelay` does not reach
+/// connections from a listener we bound ourselves, and a small write behind a watch stream
+/// would otherwise wait ~40 ms for the delayed ACK.
+fn accept_nodelay(listener: TcpListener) -> impl futures::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    use futures::StreamExt;
+    TcpListenerStream::new(listener).map(|accepted| {
+        let stream = accepted?;
+        stream.set_nodelay(true)?;
+        Ok(stream)
+    })
+}
+
 async fn stopped(mut stop: watch::Receiver<bool>) {
     let _ = stop.wait_for(|stop| *stop).await;
 }
@@ -276,9 +290,8 @@ async fn serve_peers(listener: TcpListener, node: Arc<Node>, stop: watch::Receiv
         .max_decoding_message_size(MAX_PEER_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES);
     let result = Server::builder()
-        .tcp_nodelay(true)
         .add_service(service)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stopped(stop))
+        .serve_with_incoming_shutdown(accept_nodelay(listener), stopped(stop))
         .await;
     if let Err(e) = result {
         tracing::error!(error = %e, "peer server failed");
@@ -324,7 +337,6 @@ async fn serve_clients(
     let lock = pb::v3lockpb::lock_server::LockServer::from_arc(services.lock);
     let election = pb::v3electionpb::election_server::ElectionServer::from_arc(services.election);
     let result = Server::builder()
-        .tcp_nodelay(true)
         .add_service(InterceptedService::new(kv, check.clone()))
         .add_service(InterceptedService::new(watch, check.clone()))
         .add_service(InterceptedService::new(lease, check.clone()))
@@ -334,7 +346,7 @@ async fn serve_clients(
         .add_service(InterceptedService::new(election, check))
         .add_service(pb::auth_server::AuthServer::new(api::AuthService))
         .add_service(health_service)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stopped(stop))
+        .serve_with_incoming_shutdown(accept_nodelay(listener), stopped(stop))
         .await;
     if let Err(e) = result {
         tracing::error!(error = %e, "client server failed");

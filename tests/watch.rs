@@ -417,7 +417,6 @@ async fn a_watch_below_the_compaction_is_created_then_canceled() {
 /// etcd #18089: a delete at exactly the compaction revision must still reach a watch that
 /// starts there.
 #[tokio::test]
-#[ignore = "kv::KvStore::compact_physically drops a tombstone at the compacted revision (etcd #18089)"]
 async fn a_delete_at_the_compaction_revision_reaches_a_watch_from_it() {
     let (_cluster, mut c) = single(&[]).await;
     c.put("k", "v2", None).await.unwrap(); // 2

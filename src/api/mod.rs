@@ -97,7 +97,7 @@ pub fn leader_check(
     node: Arc<Node>,
 ) -> impl Fn(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> + Clone {
     move |request| {
-        if requires_leader(request.metadata()) && node.raft.metrics().borrow().current_leader.is_none() {
+        if requires_leader(request.metadata()) && !node.has_leader() {
             return Err(Error::NoLeader.into());
         }
         Ok(request)

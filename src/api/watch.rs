@@ -65,7 +65,7 @@ impl Watch for WatchService {
         // The leader_check interceptor has refused the stream if it needs a leader and this
         // member knows none; a leader cut off from its quorum is refused here.
         let require_leader = super::requires_leader(request.metadata());
-        if require_leader && !has_leader(&self.ctx) {
+        if require_leader && !self.ctx.node.has_leader() {
             return Err(Error::NoLeader.into());
         }
         let stopping = self.stopping.subscribe();
@@ -437,26 +437,10 @@ async fn leader_lost(ctx: Context, require_leader: bool) {
     let mut without = 0;
     loop {
         checks.tick().await;
-        without = if has_leader(&ctx) { 0 } else { without + 1 };
+        without = if ctx.node.has_leader() { 0 } else { without + 1 };
         if without >= NO_LEADER_CHECKS {
             return;
         }
-    }
-}
-
-/// Whether this member knows a leader it can count on. A leader that has not heard from a
-/// quorum for an election timeout counts as none: etcd's leader steps down then (CheckQuorum),
-/// but openraft 0.9 keeps leading, so its followers' acknowledgements decide.
-fn has_leader(ctx: &Context) -> bool {
-    let receiver = ctx.node.raft.metrics();
-    let metrics = receiver.borrow();
-    match metrics.current_leader {
-        None => false,
-        Some(leader) if leader == metrics.id => {
-            let patience = ctx.election_timeout.as_millis() as u64;
-            metrics.millis_since_quorum_ack.is_some_and(|ms| ms <= patience)
-        }
-        Some(_) => true,
     }
 }
 

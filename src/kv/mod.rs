@@ -157,12 +157,25 @@ impl KvStore {
 
     /// Removes history below the compacted revision. Logically a no-op: readers below it are
     /// already refused. Runs outside the apply batch because its size is unbounded.
+    ///
+    /// Per key it keeps the newest record at or below the compacted revision, unless that is a
+    /// deletion older than the compacted revision: a deletion exactly at it is kept, so that a
+    /// watch starting at the compacted revision still sees it (etcd #18089).
     pub fn compact_physically(&self) -> Result<usize> {
         let compacted = self.compacted_revision()?;
         let (start, end) = keys::all_records();
         let mut batch = sled::Batch::default();
         let mut removed = 0;
-        let mut previous: Option<(Vec<u8>, sled::IVec, bool)> = None; // (prefix, record, is_put)
+        let mut newest: Option<(Vec<u8>, sled::IVec, i64, bool)> = None; // (prefix, record, rev, is_put)
+        let drop_if_dead = |entry: Option<(Vec<u8>, sled::IVec, i64, bool)>, batch: &mut sled::Batch| {
+            if let Some((_, record, rev, false)) = entry {
+                if rev < compacted {
+                    batch.remove(record);
+                    return 1;
+                }
+            }
+            0
+        };
         for item in self.tree.range(start..end) {
             let (record, value) = item?;
             let (prefix, rev) = keys::split_record_key(&record)?;
@@ -170,22 +183,17 @@ impl KvStore {
                 continue;
             }
             let is_put = value.first() == Some(&keys::PUT);
-            if let Some((prev_prefix, prev_record, _)) = &previous {
-                if prev_prefix.as_slice() == prefix {
+            match newest.take() {
+                Some((prev_prefix, prev_record, _, _)) if prev_prefix.as_slice() == prefix => {
                     // Superseded at or before the compaction point.
-                    batch.remove(prev_record.clone());
-                    removed += 1;
-                } else if let Some((_, prev_record, false)) = previous.take() {
-                    batch.remove(prev_record); // a deletion no reader can see any more
+                    batch.remove(prev_record);
                     removed += 1;
                 }
+                other => removed += drop_if_dead(other, &mut batch),
             }
-            previous = Some((prefix.to_vec(), record, is_put));
+            newest = Some((prefix.to_vec(), record, rev, is_put));
         }
-        if let Some((_, prev_record, false)) = previous {
-            batch.remove(prev_record);
-            removed += 1;
-        }
+        removed += drop_if_dead(newest, &mut batch);
         self.tree.apply_batch(batch)?;
         Ok(removed)
     }

@@ -264,6 +264,22 @@ impl Node {
         })
     }
 
+    /// Whether this member knows a leader it can count on. A leader that has not heard from a
+    /// quorum for an election timeout counts as none: etcd's leader steps down then
+    /// (CheckQuorum), but openraft 0.9 keeps leading, so its followers' acknowledgements decide.
+    pub fn has_leader(&self) -> bool {
+        let receiver = self.raft.metrics();
+        let metrics = receiver.borrow();
+        match metrics.current_leader {
+            None => false,
+            Some(leader) if leader == metrics.id => {
+                let patience = self.raft.config().election_timeout_min;
+                metrics.millis_since_quorum_ack.is_some_and(|ms| ms <= patience)
+            }
+            Some(_) => true,
+        }
+    }
+
     pub(super) fn ensure_leading(&self) -> Result<()> {
         if self.raft.metrics().borrow().current_leader == Some(self.id) {
             Ok(())
