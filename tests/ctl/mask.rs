@@ -1,6 +1,7 @@
 //! What legitimately differs between two servers' answers to the same commands, masked so
 //! the rest can be compared byte for byte: cluster and member IDs, addresses, lease IDs, raft
-//! terms and indexes, versions, db sizes, hashes, times and a lease's remaining TTL.
+//! terms and indexes, versions, db sizes, hashes, times and a lease's remaining TTL. IDs and
+//! addresses are masked by what the test knows ([`Ids`] for one member, [`Labels`] for more).
 
 use super::process::Outcome;
 
@@ -38,6 +39,37 @@ impl Ids {
             text = text.replace(&id.to_string(), name).replace(&format!("{id:x}"), name);
         }
         text
+    }
+}
+
+/// Values a test knows by name (the IDs and addresses of the members of a small cluster), each
+/// replaced by its name; what else differs between servers is masked as [`Ids::mask`] masks it.
+#[derive(Default)]
+pub struct Labels {
+    /// (value, name), in the order they are replaced.
+    values: Vec<(String, String)>,
+}
+
+impl Labels {
+    /// An ID, whether printed after a space as Go's `%16x` (padded with spaces), in hex or in
+    /// decimal.
+    pub fn id(&mut self, id: u64, name: &str) {
+        self.values.push((format!(" {id:16x}"), format!(" <{name}>")));
+        for value in [format!("{id:x}"), id.to_string()] {
+            self.values.push((value, format!("<{name}>")));
+        }
+    }
+
+    /// An address (`127.0.0.1:<port>`).
+    pub fn address(&mut self, address: &str, name: &str) {
+        self.values.push((address.to_string(), format!("<{name}>")));
+    }
+
+    pub fn mask(&self, outcome: Outcome) -> Outcome {
+        let replace =
+            |text: &str| self.values.iter().fold(text.to_string(), |text, (value, name)| text.replace(value, name));
+        let stdout = replace(&outcome.stdout).lines().map(mask_line).map(|line| line + "\n").collect();
+        Outcome { stdout, stderr: replace(&mask_stderr(&outcome.stderr)), ..outcome }
     }
 }
 
