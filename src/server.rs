@@ -204,6 +204,7 @@ async fn start_node(config: &Config, identity: &Identity, data: &DataDir, watche
     let kv = KvStore::new(data.db.open_tree("kv")?);
     let log = LogStore::new(data.db.clone(), data.db.open_tree("raft")?);
     let state_machine = StateMachine::new(kv.clone(), data.db.clone(), data.snapshot_dir(), watchers);
+    state_machine.finish_interrupted_install()?;
     let peers = Peers::new(cluster_id, id);
     let raft_config = raft_config(config)?;
     let raft = Raft::new(id, Arc::new(raft_config), peers.clone(), log, state_machine)

@@ -17,10 +17,14 @@ fn status_of(err: etcd_client::Error) -> (Code, String) {
     }
 }
 
+/// How long a new member may take to catch up: 100,000 keys through a snapshot, on two cores
+/// shared with the other tests' clusters.
+const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(180);
+
 /// Polls until member `i` holds `count` keys under `prefix` (a serializable, local read).
 async fn holds(cluster: &Cluster, i: usize, prefix: &str, count: i64) {
     let endpoint = cluster.members[i].endpoint();
-    poll_until(READY_TIMEOUT, &format!("{} to hold {count} keys", cluster.members[i].name), || {
+    poll_until(CATCH_UP_TIMEOUT, &format!("{} to hold {count} keys", cluster.members[i].name), || {
         let endpoint = endpoint.clone();
         async move {
             let mut c = Client::connect([endpoint], None).await.ok()?;

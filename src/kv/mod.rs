@@ -47,6 +47,8 @@ const META_REVISION: &str = "revision";
 const META_COMPACTED: &str = "compacted";
 const META_MEMBERS: &str = "members";
 const META_ALARMS: &str = "alarms";
+/// Entries per sled batch when a snapshot replaces the store.
+const REPLACE_BATCH: usize = 10_000;
 const META_REMOVED_MEMBERS: &str = "removed_members";
 
 /// Handle to the MVCC store. Cheap to clone; reads need no lock.
@@ -203,15 +205,29 @@ impl KvStore {
         self.tree.iter().map(|item| item.map_err(Error::from))
     }
 
-    /// Replaces the whole store with the entries of a snapshot, atomically.
+    /// Replaces the whole store with the entries of a snapshot, in batches of bounded size so
+    /// that no snapshot has to fit in memory. Not atomic: the caller guards it (a crash part
+    /// way must be followed by loading the snapshot again).
     pub fn replace_all(&self, entries: impl Iterator<Item = Result<(Vec<u8>, Vec<u8>)>>) -> Result<()> {
-        let mut batch = sled::Batch::default();
-        for item in self.tree.iter().keys() {
-            batch.remove(item?);
+        loop {
+            let doomed: Vec<sled::IVec> = self.tree.iter().keys().take(REPLACE_BATCH).collect::<sled::Result<_>>()?;
+            if doomed.is_empty() {
+                break;
+            }
+            let mut batch = sled::Batch::default();
+            doomed.into_iter().for_each(|key| batch.remove(key));
+            self.tree.apply_batch(batch)?;
         }
+        let mut batch = sled::Batch::default();
+        let mut staged = 0;
         for entry in entries {
             let (key, value) = entry?;
             batch.insert(key, value);
+            staged += 1;
+            if staged == REPLACE_BATCH {
+                self.tree.apply_batch(std::mem::take(&mut batch))?;
+                staged = 0;
+            }
         }
         self.tree.apply_batch(batch)?;
         Ok(())

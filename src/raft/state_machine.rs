@@ -37,6 +37,8 @@ const END_OF_ENTRIES: u32 = u32::MAX;
 /// Where a snapshot from the leader arrives, and where it is verified before it is installed.
 const INCOMING: &str = "incoming.tmp";
 const INSTALLING: &str = "installing.tmp";
+/// Present while a snapshot is being loaded into the store.
+const LOADING: &str = "LOADING";
 
 type Membership = StoredMembership<NodeId, PeerNode>;
 type Meta = SnapshotMeta<NodeId, PeerNode>;
@@ -178,7 +180,7 @@ impl StateMachine {
         let mut copy = File::create(&tmp)?;
         std::io::copy(&mut received, &mut copy)?;
         copy.sync_all()?;
-        if let Err(err) = self.load_verified(meta, &tmp) {
+        if let Err(err) = verify(meta, &tmp) {
             if let Err(cleanup) = fs::remove_file(&tmp) {
                 tracing::warn!(error = %cleanup, path = %tmp.display(), "could not remove a refused snapshot");
             }
@@ -188,24 +190,50 @@ impl StateMachine {
         fs::rename(&tmp, &path)?;
         File::open(&self.snapshot_dir)?.sync_all()?;
         self.remove_other_snapshots(&path)?;
+        self.load(&path)
+    }
+
+    /// Replaces the store with a verified snapshot file, in bounded batches so that a large
+    /// snapshot never has to fit in memory. A marker file covers the load: a crash part way
+    /// leaves it behind, and [`StateMachine::finish_interrupted_install`] loads again.
+    fn load(&self, path: &Path) -> crate::Result<()> {
+        let marker = self.snapshot_dir.join(LOADING);
+        fs::write(&marker, path.file_name().unwrap_or_default().as_encoded_bytes())?;
+        File::open(&marker)?.sync_all()?;
+        File::open(&self.snapshot_dir)?.sync_all()?;
+        let mut reader = BufReader::new(File::open(path)?);
+        read_meta(&mut reader)?;
+        self.kv.replace_all(SnapshotEntries { reader })?;
+        self.db.flush()?;
+        fs::remove_file(&marker)?;
+        File::open(&self.snapshot_dir)?.sync_all()?;
         Ok(())
     }
 
-    /// Loads a snapshot file into the store if it is intact and is the snapshot `meta` names.
-    fn load_verified(&self, meta: &Meta, path: &Path) -> crate::Result<()> {
-        verify_checksum(path)?;
-        let mut reader = BufReader::new(File::open(path)?);
-        let stored = read_meta(&mut reader)?;
-        if &stored != meta {
-            return Err(crate::Error::Corrupt(format!(
-                "snapshot file holds {}, but {} was to be installed",
-                stored.snapshot_id, meta.snapshot_id
-            )));
+    /// Completes a snapshot load that a crash interrupted; called before Raft starts.
+    pub fn finish_interrupted_install(&self) -> crate::Result<()> {
+        if !self.snapshot_dir.join(LOADING).exists() {
+            return Ok(());
         }
-        self.kv.replace_all(SnapshotEntries { reader })?;
-        self.db.flush()?;
-        Ok(())
+        let path = self
+            .newest_snapshot_path()?
+            .ok_or_else(|| crate::Error::Corrupt("a snapshot load was interrupted, and its snapshot is gone".into()))?;
+        tracing::warn!(snapshot = %path.display(), "finishing a snapshot install a crash interrupted");
+        self.load(&path)
     }
+}
+
+/// Checks that a snapshot file is intact and is the snapshot `meta` names.
+fn verify(meta: &Meta, path: &Path) -> crate::Result<()> {
+    verify_checksum(path)?;
+    let stored = read_meta(&mut BufReader::new(File::open(path)?))?;
+    if &stored != meta {
+        return Err(crate::Error::Corrupt(format!(
+            "snapshot file holds {}, but {} was to be installed",
+            stored.snapshot_id, meta.snapshot_id
+        )));
+    }
+    Ok(())
 }
 
 fn sm_error(verb: ErrorVerb, err: impl std::fmt::Display) -> StorageError {

@@ -189,3 +189,23 @@ async fn applied_state_survives_reopening() {
     assert_eq!(kv.hash_kv(0).unwrap(), hash);
     assert_eq!(kv.revision().unwrap(), 3);
 }
+
+#[tokio::test]
+async fn an_interrupted_snapshot_load_is_finished_before_raft_starts() {
+    let mut leader = leader_with_data().await;
+    let mut snapshot = leader.sm.get_snapshot_builder().await.build_snapshot().await.unwrap();
+    let mut follower = member();
+    let file = receive(&mut follower, &mut snapshot).await;
+    follower.sm.install_snapshot(&snapshot.meta, file).await.unwrap();
+
+    // A crash part way through the load: the marker is there and the store holds only a part.
+    let snap_dir = follower._dir.path().join("snap");
+    std::fs::write(snap_dir.join("LOADING"), "interrupted").unwrap();
+    follower.kv.replace_all(std::iter::empty()).unwrap();
+    assert_ne!(follower.kv.hash_kv(0).ok(), leader.kv.hash_kv(0).ok());
+
+    follower.sm.finish_interrupted_install().unwrap();
+    assert_eq!(follower.kv.hash_kv(0).unwrap(), leader.kv.hash_kv(0).unwrap());
+    assert_eq!(follower.sm.applied_state().await.unwrap(), leader.sm.applied_state().await.unwrap());
+    assert!(!snap_dir.join("LOADING").exists());
+}
