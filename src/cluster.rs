@@ -104,13 +104,14 @@ pub async fn discover(config: &Config) -> Result<Identity> {
     Err(Error::Config(format!("cannot join: no member of --initial-cluster answered ({last_error})")))
 }
 
+/// A connection to another member for the few calls made before this one runs.
+async fn connect(url: String) -> std::result::Result<tonic::transport::Channel, String> {
+    let endpoint = tonic::transport::Endpoint::from_shared(url).map_err(|e| e.to_string())?;
+    endpoint.connect_timeout(std::time::Duration::from_secs(2)).connect().await.map_err(|e| e.to_string())
+}
+
 async fn ask_cluster_info(peer_url: &str) -> std::result::Result<crate::pb::ClusterInfoReply, String> {
-    let channel = tonic::transport::Endpoint::from_shared(peer_url.to_string())
-        .map_err(|e| e.to_string())?
-        .connect_timeout(std::time::Duration::from_secs(2))
-        .connect()
-        .await
-        .map_err(|e| e.to_string())?;
+    let channel = connect(peer_url.to_string()).await?;
     let mut client = crate::pb::peer_client::PeerClient::new(channel);
     let reply = client.cluster_info(crate::pb::ClusterInfoRequest {}).await.map_err(|e| e.message().to_string())?;
     Ok(reply.into_inner())
@@ -151,12 +152,7 @@ pub async fn join(config: &Config, endpoints: &[String]) -> Result<Identity> {
 
 async fn add_self(endpoint: &str, peer_urls: &[String]) -> std::result::Result<Identity, String> {
     let endpoint = if endpoint.contains("://") { endpoint.to_string() } else { format!("http://{endpoint}") };
-    let channel = tonic::transport::Endpoint::from_shared(endpoint)
-        .map_err(|e| e.to_string())?
-        .connect_timeout(std::time::Duration::from_secs(2))
-        .connect()
-        .await
-        .map_err(|e| e.to_string())?;
+    let channel = connect(endpoint).await?;
     let mut client = crate::pb::cluster_client::ClusterClient::new(channel);
     let request = crate::pb::MemberAddRequest { peer_ur_ls: peer_urls.to_vec(), is_learner: false };
     match client.member_add(request).await {
