@@ -53,6 +53,13 @@ impl Rng {
     }
 }
 
+/// Pacing, not synchronisation: between attempts to reach a member that is down, for watchers
+/// and for writers.
+const RETRY_PACING: Duration = Duration::from_millis(100);
+const WRITER_PACING: Duration = Duration::from_millis(50);
+/// How long the deliberately slow reader stops reading, so that its stream backs up.
+const SLOW_READER_STALL: Duration = Duration::from_secs(12);
+
 fn key(i: usize) -> String {
     format!("g/{i}")
 }
@@ -186,7 +193,7 @@ async fn run_watcher(spec: Spec, endpoints: Vec<String>, seed: u64, last_write: 
             Err(_) => {
                 // That member is down; try the next one (pacing between attempts).
                 member = (member + 1) % endpoints.len();
-                tokio::time::sleep(Duration::from_millis(100)).await;
+                tokio::time::sleep(RETRY_PACING).await;
                 continue;
             }
         };
@@ -251,7 +258,7 @@ async fn run_watcher(spec: Spec, endpoints: Vec<String>, seed: u64, last_write: 
                 // A deliberately slow reader: its stream backs up, and it usually comes back to a
                 // stream its member's death ended, resuming far behind (tests/watch.rs covers a
                 // stream that falls behind the hub's buffer while its member lives).
-                tokio::time::sleep(Duration::from_secs(12)).await;
+                tokio::time::sleep(SLOW_READER_STALL).await;
             }
             if spec.leave_every.is_some_and(|n| responses % n == 0) {
                 break false;
@@ -343,7 +350,7 @@ async fn run_writer(writer: usize, endpoints: Vec<String>, seed: u64, stop: Arc<
             tokio::time::timeout(REQUEST_TIMEOUT, Client::connect([&endpoints[member]], None)).await
         else {
             member = (member + 1) % endpoints.len();
-            tokio::time::sleep(Duration::from_millis(50)).await; // pacing while a member is down
+            tokio::time::sleep(WRITER_PACING).await;
             continue;
         };
         while !stop.load(Ordering::SeqCst) {
