@@ -4,6 +4,16 @@ mod support;
 
 use support::{free_ports, run_phoenix, Cluster, TEST_TIMINGS};
 
+/// Flags for a one-member cluster named `name` on the given client and peer URLs.
+fn lone_member_flags(name: &str, client: &str, peer: &str) -> Vec<String> {
+    let initial_cluster = format!("{name}={peer}");
+    ["--name", name, "--listen-client-urls", client, "--listen-peer-urls", peer]
+        .into_iter()
+        .chain(["--initial-advertise-peer-urls", peer, "--initial-cluster", &initial_cluster])
+        .map(str::to_string)
+        .collect()
+}
+
 fn stderr_of(output: &std::process::Output) -> String {
     String::from_utf8_lossy(&output.stderr).trim().to_string()
 }
@@ -52,22 +62,9 @@ async fn a_data_dir_of_another_cluster_is_refused() {
     let data_dir = member.data_dir.to_string_lossy().to_string();
     let ports = free_ports(2);
     let (client, peer) = (format!("http://127.0.0.1:{}", ports[0]), format!("http://127.0.0.1:{}", ports[1]));
-    let args = [
-        "--name",
-        "m1",
-        "--data-dir",
-        &data_dir,
-        "--listen-client-urls",
-        &client,
-        "--listen-peer-urls",
-        &peer,
-        "--initial-advertise-peer-urls",
-        &peer,
-        "--initial-cluster",
-        &format!("m1={peer}"),
-        "--initial-cluster-token",
-        "someone-else",
-    ];
+    let mut args = lone_member_flags("m1", &client, &peer);
+    args.extend(["--data-dir".to_string(), data_dir.clone(), "--initial-cluster-token".into(), "someone-else".into()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let before = std::fs::read(member.data_dir.join("phoenix.json")).unwrap();
     let output = run_phoenix(&args, cluster.dir());
     let stderr = stderr_of(&output);
@@ -85,19 +82,8 @@ fn a_directory_that_is_not_phoenix_data_is_refused() {
     let ports = free_ports(2);
     let client = format!("http://127.0.0.1:{}", ports[0]);
     let peer = format!("http://127.0.0.1:{}", ports[1]);
-    let output = run_phoenix(
-        &[
-            "--listen-client-urls",
-            &client,
-            "--listen-peer-urls",
-            &peer,
-            "--initial-advertise-peer-urls",
-            &peer,
-            "--initial-cluster",
-            &format!("default={peer}"),
-        ],
-        dir.path(),
-    );
+    let args = lone_member_flags("default", &client, &peer);
+    let output = run_phoenix(&args.iter().map(String::as_str).collect::<Vec<_>>(), dir.path());
     assert!(!output.status.success());
     assert!(stderr_of(&output).contains("holds no Phoenix data"), "{}", stderr_of(&output));
 }
