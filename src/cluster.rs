@@ -18,6 +18,8 @@ use serde::{Deserialize, Serialize};
 use sha1::{Digest, Sha1};
 
 use crate::config::{ClusterState, Config};
+use crate::kv::KvStore;
+use crate::raft::log_store::LogStore;
 use crate::raft::{NodeId, PeerNode};
 use crate::{Error, Result};
 
@@ -186,6 +188,9 @@ pub struct DataDirMeta {
 }
 
 const FORMAT: u32 = 1;
+/// The sled trees of the Raft log and of the state machine.
+const LOG_TREE: &str = "raft";
+const KV_TREE: &str = "kv";
 const META_FILE: &str = "phoenix.json";
 /// Written when this member learns it was fenced off: the data dir is never used again.
 const FENCED_FILE: &str = "FENCED";
@@ -230,10 +235,33 @@ impl DataDir {
                 meta
             }
         };
-        let db = sled::Config::new().path(path.join("db")).open().map_err(|e| {
-            Error::Config(format!("cannot open data dir {}: {e} (is another member using it?)", path.display()))
-        })?;
+        let db = open_db(&path)?;
         Ok(DataDir { path, meta, db, fresh })
+    }
+
+    /// Opens a stopped member's data dir as it is, to inspect it or reset it offline. Refuses a
+    /// directory that holds no Phoenix data and one a running member holds (sled locks it).
+    pub fn open_stopped(path: &Path) -> Result<DataDir> {
+        let Some(meta) = read_meta(path)? else {
+            return Err(Error::Config(format!("{} is not a Phoenix data dir (no {META_FILE})", path.display())));
+        };
+        let db = open_db(path)?;
+        Ok(DataDir { path: path.to_path_buf(), meta, db, fresh: false })
+    }
+
+    /// Why this data dir must never run again, when its member was removed or fenced off.
+    pub fn fenced_reason(&self) -> Option<String> {
+        fs::read_to_string(self.path.join(FENCED_FILE)).ok().map(|reason| reason.trim().to_string())
+    }
+
+    /// The Raft log and vote.
+    pub fn log_store(&self) -> Result<LogStore> {
+        Ok(LogStore::new(self.db.clone(), self.db.open_tree(LOG_TREE)?))
+    }
+
+    /// The state machine's MVCC store.
+    pub fn kv_store(&self) -> Result<KvStore> {
+        Ok(KvStore::new(self.db.open_tree(KV_TREE)?))
     }
 
     pub fn snapshot_dir(&self) -> PathBuf {
@@ -258,6 +286,13 @@ pub fn fenced_off(data_dir: &Path, reason: &str) -> Error {
         data_dir.display(),
         data_dir.display()
     ))
+}
+
+/// Opens the data dir's database; sled locks it, so this fails while a member runs on it.
+fn open_db(path: &Path) -> Result<sled::Db> {
+    sled::Config::new().path(path.join("db")).open().map_err(|e| {
+        Error::Config(format!("cannot open data dir {}: {e} (is a member running on it?)", path.display()))
+    })
 }
 
 fn read_meta(path: &Path) -> Result<Option<DataDirMeta>> {
@@ -288,7 +323,11 @@ fn check_belongs(path: &Path, meta: &DataDirMeta, config: &Config, identity: &Id
             meta.format
         )));
     }
+    // A reset data dir is a one-member cluster of its own, perhaps at a new address: the
+    // --initial-cluster it was first started with no longer describes it.
+    let reset = crate::recovery::recorded_reset(path)?.is_some();
     if config.initial_cluster_state == ClusterState::New
+        && !reset
         && (meta.cluster_id != identity.cluster_id || meta.member_id != identity.member_id)
     {
         return Err(Error::Config(format!(

@@ -95,6 +95,14 @@ pub struct Flags {
     /// of its data (done once; later starts with the flag still set ignore it).
     #[arg(long, env = "ETCD_FORCE_NEW_CLUSTER")]
     pub force_new_cluster: bool,
+    /// With --force-new-cluster: move the revision this far ahead, as etcd's restore does, so
+    /// the revisions the old cluster handed out are never reused (Phoenix's own).
+    #[arg(long, default_value_t = 0)]
+    pub bump_revision: u64,
+    /// With --bump-revision: compact at the new revision, so watchers of the old cluster are
+    /// told to relist (Phoenix's own).
+    #[arg(long)]
+    pub mark_compacted: bool,
     /// Log level: debug, info, warn, error, panic or fatal.
     #[arg(long, env = "ETCD_LOG_LEVEL", value_enum, default_value = "info")]
     pub log_level: LogLevel,
@@ -129,6 +137,8 @@ pub struct Config {
     pub max_request_bytes: usize,
     pub log_level: LogLevel,
     pub force_new_cluster: bool,
+    /// How the reset moves the revision on (--bump-revision, --mark-compacted).
+    pub revision_bump: crate::pb::RevisionBump,
     /// Client endpoints of a running cluster to join (`--join`); empty when not joining that way.
     pub join: Vec<String>,
     /// How often watchers that asked for progress notifications get one when idle.
@@ -184,6 +194,7 @@ impl Config {
             log_level: flags.log_level,
             join: flags.join.clone(),
             force_new_cluster: flags.force_new_cluster,
+            revision_bump: revision_bump(flags.bump_revision, flags.mark_compacted)?,
             watch_progress_notify_interval: flags.experimental_watch_progress_notify_interval,
             name: flags.name,
         };
@@ -226,6 +237,9 @@ impl Config {
         if self.watch_progress_notify_interval.is_zero() {
             return Err(Error::Config("--experimental-watch-progress-notify-interval must be greater than 0".into()));
         }
+        if self.revision_bump.by > 0 && !self.force_new_cluster {
+            return Err(Error::Config("--bump-revision and --mark-compacted go with --force-new-cluster".into()));
+        }
         if self.max_txn_ops == 0 || self.max_request_bytes == 0 {
             return Err(Error::Config("--max-txn-ops and --max-request-bytes must be greater than 0".into()));
         }
@@ -247,7 +261,7 @@ pub fn url_string(url: &Url) -> String {
     url.as_str().trim_end_matches('/').to_string()
 }
 
-fn parse_urls(flag: &str, list: &str) -> Result<Vec<Url>> {
+pub fn parse_urls(flag: &str, list: &str) -> Result<Vec<Url>> {
     let urls: Vec<Url> =
         list.split(',').map(str::trim).filter(|s| !s.is_empty()).map(|s| parse_url(flag, s)).collect::<Result<_>>()?;
     if urls.is_empty() {
@@ -339,6 +353,16 @@ fn parse_initial_cluster(spec: &str) -> Result<BTreeMap<String, Vec<Url>>> {
     Ok(members)
 }
 
+/// The revision bump of a reset or restore, as etcd's restore takes it: --mark-compacted only
+/// makes sense with a bump, since compacting at the old revision would hide nothing.
+pub fn revision_bump(by: u64, mark_compacted: bool) -> Result<crate::pb::RevisionBump> {
+    if mark_compacted && by == 0 {
+        return Err(Error::Config("--mark-compacted needs --bump-revision greater than 0".into()));
+    }
+    let by = i64::try_from(by).map_err(|_| Error::Config(format!("--bump-revision {by} is too large")))?;
+    Ok(crate::pb::RevisionBump { by, mark_compacted })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -398,6 +422,8 @@ mod tests {
             (&["--initial-cluster", "default=http://localhost:9999"], "--initial-advertise-peer-urls"),
             (&["--election-timeout", "200"], "5 times"),
             (&["--experimental-watch-progress-notify-interval", "0s"], "greater than 0"),
+            (&["--bump-revision", "10"], "go with --force-new-cluster"),
+            (&["--force-new-cluster", "--mark-compacted"], "needs --bump-revision"),
         ];
         for (args, expected) in cases {
             let err = config(args).unwrap_err().to_string();

@@ -56,3 +56,5 @@ pub mod pb {
 
 /// The etcd API version Phoenix reports in Status: clients such as Kubernetes gate features on it.
 pub const ETCD_API_VERSION: &str = "3.5.17";
+/// The cluster version `/version` reports, as etcd reports its major.minor.0.
+pub const ETCD_CLUSTER_VERSION: &str = "3.5.0";

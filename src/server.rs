@@ -13,20 +13,23 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::service::interceptor::InterceptedService;
+use tonic::service::Routes;
 use tonic::transport::Server;
+use tonic_health::pb::health_server::HealthServer;
+use tonic_health::server::{HealthReporter, HealthService};
+use tonic_health::ServingStatus;
 use url::Url;
 
 use crate::api::{self, Context, Limits};
 use crate::cluster::{DataDir, Identity};
 use crate::config::{url_string, ClusterState, Config};
-use crate::kv::KvStore;
-use crate::pb;
-use crate::raft::log_store::LogStore;
+use crate::pb::{self, recovery_server::RecoveryServer};
 use crate::raft::network::{Peers, MAX_PEER_MESSAGE_BYTES};
 use crate::raft::node::Node;
 use crate::raft::peer_service::PeerService;
 use crate::raft::state_machine::StateMachine;
 use crate::raft::Raft;
+use crate::recovery::survivor::RecoveryService;
 use crate::watch::WatchHub;
 use crate::{Error, Result};
 
@@ -40,12 +43,12 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let client_listeners = bind_all("--listen-client-urls", &config.listen_client_urls).await?;
     let peer_listeners = bind_all("--listen-peer-urls", &config.listen_peer_urls).await?;
     let identity = identity(&config).await?;
-    let backup = prepare_reset(&config)?;
+    let backup = prepare_reset(&config).await?;
     let data = DataDir::open(&config, &identity)?;
     refuse_if_removed(&data)?;
     if let Some(backup) = backup {
         let peer_urls = config.peer_urls_of(&config.name);
-        let report = crate::recovery::reset(&data, &config.name, peer_urls, backup)?;
+        let report = crate::recovery::reset(&data, &config.name, peer_urls, backup, config.revision_bump)?;
         tracing::warn!(report = %report.summary(), "reset into a one-member cluster (--force-new-cluster)");
     }
     let watchers = WatchHub::default();
@@ -59,19 +62,26 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     );
 
     let (stop_tx, stop_rx) = watch::channel(false);
+    let log = data.log_store()?;
+    let leader_commits = log.commit_watermark().map_err(|e| Error::Storage(e.to_string()))?;
+    let recovery = Arc::new(RecoveryService::new(node.clone(), log, config.name.clone(), data.path.clone()));
     let mut servers = Vec::new();
     for listener in peer_listeners {
-        servers.push(tokio::spawn(serve_peers(listener, node.clone(), stop_rx.clone())));
+        let peer = PeerService::new(node.clone(), leader_commits.clone());
+        servers.push(tokio::spawn(serve_peers(listener, peer, recovery.clone(), stop_rx.clone())));
     }
     let ctx = Context {
         node: node.clone(),
         limits: Arc::new(Limits { max_txn_ops: config.max_txn_ops, max_request_bytes: config.max_request_bytes }),
         quota_backend_bytes: config.quota_backend_bytes,
         election_timeout: config.election_timeout,
+        data_dir: data.path.clone(),
     };
     let recipes = api::Recipes { ctx: ctx.clone(), hub: watchers.clone() };
     let watch = api::WatchService::new(ctx.clone(), watchers, config.watch_progress_notify_interval);
-    let services = ClientServices::new(ctx, watch, recipes);
+    let health = HealthReporter::new();
+    health.set_service_status("", ServingStatus::Serving).await;
+    let services = ClientServices::new(ctx, watch, recipes, recovery, health.clone());
     let watch_streams = services.watch.clone();
     for listener in client_listeners {
         servers.push(tokio::spawn(serve_clients(
@@ -92,6 +102,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         tokio::spawn(publish_attributes(node.clone(), config.clone(), stop_rx.clone())),
         tokio::spawn(break_split_votes(node.raft.clone(), config.election_timeout, stop_rx.clone())),
         tokio::spawn(crate::lease::expire_leases(node.clone(), stop_rx.clone())),
+        tokio::spawn(crate::recovery::quorum::monitor(node.clone(), data.path.clone(), health, stop_rx.clone())),
     ];
     tracing::info!("ready to serve client requests");
 
@@ -150,9 +161,10 @@ async fn identity(config: &Config) -> Result<Identity> {
 }
 
 /// For --force-new-cluster: refuses a data dir with nothing to recover, ignores the flag on one
-/// that was reset already (so members added since stay), and otherwise backs the data dir up
-/// before anything opens it. Returns the backup when a reset is to be done.
-fn prepare_reset(config: &Config) -> Result<Option<std::path::PathBuf>> {
+/// that was reset already (so members added since stay), refuses to reset a survivor when
+/// another member that answers is more advanced or still has a leader, and otherwise backs the
+/// data dir up before anything opens it. Returns the backup when a reset is to be done.
+async fn prepare_reset(config: &Config) -> Result<Option<std::path::PathBuf>> {
     if !config.force_new_cluster {
         return Ok(None);
     }
@@ -169,13 +181,20 @@ fn prepare_reset(config: &Config) -> Result<Option<std::path::PathBuf>> {
         );
         return Ok(None);
     }
+    if let (_, Some(objection)) = crate::recovery::examine_survivor(&config.data_dir).await? {
+        return Err(Error::Config(format!(
+            "--force-new-cluster refused: {objection}; to reset this member anyway, stop it and run \
+             `phoenixctl disaster --force --data-dir {}`",
+            config.data_dir.display()
+        )));
+    }
     crate::recovery::back_up(&config.data_dir).map(Some)
 }
 
 /// A member removed from the cluster never runs again with its data: it could disturb the
 /// cluster (an old log, an old vote) or serve stale reads.
 fn refuse_if_removed(data: &DataDir) -> Result<()> {
-    let kv = KvStore::new(data.db.open_tree("kv")?);
+    let kv = data.kv_store()?;
     if kv.removed_members()?.contains(&data.meta.member_id) {
         return Err(data.fence(&format!("member {:x} was removed from the cluster", data.meta.member_id)));
     }
@@ -201,8 +220,8 @@ async fn removed_from_membership(node: Arc<Node>) {
 async fn start_node(config: &Config, identity: &Identity, data: &DataDir, watchers: WatchHub) -> Result<Arc<Node>> {
     let id = data.meta.member_id;
     let cluster_id = data.meta.cluster_id;
-    let kv = KvStore::new(data.db.open_tree("kv")?);
-    let log = LogStore::new(data.db.clone(), data.db.open_tree("raft")?);
+    let kv = data.kv_store()?;
+    let log = data.log_store()?;
     let state_machine = StateMachine::new(kv.clone(), data.db.clone(), data.snapshot_dir(), watchers);
     state_machine.finish_interrupted_install()?;
     let peers = Peers::new(cluster_id, id);
@@ -286,12 +305,18 @@ async fn stopped(mut stop: watch::Receiver<bool>) {
     let _ = stop.wait_for(|stop| *stop).await;
 }
 
-async fn serve_peers(listener: TcpListener, node: Arc<Node>, stop: watch::Receiver<bool>) {
-    let service = pb::peer_server::PeerServer::new(PeerService::new(node))
+async fn serve_peers(
+    listener: TcpListener,
+    peer: PeerService,
+    recovery: Arc<RecoveryService>,
+    stop: watch::Receiver<bool>,
+) {
+    let service = pb::peer_server::PeerServer::new(peer)
         .max_decoding_message_size(MAX_PEER_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES);
     let result = Server::builder()
         .add_service(service)
+        .add_service(RecoveryServer::from_arc(recovery))
         .serve_with_incoming_shutdown(accept_nodelay(listener), stopped(stop))
         .await;
     if let Err(e) = result {
@@ -306,15 +331,25 @@ struct ClientServices {
     watch: Arc<api::WatchService>,
     lock: Arc<api::LockService>,
     election: Arc<api::ElectionService>,
+    recovery: Arc<RecoveryService>,
+    health: HealthReporter,
 }
 
 impl ClientServices {
-    fn new(ctx: Context, watch: api::WatchService, recipes: api::Recipes) -> ClientServices {
+    fn new(
+        ctx: Context,
+        watch: api::WatchService,
+        recipes: api::Recipes,
+        recovery: Arc<RecoveryService>,
+        health: HealthReporter,
+    ) -> ClientServices {
         ClientServices {
             ctx,
             watch: Arc::new(watch),
             lock: Arc::new(api::LockService::new(recipes.clone())),
             election: Arc::new(api::ElectionService::new(recipes)),
+            recovery,
+            health,
         }
     }
 }
@@ -328,8 +363,7 @@ async fn serve_clients(
     let limit = max_request_bytes + GRPC_OVERHEAD_BYTES;
     let ctx = services.ctx;
     let check = api::leader_check(ctx.node.clone());
-    let (health_reporter, health_service) = tonic_health::server::health_reporter();
-    health_reporter.set_service_status("", tonic_health::ServingStatus::Serving).await;
+    let health = HealthServer::new(HealthService::from_health_reporter(services.health));
     let kv = pb::kv_server::KvServer::new(api::KvService::new(ctx.clone())).max_decoding_message_size(limit);
     let watch = pb::watch_server::WatchServer::from_arc(services.watch).max_decoding_message_size(limit);
     let lease = pb::lease_server::LeaseServer::new(api::LeaseService::new(ctx.clone()));
@@ -337,8 +371,7 @@ async fn serve_clients(
     let maintenance = pb::maintenance_server::MaintenanceServer::new(api::MaintenanceService::new(ctx.clone()));
     let lock = pb::v3lockpb::lock_server::LockServer::from_arc(services.lock);
     let election = pb::v3electionpb::election_server::ElectionServer::from_arc(services.election);
-    let result = Server::builder()
-        .add_service(InterceptedService::new(kv, check.clone()))
+    let grpc = Routes::new(InterceptedService::new(kv, check.clone()))
         .add_service(InterceptedService::new(watch, check.clone()))
         .add_service(InterceptedService::new(lease, check.clone()))
         .add_service(InterceptedService::new(cluster, check.clone()))
@@ -346,7 +379,12 @@ async fn serve_clients(
         .add_service(InterceptedService::new(lock, check.clone()))
         .add_service(InterceptedService::new(election, check))
         .add_service(pb::auth_server::AuthServer::new(api::AuthService))
-        .add_service(health_service)
+        .add_service(RecoveryServer::from_arc(services.recovery))
+        .add_service(health);
+    let routes = api::http::routes(grpc.into_axum_router(), ctx.clone());
+    let result = Server::builder()
+        .accept_http1(true)
+        .add_routes(routes.into())
         .serve_with_incoming_shutdown(accept_nodelay(listener), stopped(stop))
         .await;
     if let Err(e) = result {

@@ -1,58 +1,267 @@
-//! Quorum loss on real processes: a majority is killed, the survivor is reset with etcd's
-//! --force-new-cluster and keeps every write it holds, the dead members are refused when they
-//! come back with their old data, and cleaned hosts grow the cluster back.
+//! Quorum loss on real processes (kill -9): a member that lost its quorum says so and refuses
+//! fast; the survivor is reset (etcd's --force-new-cluster, or `phoenixctl disaster`) and keeps
+//! every write it holds, even one acknowledged as the leader died; `disaster plan` picks the
+//! most advanced survivor; the dead members are refused when they come back with their old data;
+//! cleaned hosts grow the cluster back (etcdctl member add, or --join).
+//!
+//! Each chaos scenario runs `PHOENIX_CHAOS_ROUNDS` rounds (1 by default), each on a new cluster.
 
 mod support;
 
-use etcd_client::{Client, GetOptions};
-use support::{free_ports, poll_until, Cluster, READY_TIMEOUT, TEST_TIMINGS};
-use tonic::Code;
+use std::collections::HashSet;
+use std::process::{Command, Output};
+use std::sync::{Arc, Mutex};
 
-async fn count(client: &mut Client, prefix: &str) -> i64 {
-    let options = GetOptions::new().with_prefix().with_count_only();
-    client.get(prefix, Some(options)).await.unwrap().count()
+use etcd_client::{Client, GetOptions, WatchOptions};
+use support::{free_ports, http_get, poll_until, Cluster, READY_TIMEOUT, TEST_TIMINGS};
+use tonic::Code;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::{health_client::HealthClient, HealthCheckRequest};
+
+const PHOENIXCTL: &str = env!("CARGO_BIN_EXE_phoenixctl");
+
+/// How many rounds each chaos scenario runs.
+fn rounds() -> usize {
+    std::env::var("PHOENIX_CHAOS_ROUNDS").ok().and_then(|n| n.parse().ok()).unwrap_or(1)
+}
+
+fn run(program: &str, args: &[&str]) -> Output {
+    Command::new(program).args(args).output().unwrap_or_else(|e| panic!("run {program}: {e}"))
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// etcd's own client where it is installed (CI installs it), phoenixctl otherwise.
+fn etcdctl() -> &'static str {
+    let installed = Command::new("etcdctl").arg("version").output().is_ok_and(|o| o.status.success());
+    if installed {
+        "etcdctl"
+    } else {
+        eprintln!("etcdctl is not installed: using phoenixctl in its place");
+        PHOENIXCTL
+    }
+}
+
+/// Every key member `i` holds, read locally (serializable).
+async fn keys_held(cluster: &Cluster, i: usize) -> Option<HashSet<String>> {
+    let mut client = Client::connect([cluster.members[i].endpoint()], None).await.ok()?;
+    let options = GetOptions::new().with_from_key().with_keys_only().with_serializable();
+    let response = client.get("", Some(options)).await.ok()?;
+    Some(response.kvs().iter().map(|kv| String::from_utf8_lossy(kv.key()).into_owned()).collect())
+}
+
+fn assert_holds_all(held: &HashSet<String>, acknowledged: &[String], who: &str) {
+    let lost: Vec<&String> = acknowledged.iter().filter(|k| !held.contains(*k)).collect();
+    assert!(lost.is_empty(), "{who} lost acknowledged writes: {lost:?}");
+}
+
+/// Waits until member `i` votes and holds every one of `acknowledged`.
+async fn wait_caught_up(cluster: &Cluster, i: usize, acknowledged: &[String]) {
+    let what = format!("{} to vote and hold every acknowledged write", cluster.members[i].name);
+    poll_until(READY_TIMEOUT, &what, || async {
+        let mut client = Client::connect([cluster.members[i].endpoint()], None).await.ok()?;
+        let voter = !client.status().await.ok()?.is_learner();
+        let held = keys_held(cluster, i).await?;
+        (voter && acknowledged.iter().all(|k| held.contains(k))).then_some(())
+    })
+    .await;
+}
+
+/// A cleaned host joins through `via` with Phoenix's --join, as a new member.
+async fn join(cluster: &mut Cluster, name: &str, via: usize, acknowledged: &[String]) -> usize {
+    let endpoint = cluster.members[via].endpoint();
+    let ports = free_ports(2);
+    let initial = format!("{name}=http://127.0.0.1:{}", ports[1]);
+    let mut flags = vec!["--join", &endpoint, "--initial-cluster", &initial];
+    flags.extend(TEST_TIMINGS);
+    let index = cluster.spawn_member(name.to_string(), ports[0], ports[1], &flags);
+    wait_caught_up(cluster, index, acknowledged).await;
+    index
+}
+
+/// A cleaned host is added etcd's way: `etcdctl member add`, then started with the
+/// ETCD_INITIAL_CLUSTER it printed and --initial-cluster-state existing.
+async fn add_with_etcdctl(cluster: &mut Cluster, name: &str, via: usize, acknowledged: &[String]) -> usize {
+    let ports = free_ports(2);
+    let peer_url = format!("http://127.0.0.1:{}", ports[1]);
+    let endpoint = cluster.members[via].endpoint();
+    let added = run(etcdctl(), &["--endpoints", &endpoint, "member", "add", name, "--peer-urls", &peer_url]);
+    assert!(added.status.success(), "member add: {}", stderr(&added));
+    let printed = stdout(&added);
+    let initial = printed
+        .lines()
+        .find_map(|line| line.strip_prefix("ETCD_INITIAL_CLUSTER=\""))
+        .and_then(|rest| rest.strip_suffix('"'))
+        .unwrap_or_else(|| panic!("no ETCD_INITIAL_CLUSTER in {printed}"))
+        .to_string();
+    let mut flags = vec!["--initial-cluster", &initial, "--initial-cluster-state", "existing"];
+    flags.extend(TEST_TIMINGS);
+    let index = cluster.spawn_member(name.to_string(), ports[0], ports[1], &flags);
+    wait_caught_up(cluster, index, acknowledged).await;
+    index
+}
+
+/// Old members restarted with their old data are refused and stop, pointed to `clean`.
+fn assert_refused_and_clean(cluster: &mut Cluster, old: &[usize]) {
+    for &i in old {
+        cluster.members[i].spawn_again();
+    }
+    for &i in old {
+        let member = &mut cluster.members[i];
+        assert_eq!(member.wait_exit(READY_TIMEOUT), Some(1), "old member {} kept running", member.name);
+        assert!(member.log_text().contains("phoenixctl clean --data-dir"), "{}", member.log_text());
+        let dir = member.data_dir.to_string_lossy().into_owned();
+        let cleaned = run(PHOENIXCTL, &["clean", "--data-dir", &dir]);
+        assert!(cleaned.status.success(), "clean: {}", stderr(&cleaned));
+    }
+}
+
+/// Writes `n` keys `prefix/NNN` through `client`, each acknowledged.
+async fn write_keys(client: &mut Client, prefix: &str, n: usize, acknowledged: &mut Vec<String>) {
+    for i in 0..n {
+        let key = format!("{prefix}/{i:03}");
+        client.put(key.as_str(), "v", None).await.unwrap();
+        acknowledged.push(key);
+    }
+}
+
+/// The gRPC code and message of a refused request.
+fn refusal<T: std::fmt::Debug>(result: Result<T, etcd_client::Error>) -> (Code, String) {
+    match result {
+        Err(etcd_client::Error::GRpcStatus(status)) => (status.code(), status.message().to_string()),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+async fn grpc_health(endpoint: &str) -> Option<ServingStatus> {
+    let channel = tonic::transport::Endpoint::from_shared(endpoint.to_string()).ok()?.connect().await.ok()?;
+    let mut client = HealthClient::new(channel);
+    let response = client.check(HealthCheckRequest { service: String::new() }).await.ok()?;
+    ServingStatus::try_from(response.into_inner().status).ok()
+}
+
+#[tokio::test]
+async fn a_member_that_lost_its_quorum_says_so_refuses_fast_and_recovers_when_it_returns() {
+    let mut cluster = Cluster::start(3, TEST_TIMINGS).await;
+    // The leader is the harder survivor: openraft 0.9 keeps it leading with nobody to follow it.
+    let survivor = cluster.leader().await;
+    let endpoint = cluster.members[survivor].endpoint();
+    let mut client = cluster.client(survivor).await;
+    client.put("k", "v", None).await.unwrap();
+    let dead: Vec<usize> = (0..3).filter(|&i| i != survivor).collect();
+    for &i in &dead {
+        cluster.kill(i);
+    }
+
+    // Status says there is no leader, that quorum is lost, who is missing and how to recover.
+    let errors = poll_until(READY_TIMEOUT, "Status to report the lost quorum", || {
+        let endpoint = endpoint.clone();
+        async move {
+            let status = Client::connect([endpoint], None).await.ok()?.status().await.ok()?;
+            let lost = status.leader() == 0 && status.errors().iter().any(|e| e.contains("quorum lost"));
+            lost.then(|| status.errors().join("\n"))
+        }
+    })
+    .await;
+    for &i in &dead {
+        assert!(errors.contains(&cluster.members[i].peer_url()), "{errors}");
+    }
+    let reset = format!("phoenixctl disaster --data-dir {}", cluster.members[survivor].data_dir.display());
+    assert!(errors.contains(&reset), "{errors}");
+    assert!(errors.contains(&format!("phoenixctl disaster plan --endpoints={endpoint}")), "{errors}");
+
+    // So do etcd's /health, gRPC health and the log.
+    let (code, body) = http_get(&endpoint, "/health").await.unwrap();
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains(r#""health":"false""#) && body.contains("RAFT NO LEADER: quorum lost"), "{body}");
+    poll_until(READY_TIMEOUT, "gRPC health NOT_SERVING", || async {
+        (grpc_health(&endpoint).await? == ServingStatus::NotServing).then_some(())
+    })
+    .await;
+    assert!(cluster.members[survivor].log_text().contains(&reset));
+
+    // Writes and linearizable reads are refused at once with etcd's retryable error;
+    // serializable reads are still served.
+    let no_leader = (Code::Unavailable, "etcdserver: no leader".to_string());
+    assert_eq!(refusal(client.put("k", "w", None).await), no_leader);
+    assert_eq!(refusal(client.get("k", None).await), no_leader);
+    let local = client.get("k", Some(GetOptions::new().with_serializable())).await.unwrap();
+    assert_eq!(local.kvs()[0].value(), b"v");
+
+    // One member comes back: the quorum is whole again, and the survivor says so.
+    cluster.restart(dead[0]).await;
+    poll_until(READY_TIMEOUT, "/health to be healthy again", || async {
+        let (code, body) = http_get(&endpoint, "/health").await.ok()?;
+        (code == 200 && body == r#"{"health":"true","reason":""}"#).then_some(())
+    })
+    .await;
+    poll_until(READY_TIMEOUT, "gRPC health SERVING", || async {
+        (grpc_health(&endpoint).await? == ServingStatus::Serving).then_some(())
+    })
+    .await;
+    client.put("k", "w", None).await.unwrap();
+    assert!(cluster.members[survivor].log_text().contains("quorum regained"));
 }
 
 #[tokio::test]
 async fn the_survivor_of_a_lost_majority_is_reset_and_keeps_every_acknowledged_write() {
+    for round in 1..=rounds() {
+        eprintln!("round {round}");
+        three_members_lose_two().await;
+    }
+}
+
+async fn three_members_lose_two() {
     let mut cluster = Cluster::start(3, TEST_TIMINGS).await;
     let leader = cluster.leader().await;
     let follower = (leader + 1) % 3;
     let survivor = (leader + 2) % 3;
     let mut client = cluster.client(survivor).await;
     let mut acknowledged = Vec::new();
-    for i in 0..50 {
-        client.put(format!("before/{i:03}"), "v", None).await.unwrap();
-        acknowledged.push(format!("before/{i:03}"));
-    }
+    write_keys(&mut client, "before", 50, &mut acknowledged).await;
     cluster.kill(follower);
-    for i in 0..50 {
-        client.put(format!("after/{i:03}"), "v", None).await.unwrap();
-        acknowledged.push(format!("after/{i:03}"));
-    }
+    write_keys(&mut client, "after", 50, &mut acknowledged).await;
     cluster.kill(leader);
 
     // Quorum is lost: writes are refused with a retryable error.
-    let refused = client.put("lost-quorum", "v", None).await.unwrap_err();
-    match refused {
-        etcd_client::Error::GRpcStatus(status) => assert_eq!(status.code(), Code::Unavailable, "{status:?}"),
-        other => panic!("{other:?}"),
-    }
+    let (code, _) = refusal(client.put("lost-quorum", "v", None).await);
+    assert_eq!(code, Code::Unavailable);
 
-    // Reset the survivor, etcd's way: restart it with --force-new-cluster.
+    // Reset the survivor, etcd's way: restart it with --force-new-cluster; move the revision on
+    // so that watchers of the old cluster relist.
+    let old_revision = client.get("before/000", Some(GetOptions::new().with_serializable())).await.unwrap();
+    let old_revision = old_revision.header().unwrap().revision();
     assert_eq!(cluster.members[survivor].terminate(), Some(0));
-    cluster.members[survivor].add_flag("--force-new-cluster");
+    for flag in ["--force-new-cluster", "--bump-revision", "1000", "--mark-compacted"] {
+        cluster.members[survivor].add_flag(flag);
+    }
     cluster.restart(survivor).await;
     assert!(cluster.members[survivor].log_text().contains("reset into a one-member cluster"));
     let mut client = cluster.client(survivor).await;
+    let options = WatchOptions::new().with_start_revision(old_revision);
+    let mut events = client.watch("before/", Some(options)).await.unwrap();
+    // As in etcd: the watch is created, then canceled as compacted.
+    let mut compacted = events.message().await.unwrap().unwrap();
+    if compacted.created() && !compacted.canceled() {
+        compacted = events.message().await.unwrap().unwrap();
+    }
+    assert!(compacted.canceled() && compacted.compact_revision() >= old_revision + 1000, "{compacted:?}");
     assert_eq!(client.member_list().await.unwrap().members().len(), 1);
-    let stored = client.get("", Some(GetOptions::new().with_from_key().with_keys_only())).await.unwrap();
-    let stored: std::collections::HashSet<&str> = stored.kvs().iter().map(|kv| kv.key_str().unwrap()).collect();
-    let lost: Vec<&String> = acknowledged.iter().filter(|k| !stored.contains(k.as_str())).collect();
-    assert!(lost.is_empty(), "acknowledged writes lost by the reset: {lost:?}");
-    client.put("after-reset", "v", None).await.unwrap();
+    assert_holds_all(&keys_held(&cluster, survivor).await.unwrap(), &acknowledged, "the reset survivor");
+    write_keys(&mut client, "reset", 10, &mut acknowledged).await;
     let report = std::fs::read_to_string(cluster.members[survivor].data_dir.join("reset.json")).unwrap();
     assert!(report.contains("\"lost_entries\": 0"), "{report}");
+    let revision = client.status().await.unwrap().header().unwrap().revision();
+    assert!(revision > old_revision + 1000, "the revision did not move on: {revision}");
+    // endpoint status shows the loss report.
+    let status = client.status().await.unwrap();
+    assert!(status.errors().iter().any(|e| e.contains("no acknowledged write lost")), "{:?}", status.errors());
 
     // The flag left in place is ignored: the reset happens once.
     assert_eq!(cluster.members[survivor].terminate(), Some(0));
@@ -60,34 +269,153 @@ async fn the_survivor_of_a_lost_majority_is_reset_and_keeps_every_acknowledged_w
     assert!(cluster.members[survivor].log_text().contains("--force-new-cluster ignored"));
 
     // The dead members come back with their old data: refused, and the survivor is unaffected.
-    for dead in [follower, leader] {
-        cluster.members[dead].spawn_again();
-    }
-    for dead in [follower, leader] {
-        assert_eq!(cluster.members[dead].wait_exit(READY_TIMEOUT), Some(1), "an old member kept running");
-        assert!(cluster.members[dead].log_text().contains("phoenixctl clean --data-dir"));
-    }
-    let mut client = cluster.client(survivor).await;
-    assert_eq!(count(&mut client, "before/").await + count(&mut client, "after/").await, 100);
+    assert_refused_and_clean(&mut cluster, &[follower, leader]);
+    assert_holds_all(&keys_held(&cluster, survivor).await.unwrap(), &acknowledged, "the survivor");
 
-    // Cleaned hosts grow the cluster back with --join.
-    let endpoint = cluster.members[survivor].endpoint();
-    for (i, name) in ["n4", "n5"].into_iter().enumerate() {
-        let ports = free_ports(2);
-        let initial = format!("{name}=http://127.0.0.1:{}", ports[1]);
-        let mut flags = vec!["--join", &endpoint, "--initial-cluster", &initial];
-        flags.extend(TEST_TIMINGS);
-        let index = cluster.spawn_member(name.to_string(), ports[0], ports[1], &flags);
-        cluster.wait_ready(index).await;
-        poll_until(READY_TIMEOUT, "the new member to hold every write", || {
-            let endpoint = cluster.members[index].endpoint();
-            async move {
-                let mut c = Client::connect([endpoint], None).await.ok()?;
-                let options = GetOptions::new().with_prefix().with_count_only().with_serializable();
-                (c.get("after/", Some(options)).await.ok()?.count() == 50).then_some(())
+    // The cleaned hosts grow the cluster back: etcd's way, then Phoenix's.
+    let first = add_with_etcdctl(&mut cluster, "n4", survivor, &acknowledged).await;
+    let second = join(&mut cluster, "n5", survivor, &acknowledged).await;
+    let mut client = cluster.client(first).await;
+    assert_eq!(client.member_list().await.unwrap().members().len(), 3);
+    write_keys(&mut client, "grown", 10, &mut acknowledged).await;
+    for i in [survivor, first, second] {
+        wait_caught_up(&cluster, i, &acknowledged).await;
+    }
+}
+
+#[tokio::test]
+async fn a_write_acknowledged_as_the_leader_dies_survives_the_reset() {
+    let mut kept_past_commit = Vec::new();
+    for round in 1..=rounds() {
+        kept_past_commit.push(kill_the_leader_at_an_ack().await);
+        eprintln!("round {round}: the survivor kept {} entries past its commit index", kept_past_commit[round - 1]);
+    }
+    // The scenario happened: the survivor held entries whose commit it had not heard of.
+    assert!(kept_past_commit.iter().any(|&kept| kept > 0), "{kept_past_commit:?}");
+}
+
+/// Clients write as fast as they can to the leader of a 3-member cluster that lost a follower,
+/// so the survivor must hold every acknowledged write; the leader is killed the moment one is
+/// acknowledged. Returns how many entries past its commit index the reset kept.
+async fn kill_the_leader_at_an_ack() -> u64 {
+    const WRITERS: usize = 8;
+    const ACKS_BEFORE_THE_KILL: usize = 300;
+    let mut cluster = Cluster::start(3, TEST_TIMINGS).await;
+    let leader = cluster.leader().await;
+    let survivor = (leader + 1) % 3;
+    cluster.kill((leader + 2) % 3);
+    let leader_pid = cluster.members[leader].pid().unwrap().to_string();
+    let acknowledged = Arc::new(Mutex::new(Vec::new()));
+    let killed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut writers = Vec::new();
+    for writer in 0..WRITERS {
+        let mut client = cluster.client(leader).await;
+        let (acknowledged, killed, pid) = (acknowledged.clone(), killed.clone(), leader_pid.clone());
+        writers.push(tokio::spawn(async move {
+            for i in 0.. {
+                let key = format!("w{writer}/{i:05}");
+                if client.put(key.as_str(), "v", None).await.is_err() {
+                    return;
+                }
+                let count = {
+                    let mut acknowledged = acknowledged.lock().unwrap();
+                    acknowledged.push(key);
+                    acknowledged.len()
+                };
+                if count >= ACKS_BEFORE_THE_KILL && !killed.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                    let status = Command::new("kill").args(["-KILL", &pid]).status().expect("run kill");
+                    assert!(status.success());
+                }
             }
-        })
-        .await;
-        assert_eq!(client.member_list().await.unwrap().members().len(), 2 + i);
+        }));
+    }
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    cluster.kill(leader);
+    let acknowledged = acknowledged.lock().unwrap().clone();
+
+    assert_eq!(cluster.members[survivor].terminate(), Some(0));
+    cluster.members[survivor].add_flag("--force-new-cluster");
+    cluster.restart(survivor).await;
+    assert_holds_all(&keys_held(&cluster, survivor).await.unwrap(), &acknowledged, "the reset survivor");
+    let report = std::fs::read_to_string(cluster.members[survivor].data_dir.join("reset.json")).unwrap();
+    let report: serde_json::Value = serde_json::from_str(&report).unwrap();
+    assert_eq!(report["lost_entries"], 0, "{report}");
+    report["kept_past_commit"].as_u64().unwrap()
+}
+
+#[tokio::test]
+async fn five_members_lose_three_and_the_plan_picks_the_more_advanced_survivor() {
+    for round in 1..=rounds() {
+        eprintln!("round {round}");
+        five_members_lose_three().await;
+    }
+}
+
+async fn five_members_lose_three() {
+    let mut cluster = Cluster::start(5, TEST_TIMINGS).await;
+    let leader = cluster.leader().await;
+    let ahead = (leader + 1) % 5;
+    let behind = (leader + 2) % 5;
+    let dead = [leader, (leader + 3) % 5, (leader + 4) % 5];
+    let mut client = cluster.client(ahead).await;
+    let mut acknowledged = Vec::new();
+    write_keys(&mut client, "all", 20, &mut acknowledged).await;
+    cluster.kill(behind);
+    write_keys(&mut client, "most", 30, &mut acknowledged).await;
+    for i in dead {
+        cluster.kill(i);
+    }
+    // The member that fell behind comes back: two survivors, no quorum.
+    cluster.members[behind].spawn_again();
+
+    // The plan, asked of the one behind only, finds the other and recommends it.
+    let (ahead_name, behind_name) = (cluster.members[ahead].name.clone(), cluster.members[behind].name.clone());
+    let endpoints = format!("--endpoints={}", cluster.members[behind].endpoint());
+    let recommendation = format!("Recommended survivor: {ahead_name} ");
+    let plan = poll_until(READY_TIMEOUT, "disaster plan to recommend the survivor ahead", || async {
+        let plan = run(PHOENIXCTL, &["disaster", "plan", &endpoints]);
+        stdout(&plan).contains(&recommendation).then_some(plan)
+    })
+    .await;
+    assert!(plan.status.success(), "{}", stderr(&plan));
+    let ahead_dir = cluster.members[ahead].data_dir.to_string_lossy().into_owned();
+    assert!(stdout(&plan).contains(&format!("phoenixctl disaster --data-dir {ahead_dir}")), "{}", stdout(&plan));
+
+    // Resetting the one behind is refused while the one ahead answers; a plan from its stopped
+    // data dir says the same.
+    assert_eq!(cluster.members[behind].terminate(), Some(0));
+    let behind_dir = cluster.members[behind].data_dir.to_string_lossy().into_owned();
+    let refused = run(PHOENIXCTL, &["disaster", "--data-dir", &behind_dir]);
+    assert_eq!(refused.status.code(), Some(1), "{}", stdout(&refused));
+    assert!(stderr(&refused).contains(&format!("member {ahead_name} ")), "{}", stderr(&refused));
+    assert!(stderr(&refused).contains("holds a more advanced log"), "{}", stderr(&refused));
+    let offline_plan = run(PHOENIXCTL, &["disaster", "plan", "--data-dir", &behind_dir]);
+    assert!(stdout(&offline_plan).contains(&recommendation), "{}", stdout(&offline_plan));
+    assert!(stdout(&offline_plan).contains(&behind_name), "{}", stdout(&offline_plan));
+
+    // Reset the one ahead offline, and start it with its usual flags.
+    assert_eq!(cluster.members[ahead].terminate(), Some(0));
+    let reset = run(PHOENIXCTL, &["disaster", "--data-dir", &ahead_dir]);
+    assert!(reset.status.success(), "{}", stderr(&reset));
+    assert!(stdout(&reset).contains("no acknowledged write lost"), "{}", stdout(&reset));
+    cluster.restart(ahead).await;
+    assert_holds_all(&keys_held(&cluster, ahead).await.unwrap(), &acknowledged, "the reset survivor");
+
+    // Every other old member is refused until cleaned; the cluster grows back to five.
+    let mut old = dead.to_vec();
+    old.push(behind);
+    assert_refused_and_clean(&mut cluster, &old);
+    let mut client = cluster.client(ahead).await;
+    write_keys(&mut client, "reset", 10, &mut acknowledged).await;
+    let mut members = vec![ahead];
+    for name in ["n6", "n7", "n8", "n9"] {
+        members.push(join(&mut cluster, name, ahead, &acknowledged).await);
+    }
+    assert_eq!(client.member_list().await.unwrap().members().len(), 5);
+    write_keys(&mut client, "grown", 10, &mut acknowledged).await;
+    for i in members {
+        wait_caught_up(&cluster, i, &acknowledged).await;
     }
 }

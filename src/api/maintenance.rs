@@ -1,9 +1,14 @@
 //! The Maintenance service: status, alarms, hashes and defragmentation.
+//!
+//! Status tells the truth about a lost quorum: no leader, and in `errors` which voters are
+//! missing and the commands that recover the cluster; after a reset, the loss report.
 
 use tonic::{Request, Response, Status};
 
 use super::{unexpected, Context};
 use crate::pb::{self, alarm_request::AlarmAction, command, command_result, maintenance_server::Maintenance};
+use crate::recovery::quorum::quorum_loss;
+use crate::recovery::recorded_reset;
 
 pub struct MaintenanceService {
     ctx: Context,
@@ -54,16 +59,20 @@ impl Maintenance for MaintenanceService {
         let committed = node.raft.with_raft_state(|state| state.committed).await.map_err(|_| crate::Error::Stopped)?;
         let metrics = node.raft.metrics().borrow().clone();
         let db_size = node.kv.size_on_disk(&node.db)? as i64;
-        let errors = self
+        let mut errors: Vec<String> = self
             .alarm_list(pb::AlarmType::None as i32)?
             .iter()
             .map(|a| format!("memberID:{} alarm:{} ", a.member_id, alarm_name(a.alarm)))
             .collect();
+        errors.extend(quorum_loss(node).map(|loss| loss.explain(&self.ctx.data_dir)));
+        errors.extend(recorded_reset(&self.ctx.data_dir)?.map(|report| format!("reset: {}", report.summary())));
+        // A leader that lost its quorum keeps the title in openraft 0.9 but leads nobody.
+        let leader = if node.has_leader() { metrics.current_leader.unwrap_or(0) } else { 0 };
         Ok(Response::new(pb::StatusResponse {
             header: self.ctx.current_header()?,
             version: crate::ETCD_API_VERSION.to_string(),
             db_size,
-            leader: metrics.current_leader.unwrap_or(0),
+            leader,
             raft_index: committed.map_or(0, |id| id.index),
             raft_term: metrics.current_term,
             raft_applied_index: metrics.last_applied.map_or(0, |id| id.index),

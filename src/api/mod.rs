@@ -6,6 +6,7 @@
 
 mod cluster;
 mod election;
+pub mod http;
 mod kv;
 mod lease;
 mod lock;
@@ -42,6 +43,8 @@ pub struct Context {
     pub limits: Arc<Limits>,
     pub quota_backend_bytes: u64,
     pub election_timeout: std::time::Duration,
+    /// This member's data dir, for the recovery commands a lost quorum calls for.
+    pub data_dir: std::path::PathBuf,
 }
 
 impl Context {

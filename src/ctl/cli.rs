@@ -94,6 +94,10 @@ pub enum Command {
     },
     /// Moves a stopped member's data dir aside (or deletes it) so the host can join again (Phoenix)
     Clean(CleanArgs),
+    /// Resets a stopped survivor of a lost quorum into a one-member cluster that keeps all of its
+    /// data; `disaster plan` says which survivor (Phoenix)
+    #[command(args_conflicts_with_subcommands = true)]
+    Disaster(DisasterArgs),
     /// Prints the version of phoenixctl
     Version,
 }
@@ -292,6 +296,46 @@ pub struct CleanArgs {
     /// delete the data dir instead of moving it aside
     #[arg(long)]
     pub purge: bool,
+}
+
+/// `disaster --data-dir DIR [...]`, or `disaster plan [...]`.
+#[derive(Args, Debug, Clone)]
+pub struct DisasterArgs {
+    #[command(subcommand)]
+    pub plan: Option<DisasterCommand>,
+    /// the data dir of the stopped survivor to reset
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// the member's name after the reset (default: its name before)
+    #[arg(long)]
+    pub name: Option<String>,
+    /// the member's peer URLs after the reset (default: the ones it had)
+    #[arg(long, value_delimiter = ',')]
+    pub initial_advertise_peer_urls: Vec<String>,
+    /// reset even though a member that answers holds more or still has a leader, or the data dir
+    /// was reset before
+    #[arg(long)]
+    pub force: bool,
+    /// move the revision this far ahead, so the old cluster's revisions are never reused
+    #[arg(long, default_value = "0", value_parser = clap::value_parser!(u64))]
+    pub bump_revision: u64,
+    /// with --bump-revision: compact at the new revision, so old watchers relist
+    #[arg(long)]
+    pub mark_compacted: bool,
+}
+
+#[derive(Subcommand, Debug, Clone)]
+pub enum DisasterCommand {
+    /// Asks the survivors (--endpoints of running ones, --data-dir of stopped ones) where they
+    /// stand and recommends the one to reset
+    Plan(PlanArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct PlanArgs {
+    /// the data dir of a stopped survivor (repeat for each); --endpoints is then asked only when given
+    #[arg(long = "data-dir", value_name = "DIR")]
+    pub data_dirs: Vec<PathBuf>,
 }
 
 /// `watch [options] [key or prefix] [range_end] [--] [exec-command arg1 arg2 ...]`; the same flags

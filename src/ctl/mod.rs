@@ -8,7 +8,8 @@
 //! clientv3's watcher in `watcher`), `lease grant|revoke|timetolive|list|keep-alive` (`lease`,
 //! `keepalive`) and `lock` and `elect` (`lock`, over etcd's client-side recipes in
 //! `concurrency`). Errors print as `Error: <message>` on stderr with etcdctl's exit codes
-//! (`error`). `clean` is Phoenix's own: it moves a stopped member's data dir aside (`clean`).
+//! (`error`). Phoenix's own: `clean` moves a stopped member's data dir aside (`clean`), and
+//! `disaster plan` and `disaster` choose and reset the survivor of a lost quorum (`disaster`).
 //!
 //! Not implemented: TLS and authentication (`--cacert`, `--user`...), DNS discovery, and the
 //! commands beyond the ones above (snapshot, auth, user, role, make-mirror...).
@@ -17,6 +18,7 @@ mod clean;
 pub mod cli;
 mod client;
 mod concurrency;
+mod disaster;
 mod endpoint;
 mod error;
 mod exec;
@@ -155,6 +157,10 @@ async fn execute(cli: Cli, io: &mut Io<'_>) -> Result<(), CtlError> {
         Command::Elect(args) => lock::elect(&ctx, args, io).await,
         Command::MoveLeader { args } => maintenance::move_leader(&ctx, &args, io).await,
         Command::Clean(args) => clean::clean(args, io),
+        Command::Disaster(args) => match args.plan.clone() {
+            Some(cli::DisasterCommand::Plan(plan)) => disaster::plan(&ctx, plan, io).await,
+            None => disaster::reset(args, io).await,
+        },
         Command::Version => maintenance::version(io),
     }
 }

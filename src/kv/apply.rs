@@ -109,6 +109,7 @@ impl<'a> WriteTxn<'a> {
             Op::MemberAttributes(attrs) => R::MemberAttributes(self.set_member_attributes(attrs)?),
             Op::LeaseGrant(req) => R::LeaseGrant(self.lease_grant(req)?),
             Op::LeaseRevoke(req) => R::LeaseRevoke(self.lease_revoke(req)?),
+            Op::RevisionBump(bump) => R::RevisionBump(self.bump_revision(bump)?),
         })
     }
 
@@ -397,6 +398,20 @@ impl<'a> WriteTxn<'a> {
         self.compacted = req.revision;
         self.compaction_requested = true;
         Ok(pb::CompactionResponse { header: self.header() })
+    }
+
+    /// Moves the revision ahead without a change, as etcd's restore does with --bump-revision;
+    /// with `mark_compacted`, compacts at the new revision.
+    fn bump_revision(&mut self, bump: &pb::RevisionBump) -> Result<ResponseHeader> {
+        if bump.by < 0 {
+            return Err(Error::Internal(format!("revision bump by {} is negative", bump.by)));
+        }
+        self.revision += bump.by;
+        if bump.mark_compacted && self.revision > self.compacted {
+            self.compacted = self.revision;
+            self.compaction_requested = true;
+        }
+        Ok(ResponseHeader { revision: self.revision, ..Default::default() })
     }
 
     fn alarms(&mut self) -> Result<&mut Vec<Alarm>> {

@@ -307,6 +307,7 @@ fn show_result(result: &pb::CommandResult) -> String {
         R::MemberAttributes(h) => format!("rev={}", h.revision),
         R::LeaseGrant(r) => format!("rev={} lease={} ttl={}", rev(&r.header), r.id, r.ttl),
         R::LeaseRevoke(r) => format!("rev={}", rev(&r.header)),
+        R::RevisionBump(h) => format!("rev={}", h.revision),
         R::Error(e) => format!("{:?}: {}", Code::from_i32(e.code), e.message),
     }
 }
@@ -490,6 +491,32 @@ fn compaction() {
         (get("a").into(), "rev=9 count=1 [a=4@6/9/v2]"),
     ]);
     assert_eq!(f.store.compacted_revision().unwrap(), 8);
+}
+
+fn bump(by: i64, mark_compacted: bool) -> Step {
+    command(command::Op::RevisionBump(pb::RevisionBump { by, mark_compacted }))
+}
+
+#[test]
+fn revision_bump_after_a_reset() {
+    // etcd's restore --bump-revision moves the revision on; --mark-compacted compacts there.
+    let f = run(vec![
+        (put("a", "1").into(), "rev=2"),
+        (put("a", "2").into(), "rev=3"),
+        (bump(100, false), "rev=103"),
+        (get("a").into(), "rev=103 count=1 [a=2@2/3/v2]"), // the keys keep their revisions
+        (at(2, get("a")).into(), "rev=103 count=1 [a=1@2/2/v1]"),
+        (at(50, get("a")).into(), "rev=103 count=1 [a=2@2/3/v2]"),
+        (put("b", "1").into(), "rev=104"), // new writes never reuse the old cluster's revisions
+        (bump(10, true), "rev=114"),
+        (at(113, get("a")).into(), COMPACTED), // watchers and readers from before must relist
+        (range("\0", "\0").into(), "rev=114 count=2 [a=2@2/3/v2, b=1@104/104/v1]"),
+        (Step::Physical, "physical"),
+        (range("\0", "\0").into(), "rev=114 count=2 [a=2@2/3/v2, b=1@104/104/v1]"),
+        (bump(-1, false), "Unknown: revision bump by -1 is negative"),
+        (put("c", "1").into(), "rev=115"),
+    ]);
+    assert_eq!(f.store.compacted_revision().unwrap(), 114);
 }
 
 #[test]

@@ -7,6 +7,8 @@
 
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{ErrorSubject, ErrorVerb, RaftLogReader, Vote};
@@ -22,6 +24,7 @@ const META: u8 = b'm';
 const VOTE: &str = "vote";
 const COMMITTED: &str = "committed";
 const LAST_PURGED: &str = "last_purged";
+const LEADER_COMMIT: &str = "leader_commit";
 
 #[derive(Clone)]
 pub struct LogStore {
@@ -52,12 +55,39 @@ fn write_err(subject: ErrorSubject<NodeId>, err: impl std::fmt::Display) -> Stor
     storage_error(subject, ErrorVerb::Write, err)
 }
 
-/// A member's Raft position: its vote, its last log id, and the highest commit index a leader
-/// told it about.
+/// A member's Raft position: its vote, its last log id, what it knows to be committed, and the
+/// highest commit index a leader announced to it (which may be past its own log).
 pub struct SurvivorState {
     pub vote: Option<Vote<NodeId>>,
     pub last_log_id: Option<LogId>,
     pub committed: Option<LogId>,
+    pub leader_commit: u64,
+}
+
+/// The highest commit index any leader announced to this member, for the quorum-loss reset's
+/// loss report: a leader's commit index past this member's last entry means entries a client
+/// may have been told are written, and which this member never received.
+#[derive(Clone)]
+pub struct CommitWatermark {
+    tree: sled::Tree,
+    highest: Arc<AtomicU64>,
+}
+
+impl CommitWatermark {
+    /// Records that a leader announced `index` as committed.
+    pub fn note(&self, index: u64) -> Result<(), StorageError> {
+        if self.highest.fetch_max(index, Ordering::Relaxed) >= index {
+            return Ok(());
+        }
+        // Not flushed: it rides along with the log's next flush; the report is a best estimate.
+        self.tree
+            .fetch_and_update(meta_key(LEADER_COMMIT), |old| {
+                let old = old.and_then(|bytes| bincode::deserialize::<u64>(bytes).ok()).unwrap_or(0);
+                bincode::serialize(&old.max(index)).ok()
+            })
+            .map_err(|e| write_err(ErrorSubject::Store, e))?;
+        Ok(())
+    }
 }
 
 impl LogStore {
@@ -84,15 +114,28 @@ impl LogStore {
     /// What a survivor holds, for the quorum-loss reset.
     pub fn survivor_state(&self) -> Result<SurvivorState, StorageError> {
         let committed = self.read_meta::<Option<LogId>>(COMMITTED)?.flatten();
-        Ok(SurvivorState { vote: self.read_meta(VOTE)?, last_log_id: self.last_log_id()?, committed })
+        Ok(SurvivorState {
+            vote: self.read_meta(VOTE)?,
+            last_log_id: self.last_log_id()?,
+            committed,
+            leader_commit: self.read_meta(LEADER_COMMIT)?.unwrap_or(0),
+        })
     }
 
-    /// The quorum-loss reset's one write: `entry` (a membership entry naming this member the
-    /// only voter) appended after the last entry, and `vote`, in one flushed batch. The whole
-    /// log before it is kept.
-    pub fn append_reset(&self, entry: &Entry, vote: &Vote<NodeId>) -> Result<(), StorageError> {
+    /// The record of the highest commit index leaders announced, to be fed by the peer service.
+    pub fn commit_watermark(&self) -> Result<CommitWatermark, StorageError> {
+        let highest = self.read_meta(LEADER_COMMIT)?.unwrap_or(0);
+        Ok(CommitWatermark { tree: self.tree.clone(), highest: Arc::new(AtomicU64::new(highest)) })
+    }
+
+    /// The quorum-loss reset's one write: `entries` (a membership entry naming this member the
+    /// only voter, perhaps a revision bump) appended after the last entry, and `vote`, in one
+    /// flushed batch. The whole log before them is kept.
+    pub fn append_reset(&self, entries: &[Entry], vote: &Vote<NodeId>) -> Result<(), StorageError> {
         let mut batch = sled::Batch::default();
-        batch.insert(&entry_key(entry.log_id.index), Self::encode(entry)?);
+        for entry in entries {
+            batch.insert(&entry_key(entry.log_id.index), Self::encode(entry)?);
+        }
         batch.insert(meta_key(VOTE), Self::encode(vote)?);
         self.tree.apply_batch(batch).map_err(|e| write_err(ErrorSubject::Logs, e))?;
         self.db.flush().map_err(|e| write_err(ErrorSubject::Logs, e))?;

@@ -18,6 +18,7 @@ use tokio::sync::watch;
 
 use super::node::Node;
 use super::{NodeId, PeerNode};
+use crate::kv::MemberAttributes;
 use crate::pb::{self, membership_change::Change};
 use crate::{Error, Result};
 
@@ -29,6 +30,28 @@ const IN_SYNC_FRACTION: f64 = 0.9;
 const PROMOTION_CHECK_INTERVAL: Duration = Duration::from_millis(500);
 /// Between retries of a change while another is still in progress.
 const CHANGE_RETRY_BACKOFF: Duration = Duration::from_millis(100);
+
+/// Members as etcd lists them, from the Raft configuration (with whether each votes) and the
+/// names and client URLs members published.
+pub fn describe_members(
+    members: BTreeMap<NodeId, (PeerNode, bool)>,
+    attributes: &BTreeMap<NodeId, MemberAttributes>,
+) -> Vec<pb::Member> {
+    members
+        .into_iter()
+        .map(|(id, (node, is_voter))| {
+            let attrs = attributes.get(&id);
+            pb::Member {
+                id,
+                // A member that has not published its attributes has no name, as in etcd.
+                name: attrs.map(|a| a.name.clone()).unwrap_or_default(),
+                peer_ur_ls: node.peer_urls,
+                client_ur_ls: attrs.map(|a| a.client_urls.clone()).unwrap_or_default(),
+                is_learner: !is_voter && !node.voter,
+            }
+        })
+        .collect()
+}
 
 impl Node {
     /// Runs a membership change on the leader, forwarding it there if needed.
@@ -68,22 +91,7 @@ impl Node {
     /// Every member as etcd lists it: voters, learners, and members on their way to voting
     /// (listed as voters, as etcd lists an added member that has not started).
     pub fn member_list(&self) -> Result<Vec<pb::Member>> {
-        let attributes = self.kv.members()?;
-        Ok(self
-            .members()
-            .into_iter()
-            .map(|(id, (node, is_voter))| {
-                let attrs = attributes.get(&id);
-                pb::Member {
-                    id,
-                    // A member that has not published its attributes has no name, as in etcd.
-                    name: attrs.map(|a| a.name.clone()).unwrap_or_default(),
-                    peer_ur_ls: node.peer_urls.clone(),
-                    client_ur_ls: attrs.map(|a| a.client_urls.clone()).unwrap_or_default(),
-                    is_learner: !is_voter && !node.voter,
-                }
-            })
-            .collect())
+        Ok(describe_members(self.members(), &self.kv.members()?))
     }
 
     fn new_member(&self, req: pb::MemberAddRequest) -> Result<(NodeId, PeerNode)> {

@@ -65,6 +65,13 @@ openraft::declare_raft_types!(
 );
 
 pub type Raft = openraft::Raft<TypeConfig>;
+pub type Membership = openraft::Membership<NodeId, PeerNode>;
+
+/// Every member of `membership`, with whether it votes.
+pub fn membership_with_votes(membership: &Membership) -> std::collections::BTreeMap<NodeId, (PeerNode, bool)> {
+    let voters: std::collections::BTreeSet<NodeId> = membership.voter_ids().collect();
+    membership.nodes().map(|(id, node)| (*id, (node.clone(), voters.contains(id)))).collect()
+}
 pub type LogId = openraft::LogId<NodeId>;
 pub type StorageError = openraft::StorageError<NodeId>;
 

@@ -49,12 +49,12 @@ impl Peers {
         }
     }
 
-    /// When `peer` last answered a Raft RPC, if ever since this member started.
+    /// When `peer` last answered a Raft RPC or sent one, if ever since this member started.
     pub fn last_contact(&self, peer: NodeId) -> Option<Instant> {
         lock(&self.last_contact).get(&peer).copied()
     }
 
-    fn record_contact(&self, peer: NodeId) {
+    pub fn record_contact(&self, peer: NodeId) {
         lock(&self.last_contact).insert(peer, Instant::now());
     }
 

@@ -11,7 +11,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
@@ -33,6 +33,10 @@ const MAX_BATCH_COMMANDS: usize = 1024;
 const MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
 /// How long to wait for news about the leader before retrying a request that found none.
 const RETRY_BACKOFF: Duration = Duration::from_millis(100);
+/// Election timeouts without a leader after which requests stop waiting for one and fail at
+/// once with "no leader": long enough for an election (openraft randomises each member's timeout
+/// up to twice the configured one) and one split-vote retry.
+const ELECTIONS_BEFORE_FAILING_FAST: u32 = 3;
 
 struct PendingWrite {
     command: pb::Command,
@@ -55,6 +59,8 @@ pub struct Node {
     pub lessor: Lessor,
     /// Set while this leader hands leadership over: requests are refused as "not leader".
     pub(super) transferring: AtomicBool,
+    /// Since when this member has known no leader it can count on (see [`Node::has_leader`]).
+    leaderless_since: Mutex<Option<Instant>>,
 }
 
 impl Node {
@@ -83,6 +89,7 @@ impl Node {
             request_timeout,
             lessor: Lessor::default(),
             transferring: AtomicBool::new(false),
+            leaderless_since: Mutex::new(None),
         })
     }
 
@@ -194,14 +201,45 @@ impl Node {
         }
     }
 
+    /// The leader to send a request to. While there is none, waits for an election; once none
+    /// has come for [`ELECTIONS_BEFORE_FAILING_FAST`] election timeouts (a lost quorum), fails at
+    /// once with etcd's retryable "no leader" instead of letting every request hang.
     async fn wait_for_leader(&self) -> Result<NodeId> {
         let mut metrics = self.raft.metrics();
         loop {
-            if let Some(leader) = metrics.borrow().current_leader {
-                return Ok(leader);
+            if self.has_leader() {
+                if let Some(leader) = metrics.borrow().current_leader {
+                    return Ok(leader);
+                }
             }
-            metrics.changed().await.map_err(|_| Error::Stopped)?;
+            if self.leaderless_for() >= self.leaderless_patience() {
+                return Err(Error::NoLeader);
+            }
+            // Also re-check on a timer: a leader regaining its quorum does not change the metrics.
+            let _ = tokio::time::timeout(RETRY_BACKOFF, metrics.changed()).await;
         }
+    }
+
+    /// How long this member has known no leader it can count on; zero while it knows one.
+    pub fn leaderless_for(&self) -> Duration {
+        let has_leader = self.has_leader();
+        let mut since = self.leaderless_since.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        match (has_leader, *since) {
+            (true, _) => {
+                *since = None;
+                Duration::ZERO
+            }
+            (false, Some(since)) => since.elapsed(),
+            (false, None) => {
+                *since = Some(Instant::now());
+                Duration::ZERO
+            }
+        }
+    }
+
+    /// How long without a leader counts as more than an election going on.
+    pub fn leaderless_patience(&self) -> Duration {
+        Duration::from_millis(self.raft.config().election_timeout_min) * ELECTIONS_BEFORE_FAILING_FAST
     }
 
     pub(super) fn peer_node(&self, id: NodeId) -> Result<PeerNode> {
@@ -310,8 +348,7 @@ impl Node {
     /// Every member in the current configuration, with whether it votes.
     pub fn members(&self) -> BTreeMap<NodeId, (PeerNode, bool)> {
         let membership = self.raft.metrics().borrow().membership_config.clone();
-        let voters: Vec<NodeId> = membership.membership().voter_ids().collect();
-        membership.nodes().map(|(id, node)| (*id, (node.clone(), voters.contains(id)))).collect()
+        super::membership_with_votes(membership.membership())
     }
 }
 

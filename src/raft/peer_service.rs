@@ -10,18 +10,23 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tonic::{Request, Response, Status};
 
+use openraft::raft::AppendEntriesRequest;
+
+use super::log_store::CommitWatermark;
 use super::node::Node;
+use super::TypeConfig;
 use crate::pb::peer_server::Peer;
 use crate::pb::{self, PeerHeader, RaftReply, RaftRequest};
 use crate::Error;
 
 pub struct PeerService {
     node: Arc<Node>,
+    leader_commits: CommitWatermark,
 }
 
 impl PeerService {
-    pub fn new(node: Arc<Node>) -> PeerService {
-        PeerService { node }
+    pub fn new(node: Arc<Node>, leader_commits: CommitWatermark) -> PeerService {
+        PeerService { node, leader_commits }
     }
 
     fn check_header(&self, header: Option<&PeerHeader>) -> Result<(), Status> {
@@ -38,6 +43,8 @@ impl PeerService {
                 header.from, self.node.cluster_id
             )));
         }
+        // A peer that talks to us is alive, whichever way the traffic goes.
+        self.node.peers().record_contact(header.from);
         Ok(())
     }
 
@@ -55,7 +62,10 @@ fn reply<T: Serialize>(result: &T) -> Result<Response<RaftReply>, Status> {
 #[tonic::async_trait]
 impl Peer for PeerService {
     async fn append_entries(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
-        let rpc = self.decode(request.get_ref())?;
+        let rpc: AppendEntriesRequest<TypeConfig> = self.decode(request.get_ref())?;
+        if let Some(committed) = rpc.leader_commit {
+            self.leader_commits.note(committed.index).map_err(|e| Status::internal(e.to_string()))?;
+        }
         reply(&self.node.raft.append_entries(rpc).await)
     }
 

@@ -43,6 +43,19 @@ const LOADING: &str = "LOADING";
 type Membership = StoredMembership<NodeId, PeerNode>;
 type Meta = SnapshotMeta<NodeId, PeerNode>;
 
+/// The last log id and the membership the state machine in `kv` has applied.
+pub fn applied_state(kv: &KvStore) -> crate::Result<(Option<LogId>, Membership)> {
+    let applied = match kv.meta(META_APPLIED)? {
+        Some(bytes) => bincode::deserialize(&bytes)?,
+        None => None,
+    };
+    let membership = match kv.meta(META_MEMBERSHIP)? {
+        Some(bytes) => bincode::deserialize(&bytes)?,
+        None => Membership::default(),
+    };
+    Ok((applied, membership))
+}
+
 #[derive(Clone)]
 pub struct StateMachine {
     kv: KvStore,
@@ -61,15 +74,7 @@ impl StateMachine {
     }
 
     fn read_state(&self) -> crate::Result<(Option<LogId>, Membership)> {
-        let applied = match self.kv.meta(META_APPLIED)? {
-            Some(bytes) => bincode::deserialize(&bytes)?,
-            None => None,
-        };
-        let membership = match self.kv.meta(META_MEMBERSHIP)? {
-            Some(bytes) => bincode::deserialize(&bytes)?,
-            None => Membership::default(),
-        };
-        Ok((applied, membership))
+        applied_state(&self.kv)
     }
 
     fn apply_entries(&self, entries: impl Iterator<Item = openraft::Entry<TypeConfig>>) -> crate::Result<Vec<Applied>> {

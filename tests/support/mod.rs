@@ -53,6 +53,11 @@ impl Member {
         format!("http://127.0.0.1:{}", self.peer_port)
     }
 
+    /// The process ID while the member runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     pub fn is_running(&self) -> bool {
         self.child.is_some()
     }
@@ -297,4 +302,20 @@ pub fn run_phoenix(args: &[&str], cwd: &Path) -> std::process::Output {
         std::thread::sleep(POLL_INTERVAL);
     }
     child.wait_with_output().expect("phoenix output")
+}
+
+/// A plain HTTP/1.1 GET of `path` on a member's client URL (etcd's `/health`, `/version`):
+/// the status code and the body.
+pub async fn http_get(endpoint: &str, path: &str) -> std::io::Result<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let address = endpoint.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(address).await?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await?;
+    let bad = || std::io::Error::other(format!("not an HTTP response: {response:?}"));
+    let code = response.split(' ').nth(1).and_then(|code| code.parse().ok()).ok_or_else(bad)?;
+    let body = response.split_once("\r\n\r\n").map(|(_, body)| body.to_string()).ok_or_else(bad)?;
+    Ok((code, body))
 }

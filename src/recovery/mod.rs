@@ -12,27 +12,36 @@
 //!    old member, so their peers refuse them if they come back with their old data;
 //! 4. record the reset and its loss report in the data dir, once: a later start with the flag
 //!    still set is reported and ignored, so members added since are never removed.
+//!
+//! `quorum` tells operators when quorum is lost; `survivor` says where each survivor stands and
+//! which one to reset.
+
+pub mod quorum;
+pub mod survivor;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use openraft::{CommittedLeaderId, EntryPayload, LogId, Membership, Vote};
 use serde::{Deserialize, Serialize};
 
 use crate::cluster::DataDir;
-use crate::raft::log_store::LogStore;
-use crate::raft::{PeerNode, TypeConfig};
+use crate::pb;
+use crate::raft::{PeerNode, Proposal, TypeConfig};
 use crate::{Error, Result};
 
 const RESET_FILE: &str = "reset.json";
+/// How long a reset waits for each member of the old configuration to say where it stands.
+const ASK_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// What the reset kept and what may have been lost.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct LossReport {
     /// The index of the survivor's last log entry before the reset (all of it is kept).
     pub last_log_index: u64,
-    /// The highest commit index a leader told the survivor about.
+    /// The highest commit index a leader told the survivor about (its own log may end before).
     pub known_commit_index: u64,
     /// Entries past the known commit index that were kept (and are now committed).
     pub kept_past_commit: u64,
@@ -40,6 +49,11 @@ pub struct LossReport {
     pub lost_entries: u64,
     /// The term of the new one-member configuration.
     pub new_term: u64,
+    /// How far the revision was moved ahead, and whether it was compacted there.
+    #[serde(default)]
+    pub revision_bump: i64,
+    #[serde(default)]
+    pub mark_compacted: bool,
     /// Where the data dir was copied before the reset.
     pub backup: PathBuf,
 }
@@ -50,8 +64,13 @@ impl LossReport {
             0 => "no acknowledged write lost".to_string(),
             n => format!("up to {n} acknowledged entries lost"),
         };
+        let bump = match (self.revision_bump, self.mark_compacted) {
+            (0, _) => String::new(),
+            (by, false) => format!("; revision moved ahead by {by}"),
+            (by, true) => format!("; revision moved ahead by {by} and compacted there"),
+        };
         format!(
-            "kept {} log entries ({} past the last known commit index {}); {loss}; backup at {}",
+            "kept {} log entries ({} past the last known commit index {}); {loss}{bump}; backup at {}",
             self.last_log_index,
             self.kept_past_commit,
             self.known_commit_index,
@@ -71,6 +90,19 @@ pub fn recorded_reset(data_dir: &Path) -> Result<Option<LossReport>> {
     }
 }
 
+/// Where the stopped survivor in `data_dir` stands, and why it must not be reset, if so: a
+/// member of its old configuration that answers holds a more advanced log, or still has a
+/// leader. A data dir whose member was fenced off is refused outright.
+pub async fn examine_survivor(data_dir: &Path) -> Result<(pb::SurvivorReport, Option<String>)> {
+    let report = survivor::inspect(&DataDir::open_stopped(data_dir)?)?;
+    if !report.fenced.is_empty() {
+        return Err(crate::cluster::fenced_off(data_dir, &report.fenced));
+    }
+    let others = survivor::ask_other_members(&report, ASK_TIMEOUT).await;
+    let objection = survivor::objection(&report, &others);
+    Ok((report, objection))
+}
+
 /// Copies the survivor's data dir aside before the reset changes it; the reset is aborted if
 /// this fails. Returns where the copy is.
 pub fn back_up(data_dir: &Path) -> Result<PathBuf> {
@@ -85,11 +117,18 @@ pub fn back_up(data_dir: &Path) -> Result<PathBuf> {
 }
 
 /// Resets the survivor whose data dir is `data` into a one-member cluster of itself at
-/// `peer_urls`; `backup` is the copy [`back_up`] made.
-pub fn reset(data: &DataDir, name: &str, peer_urls: Vec<String>, backup: PathBuf) -> Result<LossReport> {
-    let log = LogStore::new(data.db.clone(), data.db.open_tree("raft")?);
+/// `peer_urls`; `backup` is the copy [`back_up`] made. A non-zero `bump` is written as a second
+/// entry, applied once everything before it is.
+pub fn reset(
+    data: &DataDir,
+    name: &str,
+    peer_urls: Vec<String>,
+    backup: PathBuf,
+    bump: pb::RevisionBump,
+) -> Result<LossReport> {
+    let log = data.log_store()?;
     let state = log.survivor_state().map_err(|e| Error::Storage(e.to_string()))?;
-    let (vote, last, committed) = (state.vote, state.last_log_id, state.committed);
+    let (vote, last) = (state.vote, state.last_log_id);
     let self_id = data.meta.member_id;
     let vote_term = vote.map_or(0, |v| v.leader_id.term);
     let last_term = last.map_or(0, |l| l.leader_id.term);
@@ -97,18 +136,28 @@ pub fn reset(data: &DataDir, name: &str, peer_urls: Vec<String>, backup: PathBuf
     let last_index = last.map_or(0, |l| l.index);
     let node = PeerNode { name: name.to_string(), peer_urls, voter: true };
     let membership = Membership::new(vec![BTreeSet::from([self_id])], BTreeMap::from([(self_id, node)]));
-    let entry = openraft::Entry::<TypeConfig> {
-        log_id: LogId::new(CommittedLeaderId::new(new_term, self_id), last_index + 1),
+    let log_id = |index| LogId::new(CommittedLeaderId::new(new_term, self_id), index);
+    let mut entries = vec![openraft::Entry::<TypeConfig> {
+        log_id: log_id(last_index + 1),
         payload: EntryPayload::Membership(membership),
-    };
-    log.append_reset(&entry, &Vote::new(new_term, self_id)).map_err(|e| Error::Storage(e.to_string()))?;
-    let known_commit = committed.map_or(0, |c| c.index);
+    }];
+    if bump.by > 0 {
+        let command = pb::Command { op: Some(pb::command::Op::RevisionBump(bump)) };
+        entries.push(openraft::Entry::<TypeConfig> {
+            log_id: log_id(last_index + 2),
+            payload: EntryPayload::Normal(Proposal(pb::CommandBatch { commands: vec![command] })),
+        });
+    }
+    log.append_reset(&entries, &Vote::new(new_term, self_id)).map_err(|e| Error::Storage(e.to_string()))?;
+    let known_commit = state.committed.map_or(0, |c| c.index).max(state.leader_commit);
     let report = LossReport {
         last_log_index: last_index,
         known_commit_index: known_commit,
         kept_past_commit: last_index.saturating_sub(known_commit),
         lost_entries: known_commit.saturating_sub(last_index),
         new_term,
+        revision_bump: bump.by,
+        mark_compacted: bump.mark_compacted,
         backup,
     };
     write_record(&data.path, &report)?;

@@ -1,0 +1,278 @@
+//! `disaster plan` and `disaster`, Phoenix's own commands (etcdctl has none) for a lost quorum.
+//!
+//! `disaster plan` asks every survivor it is given (running ones by `--endpoints`, stopped ones
+//! by `--data-dir`), and every other member their reports name, where it stands; prints one line
+//! per member and recommends the most advanced by Raft's rule (highest last log term, then
+//! index), with the commands to run next. It refuses to recommend anything while a member still
+//! has a leader.
+//!
+//! `disaster --data-dir DIR` resets a stopped survivor offline into a one-member cluster that
+//! keeps all of its data ([`crate::recovery`]), after asking the other members of its old
+//! configuration: it refuses when one that answers holds a more advanced log or still has a
+//! leader, and when the data dir was reset already, unless `--force` is given.
+
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::path::Path;
+use std::time::Duration;
+
+use super::cli::{DisasterArgs, PlanArgs};
+use super::error::{CtlError, EXIT_BAD_ARGS, EXIT_ERROR};
+use super::printer::write_error;
+use super::{Ctx, Io};
+use crate::cluster::DataDir;
+use crate::config::{parse_urls, revision_bump, url_string};
+use crate::pb::SurvivorReport;
+use crate::recovery::survivor::{ask, inspect, log_position, most_advanced, possibly_lost};
+
+/// The endpoint phoenixctl talks to when none is given; `disaster plan` skips it when data dirs
+/// are given instead.
+const DEFAULT_ENDPOINT: &str = "127.0.0.1:2379";
+
+/// One member as the plan saw it.
+struct Seen {
+    source: String,
+    report: SurvivorReport,
+    running: bool,
+}
+
+pub async fn plan(ctx: &Ctx, args: PlanArgs, io: &mut Io<'_>) -> Result<(), CtlError> {
+    let timeout = ctx.flags.dial_timeout.max(Duration::from_secs(1));
+    let mut seen: Vec<Seen> = Vec::new();
+    let mut silent: Vec<String> = Vec::new();
+    for dir in &args.data_dirs {
+        match DataDir::open_stopped(dir).and_then(|data| inspect(&data)) {
+            Ok(report) => seen.push(Seen { source: dir.display().to_string(), report, running: false }),
+            Err(e) => silent.push(e.to_string()),
+        }
+    }
+    let only_default = ctx.endpoints() == [DEFAULT_ENDPOINT];
+    if args.data_dirs.is_empty() || !only_default {
+        for endpoint in ctx.endpoints() {
+            let url = with_scheme(endpoint);
+            match ask(&url, timeout).await {
+                Ok(report) => add(&mut seen, Seen { source: url, report, running: true }),
+                Err(e) => silent.push(e.to_string()),
+            }
+        }
+    }
+    ask_named_members(&mut seen, &mut silent, timeout).await;
+    print_table(io.out, &seen).map_err(write_error)?;
+    for failure in &silent {
+        writeln!(io.out, "no answer: {failure}").map_err(write_error)?;
+    }
+    recommend(io.out, &seen)
+}
+
+/// Adds `new` unless the member was seen already (asked on another URL).
+fn add(seen: &mut Vec<Seen>, new: Seen) {
+    let same = |s: &Seen| s.report.member_id == new.report.member_id && s.report.cluster_id == new.report.cluster_id;
+    if !seen.iter().any(same) {
+        seen.push(new);
+    }
+}
+
+/// Asks, on their peer URLs, the members the reports name that were not asked yet.
+async fn ask_named_members(seen: &mut Vec<Seen>, silent: &mut Vec<String>, timeout: Duration) {
+    let mut asked: BTreeSet<u64> = seen.iter().map(|s| s.report.member_id).collect();
+    let named: Vec<_> = seen.iter().flat_map(|s| s.report.members.clone()).collect();
+    for member in named {
+        if !asked.insert(member.id) {
+            continue;
+        }
+        let mut answer = None;
+        for url in &member.peer_ur_ls {
+            if let Ok(report) = ask(url, timeout).await {
+                answer = Some(Seen { source: url.clone(), report, running: true });
+                break;
+            }
+        }
+        match answer {
+            Some(answer) => add(seen, answer),
+            None => silent.push(format!("member {} ({:x}) at {}", member.name, member.id, member.peer_ur_ls.join(","))),
+        }
+    }
+}
+
+fn print_table(out: &mut dyn Write, seen: &[Seen]) -> std::io::Result<()> {
+    let header =
+        ["NAME", "MEMBER ID", "SOURCE", "LAST LOG TERM/INDEX", "COMMITTED", "LEADER COMMIT", "REVISION", "STATE"];
+    let rows: Vec<[String; 8]> = seen
+        .iter()
+        .map(|s| {
+            let r = &s.report;
+            [
+                r.name.clone(),
+                format!("{:x}", r.member_id),
+                s.source.clone(),
+                format!("{}/{}", r.last_log_term, r.last_log_index),
+                r.commit_index.to_string(),
+                r.leader_commit_index.to_string(),
+                r.revision.to_string(),
+                state(s),
+            ]
+        })
+        .collect();
+    let widths: Vec<usize> = (0..header.len())
+        .map(|i| rows.iter().map(|row| row[i].len()).chain([header[i].len()]).max().unwrap_or(0))
+        .collect();
+    let line = |cells: Vec<&str>| {
+        let padded: Vec<String> = cells.iter().zip(&widths).map(|(cell, width)| format!("{cell:<width$}")).collect();
+        padded.join("  ").trim_end().to_string()
+    };
+    writeln!(out, "{}", line(header.to_vec()))?;
+    for row in &rows {
+        writeln!(out, "{}", line(row.iter().map(String::as_str).collect()))?;
+    }
+    Ok(())
+}
+
+fn state(seen: &Seen) -> String {
+    let r = &seen.report;
+    let mut state = vec![match (seen.running, r.has_leader) {
+        (false, _) => "stopped",
+        (true, true) => "running, has a leader",
+        (true, false) => "running, no leader",
+    }];
+    if !r.fenced.is_empty() {
+        state.push("fenced off");
+    }
+    if !r.reset.is_empty() {
+        state.push("reset before");
+    }
+    state.join(", ")
+}
+
+/// Names the survivor to reset and what to run, or says why there is none.
+fn recommend(out: &mut dyn Write, seen: &[Seen]) -> Result<(), CtlError> {
+    if let Some(led) = seen.iter().find(|s| s.report.has_leader) {
+        return Err(failed(format!(
+            "quorum is not lost: member {} ({:x}) has a leader; no reset is needed",
+            led.report.name, led.report.member_id
+        )));
+    }
+    let clusters: BTreeSet<u64> = seen.iter().map(|s| s.report.cluster_id).collect();
+    if clusters.len() > 1 {
+        return Err(failed("the survivors belong to different clusters; plan for one cluster at a time"));
+    }
+    let candidates: Vec<&Seen> = seen.iter().filter(|s| s.report.fenced.is_empty()).collect();
+    let reports: Vec<SurvivorReport> = candidates.iter().map(|s| s.report.clone()).collect();
+    let Some(best) = most_advanced(&reports).map(|i| candidates[i]) else {
+        return Err(failed("no survivor answered that may be reset"));
+    };
+    write_recommendation(out, best, seen).map_err(write_error)
+}
+
+fn write_recommendation(out: &mut dyn Write, best: &Seen, seen: &[Seen]) -> std::io::Result<()> {
+    let r = &best.report;
+    let (term, index) = log_position(r);
+    writeln!(out)?;
+    writeln!(
+        out,
+        "Recommended survivor: {} ({:x}), the most advanced log (term {term}, index {index}).",
+        r.name, r.member_id
+    )?;
+    let equals = seen.iter().filter(|s| s.report.member_id != r.member_id && log_position(&s.report) == (term, index));
+    for other in equals {
+        writeln!(out, "{} ({:x}) holds the same log; either will do.", other.report.name, other.report.member_id)?;
+    }
+    match possibly_lost(r) {
+        0 => writeln!(out, "No leader ever announced a commit past its log: no acknowledged write is lost.")?,
+        n => writeln!(
+            out,
+            "A leader announced commits up to index {}, past its log: up to {n} acknowledged entries may be lost.",
+            r.leader_commit_index.max(r.commit_index)
+        )?,
+    }
+    writeln!(out, "Next:")?;
+    let stop =
+        if best.running { format!("stop {} (its data dir is {}), then ", r.name, r.data_dir) } else { String::new() };
+    writeln!(
+        out,
+        "  1. {stop}run `phoenixctl disaster --data-dir {}` on its host (or start it once with --force-new-cluster);",
+        r.data_dir
+    )?;
+    writeln!(out, "  2. start {} with its usual flags: it serves alone, with all of its data;", r.name)?;
+    writeln!(
+        out,
+        "  3. every other old member is refused from then on: on each host run `phoenixctl clean --data-dir <its data dir>` \
+         and add it back (phoenix --join <{}'s client URL>, or etcdctl member add and --initial-cluster-state existing).",
+        r.name
+    )
+}
+
+pub async fn reset(args: DisasterArgs, io: &mut Io<'_>) -> Result<(), CtlError> {
+    let Some(dir) = args.data_dir.as_deref() else {
+        return Err(CtlError::new(
+            EXIT_BAD_ARGS,
+            "disaster needs --data-dir DIR, the data dir of a stopped survivor (`phoenixctl disaster plan` says which)",
+        ));
+    };
+    let bump = revision_bump(args.bump_revision, args.mark_compacted).map_err(bad_args)?;
+    let (report, objection) = crate::recovery::examine_survivor(dir).await.map_err(failed)?;
+    if !report.reset.is_empty() && !args.force {
+        return Err(failed(format!(
+            "data dir {} was reset already ({}); start it as it is, or pass --force to reset it again \
+             (members added since would be removed)",
+            dir.display(),
+            report.reset
+        )));
+    }
+    if let Some(objection) = objection.filter(|_| !args.force) {
+        return Err(failed(format!("{objection}; pass --force to reset this one anyway")));
+    }
+    let peer_urls = peer_urls(&args, &report, dir)?;
+    let name = args.name.clone().unwrap_or_else(|| report.name.clone());
+    let backup = crate::recovery::back_up(dir).map_err(failed)?;
+    let data = DataDir::open_stopped(dir).map_err(failed)?;
+    let loss = crate::recovery::reset(&data, &name, peer_urls.clone(), backup, bump).map_err(failed)?;
+    drop(data);
+    let out = &mut io.out;
+    let done = format!(
+        "Reset member {name} ({:x}) of cluster {:x} into a one-member cluster at {}.",
+        report.member_id,
+        report.cluster_id,
+        peer_urls.join(",")
+    );
+    let next = format!(
+        "Next: start it with its usual flags; it serves alone, with all of its data. Then on every other old \
+         member's host run `phoenixctl clean --data-dir <its data dir>` and add it back (phoenix --join <{name}'s \
+         client URL>, or etcdctl member add and --initial-cluster-state existing)."
+    );
+    writeln!(out, "{done}\n{}\n{next}", loss.summary()).map_err(write_error)
+}
+
+/// The peer URLs the reset member will have: given, or the ones it had.
+fn peer_urls(args: &DisasterArgs, report: &SurvivorReport, dir: &Path) -> Result<Vec<String>, CtlError> {
+    if !args.initial_advertise_peer_urls.is_empty() {
+        let list = args.initial_advertise_peer_urls.join(",");
+        let urls = parse_urls("--initial-advertise-peer-urls", &list).map_err(bad_args)?;
+        return Ok(urls.iter().map(url_string).collect());
+    }
+    match report.members.iter().find(|m| m.id == report.member_id) {
+        Some(member) if !member.peer_ur_ls.is_empty() => Ok(member.peer_ur_ls.clone()),
+        _ => Err(CtlError::new(
+            EXIT_BAD_ARGS,
+            format!(
+                "data dir {} does not say at which peer URLs its member was; pass --initial-advertise-peer-urls",
+                dir.display()
+            ),
+        )),
+    }
+}
+
+fn with_scheme(endpoint: &str) -> String {
+    if endpoint.contains("://") {
+        endpoint.to_string()
+    } else {
+        format!("http://{endpoint}")
+    }
+}
+
+fn failed(error: impl ToString) -> CtlError {
+    CtlError::new(EXIT_ERROR, error.to_string())
+}
+
+fn bad_args(error: impl ToString) -> CtlError {
+    CtlError::new(EXIT_BAD_ARGS, error.to_string())
+}

@@ -1,0 +1,174 @@
+//! Where a survivor stands, and which survivor to reset.
+//!
+//! A running member answers the Recovery service's `Survivor` on its client and peer URLs,
+//! without a quorum; a stopped member's data dir is read in place. Both give the same
+//! [`pb::SurvivorReport`]. The survivor to reset is the one with the highest last log id (term,
+//! then index), Raft's rule for the most up-to-date log: every entry a quorum accepted, and so
+//! every acknowledged write, is in the log of whichever survivor of that quorum is most advanced.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tonic::transport::Endpoint;
+use tonic::{Request, Response, Status};
+
+use crate::cluster::DataDir;
+use crate::pb::{self, recovery_client::RecoveryClient, recovery_server::Recovery};
+use crate::raft::log_store::{LogStore, SurvivorState};
+use crate::raft::membership::describe_members;
+use crate::raft::node::Node;
+use crate::raft::state_machine::applied_state;
+use crate::raft::{membership_with_votes, LogId};
+use crate::{Error, Result};
+
+/// Serves `Survivor` for a running member.
+pub struct RecoveryService {
+    node: Arc<Node>,
+    log: LogStore,
+    name: String,
+    data_dir: PathBuf,
+}
+
+impl RecoveryService {
+    pub fn new(node: Arc<Node>, log: LogStore, name: String, data_dir: PathBuf) -> RecoveryService {
+        RecoveryService { node, log, name, data_dir }
+    }
+
+    fn report(&self) -> Result<pb::SurvivorReport> {
+        let node = &self.node;
+        let state = self.log.survivor_state().map_err(|e| Error::Storage(e.to_string()))?;
+        let applied = node.raft.metrics().borrow().last_applied;
+        let mut report = position(&state, applied, node.kv.revision()?, &self.data_dir)?;
+        report.name = self.name.clone();
+        report.member_id = node.id;
+        report.cluster_id = node.cluster_id;
+        report.members = node.member_list()?;
+        report.has_leader = node.has_leader();
+        Ok(report)
+    }
+}
+
+#[tonic::async_trait]
+impl Recovery for RecoveryService {
+    async fn survivor(&self, _: Request<pb::SurvivorRequest>) -> Result<Response<pb::SurvivorReport>, Status> {
+        Ok(Response::new(self.report()?))
+    }
+}
+
+/// The report of the stopped member whose data dir is `data`, read without changing it.
+pub fn inspect(data: &DataDir) -> Result<pb::SurvivorReport> {
+    let log = data.log_store()?;
+    let kv = data.kv_store()?;
+    let state = log.survivor_state().map_err(|e| Error::Storage(e.to_string()))?;
+    let (applied, membership) = applied_state(&kv)?;
+    let mut report = position(&state, applied, kv.revision()?, &data.path)?;
+    report.name = data.meta.name.clone();
+    report.member_id = data.meta.member_id;
+    report.cluster_id = data.meta.cluster_id;
+    report.members = describe_members(membership_with_votes(membership.membership()), &kv.members()?);
+    report.fenced = data.fenced_reason().unwrap_or_default();
+    Ok(report)
+}
+
+/// The log position and reset record every report carries.
+fn position(
+    state: &SurvivorState,
+    applied: Option<LogId>,
+    revision: i64,
+    data_dir: &Path,
+) -> Result<pb::SurvivorReport> {
+    let reset = super::recorded_reset(data_dir)?.map(|report| report.summary()).unwrap_or_default();
+    Ok(pb::SurvivorReport {
+        data_dir: data_dir.display().to_string(),
+        last_log_term: state.last_log_id.map_or(0, |id| id.leader_id.term),
+        last_log_index: state.last_log_id.map_or(0, |id| id.index),
+        commit_index: state.committed.map_or(0, |id| id.index),
+        leader_commit_index: state.leader_commit,
+        applied_index: applied.map_or(0, |id| id.index),
+        revision,
+        reset,
+        ..Default::default()
+    })
+}
+
+/// Raft's order of logs: the later last term wins, then the higher last index.
+pub fn log_position(report: &pb::SurvivorReport) -> (u64, u64) {
+    (report.last_log_term, report.last_log_index)
+}
+
+/// Acknowledged entries a reset of `report` cannot keep: those a leader said were committed and
+/// that never reached it.
+pub fn possibly_lost(report: &pb::SurvivorReport) -> u64 {
+    report.leader_commit_index.max(report.commit_index).saturating_sub(report.last_log_index)
+}
+
+/// The index of the most advanced report (the first of equals).
+pub fn most_advanced(reports: &[pb::SurvivorReport]) -> Option<usize> {
+    let mut best: Option<usize> = None;
+    for (i, report) in reports.iter().enumerate() {
+        if best.is_none_or(|b| log_position(report) > log_position(&reports[b])) {
+            best = Some(i);
+        }
+    }
+    best
+}
+
+/// Asks the member at `url` (a client or peer URL) where it stands.
+pub async fn ask(url: &str, timeout: Duration) -> Result<pb::SurvivorReport> {
+    let endpoint = Endpoint::from_shared(url.to_string())
+        .map_err(|e| Error::Config(format!("bad URL {url:?}: {e}")))?
+        .connect_timeout(timeout)
+        .timeout(timeout);
+    let channel = endpoint.connect().await.map_err(|e| Error::Config(format!("{url}: unreachable: {e}")))?;
+    let report = RecoveryClient::new(channel)
+        .survivor(pb::SurvivorRequest {})
+        .await
+        .map_err(|status| Error::Config(format!("{url}: {}", status.message())))?;
+    Ok(report.into_inner())
+}
+
+/// What the other members of `this` survivor's last configuration say, for those that answer
+/// on any of their peer URLs; unreachable members are taken for dead.
+pub async fn ask_other_members(this: &pb::SurvivorReport, timeout: Duration) -> Vec<pb::SurvivorReport> {
+    let mut answers = Vec::new();
+    for member in this.members.iter().filter(|m| m.id != this.member_id) {
+        for url in &member.peer_ur_ls {
+            if let Ok(report) = ask(url, timeout).await {
+                answers.push(report);
+                break;
+            }
+        }
+    }
+    answers
+}
+
+/// Why `this` survivor must not be reset given what the `others` say, if it must not: another
+/// is more advanced, or the cluster still has a leader.
+pub fn objection(this: &pb::SurvivorReport, others: &[pb::SurvivorReport]) -> Option<String> {
+    let same_cluster = others.iter().filter(|o| o.cluster_id == this.cluster_id && o.member_id != this.member_id);
+    for other in same_cluster {
+        if other.has_leader {
+            return Some(format!(
+                "member {} ({:x}) still has a leader: quorum is not lost, and a reset would split the cluster",
+                other.name, other.member_id
+            ));
+        }
+        if log_position(other) > log_position(this) {
+            return Some(format!(
+                "member {} ({:x}, data dir {}) holds a more advanced log (term {}, index {}) than {} (term {}, index {}): \
+                 reset that one instead, or lose up to {} entries",
+                other.name,
+                other.member_id,
+                other.data_dir,
+                other.last_log_term,
+                other.last_log_index,
+                this.name,
+                this.last_log_term,
+                this.last_log_index,
+                other.last_log_index.saturating_sub(this.last_log_index).max(1)
+            ));
+        }
+    }
+    None
+}
