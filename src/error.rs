@@ -207,7 +207,8 @@ impl From<Status> for Error {
             Code::Unavailable if status.message().starts_with("etcdserver:") => {
                 Error::from_status(status.code() as i32, status.message())
             }
-            Code::Unavailable | Code::DeadlineExceeded => Error::Timeout,
+            // A connection to the peer that broke mid-call (it died) leaves the outcome unknown.
+            Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled => Error::Timeout,
             code => Error::from_status(code as i32, status.message()),
         }
     }
@@ -253,5 +254,14 @@ mod tests {
     fn unknown_status_is_kept_verbatim() {
         let err = Error::from_status(Code::Internal as i32, "something else");
         assert_eq!(Status::from(err).message(), "something else");
+    }
+
+    #[test]
+    fn a_broken_call_to_a_peer_is_a_retryable_timeout() {
+        for code in [Code::Unavailable, Code::DeadlineExceeded, Code::Cancelled] {
+            assert_eq!(Error::from(Status::new(code, "transport error")), Error::Timeout, "{code:?}");
+        }
+        let no_leader = Status::from(Error::NoLeader);
+        assert_eq!(Error::from(no_leader), Error::NoLeader);
     }
 }
