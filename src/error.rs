@@ -200,6 +200,9 @@ impl From<Error> for Status {
     }
 }
 
+/// What tonic says when the connection under a call fails.
+const TONIC_TRANSPORT_ERROR: &str = "transport error";
+
 impl From<Status> for Error {
     fn from(status: Status) -> Error {
         match status.code() {
@@ -207,8 +210,10 @@ impl From<Status> for Error {
             Code::Unavailable if status.message().starts_with("etcdserver:") => {
                 Error::from_status(status.code() as i32, status.message())
             }
-            // A connection to the peer that broke mid-call (it died) leaves the outcome unknown.
+            // A connection to the peer that broke mid-call (it died or is stopping) leaves the
+            // outcome unknown; tonic reports some of those as Unknown "transport error".
             Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled => Error::Timeout,
+            Code::Unknown if status.message() == TONIC_TRANSPORT_ERROR => Error::Timeout,
             code => Error::from_status(code as i32, status.message()),
         }
     }
@@ -258,7 +263,7 @@ mod tests {
 
     #[test]
     fn a_broken_call_to_a_peer_is_a_retryable_timeout() {
-        for code in [Code::Unavailable, Code::DeadlineExceeded, Code::Cancelled] {
+        for code in [Code::Unavailable, Code::DeadlineExceeded, Code::Cancelled, Code::Unknown] {
             assert_eq!(Error::from(Status::new(code, "transport error")), Error::Timeout, "{code:?}");
         }
         let no_leader = Status::from(Error::NoLeader);
