@@ -24,6 +24,7 @@ pub mod lease;
 pub mod raft;
 pub mod recovery;
 pub mod server;
+pub mod snapshot;
 pub mod watch;
 
 pub use error::{Error, Result};

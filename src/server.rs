@@ -52,7 +52,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         tracing::warn!(report = %report.summary(), "reset into a one-member cluster (--force-new-cluster)");
     }
     let watchers = WatchHub::default();
-    let node = start_node(&config, &identity, &data, watchers.clone()).await?;
+    let (node, state_machine) = start_node(&config, &identity, &data, watchers.clone()).await?;
     tracing::info!(
         name = %config.name,
         member = format!("{:x}", node.id),
@@ -76,6 +76,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         quota_backend_bytes: config.quota_backend_bytes,
         election_timeout: config.election_timeout,
         data_dir: data.path.clone(),
+        state_machine,
     };
     let recipes = api::Recipes { ctx: ctx.clone(), hub: watchers.clone() };
     let watch = api::WatchService::new(ctx.clone(), watchers, config.watch_progress_notify_interval);
@@ -217,7 +218,12 @@ async fn removed_from_membership(node: Arc<Node>) {
     }
 }
 
-async fn start_node(config: &Config, identity: &Identity, data: &DataDir, watchers: WatchHub) -> Result<Arc<Node>> {
+async fn start_node(
+    config: &Config,
+    identity: &Identity,
+    data: &DataDir,
+    watchers: WatchHub,
+) -> Result<(Arc<Node>, StateMachine)> {
     let id = data.meta.member_id;
     let cluster_id = data.meta.cluster_id;
     let kv = data.kv_store()?;
@@ -226,11 +232,11 @@ async fn start_node(config: &Config, identity: &Identity, data: &DataDir, watche
     state_machine.finish_interrupted_install()?;
     let peers = Peers::new(cluster_id, id);
     let raft_config = raft_config(config)?;
-    let raft = Raft::new(id, Arc::new(raft_config), peers.clone(), log, state_machine)
+    let raft = Raft::new(id, Arc::new(raft_config), peers.clone(), log, state_machine.clone())
         .await
         .map_err(|e| Error::Storage(format!("cannot start Raft: {e}")))?;
     debug_assert_eq!(identity.cluster_id == cluster_id, identity.member_id == id);
-    Ok(Node::new(id, cluster_id, raft, kv, data.db.clone(), peers, config.request_timeout()))
+    Ok((Node::new(id, cluster_id, raft, kv, data.db.clone(), peers, config.request_timeout()), state_machine))
 }
 
 fn raft_config(config: &Config) -> Result<openraft::Config> {

@@ -1,8 +1,10 @@
-//! The Maintenance service: status, alarms, hashes and defragmentation.
+//! The Maintenance service: status, alarms, hashes, defragmentation and snapshots.
 //!
 //! Status tells the truth about a lost quorum: no leader, and in `errors` which voters are
 //! missing and the commands that recover the cluster; after a reset, the loss report.
 
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::codegen::BoxStream;
 use tonic::{Request, Response, Status};
 
 use super::{unexpected, Context};
@@ -83,6 +85,15 @@ impl Maintenance for MaintenanceService {
             db_size_quota: self.ctx.quota_backend_bytes as i64,
             ..Default::default()
         }))
+    }
+
+    async fn snapshot(
+        &self,
+        _: Request<pb::SnapshotRequest>,
+    ) -> Result<Response<BoxStream<pb::SnapshotResponse>>, Status> {
+        let header = self.ctx.current_header()?.unwrap_or_default();
+        let chunks = crate::snapshot::stream(&self.ctx.state_machine, &self.ctx.data_dir, header).await?;
+        Ok(Response::new(Box::pin(ReceiverStream::new(chunks))))
     }
 
     async fn defragment(&self, _: Request<pb::DefragmentRequest>) -> Result<Response<pb::DefragmentResponse>, Status> {

@@ -37,6 +37,8 @@ const END_OF_ENTRIES: u32 = u32::MAX;
 /// Where a snapshot from the leader arrives, and where it is verified before it is installed.
 const INCOMING: &str = "incoming.tmp";
 const INSTALLING: &str = "installing.tmp";
+/// Where a snapshot is built before it is renamed to `<id>.snap`.
+const SNAPSHOT_TMP: &str = "building.tmp";
 /// Present while a snapshot is being loaded into the store.
 const LOADING: &str = "LOADING";
 
@@ -147,15 +149,26 @@ impl StateMachine {
 
     /// Copies the whole state machine into a new snapshot file and returns its path and meta.
     fn write_snapshot(&self) -> std::io::Result<(PathBuf, Meta)> {
+        fs::create_dir_all(&self.snapshot_dir)?;
+        let tmp = self.snapshot_dir.join(SNAPSHOT_TMP);
+        let meta = self.write_file(&tmp)?;
+        let path = self.snapshot_dir.join(format!("{}.snap", meta.snapshot_id));
+        fs::rename(&tmp, &path)?;
+        File::open(&self.snapshot_dir)?.sync_all()?;
+        self.remove_other_snapshots(&path)?;
+        Ok((path, meta))
+    }
+
+    /// Writes the whole state machine to `path` in the snapshot format, synced; the caller holds
+    /// the apply lock, so the copy is of one point in time.
+    fn write_file(&self, path: &Path) -> std::io::Result<Meta> {
         let (last_log_id, last_membership) = self.read_state().map_err(std::io::Error::other)?;
         let snapshot_id = match last_log_id {
             Some(id) => format!("{}-{}-{}", id.leader_id.term, id.leader_id.node_id, id.index),
             None => "0-0-0".to_string(),
         };
         let meta = Meta { last_log_id, last_membership, snapshot_id };
-        fs::create_dir_all(&self.snapshot_dir)?;
-        let tmp = self.snapshot_dir.join(format!("{}.tmp", meta.snapshot_id));
-        let mut out = ChecksumWriter::new(BufWriter::new(File::create(&tmp)?));
+        let mut out = ChecksumWriter::new(BufWriter::new(File::create(path)?));
         out.write_all(MAGIC)?;
         write_frame(&mut out, &bincode::serialize(&meta).map_err(std::io::Error::other)?)?;
         for entry in self.kv.export() {
@@ -164,13 +177,22 @@ impl StateMachine {
             write_frame(&mut out, &value)?;
         }
         out.write_all(&END_OF_ENTRIES.to_be_bytes())?;
-        let file = out.finish()?;
-        file.sync_all()?;
-        let path = self.snapshot_dir.join(format!("{}.snap", meta.snapshot_id));
-        fs::rename(&tmp, &path)?;
-        File::open(&self.snapshot_dir)?.sync_all()?;
-        self.remove_other_snapshots(&path)?;
-        Ok((path, meta))
+        out.finish()?.sync_all()?;
+        Ok(meta)
+    }
+
+    /// Writes a consistent copy of the whole store to `path` (the snapshot file format), for
+    /// Maintenance.Snapshot: apply pauses while the store is copied.
+    pub async fn export(&self, path: PathBuf) -> crate::Result<()> {
+        let applying = self.apply_lock.clone().lock_owned().await;
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let _applying = applying;
+            this.write_file(&path)
+        })
+        .await
+        .map_err(|e| crate::Error::Internal(e.to_string()))??;
+        Ok(())
     }
 
     /// Installs a received snapshot: copies it into the snapshot dir, verifies and loads it, and

@@ -1,0 +1,88 @@
+//! Backups: the file `Maintenance.Snapshot` streams and `etcdctl snapshot save` writes.
+//!
+//! A backup is a state machine snapshot file (see [`crate::raft::state_machine`]: magic, meta,
+//! entries, CRC32), zero-padded to a multiple of 512 bytes, followed by the SHA-256 of all that
+//! precedes it. This is etcd's envelope: etcd streams its bbolt file (a multiple of the 512-byte
+//! page) and then its SHA-256, and `etcdctl snapshot save` checks exactly that shape, so it saves
+//! Phoenix's backups unchanged.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use sha2::{Digest, Sha256};
+use tokio::io::AsyncReadExt;
+use tokio::sync::mpsc;
+use tonic::Status;
+
+use crate::pb;
+use crate::raft::state_machine::StateMachine;
+use crate::Result;
+
+/// The length of a backup before its checksum is a multiple of this, as etcd's bbolt file is.
+pub const ALIGNMENT: u64 = 512;
+/// How much of the backup one stream message carries (etcd sends 32 KiB).
+const CHUNK_BYTES: usize = 32 * 1024;
+
+/// Distinguishes concurrent exports in one data dir.
+static EXPORTS: AtomicU64 = AtomicU64::new(0);
+
+/// A file that is removed when dropped: an export lives only as long as its stream.
+struct TempFile(PathBuf);
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::remove_file(&self.0) {
+            tracing::warn!(error = %e, path = %self.0.display(), "could not remove a snapshot export");
+        }
+    }
+}
+
+/// Copies the store to a file in `data_dir` (apply pauses for the copy only) and returns a
+/// channel that streams it as etcd does: chunks with the bytes still to come, padding, and a last
+/// message with the SHA-256. `header` goes on every message.
+pub async fn stream(
+    state_machine: &StateMachine,
+    data_dir: &Path,
+    header: pb::ResponseHeader,
+) -> Result<mpsc::Receiver<std::result::Result<pb::SnapshotResponse, Status>>> {
+    let n = EXPORTS.fetch_add(1, Ordering::Relaxed);
+    let file = TempFile(data_dir.join(format!("snapshot-export-{}-{n}.tmp", std::process::id())));
+    state_machine.export(file.0.clone()).await?;
+    let (tx, rx) = mpsc::channel(4);
+    tokio::spawn(async move {
+        if let Err(e) = send_file(&file.0, header, &tx).await {
+            let _ = tx.send(Err(Status::from(e))).await;
+        }
+    });
+    Ok(rx)
+}
+
+async fn send_file(
+    path: &Path,
+    header: pb::ResponseHeader,
+    tx: &mpsc::Sender<std::result::Result<pb::SnapshotResponse, Status>>,
+) -> Result<()> {
+    let mut file = tokio::fs::File::open(path).await?;
+    let length = file.metadata().await?.len();
+    let total = length.div_ceil(ALIGNMENT) * ALIGNMENT;
+    let mut hasher = Sha256::new();
+    let mut sent = 0u64;
+    while sent < total {
+        let want = (total - sent).min(CHUNK_BYTES as u64) as usize;
+        let mut blob = vec![0u8; want];
+        let from_file = (length.saturating_sub(sent) as usize).min(want);
+        file.read_exact(&mut blob[..from_file]).await?;
+        // Whatever is not from the file is the zero padding.
+        hasher.update(&blob);
+        sent += want as u64;
+        let message =
+            pb::SnapshotResponse { header: Some(header), remaining_bytes: total - sent, blob, ..Default::default() };
+        if tx.send(Ok(message)).await.is_err() {
+            return Ok(()); // the client went away
+        }
+    }
+    let checksum =
+        pb::SnapshotResponse { header: Some(header), blob: hasher.finalize().to_vec(), ..Default::default() };
+    let _ = tx.send(Ok(checksum)).await;
+    Ok(())
+}
