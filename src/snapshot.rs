@@ -6,6 +6,8 @@
 //! page) and then its SHA-256, and `etcdctl snapshot save` checks exactly that shape, so it saves
 //! Phoenix's backups unchanged.
 
+use std::fs::File;
+use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -15,8 +17,56 @@ use tokio::sync::mpsc;
 use tonic::Status;
 
 use crate::pb;
-use crate::raft::state_machine::StateMachine;
-use crate::Result;
+use crate::raft::state_machine::{scan_snapshot, StateMachine};
+use crate::{Error, Result};
+
+/// The length of a SHA-256.
+const CHECKSUM_BYTES: u64 = 32;
+
+/// What a backup holds, as `snapshot status` reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackupStatus {
+    /// The CRC32 of the snapshot inside.
+    pub hash: u32,
+    pub revision: i64,
+    /// Every key of the store: records of every revision kept, and the store's own.
+    pub total_keys: u64,
+    pub total_size: u64,
+}
+
+/// Checks the backup at `path` whole (its SHA-256, its snapshot's CRC, its padding) and says
+/// what it holds; a truncated, corrupted or foreign file is refused.
+pub fn status(path: &Path) -> Result<BackupStatus> {
+    let refused = |why: &str| Error::Corrupt(format!("{}: {why}", path.display()));
+    let total_size = std::fs::metadata(path)?.len();
+    if total_size < CHECKSUM_BYTES || (total_size - CHECKSUM_BYTES) % ALIGNMENT != 0 {
+        return Err(refused("not a snapshot, or truncated (its size is not that of one)"));
+    }
+    let body = total_size - CHECKSUM_BYTES;
+    let mut file = BufReader::new(File::open(path)?);
+    let mut hasher = Sha256::new();
+    std::io::copy(&mut (&mut file).take(body), &mut hasher)?;
+    let mut stored = [0u8; CHECKSUM_BYTES as usize];
+    file.read_exact(&mut stored)?;
+    if hasher.finalize().as_slice() != stored {
+        return Err(refused("its SHA-256 does not match: the file is corrupted or truncated"));
+    }
+    let mut body_reader = BufReader::new(File::open(path)?).take(body);
+    let (mut revision, mut total_keys) = (1, 0u64);
+    let hash = scan_snapshot(&mut body_reader, |key, value| {
+        total_keys += 1;
+        if let Some(r) = crate::kv::exported_revision(key, value) {
+            revision = r;
+        }
+    })
+    .map_err(|e| refused(&e.to_string()))?;
+    let mut padding = Vec::new();
+    body_reader.read_to_end(&mut padding)?;
+    if padding.len() as u64 >= ALIGNMENT || padding.iter().any(|&b| b != 0) {
+        return Err(refused("unexpected bytes after the snapshot"));
+    }
+    Ok(BackupStatus { hash, revision, total_keys, total_size })
+}
 
 /// The length of a backup before its checksum is a multiple of this, as etcd's bbolt file is.
 pub const ALIGNMENT: u64 = 512;

@@ -92,6 +92,9 @@ pub enum Command {
         #[arg(value_name = "MEMBER_ID")]
         args: Vec<String>,
     },
+    /// Manages etcd node snapshots
+    #[command(subcommand, arg_required_else_help = true)]
+    Snapshot(SnapshotCommand),
     /// Moves a stopped member's data dir aside (or deletes it) so the host can join again (Phoenix)
     Clean(CleanArgs),
     /// Resets a stopped survivor of a lost quorum into a one-member cluster that keeps all of its
@@ -360,6 +363,22 @@ pub struct WatchArgs {
     /// The command to run for each event, after `--`
     #[arg(last = true, value_name = "EXEC")]
     pub exec: Vec<OsString>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum SnapshotCommand {
+    /// Stores an etcd node backend snapshot to a given file
+    Save {
+        /// <filename>
+        #[arg(value_name = "FILENAME")]
+        args: Vec<String>,
+    },
+    /// Gets backend snapshot status of a given file
+    Status {
+        /// <filename>
+        #[arg(value_name = "FILENAME")]
+        args: Vec<String>,
+    },
 }
 
 #[derive(Subcommand, Debug)]

@@ -188,6 +188,15 @@ impl Client {
         .await
     }
 
+    /// Opens the snapshot stream; `deadline` bounds its start only, since a backup takes as long
+    /// as the store is big.
+    pub async fn snapshot(&mut self, deadline: Instant) -> Result<tonic::Streaming<pb::SnapshotResponse>, CtlError> {
+        self.call(deadline, Retry::Repeatable, |ch| async move {
+            maintenance(ch).snapshot(pb::SnapshotRequest::default()).await
+        })
+        .await
+    }
+
     pub async fn hash_kv(&mut self, deadline: Instant, revision: i64) -> Result<pb::HashKvResponse, CtlError> {
         self.call(deadline, Retry::Repeatable, |ch| async move {
             maintenance(ch).hash_kv(pb::HashKvRequest { revision }).await

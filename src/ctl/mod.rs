@@ -7,12 +7,12 @@
 //! checks in `gourl`), `endpoint health|status|hashkv` (`endpoint`), `watch` (`watch`, over
 //! clientv3's watcher in `watcher`), `lease grant|revoke|timetolive|list|keep-alive` (`lease`,
 //! `keepalive`) and `lock` and `elect` (`lock`, over etcd's client-side recipes in
-//! `concurrency`). Errors print as `Error: <message>` on stderr with etcdctl's exit codes
+//! `concurrency`), `snapshot save|status` (`snapshot`). Errors print as `Error: <message>` on stderr with etcdctl's exit codes
 //! (`error`). Phoenix's own: `clean` moves a stopped member's data dir aside (`clean`), and
 //! `disaster plan` and `disaster` choose and reset the survivor of a lost quorum (`disaster`).
 //!
 //! Not implemented: TLS and authentication (`--cacert`, `--user`...), DNS discovery, and the
-//! commands beyond the ones above (snapshot, auth, user, role, make-mirror...).
+//! commands beyond the ones above (snapshot restore, auth, user, role, make-mirror...).
 
 mod clean;
 pub mod cli;
@@ -32,6 +32,7 @@ mod lock;
 mod maintenance;
 mod member;
 mod printer;
+mod snapshot;
 mod txn;
 mod watch;
 mod watcher;
@@ -156,6 +157,7 @@ async fn execute(cli: Cli, io: &mut Io<'_>) -> Result<(), CtlError> {
         Command::Lock(args) => lock::lock(&ctx, args, io).await,
         Command::Elect(args) => lock::elect(&ctx, args, io).await,
         Command::MoveLeader { args } => maintenance::move_leader(&ctx, &args, io).await,
+        Command::Snapshot(command) => snapshot::snapshot(&ctx, command, io).await,
         Command::Clean(args) => clean::clean(args, io),
         Command::Disaster(args) => match args.plan.clone() {
             Some(cli::DisasterCommand::Plan(plan)) => disaster::plan(&ctx, plan, io).await,

@@ -44,6 +44,14 @@ pub struct Alarm {
 }
 
 const META_REVISION: &str = "revision";
+
+/// The store revision, if `(key, value)` is the store's record of it (as exported).
+pub fn exported_revision(key: &[u8], value: &[u8]) -> Option<i64> {
+    if key != keys::meta_key(META_REVISION).as_slice() {
+        return None;
+    }
+    value.try_into().ok().map(i64::from_be_bytes)
+}
 const META_COMPACTED: &str = "compacted";
 const META_MEMBERS: &str = "members";
 const META_ALARMS: &str = "alarms";

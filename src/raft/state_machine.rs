@@ -387,6 +387,39 @@ fn read_meta(input: &mut impl Read) -> std::io::Result<Meta> {
     bincode::deserialize(&bytes).map_err(std::io::Error::other)
 }
 
+/// Reads a snapshot file from `input` up to and including its CRC32, checking it: hands every
+/// entry to `visit` and returns the CRC. Reads nothing past the CRC.
+pub fn scan_snapshot(input: impl Read, mut visit: impl FnMut(&[u8], &[u8])) -> crate::Result<u32> {
+    let corrupt = |e: std::io::Error| crate::Error::Corrupt(format!("snapshot: {e}"));
+    let mut input = CrcReader { inner: input, hasher: crc32fast::Hasher::new() };
+    read_meta(&mut input).map_err(corrupt)?;
+    for entry in (SnapshotEntries { reader: &mut input }) {
+        let (key, value) = entry?;
+        visit(&key, &value);
+    }
+    let crc = input.hasher.finalize();
+    let mut stored = [0u8; 4];
+    input.inner.read_exact(&mut stored).map_err(corrupt)?;
+    if u32::from_be_bytes(stored) != crc {
+        return Err(crate::Error::Corrupt("snapshot fails its checksum".into()));
+    }
+    Ok(crc)
+}
+
+/// A reader that keeps a CRC32 of what it read.
+struct CrcReader<R: Read> {
+    inner: R,
+    hasher: crc32fast::Hasher,
+}
+
+impl<R: Read> Read for CrcReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+}
+
 /// Checks that a snapshot file is complete and unaltered before anything is loaded from it.
 fn verify_checksum(path: &Path) -> crate::Result<()> {
     let bytes_len = fs::metadata(path)?.len();

@@ -23,8 +23,10 @@ use std::io::Write;
 use prost::Message;
 
 use super::error::{CtlError, EXIT_BAD_ARGS, EXIT_BAD_FEATURE, EXIT_ERROR};
+use super::gofmt::human_bytes;
 use crate::pb;
 use crate::pb::mvccpb::event::EventType;
+use crate::snapshot::BackupStatus;
 
 pub use change::Change;
 
@@ -203,6 +205,32 @@ impl Printer {
             Format::Json => writeln!(out, "{}", json::endpoint_hash_kv(list)),
             Format::Fields => fields::endpoint_hash_kv(out, list),
             Format::Table => table::endpoint_hash_kv(list).render(out),
+            Format::Protobuf => return Err(self.unsupported()),
+        };
+        written.map_err(write_error)
+    }
+
+    /// Prints `snapshot status`.
+    pub fn snapshot_status(&self, out: &mut dyn Write, status: &BackupStatus) -> Result<(), CtlError> {
+        let hash = format!("{:x}", status.hash);
+        let size = human_bytes(status.total_size);
+        let written = match self.format {
+            Format::Simple => writeln!(out, "{hash}, {}, {}, {size}", status.revision, status.total_keys),
+            Format::Json => writeln!(
+                out,
+                "{{\"hash\":{},\"revision\":{},\"totalKey\":{},\"totalSize\":{}}}",
+                status.hash, status.revision, status.total_keys, status.total_size
+            ),
+            Format::Fields => writeln!(
+                out,
+                "\"Hash\" : {}\n\"Revision\" : {}\n\"Keys\" : {}\n\"Size\" : {}",
+                status.hash, status.revision, status.total_keys, status.total_size
+            ),
+            Format::Table => table::Table {
+                header: vec!["hash", "revision", "total keys", "total size"],
+                rows: vec![vec![hash, status.revision.to_string(), status.total_keys.to_string(), size]],
+            }
+            .render(out),
             Format::Protobuf => return Err(self.unsupported()),
         };
         written.map_err(write_error)

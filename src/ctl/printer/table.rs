@@ -18,7 +18,7 @@ const TOO_LONG_PENALTY: usize = 100_000;
 /// A listing: a header and rows of cells.
 #[derive(Debug, Clone)]
 pub struct Table {
-    header: Vec<&'static str>,
+    pub header: Vec<&'static str>,
     pub rows: Vec<Vec<String>>,
 }
 
