@@ -39,7 +39,7 @@ pub struct BackupStatus {
 pub fn status(path: &Path) -> Result<BackupStatus> {
     let refused = |why: &str| Error::Corrupt(format!("{}: {why}", path.display()));
     let total_size = std::fs::metadata(path)?.len();
-    if total_size < CHECKSUM_BYTES || (total_size - CHECKSUM_BYTES) % ALIGNMENT != 0 {
+    if total_size < CHECKSUM_BYTES || !(total_size - CHECKSUM_BYTES).is_multiple_of(ALIGNMENT) {
         return Err(refused("not a snapshot, or truncated (its size is not that of one)"));
     }
     let body = total_size - CHECKSUM_BYTES;
