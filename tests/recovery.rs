@@ -426,3 +426,43 @@ async fn five_members_lose_three() {
         wait_caught_up(&cluster, i, &acknowledged).await;
     }
 }
+
+#[tokio::test]
+async fn a_survivor_reset_offline_can_start_at_a_new_address() {
+    let mut cluster = Cluster::start(3, TEST_TIMINGS).await;
+    let leader = cluster.leader().await;
+    let survivor = (leader + 1) % 3;
+    let mut client = cluster.client(survivor).await;
+    let mut acknowledged = Vec::new();
+    write_keys(&mut client, "k", 20, &mut acknowledged).await;
+    for i in (0..3).filter(|&i| i != survivor) {
+        cluster.kill(i);
+    }
+    assert_eq!(cluster.members[survivor].terminate(), Some(0));
+
+    // The survivor's disk moves to a host with other addresses: reset it there.
+    let ports = free_ports(2);
+    let peer_url = format!("http://127.0.0.1:{}", ports[1]);
+    let dir = cluster.members[survivor].data_dir.to_string_lossy().into_owned();
+    let reset = run(PHOENIXCTL, &["disaster", "--data-dir", &dir, "--initial-advertise-peer-urls", &peer_url]);
+    assert!(reset.status.success(), "{}", stderr(&reset));
+    assert!(stdout(&reset).contains(&format!("one-member cluster at {peer_url}")), "{}", stdout(&reset));
+    // A second reset is refused: members added since would be removed.
+    let again = run(PHOENIXCTL, &["disaster", "--data-dir", &dir]);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(stderr(&again).contains("was reset already"), "{}", stderr(&again));
+
+    // It starts with flags that name only its new address, and the cluster grows from there.
+    let name = cluster.members[survivor].name.clone();
+    let initial = format!("{name}={peer_url}");
+    let mut flags = vec!["--initial-cluster", initial.as_str()];
+    flags.extend(TEST_TIMINGS);
+    let moved = cluster.spawn_member(name, ports[0], ports[1], &flags);
+    cluster.wait_ready(moved).await;
+    assert_holds_all(&keys_held(&cluster, moved).await.unwrap(), &acknowledged, "the moved survivor");
+    let members = cluster.client(moved).await.member_list().await.unwrap();
+    assert_eq!(members.members().len(), 1);
+    assert_eq!(members.members()[0].peer_urls(), std::slice::from_ref(&peer_url));
+    let joined = join(&mut cluster, "n4", moved, &acknowledged).await;
+    wait_caught_up(&cluster, joined, &acknowledged).await;
+}
