@@ -13,7 +13,7 @@ use std::ffi::OsString;
 use std::fs;
 use std::io::{ErrorKind, Write};
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use super::cli::CleanArgs;
 use super::error::{CtlError, EXIT_BAD_ARGS, EXIT_ERROR};
@@ -174,7 +174,7 @@ fn failed(message: String) -> CtlError {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
+    use std::time::{Duration, UNIX_EPOCH};
 
     use super::*;
 
