@@ -79,13 +79,14 @@ impl Kv for KvService {
     async fn txn(&self, request: Request<pb::TxnRequest>) -> Result<Response<pb::TxnResponse>, Status> {
         let req = request.into_inner();
         validate::txn(&req, &self.ctx.limits)?;
-        if !(is_read_only(&req) && is_serializable(&req)) {
+        let (read_only, serializable) = (is_read_only(&req), is_serializable(&req));
+        if !(read_only && serializable) {
             self.ctx.refuse_on_learner()?;
         }
         validate::size(&req, &self.ctx.limits)?;
-        let mut response = if is_read_only(&req) {
+        let mut response = if read_only {
             // A read-only txn changes nothing, so like a Range it needs only a read index.
-            if !is_serializable(&req) {
+            if !serializable {
                 self.ctx.node.linearize().await?;
             }
             self.ctx.node.kv.read_only_txn(&req)?

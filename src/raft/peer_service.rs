@@ -37,7 +37,10 @@ impl PeerService {
                 header.from, header.cluster_id, self.node.cluster_id
             )));
         }
-        if self.node.kv.removed_members().map_err(Status::from)?.contains(&header.from) {
+        // Only a sender outside the configuration can be a removed member (IDs are never
+        // reused), so members' traffic never pays for reading the tombstones.
+        let outsider = self.node.peer_node(header.from).is_err();
+        if outsider && self.node.kv.removed_members().map_err(Status::from)?.contains(&header.from) {
             return Err(Status::permission_denied(format!(
                 "member {:x} was removed from cluster {:x}",
                 header.from, self.node.cluster_id
@@ -83,10 +86,8 @@ impl Peer for PeerService {
         let request = request.into_inner();
         self.check_header(request.header.as_ref())?;
         let command = request.command.ok_or_else(|| Status::invalid_argument("proposal without command"))?;
-        if self.node.raft.metrics().borrow().current_leader != Some(self.node.id) {
-            // No forwarding chains: the follower retries with whoever it thinks leads.
-            return Err(Error::NotLeader.into());
-        }
+        // No forwarding chains: a follower is refused and retries with whoever it thinks leads.
+        self.node.ensure_leading()?;
         Ok(Response::new(self.node.propose_local(command).await?))
     }
 
