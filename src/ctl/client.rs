@@ -353,15 +353,20 @@ async fn pause(length: Duration, deadline: Instant) -> Result<(), CtlError> {
 }
 
 /// A tonic endpoint for an etcdctl endpoint string.
-fn endpoint(address: &str, flags: &GlobalFlags) -> Result<Endpoint, CtlError> {
-    let uri = match address.split_once("://") {
-        None => format!("http://{address}"),
-        Some(("http", _)) => address.to_string(),
+/// An endpoint as a URL: `host:port` means plain http, the only scheme phoenixctl speaks.
+pub fn endpoint_url(address: &str) -> Result<String, CtlError> {
+    match address.split_once("://") {
+        None => Ok(format!("http://{address}")),
+        Some(("http", _)) => Ok(address.to_string()),
         Some(_) => {
             let message = format!("endpoint {address:?} is not supported: phoenixctl speaks plain http (host:port)");
-            return Err(CtlError::new(EXIT_BAD_ARGS, message));
+            Err(CtlError::new(EXIT_BAD_ARGS, message))
         }
-    };
+    }
+}
+
+fn endpoint(address: &str, flags: &GlobalFlags) -> Result<Endpoint, CtlError> {
+    let uri = endpoint_url(address)?;
     let endpoint = Endpoint::from_shared(uri)
         .map_err(|e| CtlError::new(EXIT_BAD_ARGS, format!("invalid endpoint {address:?}: {e}")))?;
     Ok(endpoint

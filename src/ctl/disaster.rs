@@ -17,6 +17,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::cli::{DisasterArgs, PlanArgs};
+use super::client::endpoint_url;
 use super::error::{CtlError, EXIT_BAD_ARGS, EXIT_ERROR};
 use super::printer::write_error;
 use super::{Ctx, Io};
@@ -49,7 +50,7 @@ pub async fn plan(ctx: &Ctx, args: PlanArgs, io: &mut Io<'_>) -> Result<(), CtlE
     let only_default = ctx.endpoints() == [DEFAULT_ENDPOINT];
     if args.data_dirs.is_empty() || !only_default {
         for endpoint in ctx.endpoints() {
-            let url = with_scheme(endpoint);
+            let url = endpoint_url(endpoint)?;
             match ask(&url, timeout).await {
                 Ok(report) => add(&mut seen, Seen { source: url, report, running: true }),
                 Err(e) => silent.push(e.to_string()),
@@ -258,14 +259,6 @@ fn peer_urls(args: &DisasterArgs, report: &SurvivorReport, dir: &Path) -> Result
                 dir.display()
             ),
         )),
-    }
-}
-
-fn with_scheme(endpoint: &str) -> String {
-    if endpoint.contains("://") {
-        endpoint.to_string()
-    } else {
-        format!("http://{endpoint}")
     }
 }
 
