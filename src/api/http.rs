@@ -8,8 +8,8 @@ use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::{get, MethodRouter};
 
+use super::maintenance::alarm_name;
 use super::Context;
-use crate::pb;
 use crate::recovery::quorum::quorum_loss;
 
 /// The routes to add to the client URLs' router.
@@ -46,10 +46,7 @@ fn unhealthy_reason(ctx: &Context) -> Option<String> {
     let node = &ctx.node;
     match node.kv.alarms() {
         Ok(alarms) if !alarms.is_empty() => {
-            let names: Vec<&str> = alarms
-                .iter()
-                .map(|a| pb::AlarmType::try_from(a.alarm).map_or("UNKNOWN", |t| t.as_str_name()))
-                .collect();
+            let names: Vec<&str> = alarms.iter().map(|a| alarm_name(a.alarm)).collect();
             return Some(format!("ALARM {}", names.join(",")));
         }
         Ok(_) => {}
