@@ -76,6 +76,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         quota_backend_bytes: config.quota_backend_bytes,
         election_timeout: config.election_timeout,
         data_dir: data.path.clone(),
+        reset_summary: crate::recovery::recorded_reset(&data.path)?.map(|report| report.summary()),
         state_machine,
     };
     let recipes = api::Recipes { ctx: ctx.clone(), hub: watchers.clone() };

@@ -10,7 +10,6 @@ use tonic::{Request, Response, Status};
 use super::{unexpected, Context};
 use crate::pb::{self, alarm_request::AlarmAction, command, command_result, maintenance_server::Maintenance};
 use crate::recovery::quorum::quorum_loss;
-use crate::recovery::recorded_reset;
 
 pub struct MaintenanceService {
     ctx: Context,
@@ -35,7 +34,7 @@ impl MaintenanceService {
     }
 }
 
-fn alarm_name(alarm: i32) -> &'static str {
+pub(super) fn alarm_name(alarm: i32) -> &'static str {
     pb::AlarmType::try_from(alarm).map_or("UNKNOWN", |a| a.as_str_name())
 }
 
@@ -67,9 +66,9 @@ impl Maintenance for MaintenanceService {
             .map(|a| format!("memberID:{} alarm:{} ", a.member_id, alarm_name(a.alarm)))
             .collect();
         errors.extend(quorum_loss(node).map(|loss| loss.explain(&self.ctx.data_dir)));
-        errors.extend(recorded_reset(&self.ctx.data_dir)?.map(|report| format!("reset: {}", report.summary())));
+        errors.extend(self.ctx.reset_summary.as_ref().map(|summary| format!("reset: {summary}")));
         // A leader that lost its quorum keeps the title in openraft 0.9 but leads nobody.
-        let leader = if node.has_leader() { metrics.current_leader.unwrap_or(0) } else { 0 };
+        let leader = node.usable_leader().unwrap_or(0);
         Ok(Response::new(pb::StatusResponse {
             header: self.ctx.current_header()?,
             version: crate::ETCD_API_VERSION.to_string(),

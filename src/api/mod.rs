@@ -45,6 +45,8 @@ pub struct Context {
     pub election_timeout: std::time::Duration,
     /// This member's data dir, for the recovery commands a lost quorum calls for.
     pub data_dir: std::path::PathBuf,
+    /// The loss report of the reset this data dir went through, if any: fixed while it runs.
+    pub reset_summary: Option<String>,
     /// The store's snapshot side, for Maintenance.Snapshot.
     pub state_machine: crate::raft::state_machine::StateMachine,
 }

@@ -207,10 +207,8 @@ impl Node {
     async fn wait_for_leader(&self) -> Result<NodeId> {
         let mut metrics = self.raft.metrics();
         loop {
-            if self.has_leader() {
-                if let Some(leader) = metrics.borrow().current_leader {
-                    return Ok(leader);
-                }
+            if let Some(leader) = self.usable_leader() {
+                return Ok(leader);
             }
             if self.leaderless_for() >= self.leaderless_patience() {
                 return Err(Error::NoLeader);
@@ -315,6 +313,15 @@ impl Node {
                 metrics.millis_since_quorum_ack.is_some_and(|ms| ms <= patience)
             }
             Some(_) => true,
+        }
+    }
+
+    /// The leader this member can count on (see [`Node::has_leader`]), if any.
+    pub fn usable_leader(&self) -> Option<NodeId> {
+        if self.has_leader() {
+            self.raft.metrics().borrow().current_leader
+        } else {
+            None
         }
     }
 
