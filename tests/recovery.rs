@@ -281,6 +281,14 @@ async fn three_members_lose_two() {
     for i in [survivor, first, second] {
         wait_caught_up(&cluster, i, &acknowledged).await;
     }
+
+    // etcd's trap: the survivor restarts with --force-new-cluster still set. It removes nobody.
+    cluster.restart_gracefully(survivor).await;
+    assert_eq!(cluster.client(survivor).await.member_list().await.unwrap().members().len(), 3);
+    write_keys(&mut client, "after-restart", 10, &mut acknowledged).await;
+    for i in [survivor, first, second] {
+        wait_caught_up(&cluster, i, &acknowledged).await;
+    }
 }
 
 #[tokio::test]
