@@ -25,13 +25,19 @@ async fn a_lock_has_one_holder_and_passes_on_unlock_or_expiry() {
     assert_eq!(again.key(), held.key(), "locking twice with one lease is one acquisition");
 
     let mut waiting_b = b.clone();
+    let held_key = held.key().to_vec();
     let mut contender = tokio::spawn(async move {
-        waiting_b.lock("my-lock", Some(LockOptions::new().with_lease(lease_b))).await.unwrap().key().to_vec()
+        let key = waiting_b.lock("my-lock", Some(LockOptions::new().with_lease(lease_b))).await.unwrap().key().to_vec();
+        // Exclusion, whatever the timing: the first holder's key is gone when the second holds.
+        let first_still_held = waiting_b.get(held_key, None).await.unwrap().count() > 0;
+        (key, first_still_held)
     });
     let early = tokio::time::timeout(Duration::from_millis(500), &mut contender).await;
     assert!(early.is_err(), "a second holder got the lock");
     a.unlock(held.key()).await.unwrap();
-    let key_b = tokio::time::timeout(Duration::from_secs(10), contender).await.expect("lock not passed on").unwrap();
+    let (key_b, first_still_held) =
+        tokio::time::timeout(Duration::from_secs(10), contender).await.expect("lock not passed on").unwrap();
+    assert!(!first_still_held, "two holders at once");
     assert_eq!(key_b, format!("my-lock/{lease_b:x}").as_bytes());
 
     // The next holder's lease expires instead of unlocking: the lock passes on all the same.
@@ -41,6 +47,7 @@ async fn a_lock_has_one_holder_and_passes_on_unlock_or_expiry() {
     let next =
         tokio::time::timeout(Duration::from_secs(15), a.lock("my-lock", Some(LockOptions::new().with_lease(lease_a))));
     assert!(next.await.expect("expiry did not release the lock").is_ok());
+    assert_eq!(a.get(short.key(), None).await.unwrap().count(), 0, "granted while the expiring holder held it");
 
     let missing = a.lock("other", Some(LockOptions::new().with_lease(999))).await.unwrap_err();
     match missing {
@@ -72,14 +79,22 @@ async fn elections_have_one_leader_who_proclaims_and_resigns() {
     assert_eq!(seen.kv().unwrap().value(), b"alpha");
 
     let mut challenger = c.clone();
-    let campaign = tokio::spawn(async move { challenger.campaign("vote", "beta", second).await });
+    let first_key = leader_key.key().to_vec();
+    let campaign = tokio::spawn(async move {
+        let won = challenger.campaign("vote", "beta", second).await;
+        // One leader, whatever the timing: the first leader's key is gone when the second wins.
+        let first_still_leads = challenger.get(first_key, None).await.unwrap().count() > 0;
+        won.map(|won| (won, first_still_leads))
+    });
     c.proclaim("alpha-2", Some(ProclaimOptions::new().with_leader(leader_key.clone()))).await.unwrap();
     assert_eq!(observer.message().await.unwrap().unwrap().kv().unwrap().value(), b"alpha-2");
     assert_eq!(c.leader("vote").await.unwrap().kv().unwrap().value(), b"alpha-2");
     assert!(!campaign.is_finished(), "two leaders at once");
 
     c.resign(Some(ResignOptions::new().with_leader(leader_key.clone()))).await.unwrap();
-    let beta = tokio::time::timeout(Duration::from_secs(10), campaign).await.expect("no new leader").unwrap().unwrap();
+    let (beta, first_still_leads) =
+        tokio::time::timeout(Duration::from_secs(10), campaign).await.expect("no new leader").unwrap().unwrap();
+    assert!(!first_still_leads, "two leaders at once");
     assert_eq!(beta.leader().unwrap().key(), format!("vote/{second:x}").as_bytes());
     assert_eq!(observer.message().await.unwrap().unwrap().kv().unwrap().value(), b"beta");
 
