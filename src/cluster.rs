@@ -84,6 +84,17 @@ impl Identity {
         let member_id = member_id(&config.peer_urls_of(&config.name), &config.initial_cluster_token);
         Identity { cluster_id: cluster_id(initial_members.keys().copied()), member_id, initial_members }
     }
+
+    /// The same member in a cluster restored from the backup whose snapshot hash is
+    /// `backup_hash`. Its cluster ID differs from that of a cluster started with the same flags
+    /// without a backup (often the very cluster the backup came from), so members of the old
+    /// cluster that are still around are refused by the new one.
+    pub fn restored_from(self, backup_hash: u32) -> Identity {
+        let mut hasher = Sha1::new();
+        hasher.update(self.cluster_id.to_be_bytes());
+        hasher.update(backup_hash.to_be_bytes());
+        Identity { cluster_id: first_u64(&hasher.finalize()), ..self }
+    }
 }
 
 /// Learns who this member is from the running cluster, for a member started with
@@ -185,6 +196,10 @@ pub struct DataDirMeta {
     pub cluster_id: u64,
     #[serde(with = "hex_id")]
     pub member_id: NodeId,
+    /// The snapshot hash of the backup this data dir was restored from, which is part of its
+    /// cluster ID (see [`Identity::restored_from`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restored_from: Option<u32>,
 }
 
 const FORMAT: u32 = 1;
@@ -200,8 +215,6 @@ pub struct DataDir {
     pub path: PathBuf,
     pub meta: DataDirMeta,
     pub db: sled::Db,
-    /// True when the data dir was created by this start.
-    pub fresh: bool,
 }
 
 impl DataDir {
@@ -218,7 +231,6 @@ impl DataDir {
         if let Ok(reason) = fs::read_to_string(path.join(FENCED_FILE)) {
             return Err(fenced_off(&path, reason.trim()));
         }
-        let fresh = existing.is_none();
         let meta = match existing {
             Some(meta) => {
                 check_belongs(&path, &meta, config, identity)?;
@@ -230,13 +242,56 @@ impl DataDir {
                     name: config.name.clone(),
                     cluster_id: identity.cluster_id,
                     member_id: identity.member_id,
+                    restored_from: None,
                 };
                 create(&path, &meta)?;
                 meta
             }
         };
         let db = open_db(&path)?;
-        Ok(DataDir { path, meta, db, fresh })
+        Ok(DataDir { path, meta, db })
+    }
+
+    /// Creates, in the absent or empty directory `path`, the data dir of `identity`'s member of a
+    /// cluster restored from the backup whose snapshot hash is `backup_hash`; `fill` loads the
+    /// backup into its store. The identity file is written last, once the store is flushed, so
+    /// an interrupted restore never leaves a data dir a member would start from; a failed one
+    /// leaves `path` as it found it. Returns the new member's identity.
+    pub fn restore(
+        path: &Path,
+        name: &str,
+        identity: Identity,
+        backup_hash: u32,
+        fill: impl FnOnce(&KvStore) -> Result<()>,
+    ) -> Result<DataDirMeta> {
+        let existed = path.exists();
+        if existed && fs::read_dir(path).map(|mut d| d.next().is_some()).unwrap_or(true) {
+            return Err(Error::Config(format!("data-dir {:?} not empty or could not be read", path.display())));
+        }
+        let identity = identity.restored_from(backup_hash);
+        let meta = DataDirMeta {
+            format: FORMAT,
+            name: name.to_string(),
+            cluster_id: identity.cluster_id,
+            member_id: identity.member_id,
+            restored_from: Some(backup_hash),
+        };
+        let restored = (|| {
+            fs::create_dir_all(path)?;
+            let db = open_db(path)?;
+            fill(&KvStore::new(db.open_tree(KV_TREE)?))?;
+            db.flush()?;
+            drop(db);
+            create(path, &meta)
+        })();
+        if let Err(e) = restored {
+            let cleanup = if existed { remove_contents(path) } else { fs::remove_dir_all(path) };
+            if let Err(cleanup) = cleanup {
+                tracing::warn!(error = %cleanup, path = %path.display(), "could not remove a failed restore");
+            }
+            return Err(e);
+        }
+        Ok(meta)
     }
 
     /// Opens a stopped member's data dir as it is, to inspect it or reset it offline. Refuses a
@@ -246,7 +301,7 @@ impl DataDir {
             return Err(Error::Config(format!("{} is not a Phoenix data dir (no {META_FILE})", path.display())));
         };
         let db = open_db(path)?;
-        Ok(DataDir { path: path.to_path_buf(), meta, db, fresh: false })
+        Ok(DataDir { path: path.to_path_buf(), meta, db })
     }
 
     /// Why this data dir must never run again, when its member was removed or fenced off.
@@ -326,9 +381,13 @@ fn check_belongs(path: &Path, meta: &DataDirMeta, config: &Config, identity: &Id
     // A reset data dir is a one-member cluster of its own, perhaps at a new address: the
     // --initial-cluster it was first started with no longer describes it.
     let reset = crate::recovery::recorded_reset(path)?.is_some();
+    let expected = match meta.restored_from {
+        Some(backup_hash) => identity.clone().restored_from(backup_hash),
+        None => identity.clone(),
+    };
     if config.initial_cluster_state == ClusterState::New
         && !reset
-        && (meta.cluster_id != identity.cluster_id || meta.member_id != identity.member_id)
+        && (meta.cluster_id != expected.cluster_id || meta.member_id != expected.member_id)
     {
         return Err(Error::Config(format!(
             "data dir {} belongs to member {:x} of cluster {:x}, but the flags describe member {:x} of cluster {:x}; \
@@ -336,8 +395,8 @@ fn check_belongs(path: &Path, meta: &DataDirMeta, config: &Config, identity: &Id
             path.display(),
             meta.member_id,
             meta.cluster_id,
-            identity.member_id,
-            identity.cluster_id
+            expected.member_id,
+            expected.cluster_id
         )));
     }
     Ok(())
@@ -352,6 +411,18 @@ fn create(path: &Path, meta: &DataDirMeta) -> Result<()> {
     file.sync_all()?;
     fs::rename(&tmp, path.join(META_FILE))?;
     fs::File::open(path)?.sync_all()?;
+    Ok(())
+}
+
+fn remove_contents(dir: &Path) -> std::io::Result<()> {
+    for dirent in fs::read_dir(dir)? {
+        let path = dirent?.path();
+        if path.is_dir() {
+            fs::remove_dir_all(path)?;
+        } else {
+            fs::remove_file(path)?;
+        }
+    }
     Ok(())
 }
 

@@ -51,8 +51,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         let report = crate::recovery::reset(&data, &config.name, peer_urls, backup, config.revision_bump)?;
         tracing::warn!(report = %report.summary(), "reset into a one-member cluster (--force-new-cluster)");
     }
+    let needs_bootstrap = config.initial_cluster_state == ClusterState::New && holds_no_raft_state(&data)?;
     let watchers = WatchHub::default();
-    let (node, state_machine) = start_node(&config, &identity, &data, watchers.clone()).await?;
+    let (node, state_machine) = start_node(&config, &data, watchers.clone()).await?;
     tracing::info!(
         name = %config.name,
         member = format!("{:x}", node.id),
@@ -94,7 +95,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         )));
     }
 
-    if data.fresh && config.initial_cluster_state == ClusterState::New {
+    if needs_bootstrap {
         bootstrap(&node.raft, &identity).await?;
     }
     let mut fenced = node.peers().fenced();
@@ -219,12 +220,7 @@ async fn removed_from_membership(node: Arc<Node>) {
     }
 }
 
-async fn start_node(
-    config: &Config,
-    identity: &Identity,
-    data: &DataDir,
-    watchers: WatchHub,
-) -> Result<(Arc<Node>, StateMachine)> {
+async fn start_node(config: &Config, data: &DataDir, watchers: WatchHub) -> Result<(Arc<Node>, StateMachine)> {
     let id = data.meta.member_id;
     let cluster_id = data.meta.cluster_id;
     let kv = data.kv_store()?;
@@ -236,7 +232,6 @@ async fn start_node(
     let raft = Raft::new(id, Arc::new(raft_config), peers.clone(), log, state_machine.clone())
         .await
         .map_err(|e| Error::Storage(format!("cannot start Raft: {e}")))?;
-    debug_assert_eq!(identity.cluster_id == cluster_id, identity.member_id == id);
     Ok((Node::new(id, cluster_id, raft, kv, data.db.clone(), peers, config.request_timeout()), state_machine))
 }
 
@@ -261,6 +256,13 @@ fn raft_config(config: &Config) -> Result<openraft::Config> {
     }
     .validate()
     .map_err(|e| Error::Config(format!("invalid Raft timing: {e}")))
+}
+
+/// Whether this member has never taken part in Raft: a new data dir, or one restored from a
+/// backup, which holds a store but no log. Such a member of a new cluster bootstraps it.
+fn holds_no_raft_state(data: &DataDir) -> Result<bool> {
+    let state = data.log_store()?.survivor_state().map_err(|e| Error::Storage(e.to_string()))?;
+    Ok(state.vote.is_none() && state.last_log_id.is_none())
 }
 
 /// Writes the initial membership on a brand-new member. Every member of a new cluster does the

@@ -5,6 +5,11 @@
 //! precedes it. This is etcd's envelope: etcd streams its bbolt file (a multiple of the 512-byte
 //! page) and then its SHA-256, and `etcdctl snapshot save` checks exactly that shape, so it saves
 //! Phoenix's backups unchanged.
+//!
+//! Restoring writes the data dir of one member of a new cluster from a backup: the store with
+//! every key, revision and lease, but no Raft log and none of the old cluster's membership, so
+//! the restored members bootstrap a cluster of their own (its cluster ID includes the backup's
+//! hash, so members of the old cluster are refused by it).
 
 use std::fs::File;
 use std::io::{BufReader, Read};
@@ -16,6 +21,7 @@ use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
 use tonic::Status;
 
+use crate::cluster::{DataDir, Identity};
 use crate::pb;
 use crate::raft::state_machine::{scan_snapshot, StateMachine};
 use crate::{Error, Result};
@@ -38,7 +44,7 @@ pub struct BackupStatus {
 /// what it holds; a truncated, corrupted or foreign file is refused.
 pub fn status(path: &Path) -> Result<BackupStatus> {
     let refused = |why: &str| Error::Corrupt(format!("{}: {why}", path.display()));
-    let total_size = std::fs::metadata(path)?.len();
+    let total_size = open(path)?.metadata()?.len();
     if total_size < CHECKSUM_BYTES || !(total_size - CHECKSUM_BYTES).is_multiple_of(ALIGNMENT) {
         return Err(refused("not a snapshot, or truncated (its size is not that of one)"));
     }
@@ -66,6 +72,62 @@ pub fn status(path: &Path) -> Result<BackupStatus> {
         return Err(refused("unexpected bytes after the snapshot"));
     }
     Ok(BackupStatus { hash, revision, total_keys, total_size })
+}
+
+/// Where and as whom a backup is restored: one member of a new cluster.
+pub struct RestoreTarget {
+    pub data_dir: PathBuf,
+    pub name: String,
+    /// Who the member is, from its flags as for a member of a new cluster.
+    pub identity: Identity,
+    /// How far to move the revision on (and whether to compact there).
+    pub bump: pb::RevisionBump,
+    /// Accept a snapshot without the backup's SHA-256 (a `.snap` file from a data dir); its
+    /// own CRC is still checked.
+    pub skip_hash_check: bool,
+}
+
+/// What a restore produced.
+#[derive(Debug)]
+pub struct Restored {
+    pub cluster_id: u64,
+    pub member_id: u64,
+    /// The store revision the member starts at.
+    pub revision: i64,
+}
+
+/// Restores the backup at `path` into a new data dir for `target`; refuses a damaged backup
+/// and a data dir that is not empty, and leaves nothing behind when it fails.
+pub fn restore(path: &Path, target: RestoreTarget) -> Result<Restored> {
+    let hash = if target.skip_hash_check {
+        scan_snapshot(BufReader::new(open(path)?), |_, _| {}).map_err(|e| in_file(path, e))?
+    } else {
+        status(path)?.hash
+    };
+    let mut revision = 0;
+    let fill = |kv: &crate::kv::KvStore| {
+        let crc = crate::raft::state_machine::restore(kv, BufReader::new(open(path)?), &target.bump)
+            .map_err(|e| in_file(path, e))?;
+        if crc != hash {
+            return Err(Error::Corrupt(format!("{}: changed while it was restored", path.display())));
+        }
+        revision = kv.revision()?;
+        Ok(())
+    };
+    let meta = DataDir::restore(&target.data_dir, &target.name, target.identity, hash, fill)?;
+    Ok(Restored { cluster_id: meta.cluster_id, member_id: meta.member_id, revision })
+}
+
+fn open(path: &Path) -> Result<File> {
+    File::open(path).map_err(|e| Error::Config(format!("open {}: {e}", path.display())))
+}
+
+/// Names the file in an error about its content.
+fn in_file(path: &Path, error: Error) -> Error {
+    match error {
+        Error::Corrupt(why) => Error::Corrupt(format!("{}: {why}", path.display())),
+        other => other,
+    }
 }
 
 /// The length of a backup before its checksum is a multiple of this, as etcd's bbolt file is.

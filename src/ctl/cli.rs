@@ -379,6 +379,41 @@ pub enum SnapshotCommand {
         #[arg(value_name = "FILENAME")]
         args: Vec<String>,
     },
+    /// Restores an etcd member snapshot to an etcd directory
+    Restore(RestoreArgs),
+}
+
+/// `snapshot restore FILENAME`, with etcdctl's flags and etcd's --bump-revision/--mark-compacted.
+#[derive(Args, Debug)]
+pub struct RestoreArgs {
+    /// <filename>
+    #[arg(value_name = "FILENAME")]
+    pub args: Vec<String>,
+    /// Path to the data directory (default: ${name}.phoenix, as phoenix's own default)
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Human-readable name for this member
+    #[arg(long, default_value = "default")]
+    pub name: String,
+    /// Initial cluster configuration for restore bootstrap
+    #[arg(long, default_value = "default=http://localhost:2380")]
+    pub initial_cluster: String,
+    /// Initial cluster token for the etcd cluster during restore bootstrap
+    #[arg(long, default_value = "etcd-cluster")]
+    pub initial_cluster_token: String,
+    /// List of this member's peer URLs to advertise to the rest of the cluster
+    #[arg(long, default_value = "http://localhost:2380")]
+    pub initial_advertise_peer_urls: String,
+    /// Ignore snapshot integrity hash value (required if copied from data directory)
+    #[arg(long)]
+    pub skip_hash_check: bool,
+    /// How much to increase the latest revision after restore
+    #[arg(long, default_value = "0", value_parser = clap::value_parser!(u64))]
+    pub bump_revision: u64,
+    /// Mark the latest revision after restore as the point of scheduled compaction (requires
+    /// --bump-revision > 0)
+    #[arg(long)]
+    pub mark_compacted: bool,
 }
 
 #[derive(Subcommand, Debug)]

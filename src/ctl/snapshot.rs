@@ -1,21 +1,32 @@
-//! `snapshot save FILENAME` and `snapshot status FILENAME`, as etcdctl 3.4 runs them
-//! (etcd-io/etcd v3.4 `etcdctl/ctlv3/command/snapshot_command.go`, `clientv3/snapshot`).
+//! `snapshot save`, `status` and `restore`, as etcdctl 3.4 runs them (etcd-io/etcd v3.4
+//! `etcdctl/ctlv3/command/snapshot_command.go`, `clientv3/snapshot`), with etcd 3.5's
+//! --bump-revision and --mark-compacted on restore.
 //!
 //! `save` asks exactly one endpoint, writes the stream to `FILENAME.part`, syncs it, checks it
 //! whole ([`crate::snapshot::status`]) and only then renames it into place, so a failed or
-//! damaged save never leaves a file at FILENAME. Restoring is not written yet.
+//! damaged save never leaves a file at FILENAME.
+//!
+//! `restore` takes the member's identity from the same flags phoenix takes (so it validates them
+//! the same way) and writes its data dir ([`crate::snapshot::restore`]); it talks to no server.
 
 use std::io::Write;
+use std::path::Path;
 
-use super::cli::SnapshotCommand;
+use clap::Parser;
+
+use super::cli::{RestoreArgs, SnapshotCommand};
 use super::error::{CtlError, EXIT_BAD_ARGS, EXIT_ERROR};
 use super::printer::write_error;
 use super::{Ctx, Io};
+use crate::cluster::Identity;
+use crate::config::{revision_bump, Config, Flags};
+use crate::snapshot::RestoreTarget;
 
 pub async fn snapshot(ctx: &Ctx, command: SnapshotCommand, io: &mut Io<'_>) -> Result<(), CtlError> {
     match command {
         SnapshotCommand::Save { args } => save(ctx, &one_file(&args, "save")?, io).await,
         SnapshotCommand::Status { args } => status(ctx, &one_file(&args, "status")?, io),
+        SnapshotCommand::Restore(args) => restore(&one_file(&args.args, "restore")?, &args, io),
     }
 }
 
@@ -59,6 +70,43 @@ fn status(ctx: &Ctx, file: &str, io: &mut Io<'_>) -> Result<(), CtlError> {
     let printer = ctx.printer()?;
     let status = crate::snapshot::status(std::path::Path::new(file)).map_err(|e| failed(e.to_string()))?;
     printer.snapshot_status(io.out, &status)
+}
+
+fn restore(file: &str, args: &RestoreArgs, io: &mut Io<'_>) -> Result<(), CtlError> {
+    let bad_args = |e: crate::Error| CtlError::new(EXIT_BAD_ARGS, e.to_string());
+    let config = member_config(args).map_err(bad_args)?;
+    let target = RestoreTarget {
+        data_dir: config.data_dir.clone(),
+        name: config.name.clone(),
+        identity: Identity::from_config(&config),
+        bump: revision_bump(args.bump_revision, args.mark_compacted).map_err(bad_args)?,
+        skip_hash_check: args.skip_hash_check,
+    };
+    let restored = crate::snapshot::restore(Path::new(file), target).map_err(|e| failed(e.to_string()))?;
+    writeln!(
+        io.out,
+        "Restored {file} into {}: member {:x} ({}) of new cluster {:x}, at revision {}",
+        config.data_dir.display(),
+        restored.member_id,
+        config.name,
+        restored.cluster_id,
+        restored.revision
+    )
+    .map_err(write_error)
+}
+
+/// The member a restore is for, described by the flags phoenix will start it with.
+fn member_config(args: &RestoreArgs) -> crate::Result<Config> {
+    let mut flags = vec![
+        "phoenix".to_string(),
+        format!("--name={}", args.name),
+        format!("--initial-cluster-token={}", args.initial_cluster_token),
+        format!("--initial-advertise-peer-urls={}", args.initial_advertise_peer_urls),
+        format!("--initial-cluster={}", args.initial_cluster),
+    ];
+    flags.extend(args.data_dir.iter().map(|dir| format!("--data-dir={}", dir.display())));
+    let flags = Flags::try_parse_from(flags).map_err(|e| crate::Error::Config(e.to_string()))?;
+    Config::from_flags(flags)
 }
 
 fn failed(message: String) -> CtlError {

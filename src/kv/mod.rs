@@ -226,6 +226,11 @@ impl KvStore {
             doomed.into_iter().for_each(|key| batch.remove(key));
             self.tree.apply_batch(batch)?;
         }
+        self.load(entries)
+    }
+
+    /// Adds a snapshot's entries to the store, in batches of bounded size.
+    pub fn load(&self, entries: impl Iterator<Item = Result<(Vec<u8>, Vec<u8>)>>) -> Result<()> {
         let mut batch = sled::Batch::default();
         let mut staged = 0;
         for entry in entries {
@@ -236,6 +241,18 @@ impl KvStore {
                 self.tree.apply_batch(std::mem::take(&mut batch))?;
                 staged = 0;
             }
+        }
+        self.tree.apply_batch(batch)?;
+        Ok(())
+    }
+
+    /// Removes what the store recorded of the cluster it ran in (its members' attributes, the
+    /// members removed from it, the alarms its members raised) and the meta entries named in
+    /// `also`: a restored store starts a new cluster, whose members are not those.
+    pub fn forget_cluster(&self, also: &[&str]) -> Result<()> {
+        let mut batch = sled::Batch::default();
+        for name in [META_MEMBERS, META_REMOVED_MEMBERS, META_ALARMS].iter().chain(also) {
+            batch.remove(keys::meta_key(name));
         }
         self.tree.apply_batch(batch)?;
         Ok(())

@@ -390,20 +390,62 @@ fn read_meta(input: &mut impl Read) -> std::io::Result<Meta> {
 /// Reads a snapshot file from `input` up to and including its CRC32, checking it: hands every
 /// entry to `visit` and returns the CRC. Reads nothing past the CRC.
 pub fn scan_snapshot(input: impl Read, mut visit: impl FnMut(&[u8], &[u8])) -> crate::Result<u32> {
-    let corrupt = |e: std::io::Error| crate::Error::Corrupt(format!("snapshot: {e}"));
-    let mut input = CrcReader { inner: input, hasher: crc32fast::Hasher::new() };
-    read_meta(&mut input).map_err(corrupt)?;
-    for entry in (SnapshotEntries { reader: &mut input }) {
+    let mut reader = SnapshotReader::open(input)?;
+    for entry in reader.entries() {
         let (key, value) = entry?;
         visit(&key, &value);
     }
-    let crc = input.hasher.finalize();
-    let mut stored = [0u8; 4];
-    input.inner.read_exact(&mut stored).map_err(corrupt)?;
-    if u32::from_be_bytes(stored) != crc {
-        return Err(crate::Error::Corrupt("snapshot fails its checksum".into()));
+    reader.finish()
+}
+
+/// Fills the empty store of a new cluster's member from the snapshot in `input`: every key with
+/// its history, revisions and leases, without the Raft state and the membership of the cluster
+/// it came from; then moves the revision on as `bump` says. Returns the snapshot's CRC32; a
+/// damaged snapshot is an error (the caller discards the store).
+pub fn restore(kv: &KvStore, input: impl Read, bump: &pb::RevisionBump) -> crate::Result<u32> {
+    let mut reader = SnapshotReader::open(input)?;
+    kv.load(reader.entries())?;
+    let crc = reader.finish()?;
+    kv.forget_cluster(&[META_APPLIED, META_MEMBERSHIP])?;
+    if bump.by > 0 {
+        let mut txn = kv.write()?;
+        txn.execute(&pb::Command { op: Some(pb::command::Op::RevisionBump(*bump)) })?;
+        if txn.commit()?.compacted {
+            kv.compact_physically()?;
+        }
     }
     Ok(crc)
+}
+
+/// The entries of a snapshot file in order, with a CRC32 of everything read, which
+/// [`SnapshotReader::finish`] checks against the one stored after them.
+struct SnapshotReader<R: Read> {
+    entries: SnapshotEntries<CrcReader<R>>,
+}
+
+impl<R: Read> SnapshotReader<R> {
+    /// Reads the magic and the meta.
+    fn open(input: R) -> crate::Result<Self> {
+        let mut input = CrcReader { inner: input, hasher: crc32fast::Hasher::new() };
+        read_meta(&mut input).map_err(|e| crate::Error::Corrupt(format!("snapshot: {e}")))?;
+        Ok(SnapshotReader { entries: SnapshotEntries { reader: input } })
+    }
+
+    fn entries(&mut self) -> &mut SnapshotEntries<CrcReader<R>> {
+        &mut self.entries
+    }
+
+    /// Reads the stored CRC32 (nothing past it) and checks it; returns it.
+    fn finish(self) -> crate::Result<u32> {
+        let CrcReader { mut inner, hasher } = self.entries.reader;
+        let mut stored = [0u8; 4];
+        inner.read_exact(&mut stored).map_err(|e| crate::Error::Corrupt(format!("snapshot: {e}")))?;
+        let crc = hasher.finalize();
+        if u32::from_be_bytes(stored) != crc {
+            return Err(crate::Error::Corrupt("snapshot fails its checksum".into()));
+        }
+        Ok(crc)
+    }
 }
 
 /// A reader that keeps a CRC32 of what it read.

@@ -136,6 +136,17 @@ impl Cluster {
         cluster
     }
 
+    /// A cluster with no member yet, in its own temporary dir (members come from spawn_member,
+    /// for instance on data dirs restored into `data_dir_of`).
+    pub fn empty() -> Cluster {
+        Cluster { members: Vec::new(), dir: tempfile::tempdir().expect("temp dir") }
+    }
+
+    /// Where spawn_member keeps the data of the member called `name`.
+    pub fn data_dir_of(&self, name: &str) -> PathBuf {
+        self.dir.path().join(format!("{name}.phoenix"))
+    }
+
     /// Starts the processes without waiting for them.
     pub fn spawn(n: usize, token: &str, extra: &[&str]) -> Cluster {
         let dir = tempfile::tempdir().expect("temp dir");
@@ -158,7 +169,7 @@ impl Cluster {
 
     /// Starts one more member process with etcd's per-member flags plus `flags`; returns its index.
     pub fn spawn_member(&mut self, name: String, client_port: u16, peer_port: u16, flags: &[&str]) -> usize {
-        let data_dir = self.dir.path().join(format!("{name}.phoenix"));
+        let data_dir = self.data_dir_of(&name);
         let client_url = format!("http://127.0.0.1:{client_port}");
         let peer_url = format!("http://127.0.0.1:{peer_port}");
         let mut args: Vec<String> = ["--name", &name, "--data-dir", &data_dir.to_string_lossy()]
