@@ -108,6 +108,19 @@ async fn a_snapshot_streams_from_any_member_while_writes_go_on() {
     stop.store(true, Ordering::Relaxed);
     writer.await.unwrap();
 
+    // On a terminal, save shows how far it is and how fast it goes (`script` gives it one).
+    let on_terminal = cluster.dir().join("on-terminal.db").to_string_lossy().into_owned();
+    let command = format!("{PHOENIXCTL} --endpoints {endpoint} snapshot save {on_terminal}");
+    match Command::new("script").args(["-qec", &command, "/dev/null"]).output() {
+        Ok(output) => {
+            let shown = String::from_utf8_lossy(&output.stdout);
+            assert!(output.status.success(), "{shown}");
+            assert!(shown.contains("KiB/") && shown.contains("iB/s"), "no progress shown: {shown:?}");
+            assert!(shown.contains(&format!("Snapshot saved at {on_terminal}")), "{shown:?}");
+        }
+        Err(e) => eprintln!("SKIPPED the progress bar: cannot run `script` ({e})"),
+    }
+
     // Damaged files are refused: a flipped byte, a cut tail, something else entirely.
     let bytes = std::fs::read(&file).unwrap();
     let mut flipped = bytes.clone();

@@ -13,6 +13,7 @@ use std::io::Write;
 use std::path::Path;
 
 use clap::Parser;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::cli::{RestoreArgs, SnapshotCommand};
 use super::error::{CtlError, EXIT_BAD_ARGS, EXIT_ERROR};
@@ -56,14 +57,30 @@ async fn save(ctx: &Ctx, file: &str, io: &mut Io<'_>) -> Result<(), CtlError> {
     writeln!(io.out, "Snapshot saved at {file}").map_err(write_error)
 }
 
-/// Writes the snapshot stream to `path`, synced.
+/// Writes the snapshot stream to `path`, synced, showing progress on a terminal.
 async fn download(ctx: &Ctx, path: &str) -> Result<(), CtlError> {
     let mut stream = ctx.client()?.snapshot(ctx.deadline()).await?;
     let mut out = std::fs::File::create(path).map_err(|e| failed(format!("could not create {path}: {e}")))?;
+    let progress = progress_bar();
     while let Some(chunk) = stream.message().await.map_err(|status| CtlError::status(&status))? {
         out.write_all(&chunk.blob).map_err(|e| failed(format!("could not write {path}: {e}")))?;
+        // Every message says how much is still to come, so the total is known from the first.
+        progress.set_length(progress.position() + chunk.blob.len() as u64 + chunk.remaining_bytes);
+        progress.inc(chunk.blob.len() as u64);
     }
+    progress.finish_and_clear();
     out.sync_all().map_err(|e| failed(format!("could not sync {path}: {e}")))
+}
+
+/// Bytes received, the total, and the rate, on stderr when it is a terminal (hidden otherwise,
+/// so scripts and pipes see etcdctl's output only).
+fn progress_bar() -> ProgressBar {
+    let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+    let style = ProgressStyle::with_template("{bar:30} {binary_bytes}/{binary_total_bytes} {binary_bytes_per_sec}");
+    if let Ok(style) = style {
+        bar.set_style(style);
+    }
+    bar
 }
 
 fn status(ctx: &Ctx, file: &str, io: &mut Io<'_>) -> Result<(), CtlError> {
