@@ -114,6 +114,39 @@ pub struct Flags {
         value_parser = parse_go_duration
     )]
     pub experimental_watch_progress_notify_interval: Duration,
+    /// Save verified backups into this directory on a schedule (Phoenix's own).
+    #[arg(long, env = "PHOENIX_BACKUP_DIR", value_name = "DIR")]
+    pub backup_dir: Option<PathBuf>,
+    /// Time between scheduled backups, as a Go duration ("30m", "1h").
+    #[arg(long, env = "PHOENIX_BACKUP_INTERVAL", default_value = "30m", value_parser = parse_go_duration)]
+    pub backup_interval: Duration,
+    /// How long scheduled backups are kept; the newest one is always kept.
+    #[arg(long, env = "PHOENIX_BACKUP_RETENTION", default_value = "24h", value_parser = parse_go_duration)]
+    pub backup_retention: Duration,
+    /// Which members save scheduled backups: the leader only, or every member.
+    #[arg(long, env = "PHOENIX_BACKUP_FROM", value_enum, default_value = "leader")]
+    pub backup_from: BackupFrom,
+    /// Skip a scheduled backup (and report it) unless this much space would stay free on the
+    /// backup dir's filesystem after it.
+    #[arg(long, env = "PHOENIX_BACKUP_MIN_FREE_BYTES", default_value_t = 256 * 1024 * 1024)]
+    pub backup_min_free_bytes: u64,
+}
+
+/// Which members save scheduled backups.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum BackupFrom {
+    Leader,
+    All,
+}
+
+/// When and where scheduled backups are saved (`--backup-*`).
+#[derive(Debug, Clone)]
+pub struct BackupSchedule {
+    pub dir: PathBuf,
+    pub interval: Duration,
+    pub retention: Duration,
+    pub from: BackupFrom,
+    pub min_free_bytes: u64,
 }
 
 /// A validated configuration.
@@ -143,6 +176,8 @@ pub struct Config {
     pub join: Vec<String>,
     /// How often watchers that asked for progress notifications get one when idle.
     pub watch_progress_notify_interval: Duration,
+    /// Scheduled backups, when --backup-dir is given.
+    pub backup: Option<BackupSchedule>,
 }
 
 const DEFAULT_QUOTA_BYTES: u64 = 2 * 1024 * 1024 * 1024;
@@ -196,6 +231,13 @@ impl Config {
             force_new_cluster: flags.force_new_cluster,
             revision_bump: revision_bump(flags.bump_revision, flags.mark_compacted)?,
             watch_progress_notify_interval: flags.experimental_watch_progress_notify_interval,
+            backup: flags.backup_dir.map(|dir| BackupSchedule {
+                dir,
+                interval: flags.backup_interval,
+                retention: flags.backup_retention,
+                from: flags.backup_from,
+                min_free_bytes: flags.backup_min_free_bytes,
+            }),
             name: flags.name,
         };
         config.validate()?;
@@ -239,6 +281,9 @@ impl Config {
         }
         if self.revision_bump.by > 0 && !self.force_new_cluster {
             return Err(Error::Config("--bump-revision and --mark-compacted go with --force-new-cluster".into()));
+        }
+        if self.backup.as_ref().is_some_and(|b| b.interval.is_zero()) {
+            return Err(Error::Config("--backup-interval must be greater than 0".into()));
         }
         if self.max_txn_ops == 0 || self.max_request_bytes == 0 {
             return Err(Error::Config("--max-txn-ops and --max-request-bytes must be greater than 0".into()));
@@ -423,6 +468,7 @@ mod tests {
             (&["--election-timeout", "200"], "5 times"),
             (&["--experimental-watch-progress-notify-interval", "0s"], "greater than 0"),
             (&["--bump-revision", "10"], "go with --force-new-cluster"),
+            (&["--backup-dir", "b", "--backup-interval", "0s"], "--backup-interval must be greater than 0"),
             (&["--force-new-cluster", "--mark-compacted"], "needs --bump-revision"),
         ];
         for (args, expected) in cases {

@@ -15,6 +15,7 @@
 //! - [`error`]: the one error type and its mapping to etcd's gRPC statuses.
 
 pub mod api;
+pub mod backup;
 pub mod cluster;
 pub mod config;
 pub mod ctl;

@@ -52,6 +52,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         tracing::warn!(report = %report.summary(), "reset into a one-member cluster (--force-new-cluster)");
     }
     let needs_bootstrap = config.initial_cluster_state == ClusterState::New && holds_no_raft_state(&data)?;
+    let backups = match config.backup.clone() {
+        Some(schedule) => Some(Arc::new(crate::backup::Backups::new(schedule, config.name.clone())?)),
+        None => None,
+    };
     let watchers = WatchHub::default();
     let (node, state_machine) = start_node(&config, &data, watchers.clone()).await?;
     tracing::info!(
@@ -78,7 +82,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         election_timeout: config.election_timeout,
         data_dir: data.path.clone(),
         reset_summary: crate::recovery::recorded_reset(&data.path)?.map(|report| report.summary()),
-        state_machine,
+        state_machine: state_machine.clone(),
+        backups: backups.clone(),
     };
     let recipes = api::Recipes { ctx: ctx.clone(), hub: watchers.clone() };
     let watch = api::WatchService::new(ctx.clone(), watchers, config.watch_progress_notify_interval);
@@ -99,7 +104,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         bootstrap(&node.raft, &identity).await?;
     }
     let mut fenced = node.peers().fenced();
-    let background = [
+    let mut background = vec![
         tokio::spawn(crate::raft::membership::promote_caught_up_members(node.clone(), stop_rx.clone())),
         tokio::spawn(crate::raft::membership::notice_removal(node.clone(), stop_rx.clone())),
         tokio::spawn(publish_attributes(node.clone(), config.clone(), stop_rx.clone())),
@@ -107,6 +112,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         tokio::spawn(crate::lease::expire_leases(node.clone(), stop_rx.clone())),
         tokio::spawn(crate::recovery::quorum::monitor(node.clone(), data.path.clone(), health, stop_rx.clone())),
     ];
+    if let Some(backups) = backups {
+        background.push(tokio::spawn(crate::backup::run(backups, node.clone(), state_machine, stop_rx.clone())));
+    }
     tracing::info!("ready to serve client requests");
 
     let outcome = tokio::select! {

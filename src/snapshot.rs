@@ -12,7 +12,7 @@
 //! hash, so members of the old cluster are refused by it).
 
 use std::fs::File;
-use std::io::{BufReader, Read};
+use std::io::{BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -134,6 +134,30 @@ fn in_file(path: &Path, error: Error) -> Error {
 pub const ALIGNMENT: u64 = 512;
 /// How much of the backup one stream message carries (etcd sends 32 KiB).
 const CHUNK_BYTES: usize = 32 * 1024;
+
+/// Writes a backup of the store to `path` (apply pauses for the copy only), synced and checked
+/// whole; says what it holds. On failure the caller removes `path`.
+pub async fn save_local(state_machine: &StateMachine, path: &Path) -> Result<BackupStatus> {
+    state_machine.export(path.to_path_buf()).await?;
+    let sealed = path.to_path_buf();
+    tokio::task::spawn_blocking(move || seal(&sealed).and_then(|()| status(&sealed)))
+        .await
+        .map_err(|e| Error::Internal(e.to_string()))?
+}
+
+/// Turns the snapshot file at `path` into a backup in place: zero padding to a multiple of
+/// [`ALIGNMENT`], then the SHA-256 of everything before it.
+fn seal(path: &Path) -> Result<()> {
+    let mut file = std::fs::OpenOptions::new().read(true).append(true).open(path)?;
+    let mut hasher = Sha256::new();
+    let length = std::io::copy(&mut BufReader::new(&mut file), &mut hasher)?;
+    let padding = vec![0u8; (length.div_ceil(ALIGNMENT) * ALIGNMENT - length) as usize];
+    hasher.update(&padding);
+    file.write_all(&padding)?;
+    file.write_all(&hasher.finalize())?;
+    file.sync_all()?;
+    Ok(())
+}
 
 /// Distinguishes concurrent exports in one data dir.
 static EXPORTS: AtomicU64 = AtomicU64::new(0);

@@ -1,4 +1,5 @@
-//! etcd's plain HTTP endpoints on the client URLs, beside gRPC: `/health` and `/version`.
+//! etcd's plain HTTP endpoints on the client URLs, beside gRPC: `/health`, `/version` and
+//! `/metrics` (Prometheus text; etcd's leader gauges and Phoenix's scheduled-backup ones).
 //!
 //! `/health` answers 200 `{"health":"true","reason":""}`, or 503 with `"false"` and etcd's
 //! reason (`RAFT NO LEADER`, `ALARM NOSPACE`). While quorum is lost, Phoenix adds after etcd's
@@ -14,7 +15,47 @@ use crate::recovery::quorum::quorum_loss;
 
 /// The routes to add to the client URLs' router.
 pub fn routes(router: axum::Router, ctx: Context) -> axum::Router {
-    router.route("/health", health(ctx)).route("/version", get(version))
+    router.route("/health", health(ctx.clone())).route("/version", get(version)).route("/metrics", metrics(ctx))
+}
+
+fn metrics(ctx: Context) -> MethodRouter {
+    get(move || {
+        let ctx = ctx.clone();
+        async move {
+            let node = &ctx.node;
+            let mut text = String::new();
+            gauge(&mut text, "etcd_server_has_leader", "Whether a leader exists.", u64::from(node.has_leader()));
+            let is_leader = node.usable_leader() == Some(node.id);
+            gauge(&mut text, "etcd_server_is_leader", "Whether this member is the leader.", u64::from(is_leader));
+            if let Some(backups) = &ctx.backups {
+                backup_metrics(&mut text, &backups.report());
+            }
+            (StatusCode::OK, [(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
+        }
+    })
+}
+
+fn backup_metrics(text: &mut String, report: &crate::backup::BackupReport) {
+    let last = report.last_saved.as_ref();
+    let seconds = last.map_or(0, |saved| saved.at.timestamp().max(0) as u64);
+    let help = "Unix time of the last scheduled backup saved (0: none yet).";
+    gauge(text, "phoenix_backup_last_success_timestamp_seconds", help, seconds);
+    let size = last.map_or(0, |saved| saved.size);
+    gauge(text, "phoenix_backup_last_size_bytes", "Size of the last scheduled backup saved.", size);
+    let revision = last.map_or(0, |saved| saved.revision.max(0) as u64);
+    gauge(text, "phoenix_backup_last_revision", "Store revision of the last scheduled backup saved.", revision);
+    let failing = u64::from(report.failing.is_some());
+    gauge(text, "phoenix_backup_failing", "Whether the last scheduled backup failed.", failing);
+    let help = "Scheduled backups that failed since the member started.";
+    metric(text, "counter", "phoenix_backup_failures_total", help, report.failures);
+}
+
+fn gauge(text: &mut String, name: &str, help: &str, value: u64) {
+    metric(text, "gauge", name, help, value);
+}
+
+fn metric(text: &mut String, kind: &str, name: &str, help: &str, value: u64) {
+    text.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"));
 }
 
 fn health(ctx: Context) -> MethodRouter {

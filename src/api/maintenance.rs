@@ -67,6 +67,7 @@ impl Maintenance for MaintenanceService {
             .collect();
         errors.extend(quorum_loss(node).map(|loss| loss.explain(&self.ctx.data_dir)));
         errors.extend(self.ctx.reset_summary.as_ref().map(|summary| format!("reset: {summary}")));
+        errors.extend(self.ctx.backups.as_ref().and_then(|backups| backups.status_line()));
         // A leader that lost its quorum keeps the title in openraft 0.9 but leads nobody.
         let leader = node.usable_leader().unwrap_or(0);
         Ok(Response::new(pb::StatusResponse {

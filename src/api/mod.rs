@@ -49,6 +49,8 @@ pub struct Context {
     pub reset_summary: Option<String>,
     /// The store's snapshot side, for Maintenance.Snapshot.
     pub state_machine: crate::raft::state_machine::StateMachine,
+    /// Scheduled backups, when --backup-dir is given: reported by Status and /metrics.
+    pub backups: Option<Arc<crate::backup::Backups>>,
 }
 
 impl Context {
