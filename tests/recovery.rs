@@ -474,3 +474,74 @@ async fn a_survivor_reset_offline_can_start_at_a_new_address() {
     let joined = join(&mut cluster, "n4", moved, &acknowledged).await;
     wait_caught_up(&cluster, joined, &acknowledged).await;
 }
+
+#[tokio::test]
+async fn a_cluster_whose_members_all_died_is_rebuilt_from_their_disks_on_new_hosts() {
+    let mut old = Cluster::start(3, TEST_TIMINGS).await;
+    let leader = old.leader().await;
+    let mut client = old.client(leader).await;
+    let mut acknowledged = Vec::new();
+    write_keys(&mut client, "early", 20, &mut acknowledged).await;
+    let behind = (leader + 1) % 3;
+    old.kill(behind);
+    write_keys(&mut client, "late", 20, &mut acknowledged).await;
+    for i in 0..3 {
+        old.kill(i);
+    }
+
+    // Every disk moves to a new host, with a new path and new addresses.
+    let mut new = Cluster::empty();
+    let hosts: Vec<String> = (1..=3).map(|i| format!("host{i}")).collect();
+    let disks: Vec<String> = (0..3)
+        .map(|i| {
+            let disk = new.data_dir_of(&hosts[i]);
+            std::fs::rename(&old.members[i].data_dir, &disk).unwrap();
+            disk.to_string_lossy().into_owned()
+        })
+        .collect();
+
+    // 1. The plan reads the disks and picks the most advanced.
+    let mut args = vec!["disaster", "plan"];
+    for disk in &disks {
+        args.extend(["--data-dir", disk.as_str()]);
+    }
+    let plan = run(PHOENIXCTL, &args);
+    assert!(plan.status.success(), "{}", stderr(&plan));
+    let advice = stdout(&plan);
+    let chosen = (0..3)
+        .find(|&i| advice.contains(&format!("phoenixctl disaster --data-dir {}`", disks[i])))
+        .unwrap_or_else(|| panic!("no disk recommended: {advice}"));
+    assert_ne!(chosen, behind, "the disk that missed the last writes was chosen: {advice}");
+
+    // 2. It is reset into a one-member cluster at its new host's address, under the host's name.
+    let ports = free_ports(2);
+    let peer_url = format!("http://127.0.0.1:{}", ports[1]);
+    let name = hosts[chosen].as_str();
+    let reset_args =
+        ["disaster", "--data-dir", &disks[chosen], "--name", name, "--initial-advertise-peer-urls", &peer_url];
+    let reset = run(PHOENIXCTL, &reset_args);
+    assert!(reset.status.success(), "{}", stderr(&reset));
+    assert!(stdout(&reset).contains("no acknowledged write lost"), "{}", stdout(&reset));
+    let initial = format!("{name}={peer_url}");
+    let mut flags = vec!["--initial-cluster", initial.as_str()];
+    flags.extend(TEST_TIMINGS);
+    let first = new.spawn_member(name.to_string(), ports[0], ports[1], &flags);
+    new.wait_ready(first).await;
+    assert_holds_all(&keys_held(&new, first).await.unwrap(), &acknowledged, "the rebuilt cluster");
+
+    // 3. The other disks are cleaned and their hosts join as new members.
+    for i in (0..3).filter(|&i| i != chosen) {
+        let cleaned = run(PHOENIXCTL, &["clean", "--data-dir", &disks[i]]);
+        assert!(cleaned.status.success(), "clean: {}", stderr(&cleaned));
+        join(&mut new, &hosts[i], first, &acknowledged).await;
+    }
+    let mut client = new.client(first).await;
+    assert_eq!(client.member_list().await.unwrap().members().len(), 3);
+    write_keys(&mut client, "rebuilt", 10, &mut acknowledged).await;
+    let mut hashes = HashSet::new();
+    for i in 0..3 {
+        wait_caught_up(&new, i, &acknowledged).await;
+        hashes.insert(new.client(i).await.hash_kv(0).await.unwrap().hash());
+    }
+    assert_eq!(hashes.len(), 1, "the members hold different data");
+}
