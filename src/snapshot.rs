@@ -135,7 +135,7 @@ pub const ALIGNMENT: u64 = 512;
 /// How much of the backup one stream message carries (etcd sends 32 KiB).
 const CHUNK_BYTES: usize = 32 * 1024;
 
-/// Writes a backup of the store to `path` (apply pauses for the copy only), synced and checked
+/// Writes a backup of the store to `path` (see [`StateMachine::export`]), synced and checked
 /// whole; says what it holds. On failure the caller removes `path`.
 pub async fn save_local(state_machine: &StateMachine, path: &Path) -> Result<BackupStatus> {
     state_machine.export(path.to_path_buf()).await?;
@@ -173,7 +173,7 @@ impl Drop for TempFile {
     }
 }
 
-/// Copies the store to a file in `data_dir` (apply pauses for the copy only) and returns a
+/// Copies the store to a file in `data_dir` (see [`StateMachine::export`]) and returns a
 /// channel that streams it as etcd does: chunks with the bytes still to come, padding, and a last
 /// message with the SHA-256. `header` goes on every message.
 pub async fn stream(

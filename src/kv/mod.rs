@@ -208,9 +208,25 @@ impl KvStore {
         Ok(removed)
     }
 
-    /// Every entry of the tree, for writing a snapshot.
-    pub fn export(&self) -> impl Iterator<Item = Result<(sled::IVec, sled::IVec)>> + '_ {
-        self.tree.iter().map(|item| item.map_err(Error::from))
+    /// Every entry but the records (meta, leases and the keys attached to them), for a snapshot:
+    /// these change in place with every apply, so they are copied while apply pauses.
+    pub fn export_state(&self) -> impl Iterator<Item = Result<(sled::IVec, sled::IVec)>> + '_ {
+        let (records, past_records) = keys::all_records();
+        self.tree.range(..records).chain(self.tree.range(past_records..)).map(|item| item.map_err(Error::from))
+    }
+
+    /// The records of revisions up to `revision`, for a snapshot of the store at `revision`.
+    /// Records are never changed once written, so these can be copied while apply goes on, as
+    /// long as no physical compaction removes any meanwhile (the caller holds it off).
+    pub fn export_records(&self, revision: i64) -> impl Iterator<Item = Result<(sled::IVec, sled::IVec)>> + '_ {
+        let (start, end) = keys::all_records();
+        self.tree.range(start..end).filter_map(move |item| {
+            let entry = item.map_err(Error::from).and_then(|(key, value)| {
+                let (_, rev) = keys::split_record_key(&key)?;
+                Ok((rev <= revision).then_some((key, value)))
+            });
+            entry.transpose()
+        })
     }
 
     /// Replaces the whole store with the entries of a snapshot, in batches of bounded size so

@@ -6,8 +6,11 @@
 //!   sled batch ([`crate::kv::WriteTxn`]).
 //! - A failure to write while applying is fatal for this node (openraft stops it): continuing
 //!   would let replicas diverge.
-//! - A snapshot is a consistent copy taken while apply is paused, written to a temporary file,
-//!   fsynced and renamed into `<data-dir>/snap/`; only the newest is kept.
+//! - A snapshot is a consistent copy of the store at one revision: apply pauses only while the
+//!   meta and the leases are copied; the records (immutable once written) are copied after it
+//!   resumes, up to that revision, and physical compaction waits for the copy ([`CopyFence`]).
+//!   It is written to a temporary file, fsynced and renamed into `<data-dir>/snap/`; only the
+//!   newest is kept.
 //! - A received snapshot is checked (checksum, and that it is the snapshot its meta names) and
 //!   loaded before it becomes the current snapshot; a damaged one changes nothing.
 //!
@@ -68,11 +71,14 @@ pub struct StateMachine {
     apply_lock: Arc<Mutex<()>>,
     /// Told about every applied change, once it is in the store.
     watchers: WatchHub,
+    /// Holds physical compaction (and snapshot installs) off while copies are being made.
+    pub(super) fence: Arc<CopyFence>,
 }
 
 impl StateMachine {
     pub fn new(kv: KvStore, db: sled::Db, snapshot_dir: PathBuf, watchers: WatchHub) -> StateMachine {
-        StateMachine { kv, db, snapshot_dir, apply_lock: Arc::new(Mutex::new(())), watchers }
+        let fence = Arc::new(CopyFence::default());
+        StateMachine { kv, db, snapshot_dir, apply_lock: Arc::new(Mutex::new(())), watchers, fence }
     }
 
     fn read_state(&self) -> crate::Result<(Option<LogId>, Membership)> {
@@ -112,8 +118,7 @@ impl StateMachine {
         }
         let committed = txn.commit()?;
         if committed.compacted {
-            let removed = self.kv.compact_physically()?;
-            tracing::debug!(removed, "compacted history");
+            self.fence.compact(&self.kv)?;
         }
         self.watchers.publish(watch::Applied { revision: committed.revision, events: committed.events, reset: false });
         Ok(replies)
@@ -136,11 +141,12 @@ impl StateMachine {
         Ok(newest.map(|(_, path)| path))
     }
 
-    /// Keeps `keep` as the only snapshot file.
+    /// Keeps `keep` as the only snapshot file. Temporary files are left alone: they belong to a
+    /// build, a transfer or an install that may be in progress, and each reuses its own.
     fn remove_other_snapshots(&self, keep: &Path) -> std::io::Result<()> {
         for dirent in fs::read_dir(&self.snapshot_dir)? {
             let path = dirent?.path();
-            if path != keep && path.extension().is_some_and(|e| e == "snap" || e == "tmp") {
+            if path != keep && path.extension().is_some_and(|e| e == "snap") {
                 fs::remove_file(path)?;
             }
         }
@@ -148,57 +154,72 @@ impl StateMachine {
     }
 
     /// Copies the whole state machine into a new snapshot file and returns its path and meta.
-    fn write_snapshot(&self) -> std::io::Result<(PathBuf, Meta)> {
+    async fn write_snapshot(&self) -> std::io::Result<(PathBuf, Meta)> {
         fs::create_dir_all(&self.snapshot_dir)?;
         let tmp = self.snapshot_dir.join(SNAPSHOT_TMP);
-        let meta = self.write_file(&tmp)?;
-        let path = self.snapshot_dir.join(format!("{}.snap", meta.snapshot_id));
-        fs::rename(&tmp, &path)?;
-        File::open(&self.snapshot_dir)?.sync_all()?;
-        self.remove_other_snapshots(&path)?;
-        Ok((path, meta))
+        // Published while the copy still counts, so an install (which waits for copies to end)
+        // never interleaves with the rename and the cleanup.
+        self.copy_store(tmp.clone(), move |this, meta| {
+            let path = this.snapshot_dir.join(format!("{}.snap", meta.snapshot_id));
+            fs::rename(&tmp, &path)?;
+            File::open(&this.snapshot_dir)?.sync_all()?;
+            this.remove_other_snapshots(&path)?;
+            Ok((path, meta))
+        })
+        .await
     }
 
-    /// Writes the whole state machine to `path` in the snapshot format, synced; the caller holds
-    /// the apply lock, so the copy is of one point in time.
-    fn write_file(&self, path: &Path) -> std::io::Result<Meta> {
+    /// Writes a consistent copy of the store to `path` in the snapshot format, synced, then runs
+    /// `publish` with its meta before the copy ends. Apply pauses only while the meta, the
+    /// leases and the revision are read; the records, the bulk of the store, are copied after it
+    /// resumes, up to that revision.
+    async fn copy_store<T: Send + 'static>(
+        &self,
+        path: PathBuf,
+        publish: impl FnOnce(&StateMachine, Meta) -> std::io::Result<T> + Send + 'static,
+    ) -> std::io::Result<T> {
+        let applying = self.apply_lock.clone().lock_owned().await;
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let _copying = this.fence.begin_copy(this.kv.clone());
+            let (meta, revision) = (this.meta_now()?, this.kv.revision().map_err(std::io::Error::other)?);
+            let mut out = ChecksumWriter::new(BufWriter::new(File::create(&path)?));
+            out.write_all(MAGIC)?;
+            write_frame(&mut out, &bincode::serialize(&meta).map_err(std::io::Error::other)?)?;
+            write_entries(&mut out, this.kv.export_state())?;
+            drop(applying);
+            write_entries(&mut out, this.kv.export_records(revision))?;
+            out.write_all(&END_OF_ENTRIES.to_be_bytes())?;
+            out.finish()?.sync_all()?;
+            publish(&this, meta)
+        })
+        .await
+        .map_err(std::io::Error::other)?
+    }
+
+    /// The meta of a snapshot of the store as it is; the caller holds the apply lock.
+    fn meta_now(&self) -> std::io::Result<Meta> {
         let (last_log_id, last_membership) = self.read_state().map_err(std::io::Error::other)?;
         let snapshot_id = match last_log_id {
             Some(id) => format!("{}-{}-{}", id.leader_id.term, id.leader_id.node_id, id.index),
             None => "0-0-0".to_string(),
         };
-        let meta = Meta { last_log_id, last_membership, snapshot_id };
-        let mut out = ChecksumWriter::new(BufWriter::new(File::create(path)?));
-        out.write_all(MAGIC)?;
-        write_frame(&mut out, &bincode::serialize(&meta).map_err(std::io::Error::other)?)?;
-        for entry in self.kv.export() {
-            let (key, value) = entry.map_err(std::io::Error::other)?;
-            write_frame(&mut out, &key)?;
-            write_frame(&mut out, &value)?;
-        }
-        out.write_all(&END_OF_ENTRIES.to_be_bytes())?;
-        out.finish()?.sync_all()?;
-        Ok(meta)
+        Ok(Meta { last_log_id, last_membership, snapshot_id })
     }
 
     /// Writes a consistent copy of the whole store to `path` (the snapshot file format), for
-    /// Maintenance.Snapshot: apply pauses while the store is copied.
+    /// Maintenance.Snapshot and scheduled backups; writes wait only while the meta and leases
+    /// are read (see `copy_store`).
     pub async fn export(&self, path: PathBuf) -> crate::Result<()> {
-        let applying = self.apply_lock.clone().lock_owned().await;
-        let this = self.clone();
-        tokio::task::spawn_blocking(move || {
-            let _applying = applying;
-            this.write_file(&path)
-        })
-        .await
-        .map_err(|e| crate::Error::Internal(e.to_string()))??;
-        Ok(())
+        Ok(self.copy_store(path, |_, _| Ok(())).await?)
     }
 
     /// Installs a received snapshot: copies it into the snapshot dir, verifies and loads it, and
     /// only then makes it the current snapshot. A damaged snapshot is refused before anything is
     /// loaded, and a crash part way leaves either the old state or the new state with its file.
     fn install_file(&self, meta: &Meta, mut received: File) -> crate::Result<()> {
+        // A copy still reading records would see the store replaced under it.
+        self.fence.wait_idle();
         // openraft hands over whatever file holds the snapshot (the one begin_receiving_snapshot
         // made, or another), at any position: copy it whole.
         fs::create_dir_all(&self.snapshot_dir)?;
@@ -337,15 +358,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
-        let applying = self.apply_lock.clone().lock_owned().await;
-        let this = self.clone();
-        let (path, meta) = tokio::task::spawn_blocking(move || {
-            let _applying = applying;
-            this.write_snapshot()
-        })
-        .await
-        .map_err(|e| snapshot_error(ErrorVerb::Write, e))?
-        .map_err(|e| snapshot_error(ErrorVerb::Write, e))?;
+        let (path, meta) = self.write_snapshot().await.map_err(|e| snapshot_error(ErrorVerb::Write, e))?;
         tracing::info!(snapshot = %meta.snapshot_id, "built snapshot");
         open_snapshot(&path).await
     }
@@ -356,6 +369,97 @@ async fn open_snapshot(path: &Path) -> Result<Snapshot<TypeConfig>, StorageError
         .map_err(|e| snapshot_error(ErrorVerb::Read, e))?;
     let file = tokio::fs::File::open(path).await.map_err(|e| snapshot_error(ErrorVerb::Read, e))?;
     Ok(Snapshot { meta, snapshot: Box::new(file) })
+}
+
+fn write_entries(
+    out: &mut impl Write,
+    entries: impl Iterator<Item = crate::Result<(sled::IVec, sled::IVec)>>,
+) -> std::io::Result<()> {
+    for entry in entries {
+        let (key, value) = entry.map_err(std::io::Error::other)?;
+        write_frame(out, &key)?;
+        write_frame(out, &value)?;
+    }
+    Ok(())
+}
+
+/// Holds physical compaction off while copies of the store are being made. A copy reads the
+/// records after apply resumes and must find every record up to its revision, so a compaction
+/// applied meanwhile removes nothing until the last copy ends (compaction is done logically when
+/// it is applied: readers below it are refused; the physical removal only reclaims space). A
+/// snapshot install, which replaces the store, waits until no copy runs.
+#[derive(Default)]
+pub(super) struct CopyFence {
+    state: std::sync::Mutex<FenceState>,
+    idle: std::sync::Condvar,
+}
+
+#[derive(Default)]
+struct FenceState {
+    copies: usize,
+    compaction_deferred: bool,
+}
+
+impl CopyFence {
+    fn state(&self) -> std::sync::MutexGuard<'_, FenceState> {
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Registers a copy. Called with the apply lock held, so that no compaction is applied
+    /// between this and the copy's reading the revision.
+    pub(super) fn begin_copy(self: &Arc<Self>, kv: KvStore) -> CopyGuard {
+        self.state().copies += 1;
+        CopyGuard { fence: self.clone(), kv }
+    }
+
+    /// Removes compacted history now, or when the running copies end. Called with the apply
+    /// lock held.
+    fn compact(&self, kv: &KvStore) -> crate::Result<()> {
+        let mut state = self.state();
+        if state.copies > 0 {
+            state.compaction_deferred = true;
+            return Ok(());
+        }
+        drop(state);
+        let removed = kv.compact_physically()?;
+        tracing::debug!(removed, "compacted history");
+        Ok(())
+    }
+
+    /// Blocks until no copy runs. Called with the apply lock held, so that none starts.
+    fn wait_idle(&self) {
+        let mut state = self.state();
+        while state.copies > 0 {
+            state = self.idle.wait(state).unwrap_or_else(|poisoned| poisoned.into_inner());
+        }
+    }
+}
+
+/// A running copy; the last one to end does the compaction deferred meanwhile.
+pub(super) struct CopyGuard {
+    fence: Arc<CopyFence>,
+    kv: KvStore,
+}
+
+impl Drop for CopyGuard {
+    fn drop(&mut self) {
+        let mut state = self.fence.state();
+        // The last copy compacts while still counted, so no install starts meanwhile.
+        while state.copies == 1 && std::mem::take(&mut state.compaction_deferred) {
+            drop(state);
+            // Safe outside the apply lock: it removes only records below the compacted
+            // revision, which every reader (and every copy started meanwhile) treats as gone.
+            match self.kv.compact_physically() {
+                Ok(removed) => tracing::debug!(removed, "compacted history after a snapshot copy"),
+                Err(e) => tracing::warn!(error = %e, "compacting history after a snapshot copy failed"),
+            }
+            state = self.fence.state();
+        }
+        state.copies -= 1;
+        if state.copies == 0 {
+            self.fence.idle.notify_all();
+        }
+    }
 }
 
 fn write_frame(out: &mut impl Write, bytes: &[u8]) -> std::io::Result<()> {

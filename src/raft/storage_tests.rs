@@ -138,6 +138,24 @@ async fn a_snapshot_carries_the_whole_store() {
 }
 
 #[tokio::test]
+async fn a_copy_in_progress_holds_physical_compaction_off_and_reads_only_up_to_its_revision() {
+    let mut leader = leader_with_data().await;
+    let records = |kv: &KvStore| kv.export_records(i64::MAX).count();
+    let before = records(&leader.kv);
+    let copying = leader.sm.fence.begin_copy(leader.kv.clone());
+    let compact =
+        pb::Command { op: Some(command::Op::Compaction(pb::CompactionRequest { revision: 5, physical: false })) };
+    leader.sm.apply([commands(5, vec![put("a", "6"), compact])]).await.unwrap();
+    assert_eq!(leader.kv.compacted_revision().unwrap(), 5, "compacted logically at once");
+    assert_eq!(records(&leader.kv), before + 1, "but no record removed while a copy reads them");
+    assert_eq!(leader.kv.export_records(5).count(), before, "a copy at revision 5 sees none of revision 6");
+    drop(copying);
+    // a@2 is superseded by a@4 at the compacted revision 5: the last copy to end removes it.
+    assert_eq!(records(&leader.kv), before, "the compacted history is removed once the copy ends");
+    assert_eq!(everything(&leader.kv).kvs.len(), 3);
+}
+
+#[tokio::test]
 async fn a_damaged_snapshot_is_refused() {
     let mut leader = leader_with_data().await;
     let mut snapshot = leader.sm.get_snapshot_builder().await.build_snapshot().await.unwrap();
