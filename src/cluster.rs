@@ -254,15 +254,15 @@ impl DataDir {
 
     /// Creates, in the absent or empty directory `path`, the data dir of `identity`'s member of a
     /// cluster restored from the backup whose snapshot hash is `backup_hash`; `fill` loads the
-    /// backup into its store. The identity file is written last, once the store is flushed, so
-    /// an interrupted restore never leaves a data dir a member would start from; a failed one
+    /// backup into it. The identity file is written last, once everything is flushed, so an
+    /// interrupted restore never leaves a data dir a member would start from; a failed one
     /// leaves `path` as it found it. Returns the new member's identity.
     pub fn restore(
         path: &Path,
         name: &str,
         identity: Identity,
         backup_hash: u32,
-        fill: impl FnOnce(&KvStore) -> Result<()>,
+        fill: impl FnOnce(&DataDir) -> Result<()>,
     ) -> Result<DataDirMeta> {
         let existed = path.exists();
         if existed && fs::read_dir(path).map(|mut d| d.next().is_some()).unwrap_or(true) {
@@ -278,10 +278,10 @@ impl DataDir {
         };
         let restored = (|| {
             fs::create_dir_all(path)?;
-            let db = open_db(path)?;
-            fill(&KvStore::new(db.open_tree(KV_TREE)?))?;
-            db.flush()?;
-            drop(db);
+            let data = DataDir { path: path.to_path_buf(), meta: meta.clone(), db: open_db(path)? };
+            fill(&data)?;
+            data.db.flush()?;
+            drop(data);
             create(path, &meta)
         })();
         if let Err(e) = restored {

@@ -266,8 +266,8 @@ fn raft_config(config: &Config) -> Result<openraft::Config> {
     .map_err(|e| Error::Config(format!("invalid Raft timing: {e}")))
 }
 
-/// Whether this member has never taken part in Raft: a new data dir, or one restored from a
-/// backup, which holds a store but no log. Such a member of a new cluster bootstraps it.
+/// Whether this member has never taken part in Raft: no vote, no log entry, nothing purged. Such a
+/// member of a new cluster bootstraps it, also on a later start if it stopped before doing so.
 fn holds_no_raft_state(data: &DataDir) -> Result<bool> {
     let state = data.log_store()?.survivor_state().map_err(|e| Error::Storage(e.to_string()))?;
     Ok(state.vote.is_none() && state.last_log_id.is_none())

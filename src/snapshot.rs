@@ -7,9 +7,11 @@
 //! Phoenix's backups unchanged.
 //!
 //! Restoring writes the data dir of one member of a new cluster from a backup: the store with
-//! every key, revision and lease, but no Raft log and none of the old cluster's membership, so
-//! the restored members bootstrap a cluster of their own (its cluster ID includes the backup's
-//! hash, so members of the old cluster are refused by it).
+//! every key, revision and lease, none of the old cluster's membership, and a Raft state as if
+//! the new cluster's first entry (its members, at index 0) had been applied to that store and
+//! snapshotted, as etcd's restore writes one. Every restored member starts from the same state,
+//! and members added later are sent the snapshot. The cluster ID includes the backup's hash, so
+//! members of the old cluster are refused by the new one.
 
 use std::fs::File;
 use std::io::{BufReader, Read, Write};
@@ -104,15 +106,19 @@ pub fn restore(path: &Path, target: RestoreTarget) -> Result<Restored> {
     } else {
         status(path)?.hash
     };
+    let members = target.identity.initial_members.clone();
     let mut revision = 0;
-    let fill = |kv: &crate::kv::KvStore| {
-        let crc = crate::raft::state_machine::restore(kv, BufReader::new(open(path)?), &target.bump)
+    let fill = |data: &DataDir| {
+        let kv = data.kv_store()?;
+        let crc = crate::raft::state_machine::restore(&kv, BufReader::new(open(path)?), &target.bump)
             .map_err(|e| in_file(path, e))?;
         if crc != hash {
             return Err(Error::Corrupt(format!("{}: changed while it was restored", path.display())));
         }
         revision = kv.revision()?;
-        Ok(())
+        let state_machine = StateMachine::new(kv, data.db.clone(), data.snapshot_dir(), Default::default());
+        let first = state_machine.seed_restored(members)?;
+        data.log_store()?.seed_restored(first).map_err(|e| Error::Storage(e.to_string()))
     };
     let meta = DataDir::restore(&target.data_dir, &target.name, target.identity, hash, fill)?;
     Ok(Restored { cluster_id: meta.cluster_id, member_id: meta.member_id, revision })

@@ -295,6 +295,26 @@ async fn a_backup_from_a_follower_under_load_restores_into_a_new_three_member_cl
     let put = client.put("after", "restore", None).await.unwrap();
     assert_eq!(put.header().unwrap().revision(), revision + 1);
     let attached = client.lease_time_to_live(lease, Some(etcd_client::LeaseTimeToLiveOptions::new().with_keys())).await;
+
+    // A member added later is sent the restored store: it has no log to replay from.
+    let ports = free_ports(2);
+    let endpoint = restored.members[0].endpoint();
+    let initial = format!("r4=http://127.0.0.1:{}", ports[1]);
+    let mut flags = vec!["--join", endpoint.as_str(), "--initial-cluster", initial.as_str()];
+    flags.extend(TEST_TIMINGS);
+    let added = restored.spawn_member("r4".to_string(), ports[0], ports[1], &flags);
+    restored.wait_ready(added).await;
+    let leader_hash = client.hash_kv(0).await.unwrap().hash();
+    poll_until(READY_TIMEOUT, "the added member to hold the restored store", || async {
+        let mut added = restored.client(added).await;
+        (added.hash_kv(0).await.ok()?.hash() == leader_hash).then_some(())
+    })
+    .await;
+    let mut added = restored.client(added).await;
+    let serializable = GetOptions::new().with_all_keys().with_serializable();
+    let held = added.get("", Some(serializable)).await.unwrap();
+    assert_eq!(held.kvs().len(), expected.len() + 1);
+
     let with_lease: Vec<&[u8]> = expected.iter().filter(|kv| kv.lease == lease).map(|kv| kv.key.as_slice()).collect();
     assert_eq!(with_lease.len(), 7, "k/020..k/090 but k/050");
     assert_eq!(attached.unwrap().keys().iter().map(Vec::as_slice).collect::<Vec<_>>(), with_lease);

@@ -142,6 +142,17 @@ impl LogStore {
         Ok(())
     }
 
+    /// For a member restored from a backup: its log starts after `first`, the entry its
+    /// snapshot holds, as if that entry had been committed and purged.
+    pub fn seed_restored(&self, first: LogId) -> Result<(), StorageError> {
+        let mut batch = sled::Batch::default();
+        batch.insert(meta_key(LAST_PURGED), Self::encode(&first)?);
+        batch.insert(meta_key(COMMITTED), Self::encode(&Some(first))?);
+        self.tree.apply_batch(batch).map_err(|e| write_err(ErrorSubject::Logs, e))?;
+        self.db.flush().map_err(|e| write_err(ErrorSubject::Logs, e))?;
+        Ok(())
+    }
+
     fn last_log_id(&self) -> Result<Option<LogId>, StorageError> {
         let last =
             self.tree.scan_prefix([ENTRY]).next_back().transpose().map_err(|e| read_err(ErrorSubject::Logs, e))?;

@@ -17,7 +17,7 @@
 //! Snapshot file: `MAGIC`, bincode(SnapshotMeta) with its length, then `(key, value)` entries of
 //! the state machine tree with their lengths, an end marker, and a CRC32 of all that precedes it.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File};
 use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -159,14 +159,16 @@ impl StateMachine {
         let tmp = self.snapshot_dir.join(SNAPSHOT_TMP);
         // Published while the copy still counts, so an install (which waits for copies to end)
         // never interleaves with the rename and the cleanup.
-        self.copy_store(tmp.clone(), move |this, meta| {
-            let path = this.snapshot_dir.join(format!("{}.snap", meta.snapshot_id));
-            fs::rename(&tmp, &path)?;
-            File::open(&this.snapshot_dir)?.sync_all()?;
-            this.remove_other_snapshots(&path)?;
-            Ok((path, meta))
-        })
-        .await
+        self.copy_store(tmp.clone(), move |this, meta| this.publish_snapshot(&tmp, meta)).await
+    }
+
+    /// Makes the finished copy at `tmp` the current snapshot, the only one kept.
+    fn publish_snapshot(&self, tmp: &Path, meta: Meta) -> std::io::Result<(PathBuf, Meta)> {
+        let path = self.snapshot_dir.join(format!("{}.snap", meta.snapshot_id));
+        fs::rename(tmp, &path)?;
+        File::open(&self.snapshot_dir)?.sync_all()?;
+        self.remove_other_snapshots(&path)?;
+        Ok((path, meta))
     }
 
     /// Writes a consistent copy of the store to `path` in the snapshot format, synced, then runs
@@ -182,19 +184,46 @@ impl StateMachine {
         let this = self.clone();
         tokio::task::spawn_blocking(move || {
             let _copying = this.fence.begin_copy(this.kv.clone());
-            let (meta, revision) = (this.meta_now()?, this.kv.revision().map_err(std::io::Error::other)?);
-            let mut out = ChecksumWriter::new(BufWriter::new(File::create(&path)?));
-            out.write_all(MAGIC)?;
-            write_frame(&mut out, &bincode::serialize(&meta).map_err(std::io::Error::other)?)?;
-            write_entries(&mut out, this.kv.export_state())?;
-            drop(applying);
-            write_entries(&mut out, this.kv.export_records(revision))?;
-            out.write_all(&END_OF_ENTRIES.to_be_bytes())?;
-            out.finish()?.sync_all()?;
+            let meta = this.write_copy(&path, || drop(applying))?;
             publish(&this, meta)
         })
         .await
         .map_err(std::io::Error::other)?
+    }
+
+    /// Writes the copy of [`StateMachine::copy_store`], calling `resume` once apply may go on.
+    /// The caller holds the apply lock (released by `resume`) and a [`CopyGuard`].
+    fn write_copy(&self, path: &Path, resume: impl FnOnce()) -> std::io::Result<Meta> {
+        let (meta, revision) = (self.meta_now()?, self.kv.revision().map_err(std::io::Error::other)?);
+        let mut out = ChecksumWriter::new(BufWriter::new(File::create(path)?));
+        out.write_all(MAGIC)?;
+        write_frame(&mut out, &bincode::serialize(&meta).map_err(std::io::Error::other)?)?;
+        write_entries(&mut out, self.kv.export_state())?;
+        resume();
+        write_entries(&mut out, self.kv.export_records(revision))?;
+        out.write_all(&END_OF_ENTRIES.to_be_bytes())?;
+        out.finish()?.sync_all()?;
+        Ok(meta)
+    }
+
+    /// For a member restored from a backup, before it first starts: makes the store the state
+    /// of a new cluster whose first log entry (the one `Raft::initialize` writes: `members` as
+    /// voters, at index 0) is applied, and keeps it as the current snapshot. Members added later
+    /// are sent that snapshot, since no log before it exists for them to replay. Returns the
+    /// entry's log id, which the log store records as purged.
+    pub fn seed_restored(&self, members: BTreeMap<NodeId, PeerNode>) -> crate::Result<LogId> {
+        let first = LogId::default();
+        let voters: BTreeSet<NodeId> = members.keys().copied().collect();
+        let membership = Membership::new(Some(first), openraft::Membership::new(vec![voters], members));
+        let mut txn = self.kv.write()?;
+        txn.put_meta(META_APPLIED, bincode::serialize(&Some(first))?);
+        txn.put_meta(META_MEMBERSHIP, bincode::serialize(&membership)?);
+        txn.commit()?;
+        fs::create_dir_all(&self.snapshot_dir)?;
+        let tmp = self.snapshot_dir.join(SNAPSHOT_TMP);
+        let meta = self.write_copy(&tmp, || {})?;
+        self.publish_snapshot(&tmp, meta)?;
+        Ok(first)
     }
 
     /// The meta of a snapshot of the store as it is; the caller holds the apply lock.
