@@ -11,8 +11,8 @@
 //! - The disk is never filled silently: a backup that would leave less than
 //!   `--backup-min-free-bytes` free is not attempted, and every failure is logged as an error and
 //!   reported in Status and `/metrics` until a save succeeds.
-//! - Nothing here touches the state machine: the store is read under the apply lock like any
-//!   snapshot, and the clock only names files and schedules saves.
+//! - Nothing here touches the state machine: the store is copied as for any snapshot (see
+//!   [`StateMachine::export`]), and the clock only names files and schedules saves.
 
 use std::fs;
 use std::path::PathBuf;
@@ -66,7 +66,9 @@ impl Backups {
         for dirent in fs::read_dir(dir)? {
             let path = dirent?.path();
             let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
-            if name.starts_with(&unfinished) && name.ends_with(".part") {
+            let stamp = name.strip_prefix(&unfinished).and_then(|rest| rest.strip_suffix(".db.part"));
+            // Only this member's: another's name may start with this one's and a dash.
+            if stamp.and_then(parse_stamp).is_some() {
                 tracing::warn!(path = %path.display(), "removing an unfinished backup");
                 fs::remove_file(&path)?;
             }
@@ -125,17 +127,12 @@ impl Backups {
         self.check_space(node)?;
         let name = format!("phoenix-{}-{}.db", self.member, now.format(STAMP));
         let part = self.schedule.dir.join(format!(".{name}.part"));
-        let saved = match crate::snapshot::save_local(state_machine, &part).await {
-            Ok(status) => status,
-            Err(e) => {
-                let _ = fs::remove_file(&part);
-                return Err(e);
-            }
-        };
         let path = self.schedule.dir.join(name);
-        fs::rename(&part, &path)?;
-        fs::File::open(&self.schedule.dir)?.sync_all()?;
-        self.prune(now)?;
+        let saved = crate::snapshot::save_local(state_machine, &part, &path).await?;
+        // A backup that could not be pruned is still saved: report the pruning, not the save.
+        if let Err(e) = self.prune(now) {
+            tracing::warn!(error = %e, dir = %self.schedule.dir.display(), "could not prune old backups");
+        }
         Ok(Saved { at: now, path, size: saved.total_size, revision: saved.revision })
     }
 

@@ -141,14 +141,36 @@ pub const ALIGNMENT: u64 = 512;
 /// How much of the backup one stream message carries (etcd sends 32 KiB).
 const CHUNK_BYTES: usize = 32 * 1024;
 
-/// Writes a backup of the store to `path` (see [`StateMachine::export`]), synced and checked
-/// whole; says what it holds. On failure the caller removes `path`.
-pub async fn save_local(state_machine: &StateMachine, path: &Path) -> Result<BackupStatus> {
-    state_machine.export(path.to_path_buf()).await?;
-    let sealed = path.to_path_buf();
-    tokio::task::spawn_blocking(move || seal(&sealed).and_then(|()| status(&sealed)))
-        .await
-        .map_err(|e| Error::Internal(e.to_string()))?
+/// Writes a backup of the store to `part` (see [`StateMachine::export`]), then publishes it at
+/// `file` (see [`publish`]). Nothing is left at `part` when it fails.
+pub async fn save_local(state_machine: &StateMachine, part: &Path, file: &Path) -> Result<BackupStatus> {
+    let exported = state_machine.export(part.to_path_buf()).await;
+    let (part, file) = (part.to_path_buf(), file.to_path_buf());
+    tokio::task::spawn_blocking(move || match exported.and_then(|()| seal(&part)) {
+        Ok(()) => publish(&part, &file),
+        Err(e) => {
+            let _ = std::fs::remove_file(&part);
+            Err(e)
+        }
+    })
+    .await
+    .map_err(|e| Error::Internal(e.to_string()))?
+}
+
+/// Checks the backup written at `part` whole, then renames it to `file` and syncs the directory:
+/// a backup appears under its name only once it is known to be good. A bad one is removed.
+pub fn publish(part: &Path, file: &Path) -> Result<BackupStatus> {
+    let published = status(part).and_then(|status| {
+        std::fs::rename(part, file)
+            .map_err(|e| Error::Storage(format!("could not rename {} to {}: {e}", part.display(), file.display())))?;
+        let dir = file.parent().filter(|dir| !dir.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        File::open(dir)?.sync_all()?;
+        Ok(status)
+    });
+    if published.is_err() {
+        let _ = std::fs::remove_file(part);
+    }
+    published
 }
 
 /// Turns the snapshot file at `path` into a backup in place: zero padding to a multiple of

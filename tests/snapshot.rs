@@ -245,12 +245,15 @@ async fn a_backup_from_a_follower_under_load_restores_into_a_new_three_member_cl
             }
         })
     };
-    poll_until(READY_TIMEOUT, "the writer to be writing", || {
-        let mut client = client.clone();
-        async move { (client.get("during/00000", None).await.ok()?.count() == 1).then_some(()) }
+    // The follower the backup comes from has applied some of the concurrent writes.
+    let follower = (leader + 1) % 3;
+    let from_follower = source.client(follower).await;
+    poll_until(READY_TIMEOUT, "the follower to apply concurrent writes", || {
+        let mut client = from_follower.clone();
+        let options = GetOptions::new().with_serializable();
+        async move { (client.get("during/00000", Some(options)).await.ok()?.count() == 1).then_some(()) }
     })
     .await;
-    let follower = (leader + 1) % 3;
     let (file, revision) = save(&source.members[follower].endpoint(), source.dir());
     stop.store(true, Ordering::Relaxed);
     writer.await.unwrap();

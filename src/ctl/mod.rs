@@ -7,12 +7,12 @@
 //! checks in `gourl`), `endpoint health|status|hashkv` (`endpoint`), `watch` (`watch`, over
 //! clientv3's watcher in `watcher`), `lease grant|revoke|timetolive|list|keep-alive` (`lease`,
 //! `keepalive`) and `lock` and `elect` (`lock`, over etcd's client-side recipes in
-//! `concurrency`), `snapshot save|status` (`snapshot`). Errors print as `Error: <message>` on stderr with etcdctl's exit codes
-//! (`error`). Phoenix's own: `clean` moves a stopped member's data dir aside (`clean`), and
+//! `concurrency`), `snapshot save|status|restore` (`snapshot`). Errors print as `Error: <message>`
+//! on stderr with etcdctl's exit codes (`error`). Phoenix's own: `clean` moves a stopped member's data dir aside (`clean`), and
 //! `disaster plan` and `disaster` choose and reset the survivor of a lost quorum (`disaster`).
 //!
 //! Not implemented: TLS and authentication (`--cacert`, `--user`...), DNS discovery, and the
-//! commands beyond the ones above (snapshot restore, auth, user, role, make-mirror...).
+//! commands beyond the ones above (auth, user, role, make-mirror...).
 
 mod clean;
 pub mod cli;

@@ -9,10 +9,11 @@
 //! `restore` takes the member's identity from the same flags phoenix takes (so it validates them
 //! the same way) and writes its data dir ([`crate::snapshot::restore`]); it talks to no server.
 
+use std::ffi::OsString;
 use std::io::Write;
 use std::path::Path;
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::cli::{RestoreArgs, SnapshotCommand};
@@ -25,16 +26,22 @@ use crate::snapshot::RestoreTarget;
 
 pub async fn snapshot(ctx: &Ctx, command: SnapshotCommand, io: &mut Io<'_>) -> Result<(), CtlError> {
     match command {
-        SnapshotCommand::Save { args } => save(ctx, &one_file(&args, "save")?, io).await,
-        SnapshotCommand::Status { args } => status(ctx, &one_file(&args, "status")?, io),
-        SnapshotCommand::Restore(args) => restore(&one_file(&args.args, "restore")?, &args, io),
+        SnapshotCommand::Save { args } => save(ctx, one_file(&args, "snapshot save expects one argument")?, io).await,
+        SnapshotCommand::Status { args } => {
+            status(ctx, one_file(&args, "snapshot status requires exactly one argument")?, io)
+        }
+        SnapshotCommand::Restore(restore_args) => {
+            let file = one_file(&restore_args.args, "snapshot restore requires exactly one argument")?;
+            restore(file, &restore_args, io)
+        }
     }
 }
 
-fn one_file(args: &[String], command: &str) -> Result<String, CtlError> {
+/// The one file argument, or etcdctl's complaint (each subcommand words it its own way).
+fn one_file<'a>(args: &'a [String], complaint: &str) -> Result<&'a str, CtlError> {
     match args {
-        [file] => Ok(file.clone()),
-        _ => Err(CtlError::new(EXIT_BAD_ARGS, format!("snapshot {command} expects one argument"))),
+        [file] => Ok(file),
+        _ => Err(CtlError::new(EXIT_BAD_ARGS, complaint)),
     }
 }
 
@@ -46,14 +53,11 @@ async fn save(ctx: &Ctx, file: &str, io: &mut Io<'_>) -> Result<(), CtlError> {
         ));
     }
     let part = format!("{file}.part");
-    let saved = download(ctx, &part).await.and_then(|()| {
-        crate::snapshot::status(std::path::Path::new(&part)).map_err(|e| CtlError::new(EXIT_ERROR, e.to_string()))
-    });
-    if let Err(e) = saved {
+    if let Err(e) = download(ctx, &part).await {
         let _ = std::fs::remove_file(&part);
         return Err(e);
     }
-    std::fs::rename(&part, file).map_err(|e| failed(format!("could not rename {part} to {file}: {e}")))?;
+    crate::snapshot::publish(Path::new(&part), Path::new(file)).map_err(|e| failed(e.to_string()))?;
     writeln!(io.out, "Snapshot saved at {file}").map_err(write_error)
 }
 
@@ -112,18 +116,20 @@ fn restore(file: &str, args: &RestoreArgs, io: &mut Io<'_>) -> Result<(), CtlErr
     .map_err(write_error)
 }
 
-/// The member a restore is for, described by the flags phoenix will start it with.
+/// The member a restore is for, described by the flags phoenix will start it with (and
+/// validated as phoenix validates them). Only the flags given count: the server's `ETCD_*`
+/// environment, if any, is not read.
 fn member_config(args: &RestoreArgs) -> crate::Result<Config> {
-    let mut flags = vec![
-        "phoenix".to_string(),
-        format!("--name={}", args.name),
-        format!("--initial-cluster-token={}", args.initial_cluster_token),
-        format!("--initial-advertise-peer-urls={}", args.initial_advertise_peer_urls),
-        format!("--initial-cluster={}", args.initial_cluster),
-    ];
-    flags.extend(args.data_dir.iter().map(|dir| format!("--data-dir={}", dir.display())));
-    let flags = Flags::try_parse_from(flags).map_err(|e| crate::Error::Config(e.to_string()))?;
-    Config::from_flags(flags)
+    let mut flags: Vec<OsString> = ["phoenix", "--name", &args.name].map(OsString::from).into();
+    flags.extend(["--initial-cluster-token", &args.initial_cluster_token].map(OsString::from));
+    flags.extend(["--initial-advertise-peer-urls", &args.initial_advertise_peer_urls].map(OsString::from));
+    flags.extend(["--initial-cluster", &args.initial_cluster].map(OsString::from));
+    if let Some(dir) = &args.data_dir {
+        flags.extend([OsString::from("--data-dir"), dir.clone().into_os_string()]);
+    }
+    let command = Flags::command().mut_args(|arg| arg.env(None));
+    let matches = command.try_get_matches_from(flags).map_err(|e| crate::Error::Config(e.to_string()))?;
+    Config::from_flags(Flags::from_arg_matches(&matches).map_err(|e| crate::Error::Config(e.to_string()))?)
 }
 
 fn failed(message: String) -> CtlError {

@@ -560,7 +560,7 @@ impl<R: Read> SnapshotReader<R> {
     /// Reads the magic and the meta.
     fn open(input: R) -> crate::Result<Self> {
         let mut input = CrcReader { inner: input, hasher: crc32fast::Hasher::new() };
-        read_meta(&mut input).map_err(|e| crate::Error::Corrupt(format!("snapshot: {e}")))?;
+        read_meta(&mut input).map_err(corrupt)?;
         Ok(SnapshotReader { entries: SnapshotEntries { reader: input } })
     }
 
@@ -572,13 +572,18 @@ impl<R: Read> SnapshotReader<R> {
     fn finish(self) -> crate::Result<u32> {
         let CrcReader { mut inner, hasher } = self.entries.reader;
         let mut stored = [0u8; 4];
-        inner.read_exact(&mut stored).map_err(|e| crate::Error::Corrupt(format!("snapshot: {e}")))?;
+        inner.read_exact(&mut stored).map_err(corrupt)?;
         let crc = hasher.finalize();
         if u32::from_be_bytes(stored) != crc {
             return Err(crate::Error::Corrupt("snapshot fails its checksum".into()));
         }
         Ok(crc)
     }
+}
+
+/// A snapshot file that cannot be read as one.
+fn corrupt(error: std::io::Error) -> crate::Error {
+    crate::Error::Corrupt(format!("snapshot: {error}"))
 }
 
 /// A reader that keeps a CRC32 of what it read.
@@ -636,7 +641,7 @@ impl<R: Read> Iterator for SnapshotEntries<R> {
             let value = read_frame(&mut self.reader)?.ok_or_else(|| std::io::Error::other("entry without value"))?;
             Ok::<_, std::io::Error>(Some((key, value)))
         })();
-        entry.map_err(|e| crate::Error::Corrupt(format!("snapshot: {e}"))).transpose()
+        entry.map_err(corrupt).transpose()
     }
 }
 
