@@ -33,6 +33,32 @@ fn assert_is_a_backup(bytes: &[u8]) {
     assert!(body.starts_with(b"PHXSNAP1"), "not a Phoenix snapshot");
 }
 
+/// Puts `during/NNNNN` keys one after the other until stopped: the write load a save runs under.
+struct Writer {
+    stop: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Writer {
+    fn start(client: &Client) -> Writer {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (mut client, stopped) = (client.clone(), stop.clone());
+        let task = tokio::spawn(async move {
+            let mut i = 0;
+            while !stopped.load(Ordering::Relaxed) {
+                client.put(format!("during/{i:05}"), "v", None).await.unwrap();
+                i += 1;
+            }
+        });
+        Writer { stop, task }
+    }
+
+    async fn stop(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.task.await.unwrap();
+    }
+}
+
 fn etcdctl_installed() -> bool {
     Command::new("etcdctl").arg("version").output().is_ok_and(|o| o.status.success())
 }
@@ -46,17 +72,7 @@ async fn a_snapshot_streams_from_any_member_while_writes_go_on() {
     for i in 0..200 {
         client.put(format!("k/{i:03}"), vec![b'v'; 1000], None).await.unwrap();
     }
-    let stop = Arc::new(AtomicBool::new(false));
-    let writer = {
-        let (mut client, stop) = (client.clone(), stop.clone());
-        tokio::spawn(async move {
-            let mut i = 0;
-            while !stop.load(Ordering::Relaxed) {
-                client.put(format!("during/{i:05}"), "v", None).await.unwrap();
-                i += 1;
-            }
-        })
-    };
+    let writer = Writer::start(&client);
 
     // From the leader, with the Rust client.
     let mut stream = client.snapshot().await.unwrap();
@@ -105,8 +121,7 @@ async fn a_snapshot_streams_from_any_member_while_writes_go_on() {
     let fields: Vec<&str> = simple.trim_end().split(", ").collect();
     assert_eq!(fields.len(), 4, "{simple}");
     assert_eq!(fields[1], revision.to_string());
-    stop.store(true, Ordering::Relaxed);
-    writer.await.unwrap();
+    writer.stop().await;
 
     // On a terminal, save shows how far it is and how fast it goes (`script` gives it one).
     let on_terminal = cluster.dir().join("on-terminal.db").to_string_lossy().into_owned();
@@ -234,17 +249,7 @@ async fn a_backup_from_a_follower_under_load_restores_into_a_new_three_member_cl
         client.put(format!("k/{i:03}"), format!("again {i}"), None).await.unwrap();
     }
     client.delete("k/050", None).await.unwrap();
-    let stop = Arc::new(AtomicBool::new(false));
-    let writer = {
-        let (mut client, stop) = (client.clone(), stop.clone());
-        tokio::spawn(async move {
-            let mut i = 0;
-            while !stop.load(Ordering::Relaxed) {
-                client.put(format!("during/{i:05}"), "v", None).await.unwrap();
-                i += 1;
-            }
-        })
-    };
+    let writer = Writer::start(&client);
     // The follower the backup comes from has applied some of the concurrent writes.
     let follower = (leader + 1) % 3;
     let from_follower = source.client(follower).await;
@@ -255,8 +260,7 @@ async fn a_backup_from_a_follower_under_load_restores_into_a_new_three_member_cl
     })
     .await;
     let (file, revision) = save(&source.members[follower].endpoint(), source.dir());
-    stop.store(true, Ordering::Relaxed);
-    writer.await.unwrap();
+    writer.stop().await;
     let expected = every_key(&mut client, revision).await;
     assert!(expected.iter().any(|kv| kv.key.starts_with(b"during/")), "the save did not overlap the writes");
     let source_hash = client.hash_kv(revision).await.unwrap().hash();
