@@ -67,7 +67,7 @@ pub fn status(path: &Path) -> Result<BackupStatus> {
             revision = r;
         }
     })
-    .map_err(|e| refused(&e.to_string()))?;
+    .map_err(|e| in_file(path, e))?;
     let mut padding = Vec::new();
     body_reader.read_to_end(&mut padding)?;
     if padding.len() as u64 >= ALIGNMENT || padding.iter().any(|&b| b != 0) {

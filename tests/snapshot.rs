@@ -59,6 +59,13 @@ impl Writer {
     }
 }
 
+/// `body` in etcd's envelope with a correct SHA-256, as an etcd (bbolt) backup is.
+fn enveloped(body: &[u8]) -> Vec<u8> {
+    let mut file = body.to_vec();
+    file.extend_from_slice(&Sha256::digest(body));
+    file
+}
+
 fn etcdctl_installed() -> bool {
     Command::new("etcdctl").arg("version").output().is_ok_and(|o| o.status.success())
 }
@@ -346,6 +353,7 @@ async fn a_damaged_backup_or_an_occupied_data_dir_is_refused_and_nothing_is_left
         ("truncated", Some(bytes[..bytes.len() - 700].to_vec()), "truncated"),
         ("foreign", Some(vec![7u8; 1024 + 32]), "SHA-256 does not match"),
         ("missing", None, "No such file"),
+        ("etcd's", Some(enveloped(&[0x42; 2048])), "not a Phoenix snapshot file"),
     ];
     for (name, content, why) in damaged {
         let path = target.dir().join(name);

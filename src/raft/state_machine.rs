@@ -514,7 +514,7 @@ fn read_meta(input: &mut impl Read) -> std::io::Result<Meta> {
     let mut magic = [0u8; 8];
     input.read_exact(&mut magic)?;
     if &magic != MAGIC {
-        return Err(std::io::Error::other("not a Phoenix snapshot file"));
+        return Err(std::io::Error::other("not a Phoenix snapshot file (an etcd backup cannot be read by Phoenix)"));
     }
     let bytes = read_frame(input)?.ok_or_else(|| std::io::Error::other("snapshot has no meta"))?;
     bincode::deserialize(&bytes).map_err(std::io::Error::other)
