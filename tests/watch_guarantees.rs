@@ -20,7 +20,7 @@ use etcd_client::{
     Client, DeleteOptions, EventType, PutOptions, Txn, TxnOp, TxnOpResponse, WatchFilterType, WatchOptions,
     WatchResponse, WatchStream,
 };
-use support::{Cluster, TEST_TIMINGS};
+use support::{Cluster, Rng, TEST_TIMINGS};
 
 /// How long the writers run while members are killed and restarted.
 const TRAFFIC: Duration = Duration::from_secs(20);
@@ -32,26 +32,6 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 const STALL: Duration = Duration::from_secs(30);
 /// The value the last write puts in every key: watchers stop once they see it.
 const FINAL: &str = "final";
-
-/// xorshift64*: small, seedable, good enough to vary a schedule.
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Rng {
-        Rng(seed.max(1))
-    }
-
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
 
 /// Pacing, not synchronisation: between attempts to reach a member that is down, for watchers
 /// and for writers.

@@ -330,3 +330,25 @@ pub async fn http_get(endpoint: &str, path: &str) -> std::io::Result<(u16, Strin
     let body = response.split_once("\r\n\r\n").map(|(_, body)| body.to_string()).ok_or_else(bad)?;
     Ok((code, body))
 }
+
+/// xorshift64*: small, seedable, good enough to vary a schedule; the randomized tests print
+/// their seed so a schedule can be replayed.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed.max(1))
+    }
+
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    /// A number in [0, n).
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}

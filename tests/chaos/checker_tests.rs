@@ -1,0 +1,133 @@
+//! The checker is itself tested: handcrafted histories that are linearizable pass, and ones
+//! with a stale read, a lost write, a reused revision, a phantom change or a compare-and-set
+//! that ignored its compare are rejected with the rule they break.
+
+use super::checker::check;
+use super::history::{Call, Event, Op, Outcome, Seen};
+
+fn op(client: usize, call: Call, invoked: u64, completed: Option<u64>, outcome: Outcome) -> Op {
+    Op { client, call, invoked, completed, outcome }
+}
+
+fn put(key: &str, value: &str) -> Call {
+    Call::Put { key: key.into(), value: value.into() }
+}
+
+fn get(key: &str) -> Call {
+    Call::Get { key: key.into() }
+}
+
+fn got(revision: i64, value: Option<(&str, i64)>) -> Outcome {
+    Outcome::Got { revision, kv: value.map(|(v, m)| Seen { value: v.into(), mod_revision: m }) }
+}
+
+fn event(revision: i64, key: &str, value: Option<&str>) -> Event {
+    Event { revision, key: key.into(), value: value.map(String::from) }
+}
+
+/// Two puts of x, a delete, a read in between, an unanswered put that took effect and one that
+/// did not, and a compare-and-set of each kind.
+fn good() -> (Vec<Op>, Vec<Event>) {
+    let ops = vec![
+        op(0, put("x", "a"), 0, Some(10), Outcome::Put { revision: 2 }),
+        op(1, get("x"), 11, Some(20), got(2, Some(("a", 2)))),
+        op(2, put("x", "b"), 5, None, Outcome::Unknown),
+        op(0, get("x"), 30, Some(40), got(3, Some(("b", 3)))),
+        op(1, put("y", "lost in flight"), 30, None, Outcome::Unknown),
+        op(2, Call::Cas { key: "x".into(), expect: 3, value: "c".into() }, 41, Some(50), cas(4, true, None)),
+        op(0, Call::Cas { key: "x".into(), expect: 3, value: "d".into() }, 51, Some(60), cas(4, false, Some(("c", 4)))),
+        op(1, Call::Delete { key: "x".into() }, 61, None, Outcome::Unknown),
+        op(0, get("x"), 70, Some(80), got(5, None)),
+        op(2, Call::Delete { key: "x".into() }, 81, Some(90), Outcome::Deleted { revision: 5, deleted: 0 }),
+    ];
+    let history =
+        vec![event(2, "x", Some("a")), event(3, "x", Some("b")), event(4, "x", Some("c")), event(5, "x", None)];
+    (ops, history)
+}
+
+fn cas(revision: i64, succeeded: bool, kv: Option<(&str, i64)>) -> Outcome {
+    let kv = kv.map(|(v, m)| Seen { value: v.into(), mod_revision: m });
+    Outcome::Cas { revision, succeeded, kv }
+}
+
+fn rejected(ops: &[Op], history: &[Event]) -> String {
+    match check(ops, history) {
+        Ok(summary) => panic!("accepted: {summary:?}"),
+        Err(violation) => violation.to_string(),
+    }
+}
+
+#[test]
+fn a_linearizable_history_passes() {
+    let (ops, history) = good();
+    let summary = check(&ops, &history).unwrap();
+    assert_eq!((summary.reads, summary.writes), (5, 4));
+    assert_eq!((summary.unknown_applied, summary.unknown_dropped), (2, 1));
+}
+
+#[test]
+fn a_stale_read_is_caught() {
+    let (mut ops, history) = good();
+    // After the read at revision 3 completed, a read returns the older revision 2.
+    ops.push(op(3, get("x"), 45, Some(46), got(2, Some(("a", 2)))));
+    let why = rejected(&ops, &history);
+    assert!(why.contains("real time"), "{why}");
+}
+
+#[test]
+fn a_lost_write_is_caught() {
+    let (ops, mut history) = good();
+    history.remove(0);
+    let why = rejected(&ops, &history);
+    assert!(why.contains("lost write"), "{why}");
+}
+
+#[test]
+fn a_reused_revision_is_caught() {
+    let (mut ops, history) = good();
+    ops.push(op(3, put("y", "e"), 1, Some(9), Outcome::Put { revision: 2 }));
+    let why = rejected(&ops, &history);
+    assert!(why.contains("acknowledged at revision 2, which holds"), "{why}");
+}
+
+#[test]
+fn a_write_that_landed_before_an_earlier_acknowledged_one_is_caught() {
+    let (mut ops, _) = good();
+    // Invoked after the put at revision 2 completed, yet written at revision 1.
+    ops.push(op(3, put("z", "early"), 15, Some(16), Outcome::Put { revision: 1 }));
+    let history = [vec![event(1, "z", Some("early"))], good().1].concat();
+    let why = rejected(&ops, &history);
+    assert!(why.contains("real time"), "{why}");
+}
+
+#[test]
+fn a_change_nobody_asked_for_is_caught() {
+    let (ops, mut history) = good();
+    history.push(event(6, "x", Some("from nowhere")));
+    let why = rejected(&ops, &history);
+    assert!(why.contains("comes from no request"), "{why}");
+}
+
+#[test]
+fn a_read_of_a_value_the_history_never_held_is_caught() {
+    let (mut ops, history) = good();
+    ops[1] = op(1, get("x"), 11, Some(20), got(2, Some(("b", 2))));
+    let why = rejected(&ops, &history);
+    assert!(why.contains("but the key then held"), "{why}");
+}
+
+#[test]
+fn a_compare_and_set_that_ignored_its_compare_is_caught() {
+    let (mut ops, history) = good();
+    ops[5] = op(2, Call::Cas { key: "x".into(), expect: 2, value: "c".into() }, 41, Some(50), cas(4, true, None));
+    let why = rejected(&ops, &history);
+    assert!(why.contains("compare-and-set wrote"), "{why}");
+}
+
+#[test]
+fn a_value_written_twice_is_caught() {
+    let (ops, mut history) = good();
+    history.push(event(6, "y", Some("a")));
+    let why = rejected(&ops, &history);
+    assert!(why.contains("written twice"), "{why}");
+}

@@ -1,0 +1,84 @@
+//! What the chaos clients did, as the checker reads it: every operation with when it was invoked,
+//! when it completed, and what it was told; and the store's history read back at the end.
+
+use serde::Serialize;
+
+/// A request a client sent. Every put carries a value no other put carries, so the history can
+/// say which request wrote what.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub enum Call {
+    Get {
+        key: String,
+    },
+    Put {
+        key: String,
+        value: String,
+    },
+    Delete {
+        key: String,
+    },
+    /// `if mod_revision(key) == expect { put key value } else { get key }`: a compare-and-set.
+    Cas {
+        key: String,
+        expect: i64,
+        value: String,
+    },
+}
+
+impl Call {
+    pub fn key(&self) -> &str {
+        match self {
+            Call::Get { key } | Call::Put { key, .. } | Call::Delete { key } | Call::Cas { key, .. } => key,
+        }
+    }
+
+    /// The value this call writes, if it writes one.
+    pub fn value(&self) -> Option<&str> {
+        match self {
+            Call::Put { value, .. } | Call::Cas { value, .. } => Some(value),
+            _ => None,
+        }
+    }
+}
+
+/// A key's value and mod revision as a read saw it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Seen {
+    pub value: String,
+    pub mod_revision: i64,
+}
+
+/// What a client was told.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub enum Outcome {
+    /// A linearizable get at store revision `revision`.
+    Got { revision: i64, kv: Option<Seen> },
+    /// A put at `revision`.
+    Put { revision: i64 },
+    /// A delete that removed `deleted` keys; at its own revision if it removed one.
+    Deleted { revision: i64, deleted: i64 },
+    /// A compare-and-set: written at `revision`, or not, reading `kv` at `revision`.
+    Cas { revision: i64, succeeded: bool, kv: Option<Seen> },
+    /// No answer (a timeout, a lost connection, an error): it may or may not have taken effect.
+    Unknown,
+}
+
+/// One operation of one client. Times are microseconds since the run started.
+#[derive(Clone, Debug, Serialize)]
+pub struct Op {
+    pub client: usize,
+    pub call: Call,
+    pub invoked: u64,
+    /// None when no answer came: the operation may take effect at any time after `invoked`.
+    pub completed: Option<u64>,
+    pub outcome: Outcome,
+}
+
+/// One change of the store's history, as a watch from revision 1 reports it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Event {
+    pub revision: i64,
+    pub key: String,
+    /// None for a deletion.
+    pub value: Option<String>,
+}

@@ -1,0 +1,360 @@
+//! Jepsen-style runs: concurrent clients do gets, puts, deletes and compare-and-sets on a few
+//! keys of a 3- or 5-member cluster while a nemesis kills (kill -9) and restarts followers, the
+//! leader or a minority, and pauses members (SIGSTOP) for longer than an election timeout. Every
+//! operation is recorded with its invocation and completion time and what it was told; at the
+//! end the cluster heals, every member must hold the same data (HashKV at the same revision),
+//! and the history must be linearizable ([`checker`]).
+//!
+//! `PHOENIX_CHAOS_SEED` replays a run's schedule (the seed is printed at the start);
+//! `PHOENIX_CHAOS_SECONDS` sets how long the faults go on (default 15 s, 45 s in a release
+//! build). A failing run writes the operations, the history and every member's log to a
+//! directory it names.
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod checker;
+mod checker_tests;
+mod history;
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use etcd_client::{Client, Compare, CompareOp, EventType, GetOptions, Txn, TxnOp, TxnOpResponse, WatchOptions};
+use history::{Call, Event, Op, Outcome, Seen};
+use support::{poll_until, Cluster, Rng, READY_TIMEOUT, TEST_TIMINGS};
+
+/// The keys every client works on: few, so operations on one key overlap often.
+const KEYS: usize = 4;
+const CLIENTS: usize = 6;
+/// A request without an answer by then is recorded as unknown.
+const OP_TIMEOUT: Duration = Duration::from_secs(3);
+/// Pacing after a failed connection attempt, not synchronisation.
+const RECONNECT_PACING: Duration = Duration::from_millis(50);
+/// How long one Status call may take while looking for the leader (a paused member never answers).
+const STATUS_TIMEOUT: Duration = Duration::from_millis(500);
+/// A fault lasts this long at least, plus up to as long again: a pause outlasts the election
+/// timeout (1 s in TEST_TIMINGS), so the others elect a new leader meanwhile.
+const FAULT_MIN: Duration = Duration::from_millis(1500);
+/// After healing, the cluster runs without faults this long before the next one.
+const QUIET: Duration = Duration::from_millis(500);
+
+fn seed() -> u64 {
+    std::env::var("PHOENIX_CHAOS_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos() as u64
+    })
+}
+
+fn fault_time() -> Duration {
+    let default = if cfg!(debug_assertions) { 15 } else { 45 };
+    let seconds = std::env::var("PHOENIX_CHAOS_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(default);
+    Duration::from_secs(seconds)
+}
+
+fn key(i: usize) -> String {
+    format!("c/{i}")
+}
+
+/// Microseconds since the run started: the clock every operation is timed with.
+fn since(start: Instant) -> u64 {
+    start.elapsed().as_micros() as u64
+}
+
+async fn execute(client: &mut Client, call: &Call) -> Result<Outcome, etcd_client::Error> {
+    let revision = |header: Option<&etcd_client::ResponseHeader>| header.map_or(0, |h| h.revision());
+    let seen = |kvs: &[etcd_client::KeyValue]| {
+        kvs.first()
+            .map(|kv| Seen { value: kv.value_str().unwrap_or_default().to_string(), mod_revision: kv.mod_revision() })
+    };
+    Ok(match call {
+        Call::Get { key } => {
+            let got = client.get(key.as_str(), None).await?;
+            Outcome::Got { revision: revision(got.header()), kv: seen(got.kvs()) }
+        }
+        Call::Put { key, value } => {
+            let put = client.put(key.as_str(), value.as_str(), None).await?;
+            Outcome::Put { revision: revision(put.header()) }
+        }
+        Call::Delete { key } => {
+            let deleted = client.delete(key.as_str(), None).await?;
+            Outcome::Deleted { revision: revision(deleted.header()), deleted: deleted.deleted() }
+        }
+        Call::Cas { key, expect, value } => {
+            let txn = Txn::new()
+                .when([Compare::mod_revision(key.as_str(), CompareOp::Equal, *expect)])
+                .and_then([TxnOp::put(key.as_str(), value.as_str(), None)])
+                .or_else([TxnOp::get(key.as_str(), None)]);
+            let done = client.txn(txn).await?;
+            let kv = done.op_responses().into_iter().find_map(|op| match op {
+                TxnOpResponse::Get(got) => Some(seen(got.kvs())),
+                _ => None,
+            });
+            Outcome::Cas { revision: revision(done.header()), succeeded: done.succeeded(), kv: kv.flatten() }
+        }
+    })
+}
+
+/// A random call on key `k`; compare-and-sets expect the mod revision this client last saw of
+/// it (or a stale one, so that some fail).
+fn next_call(rng: &mut Rng, client: usize, seq: u64, k: usize, last_seen: &[i64; KEYS]) -> Call {
+    let (key, value) = (key(k), format!("v{client}-{seq}"));
+    match rng.below(10) {
+        0..=3 => Call::Get { key },
+        4..=6 => Call::Put { key, value },
+        7 => Call::Delete { key },
+        _ => {
+            let expect = if rng.below(4) == 0 { last_seen[k].saturating_sub(1) } else { last_seen[k] };
+            Call::Cas { key, expect, value }
+        }
+    }
+}
+
+async fn run_client(id: usize, endpoints: Vec<String>, seed: u64, start: Instant, stop: Arc<AtomicBool>) -> Vec<Op> {
+    let mut rng = Rng::new(seed);
+    let mut member = id % endpoints.len();
+    let mut last_seen = [0i64; KEYS];
+    let (mut ops, mut seq, mut client) = (Vec::new(), 0, None);
+    while !stop.load(Ordering::SeqCst) {
+        let Some(connected) = client.as_mut() else {
+            match tokio::time::timeout(OP_TIMEOUT, Client::connect([&endpoints[member]], None)).await {
+                Ok(Ok(connected)) => client = Some(connected),
+                _ => {
+                    member = (member + 1) % endpoints.len();
+                    tokio::time::sleep(RECONNECT_PACING).await;
+                }
+            }
+            continue;
+        };
+        seq += 1;
+        let k = rng.below(KEYS);
+        let call = next_call(&mut rng, id, seq, k, &last_seen);
+        let invoked = since(start);
+        let outcome = match tokio::time::timeout(OP_TIMEOUT, execute(connected, &call)).await {
+            Ok(Ok(outcome)) => outcome,
+            _ => Outcome::Unknown,
+        };
+        let completed = (outcome != Outcome::Unknown).then(|| since(start));
+        match &outcome {
+            Outcome::Got { kv, .. } | Outcome::Cas { kv, succeeded: false, .. } => {
+                last_seen[k] = kv.as_ref().map_or(0, |seen| seen.mod_revision)
+            }
+            Outcome::Put { revision } | Outcome::Cas { revision, succeeded: true, .. } => last_seen[k] = *revision,
+            Outcome::Deleted { .. } | Outcome::Unknown => {}
+        }
+        if outcome == Outcome::Unknown {
+            // Try another member: this one may be down or cut off.
+            client = None;
+            member = (member + 1) % endpoints.len();
+        }
+        ops.push(Op { client: id, call, invoked, completed, outcome });
+    }
+    ops
+}
+
+/// The leader as the members that answer in time agree on it.
+async fn leader(cluster: &Cluster) -> Option<usize> {
+    let mut agreed = None;
+    for (i, member) in cluster.members.iter().enumerate().filter(|(_, m)| m.is_running()) {
+        let status = async {
+            let mut client = Client::connect([member.endpoint()], None).await.ok()?;
+            client.status().await.ok()
+        };
+        let Ok(Some(status)) = tokio::time::timeout(STATUS_TIMEOUT, status).await else { continue };
+        if status.header().is_some_and(|h| h.member_id() == status.leader()) {
+            agreed = Some(i);
+        }
+    }
+    agreed
+}
+
+fn signal(pid: u32, signal: &str) {
+    let sent = Command::new("kill").args([signal, &pid.to_string()]).status().expect("run kill");
+    assert!(sent.success(), "kill {signal} {pid}");
+}
+
+/// The faults of one round: which members are killed and which paused.
+struct Fault {
+    killed: Vec<usize>,
+    paused: Vec<u32>,
+    what: String,
+}
+
+async fn inject(cluster: &mut Cluster, rng: &mut Rng) -> Fault {
+    let n = cluster.members.len();
+    let leader = leader(cluster).await;
+    let follower = |rng: &mut Rng| {
+        let others: Vec<usize> = (0..n).filter(|&i| Some(i) != leader).collect();
+        others[rng.below(others.len())]
+    };
+    let (mut killed, mut paused) = (Vec::new(), Vec::new());
+    let what = match rng.below(4) {
+        0 => {
+            killed.push(follower(rng));
+            "kill a follower"
+        }
+        1 => {
+            killed.push(leader.unwrap_or_else(|| rng.below(n)));
+            "kill the leader"
+        }
+        2 => {
+            let mut all: Vec<usize> = (0..n).collect();
+            for i in 0..(n - 1) / 2 {
+                all.swap(i, i + rng.below(n - i));
+            }
+            killed.extend(&all[..(n - 1) / 2]);
+            "kill a minority"
+        }
+        _ => {
+            let i = if rng.below(2) == 0 { leader.unwrap_or(0) } else { follower(rng) };
+            if let Some(pid) = cluster.members[i].pid() {
+                signal(pid, "-STOP");
+                paused.push(pid);
+            }
+            "pause a member"
+        }
+    };
+    for &i in &killed {
+        cluster.kill(i);
+    }
+    let what = format!("{what}: killed {killed:?}, paused pids {paused:?}");
+    Fault { killed, paused, what }
+}
+
+fn heal(cluster: &mut Cluster, fault: &Fault) {
+    for &pid in &fault.paused {
+        signal(pid, "-CONT");
+    }
+    for &i in &fault.killed {
+        cluster.members[i].spawn_again();
+    }
+}
+
+/// Injects faults until `deadline`, healing each before the next; returns what it did.
+async fn nemesis(cluster: &mut Cluster, rng: &mut Rng, deadline: Instant) -> Vec<String> {
+    let mut done = Vec::new();
+    while Instant::now() < deadline {
+        let fault = inject(cluster, rng).await;
+        done.push(fault.what.clone());
+        tokio::time::sleep(FAULT_MIN + FAULT_MIN.mul_f64(rng.below(100) as f64 / 100.0)).await;
+        heal(cluster, &fault);
+        poll_until(READY_TIMEOUT, "a leader after healing", || leader(cluster)).await;
+        tokio::time::sleep(QUIET).await;
+    }
+    done
+}
+
+/// Every change of the keys, read back with a watch from revision 1 up to `revision`.
+async fn history(client: &mut Client, revision: i64) -> Vec<Event> {
+    let options = WatchOptions::new().with_prefix().with_start_revision(1);
+    let mut stream = client.watch("c/", Some(options)).await.expect("open the history watch");
+    let mut events = Vec::new();
+    while events.last().is_none_or(|e: &Event| e.revision < revision) {
+        let response = tokio::time::timeout(READY_TIMEOUT, stream.message()).await;
+        let response = response.expect("the history in time").expect("the history watch").expect("an open watch");
+        events.extend(response.events().iter().filter_map(|e| {
+            let kv = e.kv()?;
+            let value = (e.event_type() == EventType::Put).then(|| kv.value_str().unwrap_or_default().to_string());
+            Some(Event { revision: kv.mod_revision(), key: kv.key_str().unwrap_or_default().to_string(), value })
+        }));
+        if revision <= 1 {
+            break;
+        }
+    }
+    events
+}
+
+/// Waits until every member has applied `revision` and returns their HashKV at it.
+async fn hashes_at(cluster: &Cluster, revision: i64) -> Vec<u32> {
+    let mut hashes = Vec::new();
+    for member in &cluster.members {
+        let hash = poll_until(READY_TIMEOUT, &format!("{} to apply revision {revision}", member.name), || async {
+            let mut client = Client::connect([member.endpoint()], None).await.ok()?;
+            let local = client.get("c/", Some(GetOptions::new().with_serializable())).await.ok()?;
+            if local.header()?.revision() < revision {
+                return None;
+            }
+            Some(client.hash_kv(revision).await.ok()?.hash())
+        })
+        .await;
+        hashes.push(hash);
+    }
+    hashes
+}
+
+/// Where a failing run leaves what it recorded.
+fn keep_evidence(cluster: &Cluster, seed: u64, ops: &[Op], events: &[Event], faults: &[String], why: &str) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("chaos-{}m-{seed}", cluster.members.len()));
+    std::fs::create_dir_all(&dir).expect("create the evidence dir");
+    let write = |name: &str, text: String| std::fs::write(dir.join(name), text).expect("write evidence");
+    write("explanation.txt", why.to_string());
+    write("operations.json", serde_json::to_string_pretty(ops).unwrap_or_default());
+    write("history.json", serde_json::to_string_pretty(events).unwrap_or_default());
+    write("faults.txt", faults.join("\n"));
+    for member in &cluster.members {
+        write(&format!("{}.log", member.name), member.log_text());
+    }
+    dir
+}
+
+async fn run(members: usize) {
+    let seed = seed();
+    eprintln!("chaos with {members} members: PHOENIX_CHAOS_SEED={seed}");
+    let mut rng = Rng::new(seed);
+    let mut cluster = Cluster::start(members, TEST_TIMINGS).await;
+    let start = Instant::now();
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|id| {
+            let (endpoints, stop) = (cluster.endpoints(), stop.clone());
+            tokio::spawn(run_client(id, endpoints, rng.next(), start, stop))
+        })
+        .collect();
+    let faults = nemesis(&mut cluster, &mut rng, start + fault_time()).await;
+    stop.store(true, Ordering::SeqCst);
+    let mut ops = Vec::new();
+    for client in clients {
+        ops.extend(client.await.expect("a client task"));
+    }
+    for i in 0..members {
+        cluster.wait_ready(i).await;
+    }
+    let mut client = cluster.client(0).await;
+    let revision = client.get("c/", None).await.expect("read after healing").header().map_or(0, |h| h.revision());
+    let events = history(&mut client, revision).await;
+    let hashes = hashes_at(&cluster, revision).await;
+    let answered = ops.iter().filter(|op| op.completed.is_some()).count();
+    let verdict = match checker::check(&ops, &events) {
+        Err(violation) => Err(violation.to_string()),
+        Ok(_) if hashes.iter().any(|h| *h != hashes[0]) => {
+            Err(format!("members differ at revision {revision}: HashKV {hashes:?}"))
+        }
+        Ok(_) if answered < 100 => {
+            Err(format!("only {answered} operations were answered: the cluster made no progress"))
+        }
+        Ok(summary) => Ok(summary),
+    };
+    match verdict {
+        Ok(summary) => eprintln!(
+            "chaos with {members} members passed: {} operations ({answered} answered), {summary:?}, faults: {}",
+            ops.len(),
+            faults.len()
+        ),
+        Err(why) => {
+            let dir = keep_evidence(&cluster, seed, &ops, &events, &faults, &why);
+            panic!("chaos with {members} members, PHOENIX_CHAOS_SEED={seed}: {why}\nevidence in {}", dir.display());
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_members_stay_linearizable_under_kills_and_pauses() {
+    run(3).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_members_stay_linearizable_under_kills_and_pauses() {
+    run(5).await;
+}
