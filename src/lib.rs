@@ -20,6 +20,7 @@ pub mod cluster;
 pub mod config;
 pub mod ctl;
 pub mod error;
+pub mod faults;
 pub mod kv;
 pub mod lease;
 pub mod raft;

@@ -285,8 +285,8 @@ async fn hashes_at(cluster: &Cluster, revision: i64) -> Vec<u32> {
 }
 
 /// Where a failing run leaves what it recorded.
-fn keep_evidence(cluster: &Cluster, seed: u64, ops: &[Op], events: &[Event], faults: &[String], why: &str) -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("chaos-{}m-{seed}", cluster.members.len()));
+fn keep_evidence(cluster: &Cluster, name: &str, ops: &[Op], events: &[Event], faults: &[String], why: &str) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(name);
     std::fs::create_dir_all(&dir).expect("create the evidence dir");
     let write = |name: &str, text: String| std::fs::write(dir.join(name), text).expect("write evidence");
     write("explanation.txt", why.to_string());
@@ -299,11 +299,13 @@ fn keep_evidence(cluster: &Cluster, seed: u64, ops: &[Op], events: &[Event], fau
     dir
 }
 
-async fn run(members: usize) {
+/// One run: `members` members started with `env`, faults for `time`, then the checks. Returns a
+/// summary, or why it failed and where the evidence is.
+async fn run(members: usize, env: &[(&str, &str)], time: Duration) -> Result<String, String> {
     let seed = seed();
-    eprintln!("chaos with {members} members: PHOENIX_CHAOS_SEED={seed}");
+    eprintln!("chaos with {members} members {env:?}: PHOENIX_CHAOS_SEED={seed}");
     let mut rng = Rng::new(seed);
-    let mut cluster = Cluster::start(members, TEST_TIMINGS).await;
+    let mut cluster = Cluster::start_with_env(members, TEST_TIMINGS, env).await;
     let start = Instant::now();
     let stop = Arc::new(AtomicBool::new(false));
     let clients: Vec<_> = (0..CLIENTS)
@@ -312,7 +314,7 @@ async fn run(members: usize) {
             tokio::spawn(run_client(id, endpoints, rng.next(), start, stop))
         })
         .collect();
-    let faults = nemesis(&mut cluster, &mut rng, start + fault_time()).await;
+    let faults = nemesis(&mut cluster, &mut rng, start + time).await;
     stop.store(true, Ordering::SeqCst);
     let mut ops = Vec::new();
     for client in clients {
@@ -337,24 +339,45 @@ async fn run(members: usize) {
         Ok(summary) => Ok(summary),
     };
     match verdict {
-        Ok(summary) => eprintln!(
-            "chaos with {members} members passed: {} operations ({answered} answered), {summary:?}, faults: {}",
-            ops.len(),
-            faults.len()
-        ),
-        Err(why) => {
-            let dir = keep_evidence(&cluster, seed, &ops, &events, &faults, &why);
-            panic!("chaos with {members} members, PHOENIX_CHAOS_SEED={seed}: {why}\nevidence in {}", dir.display());
+        Ok(summary) => {
+            Ok(format!("{} operations ({answered} answered), {summary:?}, {} faults", ops.len(), faults.len()))
         }
+        Err(why) => {
+            let name = format!("chaos-{members}m-{seed}");
+            let dir = keep_evidence(&cluster, &name, &ops, &events, &faults, &why);
+            Err(format!("{members} members, PHOENIX_CHAOS_SEED={seed}: {why}\nevidence in {}", dir.display()))
+        }
+    }
+}
+
+async fn must_pass(members: usize) {
+    match run(members, &[], fault_time()).await {
+        Ok(summary) => eprintln!("chaos with {members} members passed: {summary}"),
+        Err(why) => panic!("chaos failed: {why}"),
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_members_stay_linearizable_under_kills_and_pauses() {
-    run(3).await;
+    must_pass(3).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_members_stay_linearizable_under_kills_and_pauses() {
-    run(5).await;
+    must_pass(5).await;
+}
+
+/// The checker proves its worth on a member that serves linearizable reads from local state
+/// without a read index (a fault compiled only into test builds, see src/faults.rs): a short
+/// run must catch a stale read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_without_a_read_index_are_caught() {
+    const SHORT: Duration = Duration::from_secs(8);
+    match run(3, &[("PHOENIX_TEST_FAULTS", "stale-reads")], SHORT).await {
+        Ok(summary) => panic!("the checker missed stale reads: {summary}"),
+        Err(why) => {
+            assert!(why.contains("real time") || why.contains("but the key then held"), "{why}");
+            eprintln!("caught, as it must be: {why}");
+        }
+    }
 }

@@ -41,6 +41,8 @@ pub struct Member {
     pub data_dir: PathBuf,
     pub log: PathBuf,
     args: Vec<String>,
+    /// Environment variables the process starts with, beside the test's own.
+    env: Vec<(String, String)>,
     child: Option<Child>,
 }
 
@@ -82,6 +84,7 @@ impl Member {
         let log = File::options().create(true).append(true).open(&self.log).expect("open member log");
         let child = Command::new(env!("CARGO_BIN_EXE_phoenix"))
             .args(&self.args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::from(log.try_clone().expect("clone log handle")))
             .stderr(Stdio::from(log))
             .spawn()
@@ -124,12 +127,19 @@ impl Member {
 pub struct Cluster {
     pub members: Vec<Member>,
     dir: TempDir,
+    /// Environment variables every member starts with.
+    env: Vec<(String, String)>,
 }
 
 impl Cluster {
     /// Starts `n` members with `extra` flags each and waits until they serve with a leader.
     pub async fn start(n: usize, extra: &[&str]) -> Cluster {
-        let cluster = Cluster::spawn(n, "test-cluster", extra);
+        Cluster::start_with_env(n, extra, &[]).await
+    }
+
+    /// Like `start`, with environment variables for every member (test-only fault switches).
+    pub async fn start_with_env(n: usize, extra: &[&str], env: &[(&str, &str)]) -> Cluster {
+        let cluster = Cluster::spawn_with_env(n, "test-cluster", extra, env);
         for i in 0..n {
             cluster.wait_ready(i).await;
         }
@@ -139,7 +149,7 @@ impl Cluster {
     /// A cluster with no member yet, in its own temporary dir (members come from spawn_member,
     /// for instance on data dirs restored into `data_dir_of`).
     pub fn empty() -> Cluster {
-        Cluster { members: Vec::new(), dir: tempfile::tempdir().expect("temp dir") }
+        Cluster { members: Vec::new(), dir: tempfile::tempdir().expect("temp dir"), env: Vec::new() }
     }
 
     /// Where spawn_member keeps the data of the member called `name`.
@@ -149,6 +159,10 @@ impl Cluster {
 
     /// Starts the processes without waiting for them.
     pub fn spawn(n: usize, token: &str, extra: &[&str]) -> Cluster {
+        Cluster::spawn_with_env(n, token, extra, &[])
+    }
+
+    fn spawn_with_env(n: usize, token: &str, extra: &[&str], env: &[(&str, &str)]) -> Cluster {
         let dir = tempfile::tempdir().expect("temp dir");
         let ports = free_ports(2 * n);
         let names: Vec<String> = (1..=n).map(|i| format!("m{i}")).collect();
@@ -158,7 +172,8 @@ impl Cluster {
             .map(|(i, name)| format!("{name}=http://127.0.0.1:{}", ports[2 * i + 1]))
             .collect::<Vec<_>>()
             .join(",");
-        let mut cluster = Cluster { members: Vec::new(), dir };
+        let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let mut cluster = Cluster { members: Vec::new(), dir, env };
         for (i, name) in names.into_iter().enumerate() {
             let mut flags: Vec<&str> = vec!["--initial-cluster", &initial_cluster, "--initial-cluster-token", token];
             flags.extend(extra);
@@ -180,7 +195,8 @@ impl Cluster {
             .collect();
         args.extend(flags.iter().map(|s| s.to_string()));
         let log = self.dir.path().join(format!("{name}.log"));
-        let mut member = Member { name, client_port, peer_port, data_dir, log, args, child: None };
+        let env = self.env.clone();
+        let mut member = Member { name, client_port, peer_port, data_dir, log, args, env, child: None };
         member.spawn();
         self.members.push(member);
         self.members.len() - 1
