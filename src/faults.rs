@@ -4,6 +4,9 @@
 //! dev-dependency on this package turns on. A member built with it still behaves correctly unless
 //! its environment names a fault: `PHOENIX_TEST_FAULTS=stale-reads` serves linearizable reads
 //! from local state without a read index.
+//!
+//! `PHOENIX_TEST_PEER_ROUTES=URL=PROXY,...` sends this member's Raft traffic for the member at
+//! peer URL `URL` through `PROXY` instead, so a test can cut any one direction of any link.
 
 /// Whether `fault` is switched on for this process.
 #[cfg(feature = "test-faults")]
@@ -18,6 +21,23 @@ pub fn enabled(fault: &str) -> bool {
         faults
     });
     faults.iter().any(|f| f == fault)
+}
+
+/// Where to dial the peer at `url`, when a test routes it through a proxy.
+#[cfg(feature = "test-faults")]
+pub fn peer_route(url: &str) -> Option<String> {
+    static ROUTES: std::sync::OnceLock<Vec<(String, String)>> = std::sync::OnceLock::new();
+    let routes = ROUTES.get_or_init(|| {
+        let listed = std::env::var("PHOENIX_TEST_PEER_ROUTES").unwrap_or_default();
+        listed.split(',').filter_map(|route| route.split_once('=')).map(|(a, b)| (a.into(), b.into())).collect()
+    });
+    routes.iter().find(|(from, _)| from == url).map(|(_, to)| to.clone())
+}
+
+/// Where to dial the peer at `url`: where it is, in a build without `test-faults`.
+#[cfg(not(feature = "test-faults"))]
+pub fn peer_route(_url: &str) -> Option<String> {
+    None
 }
 
 /// Whether `fault` is switched on for this process: never, in a build without `test-faults`.

@@ -86,7 +86,8 @@ impl Peers {
         let channel = match channels.get(&target) {
             Some((cached_url, channel)) if cached_url == url => channel.clone(),
             _ => {
-                let channel = Endpoint::from_shared(url.clone())
+                let dial = crate::faults::peer_route(url).unwrap_or_else(|| url.clone());
+                let channel = Endpoint::from_shared(dial)
                     .map_err(|e| Error::Internal(format!("peer URL {url}: {e}")))?
                     .connect_timeout(Duration::from_secs(1))
                     .tcp_nodelay(true)

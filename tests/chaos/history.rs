@@ -63,6 +63,19 @@ pub enum Outcome {
     Unknown,
 }
 
+impl Outcome {
+    /// The revision the answer carries, if it came.
+    pub fn revision(&self) -> Option<i64> {
+        match self {
+            Outcome::Got { revision, .. }
+            | Outcome::Put { revision }
+            | Outcome::Deleted { revision, .. }
+            | Outcome::Cas { revision, .. } => Some(*revision),
+            Outcome::Unknown => None,
+        }
+    }
+}
+
 /// One operation of one client. Times are microseconds since the run started.
 #[derive(Clone, Debug, Serialize)]
 pub struct Op {

@@ -1,6 +1,7 @@
 //! Jepsen-style runs: concurrent clients do gets, puts, deletes and compare-and-sets on a few
 //! keys of a 3- or 5-member cluster while a nemesis kills (kill -9) and restarts followers, the
-//! leader or a minority, and pauses members (SIGSTOP) for longer than an election timeout. Every
+//! leader or a minority, pauses members (SIGSTOP) for longer than an election timeout, and cuts
+//! the network between a minority (or the leader alone) and the rest ([`network`]). Every
 //! operation is recorded with its invocation and completion time and what it was told; at the
 //! end the cluster heals, every member must hold the same data (HashKV at the same revision),
 //! and the history must be linearizable ([`checker`]).
@@ -16,7 +17,9 @@ mod support;
 mod checker;
 mod checker_tests;
 mod history;
+mod network;
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -25,7 +28,8 @@ use std::time::{Duration, Instant};
 
 use etcd_client::{Client, Compare, CompareOp, EventType, GetOptions, Txn, TxnOp, TxnOpResponse, WatchOptions};
 use history::{Call, Event, Op, Outcome, Seen};
-use support::{poll_until, Cluster, Rng, READY_TIMEOUT, TEST_TIMINGS};
+use network::Network;
+use support::{free_ports, poll_until, Cluster, Rng, READY_TIMEOUT, TEST_TIMINGS};
 
 /// The keys every client works on: few, so operations on one key overlap often.
 const KEYS: usize = 4;
@@ -154,20 +158,25 @@ async fn run_client(id: usize, endpoints: Vec<String>, seed: u64, start: Instant
     ops
 }
 
-/// The leader as the members that answer in time agree on it.
+/// The leader a majority of the members agree on, asking each with a short timeout (a paused
+/// member never answers, and a cut-off leader may still think it leads).
 async fn leader(cluster: &Cluster) -> Option<usize> {
-    let mut agreed = None;
+    let mut votes: BTreeMap<u64, usize> = BTreeMap::new();
+    let mut ids = BTreeMap::new();
     for (i, member) in cluster.members.iter().enumerate().filter(|(_, m)| m.is_running()) {
         let status = async {
             let mut client = Client::connect([member.endpoint()], None).await.ok()?;
             client.status().await.ok()
         };
         let Ok(Some(status)) = tokio::time::timeout(STATUS_TIMEOUT, status).await else { continue };
-        if status.header().is_some_and(|h| h.member_id() == status.leader()) {
-            agreed = Some(i);
+        *votes.entry(status.leader()).or_default() += 1;
+        if let Some(header) = status.header() {
+            ids.insert(header.member_id(), i);
         }
     }
-    agreed
+    let majority = cluster.members.len() / 2 + 1;
+    let (leader, _) = votes.into_iter().find(|(leader, count)| *leader != 0 && *count >= majority)?;
+    ids.get(&leader).copied()
 }
 
 fn signal(pid: u32, signal: &str) {
@@ -175,75 +184,139 @@ fn signal(pid: u32, signal: &str) {
     assert!(sent.success(), "kill {signal} {pid}");
 }
 
-/// The faults of one round: which members are killed and which paused.
+/// The faults of one round: which members are killed, which paused, whether the network is cut.
 struct Fault {
     killed: Vec<usize>,
     paused: Vec<u32>,
+    partitioned: bool,
     what: String,
 }
 
-async fn inject(cluster: &mut Cluster, rng: &mut Rng) -> Fault {
-    let n = cluster.members.len();
-    let leader = leader(cluster).await;
-    let follower = |rng: &mut Rng| {
-        let others: Vec<usize> = (0..n).filter(|&i| Some(i) != leader).collect();
-        others[rng.below(others.len())]
-    };
-    let (mut killed, mut paused) = (Vec::new(), Vec::new());
-    let what = match rng.below(4) {
-        0 => {
-            killed.push(follower(rng));
-            "kill a follower"
-        }
-        1 => {
-            killed.push(leader.unwrap_or_else(|| rng.below(n)));
-            "kill the leader"
-        }
-        2 => {
-            let mut all: Vec<usize> = (0..n).collect();
-            for i in 0..(n - 1) / 2 {
-                all.swap(i, i + rng.below(n - i));
-            }
-            killed.extend(&all[..(n - 1) / 2]);
-            "kill a minority"
-        }
-        _ => {
-            let i = if rng.below(2) == 0 { leader.unwrap_or(0) } else { follower(rng) };
-            if let Some(pid) = cluster.members[i].pid() {
-                signal(pid, "-STOP");
-                paused.push(pid);
-            }
-            "pause a member"
-        }
-    };
-    for &i in &killed {
-        cluster.kill(i);
+/// A random minority of `n` members (at least one).
+fn minority(rng: &mut Rng, n: usize) -> Vec<usize> {
+    let mut all: Vec<usize> = (0..n).collect();
+    let size = 1 + rng.below((n - 1) / 2);
+    for i in 0..size {
+        all.swap(i, i + rng.below(n - i));
     }
-    let what = format!("{what}: killed {killed:?}, paused pids {paused:?}");
-    Fault { killed, paused, what }
+    all.truncate(size);
+    all
 }
 
-fn heal(cluster: &mut Cluster, fault: &Fault) {
+/// The kinds of fault the nemesis picks from.
+#[derive(Clone, Copy, Debug)]
+enum Nemesis {
+    KillFollower,
+    KillLeader,
+    KillMinority,
+    Pause,
+    CutMinority,
+    CutLeader,
+    CutFollower,
+}
+
+const EVERY_FAULT: &[Nemesis] = &[
+    Nemesis::KillFollower,
+    Nemesis::KillLeader,
+    Nemesis::KillMinority,
+    Nemesis::Pause,
+    Nemesis::CutMinority,
+    Nemesis::CutLeader,
+    Nemesis::CutFollower,
+];
+
+async fn inject(cluster: &mut Cluster, network: &Network, rng: &mut Rng, kinds: &[Nemesis]) -> Fault {
+    let n = cluster.members.len();
+    let leader = leader(cluster).await;
+    let others: Vec<usize> = (0..n).filter(|&i| Some(i) != leader).collect();
+    let follower = others[rng.below(others.len())];
+    let leader = leader.unwrap_or(follower);
+    let kind = kinds[rng.below(kinds.len())];
+    let mut fault = Fault { killed: Vec::new(), paused: Vec::new(), partitioned: false, what: String::new() };
+    match kind {
+        Nemesis::KillFollower => fault.killed = vec![follower],
+        Nemesis::KillLeader => fault.killed = vec![leader],
+        Nemesis::KillMinority => fault.killed = minority(rng, n),
+        Nemesis::Pause => {
+            let i = if rng.below(2) == 0 { leader } else { follower };
+            if let Some(pid) = cluster.members[i].pid() {
+                signal(pid, "-STOP");
+                fault.paused.push(pid);
+            }
+        }
+        Nemesis::CutMinority | Nemesis::CutLeader | Nemesis::CutFollower => {
+            let side = match kind {
+                Nemesis::CutLeader => vec![leader],
+                Nemesis::CutFollower => vec![follower],
+                _ => minority(rng, n),
+            };
+            network.partition(&side);
+            fault.partitioned = true;
+            fault.what = format!("{kind:?}: {side:?} cut off from the others");
+        }
+    }
+    for &i in &fault.killed {
+        cluster.kill(i);
+    }
+    if !fault.partitioned {
+        fault.what = format!("{kind:?}: killed {:?}, paused pids {:?}", fault.killed, fault.paused);
+    }
+    fault
+}
+
+fn heal(cluster: &mut Cluster, network: &Network, fault: &Fault) {
     for &pid in &fault.paused {
         signal(pid, "-CONT");
     }
     for &i in &fault.killed {
         cluster.members[i].spawn_again();
     }
+    if fault.partitioned {
+        network.heal();
+    }
 }
 
 /// Injects faults until `deadline`, healing each before the next; returns what it did.
-async fn nemesis(cluster: &mut Cluster, rng: &mut Rng, deadline: Instant) -> Vec<String> {
+async fn nemesis(
+    cluster: &mut Cluster,
+    network: &Network,
+    rng: &mut Rng,
+    kinds: &[Nemesis],
+    (started, deadline): (Instant, Instant),
+) -> Vec<String> {
     let mut done = Vec::new();
     while Instant::now() < deadline {
-        let fault = inject(cluster, rng).await;
-        done.push(fault.what.clone());
+        let fault = inject(cluster, network, rng, kinds).await;
+        done.push(format!("at {:.1} s: {}", since(started) as f64 / 1e6, fault.what));
         tokio::time::sleep(FAULT_MIN + FAULT_MIN.mul_f64(rng.below(100) as f64 / 100.0)).await;
-        heal(cluster, &fault);
+        heal(cluster, network, &fault);
         poll_until(READY_TIMEOUT, "a leader after healing", || leader(cluster)).await;
         tokio::time::sleep(QUIET).await;
     }
     done
+}
+
+/// Starts `members` members whose peer traffic goes through `Network`'s proxies, each with `env`.
+async fn start(members: usize, env: &[(&str, &str)]) -> (Cluster, Network) {
+    let ports = free_ports(2 * members);
+    let peer_ports: Vec<u16> = (0..members).map(|i| ports[2 * i + 1]).collect();
+    let network = Network::new(&peer_ports).await;
+    let names: Vec<String> = (1..=members).map(|i| format!("m{i}")).collect();
+    let initial: Vec<String> =
+        names.iter().zip(&peer_ports).map(|(name, port)| format!("{name}=http://127.0.0.1:{port}")).collect();
+    let initial = initial.join(",");
+    let mut flags = vec!["--initial-cluster", initial.as_str(), "--initial-cluster-token", "chaos"];
+    flags.extend(TEST_TIMINGS);
+    let mut cluster = Cluster::empty();
+    for (i, name) in names.into_iter().enumerate() {
+        let mut member_env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        member_env.push(network.routes(i));
+        cluster.spawn_member_with_env(name, ports[2 * i], peer_ports[i], &flags, member_env);
+    }
+    for i in 0..members {
+        cluster.wait_ready(i).await;
+    }
+    (cluster, network)
 }
 
 /// Every change of the keys, read back with a watch from revision 1 up to `revision`.
@@ -301,20 +374,20 @@ fn keep_evidence(cluster: &Cluster, name: &str, ops: &[Op], events: &[Event], fa
 
 /// One run: `members` members started with `env`, faults for `time`, then the checks. Returns a
 /// summary, or why it failed and where the evidence is.
-async fn run(members: usize, env: &[(&str, &str)], time: Duration) -> Result<String, String> {
+async fn run(members: usize, env: &[(&str, &str)], kinds: &[Nemesis], time: Duration) -> Result<String, String> {
     let seed = seed();
     eprintln!("chaos with {members} members {env:?}: PHOENIX_CHAOS_SEED={seed}");
     let mut rng = Rng::new(seed);
-    let mut cluster = Cluster::start_with_env(members, TEST_TIMINGS, env).await;
-    let start = Instant::now();
+    let (mut cluster, network) = start(members, env).await;
+    let started = Instant::now();
     let stop = Arc::new(AtomicBool::new(false));
     let clients: Vec<_> = (0..CLIENTS)
         .map(|id| {
             let (endpoints, stop) = (cluster.endpoints(), stop.clone());
-            tokio::spawn(run_client(id, endpoints, rng.next(), start, stop))
+            tokio::spawn(run_client(id, endpoints, rng.next(), started, stop))
         })
         .collect();
-    let faults = nemesis(&mut cluster, &mut rng, start + time).await;
+    let faults = nemesis(&mut cluster, &network, &mut rng, kinds, (started, started + time)).await;
     stop.store(true, Ordering::SeqCst);
     let mut ops = Vec::new();
     for client in clients {
@@ -323,8 +396,11 @@ async fn run(members: usize, env: &[(&str, &str)], time: Duration) -> Result<Str
     for i in 0..members {
         cluster.wait_ready(i).await;
     }
+    // The history must reach past every revision any client was told of (a member's own idea of
+    // the current revision may lag, when reads are broken on purpose).
     let mut client = cluster.client(0).await;
-    let revision = client.get("c/", None).await.expect("read after healing").header().map_or(0, |h| h.revision());
+    let current = client.get("c/", None).await.expect("read after healing").header().map_or(0, |h| h.revision());
+    let revision = ops.iter().filter_map(|op| op.outcome.revision()).fold(current, i64::max);
     let events = history(&mut client, revision).await;
     let hashes = hashes_at(&cluster, revision).await;
     let answered = ops.iter().filter(|op| op.completed.is_some()).count();
@@ -351,7 +427,7 @@ async fn run(members: usize, env: &[(&str, &str)], time: Duration) -> Result<Str
 }
 
 async fn must_pass(members: usize) {
-    match run(members, &[], fault_time()).await {
+    match run(members, &[], EVERY_FAULT, fault_time()).await {
         Ok(summary) => eprintln!("chaos with {members} members passed: {summary}"),
         Err(why) => panic!("chaos failed: {why}"),
     }
@@ -367,13 +443,14 @@ async fn five_members_stay_linearizable_under_kills_and_pauses() {
     must_pass(5).await;
 }
 
-/// The checker proves its worth on a member that serves linearizable reads from local state
+/// The checker proves its worth on members that serve linearizable reads from local state
 /// without a read index (a fault compiled only into test builds, see src/faults.rs): a short
-/// run must catch a stale read.
+/// run that cuts followers off, so that one serves old data while the others write, must catch
+/// a stale read.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reads_without_a_read_index_are_caught() {
     const SHORT: Duration = Duration::from_secs(8);
-    match run(3, &[("PHOENIX_TEST_FAULTS", "stale-reads")], SHORT).await {
+    match run(3, &[("PHOENIX_TEST_FAULTS", "stale-reads")], &[Nemesis::CutFollower], SHORT).await {
         Ok(summary) => panic!("the checker missed stale reads: {summary}"),
         Err(why) => {
             assert!(why.contains("real time") || why.contains("but the key then held"), "{why}");

@@ -184,6 +184,19 @@ impl Cluster {
 
     /// Starts one more member process with etcd's per-member flags plus `flags`; returns its index.
     pub fn spawn_member(&mut self, name: String, client_port: u16, peer_port: u16, flags: &[&str]) -> usize {
+        let env = self.env.clone();
+        self.spawn_member_with_env(name, client_port, peer_port, flags, env)
+    }
+
+    /// Like `spawn_member`, with this member's own environment (instead of the cluster's).
+    pub fn spawn_member_with_env(
+        &mut self,
+        name: String,
+        client_port: u16,
+        peer_port: u16,
+        flags: &[&str],
+        env: Vec<(String, String)>,
+    ) -> usize {
         let data_dir = self.data_dir_of(&name);
         let client_url = format!("http://127.0.0.1:{client_port}");
         let peer_url = format!("http://127.0.0.1:{peer_port}");
@@ -195,7 +208,6 @@ impl Cluster {
             .collect();
         args.extend(flags.iter().map(|s| s.to_string()));
         let log = self.dir.path().join(format!("{name}.log"));
-        let env = self.env.clone();
         let mut member = Member { name, client_port, peer_port, data_dir, log, args, env, child: None };
         member.spawn();
         self.members.push(member);
