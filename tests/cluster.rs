@@ -221,3 +221,19 @@ async fn acknowledged_writes_survive_kill_9_of_the_leader_mid_stream() {
         assert!(lost.is_empty(), "member {member} lost acknowledged writes: {lost:?}");
     }
 }
+
+#[tokio::test]
+async fn a_peer_request_that_reaches_the_wrong_member_is_refused() {
+    use phoenix::pb::{peer_client::PeerClient, PeerHeader, ReadIndexRequest};
+    let cluster = Cluster::start(1, TEST_TIMINGS).await;
+    let status = cluster.client(0).await.status().await.unwrap();
+    let (cluster_id, me) = (status.header().unwrap().cluster_id(), status.header().unwrap().member_id());
+    // As if the sender believed another member lived at this peer URL (an address reused).
+    let mut peer = PeerClient::connect(cluster.members[0].peer_url()).await.unwrap();
+    let header = PeerHeader { cluster_id, from: me, to: me ^ 1 };
+    let refused = peer.read_index(ReadIndexRequest { header: Some(header) }).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
+    assert!(refused.message().contains("belongs to another member now"), "{}", refused.message());
+    let header = PeerHeader { cluster_id, from: me, to: me };
+    peer.read_index(ReadIndexRequest { header: Some(header) }).await.unwrap();
+}

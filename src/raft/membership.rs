@@ -63,7 +63,8 @@ impl Node {
                     self.change_members_local(change).await
                 } else {
                     let mut client = self.peers.client(leader, &self.peer_node(leader)?)?;
-                    let request = pb::MembershipChange { header: Some(self.peers.header()), change: Some(change) };
+                    let request =
+                        pb::MembershipChange { header: Some(self.peers.header(leader)), change: Some(change) };
                     Ok(client.change_members(request).await?.into_inner())
                 }
             }

@@ -42,7 +42,7 @@ pub struct Peers {
 impl Peers {
     pub fn new(cluster_id: u64, self_id: NodeId) -> Peers {
         Peers {
-            header: PeerHeader { cluster_id, from: self_id },
+            header: PeerHeader { cluster_id, from: self_id, to: 0 },
             channels: Arc::default(),
             last_contact: Arc::default(),
             fenced: Arc::new(watch::channel(None).0),
@@ -74,8 +74,10 @@ impl Peers {
         });
     }
 
-    pub fn header(&self) -> PeerHeader {
-        self.header
+    /// The header of a request to member `to` (whose peer service refuses it if its peer URL
+    /// now belongs to another member).
+    pub fn header(&self, to: NodeId) -> PeerHeader {
+        PeerHeader { to, ..self.header }
     }
 
     /// A client for `target`, connecting lazily to its first peer URL.
@@ -143,7 +145,7 @@ impl Connection {
             Err(reason) => return Err(RPCError::Unreachable(Unreachable::new(&Error::Internal(reason.clone())))),
         };
         let payload = bincode::serialize(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
-        let mut request = tonic::Request::new(RaftRequest { header: Some(self.peers.header()), payload });
+        let mut request = tonic::Request::new(RaftRequest { header: Some(self.peers.header(self.target)), payload });
         request.set_timeout(option.hard_ttl());
         let reply = match rpc {
             Rpc::AppendEntries => client.append_entries(request).await,

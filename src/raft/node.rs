@@ -152,7 +152,7 @@ impl Node {
 
     async fn forward(&self, leader: NodeId, command: pb::Command) -> Result<CommandResult> {
         let mut client = self.peers.client(leader, &self.peer_node(leader)?)?;
-        let request = pb::ProposeRequest { header: Some(self.peers.header()), command: Some(command) };
+        let request = pb::ProposeRequest { header: Some(self.peers.header(leader)), command: Some(command) };
         Ok(client.propose(request).await?.into_inner())
     }
 
@@ -189,7 +189,7 @@ impl Node {
 
     async fn forward_read_index(&self, leader: NodeId) -> Result<u64> {
         let mut client = self.peers.client(leader, &self.peer_node(leader)?)?;
-        let request = pb::ReadIndexRequest { header: Some(self.peers.header()) };
+        let request = pb::ReadIndexRequest { header: Some(self.peers.header(leader)) };
         let reply = client.read_index(request).await.map_err(idempotent_failure)?;
         Ok(reply.into_inner().index)
     }
@@ -256,7 +256,7 @@ impl Node {
                 self.lease_keep_alive_local(id)
             } else {
                 let mut client = self.peers.client(leader, &self.peer_node(leader)?)?;
-                let request = pb::LeaseForward { header: Some(self.peers.header()), id, keys: false };
+                let request = pb::LeaseForward { header: Some(self.peers.header(leader)), id, keys: false };
                 Ok(client.lease_keep_alive(request).await.map_err(idempotent_failure)?.into_inner().ttl)
             }
         })
@@ -281,7 +281,7 @@ impl Node {
                 self.lease_time_to_live_local(id, keys)
             } else {
                 let mut client = self.peers.client(leader, &self.peer_node(leader)?)?;
-                let request = pb::LeaseForward { header: Some(self.peers.header()), id, keys };
+                let request = pb::LeaseForward { header: Some(self.peers.header(leader)), id, keys };
                 Ok(client.lease_time_to_live(request).await.map_err(idempotent_failure)?.into_inner())
             }
         })

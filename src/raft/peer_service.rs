@@ -37,6 +37,12 @@ impl PeerService {
                 header.from, header.cluster_id, self.node.cluster_id
             )));
         }
+        if header.to != 0 && header.to != self.node.id {
+            return Err(Status::failed_precondition(format!(
+                "request for member {:x} reached member {:x}: its peer URL belongs to another member now",
+                header.to, self.node.id
+            )));
+        }
         // Only a sender outside the configuration can be a removed member (IDs are never
         // reused), so members' traffic never pays for reading the tombstones.
         let outsider = self.node.peer_node(header.from).is_err();

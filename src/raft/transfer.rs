@@ -53,7 +53,7 @@ impl Node {
         let lease = Duration::from_millis(self.raft.config().election_timeout_max);
         tokio::time::sleep(lease + Duration::from_millis(self.raft.config().heartbeat_interval)).await;
         let mut client = self.peers.client(target, &self.peer_node(target)?)?;
-        client.campaign(pb::ReadIndexRequest { header: Some(self.peers.header()) }).await?;
+        client.campaign(pb::ReadIndexRequest { header: Some(self.peers.header(target)) }).await?;
         let patience = lease * CAMPAIGN_PATIENCE_ELECTIONS;
         let mut metrics = self.raft.metrics();
         let won = tokio::time::timeout(patience, metrics.wait_for(|m| m.current_leader == Some(target))).await;
@@ -84,7 +84,7 @@ impl Node {
 
     async fn hold_elections(&self, peer: NodeId, hold: bool) -> Result<()> {
         let mut client = self.peers.client(peer, &self.peer_node(peer)?)?;
-        client.hold_elections(pb::HoldElectionsRequest { header: Some(self.peers.header()), hold }).await?;
+        client.hold_elections(pb::HoldElectionsRequest { header: Some(self.peers.header(peer)), hold }).await?;
         Ok(())
     }
 

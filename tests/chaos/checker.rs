@@ -21,7 +21,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use super::history::{Call, Event, Op, Outcome, Seen};
+use super::history::{Call, Event, Op, Outcome, Seen, Watched};
 
 /// A broken rule, with the operations that break it.
 #[derive(Debug)]
@@ -280,4 +280,28 @@ fn real_time_order(ops: &[Op], points: &[Point]) -> Result<(), Violation> {
         }
     }
     Ok(())
+}
+
+/// What a watcher from revision 1 received is exactly the history: every change once, in
+/// order, none missing up to the last revision it reached, each with the right prev_kv.
+pub fn check_watch(watcher: &str, seen: &[Watched], history: &[Event]) -> Result<(), Violation> {
+    let timeline = well_formed(history)?;
+    let rule = |why: String| Err(violation(format!("watcher {watcher}: {why}"), &[]));
+    let reached = seen.last().map_or(0, |w| w.event.revision);
+    let expected = history.iter().take_while(|e| e.revision <= reached);
+    let mut received = seen.iter();
+    for event in expected {
+        let Some(watched) = received.next() else { return rule(format!("missed {event:?}")) };
+        if watched.event != *event {
+            return rule(format!("expected {event:?}, received {watched:?} (a gap, a duplicate or a reordering)"));
+        }
+        let before = timeline.at(&event.key, event.revision - 1).map(|seen| seen.value);
+        if watched.prev != before {
+            return rule(format!("prev_kv of {watched:?} should hold {before:?}"));
+        }
+    }
+    match received.next() {
+        Some(extra) => rule(format!("received {extra:?}, which is not in the history here")),
+        None => Ok(()),
+    }
 }

@@ -1,9 +1,10 @@
 //! The checker is itself tested: handcrafted histories that are linearizable pass, and ones
 //! with a stale read, a lost write, a reused revision, a phantom change or a compare-and-set
-//! that ignored its compare are rejected with the rule they break.
+//! that ignored its compare are rejected with the rule they break; so are watchers that
+//! received an event twice, missed one, or got a wrong prev_kv.
 
-use super::checker::check;
-use super::history::{Call, Event, Op, Outcome, Seen};
+use super::checker::{check, check_watch};
+use super::history::{Call, Event, Op, Outcome, Seen, Watched};
 
 fn op(client: usize, call: Call, invoked: u64, completed: Option<u64>, outcome: Outcome) -> Op {
     Op { client, call, invoked, completed, outcome }
@@ -130,4 +131,42 @@ fn a_value_written_twice_is_caught() {
     history.push(event(6, "y", Some("a")));
     let why = rejected(&ops, &history);
     assert!(why.contains("written twice"), "{why}");
+}
+
+/// What a correct watcher of `good()`'s history receives.
+fn watched() -> Vec<Watched> {
+    let prevs = [None, Some("a"), Some("b"), Some("c")];
+    good().1.into_iter().zip(prevs).map(|(event, prev)| Watched { event, prev: prev.map(String::from) }).collect()
+}
+
+#[test]
+fn a_watcher_that_received_the_history_passes() {
+    let history = good().1;
+    check_watch("w", &watched(), &history).unwrap();
+    // One that stopped early, too: it reached revision 3 only.
+    check_watch("w", &watched()[..2], &history).unwrap();
+}
+
+#[test]
+fn a_duplicated_watch_event_is_caught() {
+    let mut seen = watched();
+    seen.insert(2, seen[1].clone());
+    let why = check_watch("w", &seen, &good().1).unwrap_err().to_string();
+    assert!(why.contains("a gap, a duplicate or a reordering"), "{why}");
+}
+
+#[test]
+fn a_missed_watch_event_is_caught() {
+    let mut seen = watched();
+    seen.remove(1);
+    let why = check_watch("w", &seen, &good().1).unwrap_err().to_string();
+    assert!(why.contains("a gap, a duplicate or a reordering"), "{why}");
+}
+
+#[test]
+fn a_wrong_prev_kv_is_caught() {
+    let mut seen = watched();
+    seen[2].prev = Some("a".into());
+    let why = check_watch("w", &seen, &good().1).unwrap_err().to_string();
+    assert!(why.contains("prev_kv"), "{why}");
 }

@@ -95,3 +95,10 @@ pub struct Event {
     /// None for a deletion.
     pub value: Option<String>,
 }
+
+/// An event as a watcher received it, with its prev_kv's value.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Watched {
+    pub event: Event,
+    pub prev: Option<String>,
+}

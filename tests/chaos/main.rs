@@ -4,7 +4,8 @@
 //! the network between a minority (or the leader alone) and the rest ([`network`]). Every
 //! operation is recorded with its invocation and completion time and what it was told; at the
 //! end the cluster heals, every member must hold the same data (HashKV at the same revision),
-//! and the history must be linearizable ([`checker`]).
+//! the history must be linearizable, and every watcher (one starting on each member, moving on
+//! when its stream breaks) must have received exactly the history ([`checker`]).
 //!
 //! `PHOENIX_CHAOS_SEED` replays a run's schedule (the seed is printed at the start);
 //! `PHOENIX_CHAOS_SECONDS` sets how long the faults go on (default 15 s, 45 s in a release
@@ -27,7 +28,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use etcd_client::{Client, Compare, CompareOp, EventType, GetOptions, Txn, TxnOp, TxnOpResponse, WatchOptions};
-use history::{Call, Event, Op, Outcome, Seen};
+use history::{Call, Event, Op, Outcome, Seen, Watched};
 use network::Network;
 use support::{free_ports, poll_until, Cluster, Rng, READY_TIMEOUT, TEST_TIMINGS};
 
@@ -36,13 +37,16 @@ const KEYS: usize = 4;
 const CLIENTS: usize = 6;
 /// A request without an answer by then is recorded as unknown.
 const OP_TIMEOUT: Duration = Duration::from_secs(3);
-/// Pacing after a failed connection attempt, not synchronisation.
+/// Pacing after a failed connection attempt or an unanswered request, not synchronisation.
 const RECONNECT_PACING: Duration = Duration::from_millis(50);
 /// How long one Status call may take while looking for the leader (a paused member never answers).
 const STATUS_TIMEOUT: Duration = Duration::from_millis(500);
 /// A fault lasts this long at least, plus up to as long again: a pause outlasts the election
 /// timeout (1 s in TEST_TIMINGS), so the others elect a new leader meanwhile.
 const FAULT_MIN: Duration = Duration::from_millis(1500);
+/// A watch stream silent this long is left for another member (it may be cut off or paused);
+/// the watcher resumes after the last revision it received.
+const WATCH_SILENCE: Duration = Duration::from_secs(2);
 /// After healing, the cluster runs without faults this long before the next one.
 const QUIET: Duration = Duration::from_millis(500);
 
@@ -148,14 +152,56 @@ async fn run_client(id: usize, endpoints: Vec<String>, seed: u64, start: Instant
             Outcome::Put { revision } | Outcome::Cas { revision, succeeded: true, .. } => last_seen[k] = *revision,
             Outcome::Deleted { .. } | Outcome::Unknown => {}
         }
-        if outcome == Outcome::Unknown {
-            // Try another member: this one may be down or cut off.
+        let unanswered = outcome == Outcome::Unknown;
+        ops.push(Op { client: id, call, invoked, completed, outcome });
+        if unanswered {
+            // Try another member (this one may be down or cut off), without spinning while the
+            // cluster elects a leader.
             client = None;
             member = (member + 1) % endpoints.len();
+            tokio::time::sleep(RECONNECT_PACING).await;
         }
-        ops.push(Op { client: id, call, invoked, completed, outcome });
     }
     ops
+}
+
+fn as_watched(event: &etcd_client::Event) -> Option<Watched> {
+    let kv = event.kv()?;
+    let value = (event.event_type() == EventType::Put).then(|| kv.value_str().unwrap_or_default().to_string());
+    let key = kv.key_str().unwrap_or_default().to_string();
+    let prev = event.prev_kv().map(|prev| prev.value_str().unwrap_or_default().to_string());
+    Some(Watched { event: Event { revision: kv.mod_revision(), key, value }, prev })
+}
+
+/// Watches every key from revision 1 with prev_kv, moving to another member whenever its stream
+/// breaks or stays silent and resuming after the last revision it received, until it has every
+/// change up to the revision `until` names (set once the clients have stopped).
+async fn run_watcher(first: usize, endpoints: Vec<String>, until: tokio::sync::watch::Receiver<i64>) -> Vec<Watched> {
+    let (mut seen, mut member): (Vec<Watched>, usize) = (Vec::new(), first);
+    let reached = |seen: &[Watched]| {
+        let target = *until.borrow();
+        target > 0 && seen.last().map_or(0, |w| w.event.revision) >= target
+    };
+    while !reached(&seen) {
+        let from = seen.last().map_or(0, |w| w.event.revision) + 1;
+        let opened = async {
+            let mut client = Client::connect([&endpoints[member]], None).await.ok()?;
+            let options = WatchOptions::new().with_prefix().with_prev_key().with_start_revision(from);
+            client.watch("c/", Some(options)).await.ok()
+        };
+        if let Ok(Some(mut stream)) = tokio::time::timeout(OP_TIMEOUT, opened).await {
+            while let Ok(Ok(Some(response))) = tokio::time::timeout(WATCH_SILENCE, stream.message()).await {
+                seen.extend(response.events().iter().filter_map(as_watched));
+                if response.canceled() || reached(&seen) {
+                    break;
+                }
+            }
+        } else {
+            tokio::time::sleep(RECONNECT_PACING).await;
+        }
+        member = (member + 1) % endpoints.len();
+    }
+    seen
 }
 
 /// The leader a majority of the members agree on, asking each with a short timeout (a paused
@@ -300,7 +346,7 @@ async fn nemesis(
 async fn start(members: usize, env: &[(&str, &str)]) -> (Cluster, Network) {
     let ports = free_ports(2 * members);
     let peer_ports: Vec<u16> = (0..members).map(|i| ports[2 * i + 1]).collect();
-    let network = Network::new(&peer_ports).await;
+    let network = Network::new(&peer_ports, &ports).await;
     let names: Vec<String> = (1..=members).map(|i| format!("m{i}")).collect();
     let initial: Vec<String> =
         names.iter().zip(&peer_ports).map(|(name, port)| format!("{name}=http://127.0.0.1:{port}")).collect();
@@ -387,6 +433,9 @@ async fn run(members: usize, env: &[(&str, &str)], kinds: &[Nemesis], time: Dura
             tokio::spawn(run_client(id, endpoints, rng.next(), started, stop))
         })
         .collect();
+    let (until, watching) = tokio::sync::watch::channel(0);
+    let watchers: Vec<_> =
+        (0..members).map(|first| tokio::spawn(run_watcher(first, cluster.endpoints(), watching.clone()))).collect();
     let faults = nemesis(&mut cluster, &network, &mut rng, kinds, (started, started + time)).await;
     stop.store(true, Ordering::SeqCst);
     let mut ops = Vec::new();
@@ -402,9 +451,17 @@ async fn run(members: usize, env: &[(&str, &str)], kinds: &[Nemesis], time: Dura
     let current = client.get("c/", None).await.expect("read after healing").header().map_or(0, |h| h.revision());
     let revision = ops.iter().filter_map(|op| op.outcome.revision()).fold(current, i64::max);
     let events = history(&mut client, revision).await;
+    until.send_replace(revision);
+    let mut watched = Vec::new();
+    for watcher in watchers {
+        let received = tokio::time::timeout(READY_TIMEOUT, watcher).await;
+        watched.push(received.expect("a watcher to reach the last revision").expect("a watcher task"));
+    }
     let hashes = hashes_at(&cluster, revision).await;
     let answered = ops.iter().filter(|op| op.completed.is_some()).count();
-    let verdict = match checker::check(&ops, &events) {
+    let watches_right =
+        watched.iter().enumerate().try_for_each(|(i, seen)| checker::check_watch(&format!("w{i}"), seen, &events));
+    let verdict = match checker::check(&ops, &events).and_then(|summary| watches_right.map(|()| summary)) {
         Err(violation) => Err(violation.to_string()),
         Ok(_) if hashes.iter().any(|h| *h != hashes[0]) => {
             Err(format!("members differ at revision {revision}: HashKV {hashes:?}"))

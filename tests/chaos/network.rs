@@ -25,13 +25,13 @@ pub struct Network {
 }
 
 impl Network {
-    /// Proxies for every ordered pair of the members whose peer ports are `peer_ports`.
-    pub async fn new(peer_ports: &[u16]) -> Network {
+    /// Proxies for every ordered pair of the members whose peer ports are `peer_ports`, on ports
+    /// other than `reserved` (every port the members will listen on).
+    pub async fn new(peer_ports: &[u16], reserved: &[u16]) -> Network {
         let mut links = BTreeMap::new();
         for from in 0..peer_ports.len() {
             for to in (0..peer_ports.len()).filter(|&to| to != from) {
-                let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind a proxy");
-                let port = listener.local_addr().expect("proxy address").port();
+                let (listener, port) = bind_avoiding(reserved).await;
                 let (cut, generation) = (Arc::new(AtomicBool::new(false)), watch::channel(0).0);
                 tokio::spawn(proxy(listener, peer_ports[to], cut.clone(), generation.subscribe()));
                 links.insert((from, to), Link { port, cut, generation });
@@ -70,6 +70,18 @@ impl Network {
     }
 }
 
+/// A proxy listener on a free port that is none of `reserved` (ports the members are about to
+/// bind, which the kernel would otherwise happily hand out again).
+async fn bind_avoiding(reserved: &[u16]) -> (TcpListener, u16) {
+    loop {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind a proxy");
+        let port = listener.local_addr().expect("proxy address").port();
+        if !reserved.contains(&port) {
+            return (listener, port);
+        }
+    }
+}
+
 async fn proxy(listener: TcpListener, to_port: u16, cut: Arc<AtomicBool>, generation: watch::Receiver<u64>) {
     while let Ok((inbound, _)) = listener.accept().await {
         let (cut, mut changed) = (cut.clone(), generation.clone());
@@ -82,6 +94,10 @@ async fn proxy(listener: TcpListener, to_port: u16, cut: Arc<AtomicBool>, genera
             }
             let Ok(mut outbound) = TcpStream::connect(("127.0.0.1", to_port)).await else { return };
             let mut inbound = inbound;
+            // As the members do: small Raft messages must not wait out Nagle's delay.
+            if inbound.set_nodelay(true).and(outbound.set_nodelay(true)).is_err() {
+                return;
+            }
             tokio::select! {
                 _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
                 _ = changed.changed() => {}
