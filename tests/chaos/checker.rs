@@ -83,7 +83,10 @@ struct Point {
 
 pub fn check(ops: &[Op], history: &[Event]) -> Result<Summary, Violation> {
     let timeline = well_formed(history)?;
-    let event_at: BTreeMap<i64, &Event> = history.iter().map(|e| (e.revision, e)).collect();
+    let mut event_at: BTreeMap<i64, Vec<&Event>> = BTreeMap::new();
+    for event in history {
+        event_at.entry(event.revision).or_default().push(event);
+    }
     let written_at: HashMap<&str, i64> =
         history.iter().filter_map(|e| Some((e.value.as_deref()?, e.revision))).collect();
     // Which op made the change at each revision.
@@ -102,6 +105,8 @@ pub fn check(ops: &[Op], history: &[Event]) -> Result<Summary, Violation> {
                 } else {
                     match op.call.value().and_then(|v| written_at.get(v)) {
                         Some(&revision) => {
+                            // All of it, at one revision: a txn never lands in part.
+                            written_as_told(&event_at, op, revision)?;
                             summary.unknown_applied += 1;
                             point(revision, true)
                         }
@@ -116,8 +121,8 @@ pub fn check(ops: &[Op], history: &[Event]) -> Result<Summary, Violation> {
                 read_matches(&timeline, op, *revision, kv)?;
                 point(*revision, false)
             }
-            (Call::Put { value, .. }, Outcome::Put { revision }) => {
-                written_as_told(&event_at, op, *revision, Some(value))?;
+            (Call::Put { .. } | Call::MultiPut { .. }, Outcome::Put { revision }) => {
+                written_as_told(&event_at, op, *revision)?;
                 point(*revision, true)
             }
             (Call::Delete { .. }, Outcome::Deleted { revision, deleted: 0 }) => {
@@ -125,11 +130,11 @@ pub fn check(ops: &[Op], history: &[Event]) -> Result<Summary, Violation> {
                 point(*revision, false)
             }
             (Call::Delete { .. }, Outcome::Deleted { revision, deleted: 1 }) => {
-                written_as_told(&event_at, op, *revision, None)?;
+                written_as_told(&event_at, op, *revision)?;
                 point(*revision, true)
             }
-            (Call::Cas { value, .. }, Outcome::Cas { revision, succeeded: true, .. }) => {
-                written_as_told(&event_at, op, *revision, Some(value))?;
+            (Call::Cas { .. }, Outcome::Cas { revision, succeeded: true, .. }) => {
+                written_as_told(&event_at, op, *revision)?;
                 point(*revision, true)
             }
             (Call::Cas { expect, .. }, Outcome::Cas { revision, succeeded: false, kv }) => {
@@ -165,9 +170,15 @@ pub fn check(ops: &[Op], history: &[Event]) -> Result<Summary, Violation> {
 fn well_formed(history: &[Event]) -> Result<Timeline, Violation> {
     let mut by_key: HashMap<String, Vec<(i64, Option<String>)>> = HashMap::new();
     let mut values = HashSet::new();
+    let mut changed = HashSet::new();
     for pair in history.windows(2) {
-        if pair[1].revision <= pair[0].revision {
-            return Err(violation(format!("the history repeats or reorders revision {}", pair[1].revision), &[]));
+        if pair[1].revision < pair[0].revision {
+            return Err(violation(format!("the history reorders {:?}", pair[1]), &[]));
+        }
+    }
+    for event in history {
+        if !changed.insert((event.revision, event.key.as_str())) {
+            return Err(violation(format!("the history changes a key twice at once: {event:?}"), &[]));
         }
     }
     for event in history {
@@ -184,18 +195,21 @@ fn well_formed(history: &[Event]) -> Result<Timeline, Violation> {
     Ok(Timeline { by_key })
 }
 
-/// The history holds, at `revision`, this op's change of its key (`value`, or a deletion).
-fn written_as_told(
-    event_at: &BTreeMap<i64, &Event>,
-    op: &Op,
-    revision: i64,
-    value: Option<&String>,
-) -> Result<(), Violation> {
-    let expected = Event { revision, key: op.call.key().to_string(), value: value.cloned() };
+/// The history holds, at `revision`, exactly this op's changes (its puts' values, or a deletion).
+fn written_as_told(event_at: &BTreeMap<i64, Vec<&Event>>, op: &Op, revision: i64) -> Result<(), Violation> {
+    let mut expected: Vec<Event> = op
+        .call
+        .changes()
+        .into_iter()
+        .map(|(key, value)| Event { revision, key: key.to_string(), value: value.map(String::from) })
+        .collect();
+    expected.sort_by(|a, b| a.key.cmp(&b.key));
+    let mut held: Vec<&Event> = event_at.get(&revision).map(|events| events.to_vec()).unwrap_or_default();
+    held.sort_by(|a, b| a.key.cmp(&b.key));
     match event_at.get(&revision) {
-        Some(event) if **event == expected => Ok(()),
-        Some(event) => {
-            Err(violation(format!("acknowledged at revision {revision}, which holds {event:?} instead"), &[op]))
+        Some(_) if held.iter().copied().eq(expected.iter()) => Ok(()),
+        Some(events) => {
+            Err(violation(format!("written at revision {revision}, which holds {events:?} instead"), &[op]))
         }
         None => {
             Err(violation(format!("acknowledged at revision {revision}, which the history lacks: a lost write"), &[op]))
@@ -238,14 +252,18 @@ fn explain_the_rest(
     for candidates in unknown_deletes.values_mut() {
         candidates.sort_by_key(|&i| std::cmp::Reverse(ops[i].invoked));
     }
-    let unexplained: Vec<&Event> = history.iter().filter(|e| !explained.contains_key(&e.revision)).collect();
-    for event in unexplained {
-        let culprit = match event.value {
-            Some(_) => None,
-            None => unknown_deletes.get_mut(event.key.as_str()).and_then(Vec::pop),
+    let mut unexplained: BTreeMap<i64, Vec<&Event>> = BTreeMap::new();
+    for event in history.iter().filter(|e| !explained.contains_key(&e.revision)) {
+        unexplained.entry(event.revision).or_default().push(event);
+    }
+    for events in unexplained.into_values() {
+        let event = events[0];
+        let culprit = match (events.len(), &event.value) {
+            (1, None) => unknown_deletes.get_mut(event.key.as_str()).and_then(Vec::pop),
+            _ => None,
         };
         let Some(op) = culprit else {
-            return Err(violation(format!("{event:?} comes from no request a client sent"), &[]));
+            return Err(violation(format!("{events:?} come from no request a client sent"), &[]));
         };
         summary.unknown_applied += 1;
         summary.writes += 1;

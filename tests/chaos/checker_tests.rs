@@ -88,7 +88,7 @@ fn a_reused_revision_is_caught() {
     let (mut ops, history) = good();
     ops.push(op(3, put("y", "e"), 1, Some(9), Outcome::Put { revision: 2 }));
     let why = rejected(&ops, &history);
-    assert!(why.contains("acknowledged at revision 2, which holds"), "{why}");
+    assert!(why.contains("written at revision 2, which holds"), "{why}");
 }
 
 #[test]
@@ -106,7 +106,7 @@ fn a_change_nobody_asked_for_is_caught() {
     let (ops, mut history) = good();
     history.push(event(6, "x", Some("from nowhere")));
     let why = rejected(&ops, &history);
-    assert!(why.contains("comes from no request"), "{why}");
+    assert!(why.contains("come from no request"), "{why}");
 }
 
 #[test]
@@ -169,4 +169,18 @@ fn a_wrong_prev_kv_is_caught() {
     seen[2].prev = Some("a".into());
     let why = check_watch("w", &seen, &good().1).unwrap_err().to_string();
     assert!(why.contains("prev_kv"), "{why}");
+}
+
+#[test]
+fn a_multi_key_txn_lands_whole_or_not_at_all() {
+    let (mut ops, mut history) = good();
+    let puts = vec![("p".to_string(), "t1/p".to_string()), ("q".to_string(), "t1/q".to_string())];
+    ops.push(op(3, Call::MultiPut { puts: puts.clone() }, 91, None, Outcome::Unknown));
+    history.extend([event(6, "p", Some("t1/p")), event(6, "q", Some("t1/q"))]);
+    let summary = check(&ops, &history).unwrap();
+    assert_eq!(summary.unknown_applied, 3);
+    // Half of it is a violation.
+    history.pop();
+    let why = rejected(&ops, &history);
+    assert!(why.contains("written at revision 6, which holds"), "{why}");
 }

@@ -23,21 +23,31 @@ pub enum Call {
         expect: i64,
         value: String,
     },
+    /// One txn putting several keys at one revision, all or none.
+    MultiPut {
+        puts: Vec<(String, String)>,
+    },
 }
 
 impl Call {
-    pub fn key(&self) -> &str {
+    /// The keys this call touches and the values it writes to them (None: a read or a delete).
+    pub fn changes(&self) -> Vec<(&str, Option<&str>)> {
         match self {
-            Call::Get { key } | Call::Put { key, .. } | Call::Delete { key } | Call::Cas { key, .. } => key,
+            Call::Get { key } | Call::Delete { key } => vec![(key, None)],
+            Call::Put { key, value } | Call::Cas { key, value, .. } => vec![(key, Some(value))],
+            Call::MultiPut { puts } => puts.iter().map(|(k, v)| (k.as_str(), Some(v.as_str()))).collect(),
         }
     }
 
-    /// The value this call writes, if it writes one.
+    /// The key of a single-key call (a multi-put's first key).
+    pub fn key(&self) -> &str {
+        self.changes()[0].0
+    }
+
+    /// The value this call writes first, if it writes any: every value is written once, so it
+    /// names the call's change in the history.
     pub fn value(&self) -> Option<&str> {
-        match self {
-            Call::Put { value, .. } | Call::Cas { value, .. } => Some(value),
-            _ => None,
-        }
+        self.changes()[0].1
     }
 }
 

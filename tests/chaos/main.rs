@@ -1,5 +1,5 @@
-//! Jepsen-style runs: concurrent clients do gets, puts, deletes and compare-and-sets on a few
-//! keys of a 3- or 5-member cluster while a nemesis kills (kill -9) and restarts followers, the
+//! Jepsen-style runs: concurrent clients do gets, puts, deletes, compare-and-sets and multi-key
+//! txns on a few keys of a 3- or 5-member cluster while a nemesis kills (kill -9) and restarts followers, the
 //! leader or a minority, pauses members (SIGSTOP) for longer than an election timeout, and cuts
 //! the network between a minority (or the leader alone) and the rest ([`network`]). Every
 //! operation is recorded with its invocation and completion time and what it was told; at the
@@ -90,6 +90,12 @@ async fn execute(client: &mut Client, call: &Call) -> Result<Outcome, etcd_clien
             let deleted = client.delete(key.as_str(), None).await?;
             Outcome::Deleted { revision: revision(deleted.header()), deleted: deleted.deleted() }
         }
+        Call::MultiPut { puts } => {
+            let txn = Txn::new()
+                .and_then(puts.iter().map(|(k, v)| TxnOp::put(k.as_str(), v.as_str(), None)).collect::<Vec<_>>());
+            let done = client.txn(txn).await?;
+            Outcome::Put { revision: revision(done.header()) }
+        }
         Call::Cas { key, expect, value } => {
             let txn = Txn::new()
                 .when([Compare::mod_revision(key.as_str(), CompareOp::Equal, *expect)])
@@ -111,11 +117,23 @@ fn next_call(rng: &mut Rng, client: usize, seq: u64, k: usize, last_seen: &[i64;
     let (key, value) = (key(k), format!("v{client}-{seq}"));
     match rng.below(10) {
         0..=3 => Call::Get { key },
-        4..=6 => Call::Put { key, value },
-        7 => Call::Delete { key },
-        _ => {
+        4 | 5 => Call::Put { key, value },
+        6 => Call::Delete { key },
+        7 | 8 => {
             let expect = if rng.below(4) == 0 { last_seen[k].saturating_sub(1) } else { last_seen[k] };
             Call::Cas { key, expect, value }
+        }
+        _ => {
+            // This key and one or two others, in one txn.
+            let mut keys = vec![k];
+            for _ in 0..1 + rng.below(2) {
+                let other = rng.below(KEYS);
+                if !keys.contains(&other) {
+                    keys.push(other);
+                }
+            }
+            let puts = keys.into_iter().map(|k| (self::key(k), format!("{value}/{k}"))).collect();
+            Call::MultiPut { puts }
         }
     }
 }
