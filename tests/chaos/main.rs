@@ -4,7 +4,7 @@
 //! the network between a minority (or the leader alone) and the rest ([`network`]). Every
 //! operation is recorded with its invocation and completion time and what it was told; at the
 //! end the cluster heals, every member must hold the same data (HashKV at the same revision),
-//! the history must be linearizable, and every watcher (one starting on each member, moving on
+//! a lease kept alive must never have expired, the history must be linearizable, and every watcher (one starting on each member, moving on
 //! when its stream breaks) must have received exactly the history ([`checker`]).
 //!
 //! `PHOENIX_CHAOS_SEED` replays a run's schedule (the seed is printed at the start);
@@ -220,6 +220,84 @@ async fn run_watcher(first: usize, endpoints: Vec<String>, until: tokio::sync::w
         member = (member + 1) % endpoints.len();
     }
     seen
+}
+
+/// A lease that is kept alive must not expire: the keeper's lease TTL, and how often it renews.
+const LEASE_TTL: Duration = Duration::from_secs(10);
+const KEEPALIVE_EVERY: Duration = Duration::from_secs(1);
+
+/// One lease kept alive at a time, its key read after every renewal: a key missing (or a renewal
+/// told the lease is gone) before the TTL since the last renewal that was answered has run out
+/// means a lease expired while kept alive. (A renewal is counted from when it was sent, which
+/// is no later than when the leader restarted the countdown.) Returns how many renewals were
+/// answered, and the broken promises.
+async fn run_lease_keeper(endpoints: Vec<String>, started: Instant, stop: Arc<AtomicBool>) -> (usize, Vec<String>) {
+    let (mut renewals, mut broken) = (0, Vec::new());
+    let mut member = 0;
+    // The lease, its key, and until when it must live (microseconds since the start).
+    let mut kept: Option<(i64, String, u64)> = None;
+    while !stop.load(Ordering::SeqCst) {
+        let Ok(Ok(mut client)) = tokio::time::timeout(OP_TIMEOUT, Client::connect([&endpoints[member]], None)).await
+        else {
+            member = (member + 1) % endpoints.len();
+            tokio::time::sleep(RECONNECT_PACING).await;
+            continue;
+        };
+        while !stop.load(Ordering::SeqCst) {
+            let sent = since(started);
+            let answered = tokio::time::timeout(OP_TIMEOUT, keep_once(&mut client, &kept)).await;
+            let Ok(Ok(answer)) = answered else { break };
+            let done = since(started);
+            let must_live = |kept: &Option<(i64, String, u64)>| kept.as_ref().map_or(0, |k| k.2);
+            match answer {
+                Kept::Granted(id, key) => kept = Some((id, key, sent + LEASE_TTL.as_micros() as u64)),
+                Kept::Renewed => {
+                    renewals += 1;
+                    if let Some(k) = kept.as_mut() {
+                        k.2 = k.2.max(sent + LEASE_TTL.as_micros() as u64);
+                    }
+                }
+                Kept::Gone(what) => {
+                    if done < must_live(&kept) {
+                        broken.push(format!(
+                            "{what} at {done} µs, though it was renewed to live until {} µs",
+                            must_live(&kept)
+                        ));
+                    }
+                    kept = None;
+                }
+            }
+            tokio::time::sleep(KEEPALIVE_EVERY).await;
+        }
+        member = (member + 1) % endpoints.len();
+    }
+    (renewals, broken)
+}
+
+enum Kept {
+    Granted(i64, String),
+    Renewed,
+    Gone(String),
+}
+
+/// Grants a lease with a key on it, or renews the kept one and reads its key back.
+async fn keep_once(client: &mut Client, kept: &Option<(i64, String, u64)>) -> Result<Kept, etcd_client::Error> {
+    let Some((id, key, _)) = kept else {
+        let id = client.lease_grant(LEASE_TTL.as_secs() as i64, None).await?.id();
+        let key = format!("l/{id:x}");
+        client.put(key.as_str(), "kept", Some(etcd_client::PutOptions::new().with_lease(id))).await?;
+        return Ok(Kept::Granted(id, key));
+    };
+    let (mut keeper, mut answers) = client.lease_keep_alive(*id).await?;
+    keeper.keep_alive().await?;
+    let ttl = answers.message().await?.map_or(0, |answer| answer.ttl());
+    if ttl <= 0 {
+        return Ok(Kept::Gone(format!("lease {id:x} was not found on renewal")));
+    }
+    if client.get(key.as_str(), None).await?.kvs().is_empty() {
+        return Ok(Kept::Gone(format!("key {key} of lease {id:x} was gone")));
+    }
+    Ok(Kept::Renewed)
 }
 
 /// The leader a majority of the members agree on, asking each with a short timeout (a paused
@@ -451,11 +529,13 @@ async fn run(members: usize, env: &[(&str, &str)], kinds: &[Nemesis], time: Dura
             tokio::spawn(run_client(id, endpoints, rng.next(), started, stop))
         })
         .collect();
+    let keeper = tokio::spawn(run_lease_keeper(cluster.endpoints(), started, stop.clone()));
     let (until, watching) = tokio::sync::watch::channel(0);
     let watchers: Vec<_> =
         (0..members).map(|first| tokio::spawn(run_watcher(first, cluster.endpoints(), watching.clone()))).collect();
     let faults = nemesis(&mut cluster, &network, &mut rng, kinds, (started, started + time)).await;
     stop.store(true, Ordering::SeqCst);
+    let (renewals, broken_leases) = keeper.await.expect("the lease keeper");
     let mut ops = Vec::new();
     for client in clients {
         ops.extend(client.await.expect("a client task"));
@@ -484,6 +564,8 @@ async fn run(members: usize, env: &[(&str, &str)], kinds: &[Nemesis], time: Dura
         Ok(_) if hashes.iter().any(|h| *h != hashes[0]) => {
             Err(format!("members differ at revision {revision}: HashKV {hashes:?}"))
         }
+        Ok(_) if !broken_leases.is_empty() => Err(format!("a lease expired while kept alive: {broken_leases:?}")),
+        Ok(_) if renewals == 0 => Err("no lease renewal was answered: the lease check checked nothing".to_string()),
         Ok(_) if answered < 100 => {
             Err(format!("only {answered} operations were answered: the cluster made no progress"))
         }
@@ -491,7 +573,10 @@ async fn run(members: usize, env: &[(&str, &str)], kinds: &[Nemesis], time: Dura
     };
     match verdict {
         Ok(summary) => {
-            Ok(format!("{} operations ({answered} answered), {summary:?}, {} faults", ops.len(), faults.len()))
+            let (total, faults) = (ops.len(), faults.len());
+            Ok(format!(
+                "{total} operations ({answered} answered), {summary:?}, {renewals} lease renewals, {faults} faults"
+            ))
         }
         Err(why) => {
             let name = format!("chaos-{members}m-{seed}");
