@@ -51,10 +51,11 @@ fn cas(revision: i64, succeeded: bool, kv: Option<(&str, i64)>) -> Outcome {
     Outcome::Cas { revision, succeeded, kv }
 }
 
-fn rejected(ops: &[Op], history: &[Event]) -> String {
+/// Checks that the history is rejected for breaking the rule `because` names.
+fn assert_rejected(ops: &[Op], history: &[Event], because: &str) {
     match check(ops, history) {
         Ok(summary) => panic!("accepted: {summary:?}"),
-        Err(violation) => violation.to_string(),
+        Err(violation) => assert!(violation.to_string().contains(because), "{violation}"),
     }
 }
 
@@ -71,24 +72,21 @@ fn a_stale_read_is_caught() {
     let (mut ops, history) = good();
     // After the read at revision 3 completed, a read returns the older revision 2.
     ops.push(op(3, get("x"), 45, Some(46), got(2, Some(("a", 2)))));
-    let why = rejected(&ops, &history);
-    assert!(why.contains("real time"), "{why}");
+    assert_rejected(&ops, &history, "real time");
 }
 
 #[test]
 fn a_lost_write_is_caught() {
     let (ops, mut history) = good();
     history.remove(0);
-    let why = rejected(&ops, &history);
-    assert!(why.contains("lost write"), "{why}");
+    assert_rejected(&ops, &history, "lost write");
 }
 
 #[test]
 fn a_reused_revision_is_caught() {
     let (mut ops, history) = good();
     ops.push(op(3, put("y", "e"), 1, Some(9), Outcome::Put { revision: 2 }));
-    let why = rejected(&ops, &history);
-    assert!(why.contains("written at revision 2, which holds"), "{why}");
+    assert_rejected(&ops, &history, "written at revision 2, which holds");
 }
 
 #[test]
@@ -97,40 +95,35 @@ fn a_write_that_landed_before_an_earlier_acknowledged_one_is_caught() {
     // Invoked after the put at revision 2 completed, yet written at revision 1.
     ops.push(op(3, put("z", "early"), 15, Some(16), Outcome::Put { revision: 1 }));
     let history = [vec![event(1, "z", Some("early"))], good().1].concat();
-    let why = rejected(&ops, &history);
-    assert!(why.contains("real time"), "{why}");
+    assert_rejected(&ops, &history, "real time");
 }
 
 #[test]
 fn a_change_nobody_asked_for_is_caught() {
     let (ops, mut history) = good();
     history.push(event(6, "x", Some("from nowhere")));
-    let why = rejected(&ops, &history);
-    assert!(why.contains("come from no request"), "{why}");
+    assert_rejected(&ops, &history, "come from no request");
 }
 
 #[test]
 fn a_read_of_a_value_the_history_never_held_is_caught() {
     let (mut ops, history) = good();
     ops[1] = op(1, get("x"), 11, Some(20), got(2, Some(("b", 2))));
-    let why = rejected(&ops, &history);
-    assert!(why.contains("but the key then held"), "{why}");
+    assert_rejected(&ops, &history, "but the key then held");
 }
 
 #[test]
 fn a_compare_and_set_that_ignored_its_compare_is_caught() {
     let (mut ops, history) = good();
     ops[5] = op(2, Call::Cas { key: "x".into(), expect: 2, value: "c".into() }, 41, Some(50), cas(4, true, None));
-    let why = rejected(&ops, &history);
-    assert!(why.contains("compare-and-set wrote"), "{why}");
+    assert_rejected(&ops, &history, "compare-and-set wrote");
 }
 
 #[test]
 fn a_value_written_twice_is_caught() {
     let (ops, mut history) = good();
     history.push(event(6, "y", Some("a")));
-    let why = rejected(&ops, &history);
-    assert!(why.contains("written twice"), "{why}");
+    assert_rejected(&ops, &history, "written twice");
 }
 
 /// What a correct watcher of `good()`'s history receives.
@@ -181,6 +174,5 @@ fn a_multi_key_txn_lands_whole_or_not_at_all() {
     assert_eq!(summary.unknown_applied, 3);
     // Half of it is a violation.
     history.pop();
-    let why = rejected(&ops, &history);
-    assert!(why.contains("written at revision 6, which holds"), "{why}");
+    assert_rejected(&ops, &history, "written at revision 6, which holds");
 }
