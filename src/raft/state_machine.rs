@@ -192,7 +192,8 @@ impl StateMachine {
     }
 
     /// Writes the copy of [`StateMachine::copy_store`], calling `resume` once apply may go on.
-    /// The caller holds the apply lock (released by `resume`) and a [`CopyGuard`].
+    /// The caller holds the apply lock (released by `resume`) and a [`CopyGuard`], unless
+    /// nothing else uses the store (a restore, before the member first starts).
     fn write_copy(&self, path: &Path, resume: impl FnOnce()) -> std::io::Result<Meta> {
         let (meta, revision) = (self.meta_now()?, self.kv.revision().map_err(std::io::Error::other)?);
         let mut out = ChecksumWriter::new(BufWriter::new(File::create(path)?));
