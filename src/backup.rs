@@ -62,18 +62,12 @@ impl Backups {
         let dir = &schedule.dir;
         fs::create_dir_all(dir)
             .map_err(|e| Error::Config(format!("--backup-dir: cannot create {}: {e}", dir.display())))?;
-        let unfinished = format!(".phoenix-{member}-");
-        for dirent in fs::read_dir(dir)? {
-            let path = dirent?.path();
-            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
-            let stamp = name.strip_prefix(&unfinished).and_then(|rest| rest.strip_suffix(".db.part"));
-            // Only this member's: another's name may start with this one's and a dash.
-            if stamp.and_then(parse_stamp).is_some() {
-                tracing::warn!(path = %path.display(), "removing an unfinished backup");
-                fs::remove_file(&path)?;
-            }
+        let backups = Backups { schedule, member, report: Mutex::new(BackupReport::default()) };
+        for (_, path) in backups.files(".phoenix-", ".db.part")? {
+            tracing::warn!(path = %path.display(), "removing an unfinished backup");
+            fs::remove_file(&path)?;
         }
-        Ok(Backups { schedule, member, report: Mutex::new(BackupReport::default()) })
+        Ok(backups)
     }
 
     pub fn report(&self) -> BackupReport {
@@ -159,7 +153,7 @@ impl Backups {
 
     /// Removes this member's backups older than the retention, except the newest.
     fn prune(&self, now: DateTime<Utc>) -> Result<()> {
-        let mut mine = self.backups()?;
+        let mut mine = self.files("phoenix-", ".db")?;
         mine.sort();
         mine.pop(); // the newest stays, whatever its age
         let oldest_kept = now - self.schedule.retention;
@@ -170,14 +164,16 @@ impl Backups {
         Ok(())
     }
 
-    /// This member's backups in the backup dir, with the time their names carry.
-    fn backups(&self) -> Result<Vec<(DateTime<Utc>, PathBuf)>> {
-        let prefix = format!("phoenix-{}-", self.member);
+    /// This member's files `<prefix><member>-<UTC time><suffix>` in the backup dir, with the
+    /// time their names carry. Only this member's: another's name may start with this one's and a
+    /// dash, but then what follows is no time.
+    fn files(&self, prefix: &str, suffix: &str) -> Result<Vec<(DateTime<Utc>, PathBuf)>> {
+        let mine = format!("{prefix}{}-", self.member);
         let mut found = Vec::new();
         for dirent in fs::read_dir(&self.schedule.dir)? {
             let path = dirent?.path();
-            let stamp = path.file_name().and_then(|n| n.to_str()).and_then(|n| n.strip_prefix(&prefix));
-            if let Some(at) = stamp.and_then(|s| s.strip_suffix(".db")).and_then(parse_stamp) {
+            let stamp = path.file_name().and_then(|n| n.to_str()).and_then(|n| n.strip_prefix(&mine));
+            if let Some(at) = stamp.and_then(|s| s.strip_suffix(suffix)).and_then(parse_stamp) {
                 found.push((at, path));
             }
         }

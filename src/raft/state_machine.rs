@@ -303,7 +303,11 @@ impl StateMachine {
 
 /// Checks that a snapshot file is intact and is the snapshot `meta` names.
 fn verify(meta: &Meta, path: &Path) -> crate::Result<()> {
-    verify_checksum(path)?;
+    let mut input = BufReader::new(File::open(path)?);
+    scan_snapshot(&mut input, |_, _| {})?;
+    if input.read(&mut [0u8])? != 0 {
+        return Err(crate::Error::Corrupt(format!("snapshot {} has bytes after its checksum", path.display())));
+    }
     let stored = read_meta(&mut BufReader::new(File::open(path)?))?;
     if &stored != meta {
         return Err(crate::Error::Corrupt(format!(
@@ -599,33 +603,6 @@ impl<R: Read> Read for CrcReader<R> {
         self.hasher.update(&buf[..n]);
         Ok(n)
     }
-}
-
-/// Checks that a snapshot file is complete and unaltered before anything is loaded from it.
-fn verify_checksum(path: &Path) -> crate::Result<()> {
-    let bytes_len = fs::metadata(path)?.len();
-    if bytes_len < 4 {
-        return Err(crate::Error::Corrupt(format!("snapshot {} is truncated", path.display())));
-    }
-    let mut reader = BufReader::new(File::open(path)?);
-    let mut hasher = crc32fast::Hasher::new();
-    let mut remaining = bytes_len - 4;
-    let mut buf = vec![0u8; 64 * 1024];
-    while remaining > 0 {
-        let want = remaining.min(buf.len() as u64) as usize;
-        let n = reader.read(&mut buf[..want])?;
-        if n == 0 {
-            return Err(crate::Error::Corrupt(format!("snapshot {} is truncated", path.display())));
-        }
-        hasher.update(&buf[..n]);
-        remaining -= n as u64;
-    }
-    let mut stored = [0u8; 4];
-    reader.read_exact(&mut stored)?;
-    if u32::from_be_bytes(stored) != hasher.finalize() {
-        return Err(crate::Error::Corrupt(format!("snapshot {} fails its checksum", path.display())));
-    }
-    Ok(())
 }
 
 /// The `(key, value)` entries of a snapshot file whose meta has been read.
