@@ -146,15 +146,17 @@ async fn five_members_bootstrap_and_serve() {
 }
 
 #[tokio::test]
-async fn members_of_another_cluster_are_refused() {
+async fn members_of_another_cluster_are_refused_without_fencing_them() {
     let ours = Cluster::start(1, TEST_TIMINGS).await;
-    // A member of another cluster (another token) that believes our member is its peer.
+    // A member of another cluster (another token) that believes our member is its peer: a wrong
+    // address, which says nothing about its data, so it is told and keeps running.
     let ports = support::free_ports(2);
     let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("a.phoenix");
     let initial = format!("a=http://127.0.0.1:{},b={}", ports[1], ours.members[0].peer_url());
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_phoenix"))
         .args(["--name", "a", "--data-dir"])
-        .arg(dir.path().join("a.phoenix"))
+        .arg(&data_dir)
         .args(["--listen-client-urls", &format!("http://127.0.0.1:{}", ports[0])])
         .args(["--advertise-client-urls", &format!("http://127.0.0.1:{}", ports[0])])
         .args(["--listen-peer-urls", &format!("http://127.0.0.1:{}", ports[1])])
@@ -166,14 +168,19 @@ async fn members_of_another_cluster_are_refused() {
         .spawn()
         .unwrap();
     let stderr = child.stderr.take().unwrap();
-    let refused = tokio::task::spawn_blocking(move || {
+    // A member told once that it was refused for good would have stopped before asking again.
+    let refused_three_times = tokio::task::spawn_blocking(move || {
         use std::io::BufRead;
-        std::io::BufReader::new(stderr).lines().map_while(Result::ok).any(|line| line.contains("refused our traffic"))
+        let lines = std::io::BufReader::new(stderr).lines().map_while(Result::ok);
+        lines.filter(|line| line.contains("peer URL leads to the wrong member")).nth(2).is_some()
     });
-    let refused = tokio::time::timeout(Duration::from_secs(30), refused).await;
+    let refused = tokio::time::timeout(Duration::from_secs(30), refused_three_times).await;
+    let still_running = child.try_wait().unwrap().is_none();
     let _ = child.kill();
     let _ = child.wait();
-    assert!(matches!(refused, Ok(Ok(true))), "the intruder was not told it was refused");
+    assert!(matches!(refused, Ok(Ok(true))), "the intruder was not told, again and again, that it was refused");
+    assert!(still_running, "the intruder stopped");
+    assert!(!data_dir.join("FENCED").exists(), "the intruder's data dir was fenced off");
 
     let mut client = ours.client(0).await;
     assert_eq!(client.member_list().await.unwrap().members().len(), 1, "our cluster is untouched");

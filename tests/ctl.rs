@@ -17,12 +17,13 @@ mod clean;
 mod mask;
 #[path = "ctl/membership.rs"]
 mod membership;
+#[path = "support/ports.rs"]
+mod ports;
 #[path = "ctl/process.rs"]
 mod process;
 #[path = "ctl/sessions.rs"]
 mod sessions;
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -455,10 +456,10 @@ fn etcd_installed() -> bool {
     installed
 }
 
-/// `N` distinct free loopback ports (all held until all are known).
+/// `N` distinct loopback ports no other test here gets.
 fn free_ports<const N: usize>() -> [u16; N] {
-    let listeners = [(); N].map(|()| TcpListener::bind("127.0.0.1:0").expect("bind a free port"));
-    listeners.map(|l| l.local_addr().expect("local address").port())
+    let ports = ports::free_ports(N);
+    std::array::from_fn(|i| ports[i])
 }
 
 /// The lease a `lease grant` printed (simple, json or fields), in hex as etcdctl takes it.

@@ -58,8 +58,7 @@ impl Peers {
         lock(&self.last_contact).insert(peer, Instant::now());
     }
 
-    /// Completes with the reason once a peer has refused this member for good (it was removed,
-    /// or belongs to another cluster).
+    /// Completes with the reason once a peer has refused this member for good (it was removed).
     pub fn fenced(&self) -> watch::Receiver<Option<String>> {
         self.fenced.subscribe()
     }
@@ -167,13 +166,23 @@ impl Connection {
         match status.code() {
             tonic::Code::Unavailable => RPCError::Unreachable(Unreachable::new(&err)),
             tonic::Code::PermissionDenied => {
-                // The peer refused us for good (we were removed, or it is another cluster).
+                // The peer refused us for good: we were removed.
                 tracing::error!(
                     peer = format!("{:x}", self.target),
                     reason = status.message(),
                     "peer refused our traffic"
                 );
                 self.peers.fence(status.message().to_string());
+                RPCError::Unreachable(Unreachable::new(&err))
+            }
+            tonic::Code::FailedPrecondition => {
+                // Its peer URL leads to another cluster or another member: a wrong address. The
+                // member at it may be replaced by the right one, so we back off and try again.
+                tracing::error!(
+                    peer = format!("{:x}", self.target),
+                    reason = status.message(),
+                    "peer URL leads to the wrong member"
+                );
                 RPCError::Unreachable(Unreachable::new(&err))
             }
             _ => RPCError::Network(NetworkError::new(&err)),

@@ -1,8 +1,10 @@
 //! The receiving side of the peer protocol: Raft RPCs handed to openraft, forwarded proposals
 //! and read-index requests handed to the local [`Node`].
 //!
-//! Every request must carry this cluster's ID; traffic from another cluster is refused with a
-//! reason the sender logs.
+//! Every request must carry this cluster's ID and be meant for this member. Traffic from another
+//! cluster, or meant for whoever had this peer URL before, is refused as a failed precondition
+//! (etcd's 412): the sender logs it and keeps trying, since the mistake is an address, not its
+//! data. Only a removed member is refused for good (permission denied), and it stops.
 
 use std::sync::Arc;
 
@@ -32,7 +34,7 @@ impl PeerService {
     fn check_header(&self, header: Option<&PeerHeader>) -> Result<(), Status> {
         let Some(header) = header else { return Err(Status::invalid_argument("peer request without header")) };
         if header.cluster_id != self.node.cluster_id {
-            return Err(Status::permission_denied(format!(
+            return Err(Status::failed_precondition(format!(
                 "request from member {:x} of cluster {:x}, but this is cluster {:x}",
                 header.from, header.cluster_id, self.node.cluster_id
             )));

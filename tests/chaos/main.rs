@@ -442,7 +442,7 @@ async fn nemesis(
 async fn start(members: usize, env: &[(&str, &str)]) -> (Cluster, Network) {
     let ports = free_ports(2 * members);
     let peer_ports: Vec<u16> = (0..members).map(|i| ports[2 * i + 1]).collect();
-    let network = Network::new(&peer_ports, &ports).await;
+    let network = Network::new(&peer_ports).await;
     let names: Vec<String> = (1..=members).map(|i| format!("m{i}")).collect();
     let initial: Vec<String> =
         names.iter().zip(&peer_ports).map(|(name, port)| format!("{name}=http://127.0.0.1:{port}")).collect();

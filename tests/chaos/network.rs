@@ -25,13 +25,15 @@ pub struct Network {
 }
 
 impl Network {
-    /// Proxies for every ordered pair of the members whose peer ports are `peer_ports`, on ports
-    /// other than `reserved` (every port the members will listen on).
-    pub async fn new(peer_ports: &[u16], reserved: &[u16]) -> Network {
+    /// Proxies for every ordered pair of the members whose peer ports are `peer_ports`. The
+    /// proxies bind the kernel's ephemeral ports, which the members' ports (see
+    /// `support::free_ports`) never are.
+    pub async fn new(peer_ports: &[u16]) -> Network {
         let mut links = BTreeMap::new();
         for from in 0..peer_ports.len() {
             for to in (0..peer_ports.len()).filter(|&to| to != from) {
-                let (listener, port) = bind_avoiding(reserved).await;
+                let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind a proxy");
+                let port = listener.local_addr().expect("proxy address").port();
                 let (cut, generation) = (Arc::new(AtomicBool::new(false)), watch::channel(0).0);
                 tokio::spawn(proxy(listener, peer_ports[to], cut.clone(), generation.subscribe()));
                 links.insert((from, to), Link { port, cut, generation });
@@ -66,18 +68,6 @@ impl Network {
             if link.cut.swap(false, Ordering::SeqCst) {
                 link.generation.send_modify(|g| *g += 1);
             }
-        }
-    }
-}
-
-/// A proxy listener on a free port that is none of `reserved` (ports the members are about to
-/// bind, which the kernel would otherwise happily hand out again).
-async fn bind_avoiding(reserved: &[u16]) -> (TcpListener, u16) {
-    loop {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind a proxy");
-        let port = listener.local_addr().expect("proxy address").port();
-        if !reserved.contains(&port) {
-            return (listener, port);
         }
     }
 }

@@ -7,14 +7,16 @@
 
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
+mod ports;
+
 use std::fs::File;
 use std::future::Future;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use etcd_client::Client;
+pub use ports::free_ports;
 use tempfile::TempDir;
 
 /// How long a cluster may take to become ready or to elect a new leader.
@@ -27,20 +29,16 @@ pub const POLL_INTERVAL: Duration = Duration::from_millis(20);
 /// interval, so on a loaded 2-core machine it must cover a follower's fsync: shorter is flaky.
 pub const TEST_TIMINGS: &[&str] = &["--heartbeat-interval", "100", "--election-timeout", "1000"];
 
-/// Reserves `n` distinct free loopback ports.
-pub fn free_ports(n: usize) -> Vec<u16> {
-    let listeners: Vec<TcpListener> =
-        (0..n).map(|_| TcpListener::bind("127.0.0.1:0").expect("bind a free port")).collect();
-    listeners.iter().map(|l| l.local_addr().expect("local addr").port()).collect()
-}
-
 pub struct Member {
     pub name: String,
     pub client_port: u16,
     pub peer_port: u16,
     pub data_dir: PathBuf,
     pub log: PathBuf,
-    args: Vec<String>,
+    /// Its name, data dir and URLs: what stays when it starts afresh.
+    own_args: Vec<String>,
+    /// Every other flag it starts with.
+    flags: Vec<String>,
     /// Environment variables the process starts with, beside the test's own.
     env: Vec<(String, String)>,
     child: Option<Child>,
@@ -83,7 +81,7 @@ impl Member {
     fn spawn(&mut self) {
         let log = File::options().create(true).append(true).open(&self.log).expect("open member log");
         let child = Command::new(env!("CARGO_BIN_EXE_phoenix"))
-            .args(&self.args)
+            .args(self.own_args.iter().chain(&self.flags))
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::from(log.try_clone().expect("clone log handle")))
             .stderr(Stdio::from(log))
@@ -94,7 +92,21 @@ impl Member {
 
     /// Adds a flag for the next start.
     pub fn add_flag(&mut self, flag: &str) {
-        self.args.push(flag.to_string());
+        self.flags.push(flag.to_string());
+    }
+
+    /// Starts afresh as a new member on the same host: kills the process, cleans the data dir
+    /// (`phoenixctl clean --purge`) and starts with `flags`, such as `--join`.
+    pub fn start_afresh(&mut self, flags: &[&str]) {
+        self.kill();
+        let cleaned = Command::new(env!("CARGO_BIN_EXE_phoenixctl"))
+            .args(["clean", "--purge", "--data-dir"])
+            .arg(&self.data_dir)
+            .output()
+            .expect("run phoenixctl clean");
+        assert!(cleaned.status.success(), "clean {}: {}", self.name, String::from_utf8_lossy(&cleaned.stderr));
+        self.flags = flags.iter().map(|s| s.to_string()).collect();
+        self.spawn();
     }
 
     /// Starts the process again with the same flags, without waiting for it.
@@ -200,15 +212,15 @@ impl Cluster {
         let data_dir = self.data_dir_of(&name);
         let client_url = format!("http://127.0.0.1:{client_port}");
         let peer_url = format!("http://127.0.0.1:{peer_port}");
-        let mut args: Vec<String> = ["--name", &name, "--data-dir", &data_dir.to_string_lossy()]
+        let own_args: Vec<String> = ["--name", &name, "--data-dir", &data_dir.to_string_lossy()]
             .into_iter()
             .chain(["--listen-client-urls", &client_url, "--advertise-client-urls", &client_url])
             .chain(["--listen-peer-urls", &peer_url, "--initial-advertise-peer-urls", &peer_url])
             .map(str::to_string)
             .collect();
-        args.extend(flags.iter().map(|s| s.to_string()));
+        let flags = flags.iter().map(|s| s.to_string()).collect();
         let log = self.dir.path().join(format!("{name}.log"));
-        let mut member = Member { name, client_port, peer_port, data_dir, log, args, env, child: None };
+        let mut member = Member { name, client_port, peer_port, data_dir, log, own_args, flags, env, child: None };
         member.spawn();
         self.members.push(member);
         self.members.len() - 1
