@@ -267,7 +267,9 @@ impl Node {
         self.ensure_leading()?;
         match self.kv.lease(id)? {
             Some(ttl) => {
-                self.lessor.renew(id, ttl);
+                if !crate::faults::enabled("lost-renewals") {
+                    self.lessor.renew(id, ttl);
+                }
                 Ok(ttl)
             }
             None => Ok(0),

@@ -21,6 +21,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
+use super::disaster::Reset;
 use super::history::{Call, Event, Op, Outcome, Seen, Watched};
 
 /// A broken rule, with the operations that break it.
@@ -164,6 +165,30 @@ pub fn check(ops: &[Op], history: &[Event]) -> Result<Summary, Violation> {
     explain_the_rest(history, ops, &mut explained, &mut unknown_deletes, &mut points, &mut summary)?;
     real_time_order(ops, &points)?;
     Ok(summary)
+}
+
+/// The rule across a disaster reset, weaker than linearizability but exact: every write
+/// acknowledged before the reset that the chosen survivor held is there after it.
+///
+/// The survivor held the committed history up to the revision it had applied, and up to the
+/// last acknowledged write its log holds (logs that share an entry share everything before it).
+/// Before the reset, what lies past that revision may be lost: acknowledged writes the survivor
+/// never received, and reads of them. Those operations are excused (and counted); everything
+/// else, before and after the reset, must be linearizable against the history after it. An
+/// acknowledged delete past that revision is excused even if the survivor held it, since a
+/// delete carries no value to find it by.
+pub fn check_across_reset(ops: &[Op], history: &[Event], reset: &Reset) -> Result<(Summary, usize), Violation> {
+    let before = |op: &Op| op.invoked < reset.began;
+    let held_up_to = ops
+        .iter()
+        .filter(|op| before(op))
+        .filter_map(|op| Some((op.acknowledged_write()?, op.outcome.revision()?)))
+        .filter(|(value, _)| reset.held.contains(*value))
+        .fold(reset.applied_revision, |up_to, (_, revision)| up_to.max(revision));
+    let excused = |op: &Op| before(op) && op.outcome.revision().is_some_and(|revision| revision > held_up_to);
+    let kept: Vec<Op> = ops.iter().filter(|op| !excused(op)).cloned().collect();
+    let summary = check(&kept, history)?;
+    Ok((summary, ops.len() - kept.len()))
 }
 
 /// One change per revision, revisions increasing, every put's value written once.

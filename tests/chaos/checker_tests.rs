@@ -1,9 +1,13 @@
 //! The checker is itself tested: handcrafted histories that are linearizable pass, and ones
 //! with a stale read, a lost write, a reused revision, a phantom change or a compare-and-set
 //! that ignored its compare are rejected with the rule they break; so are watchers that
-//! received an event twice, missed one, or got a wrong prev_kv.
+//! received an event twice, missed one, or got a wrong prev_kv. Across a disaster reset, a write
+//! the survivor never held may be lost, and one it held may not.
 
-use super::checker::{check, check_watch};
+use std::collections::HashSet;
+
+use super::checker::{check, check_across_reset, check_watch};
+use super::disaster::Reset;
 use super::history::{Call, Event, Op, Outcome, Seen, Watched};
 
 fn op(client: usize, call: Call, invoked: u64, completed: Option<u64>, outcome: Outcome) -> Op {
@@ -175,4 +179,32 @@ fn a_multi_key_txn_lands_whole_or_not_at_all() {
     // Half of it is a violation.
     history.pop();
     assert_rejected(&ops, &history, "written at revision 6, which holds");
+}
+
+/// x=a is acknowledged at revision 2 and x=b at 3; the survivor applied revision 1 and its log
+/// holds `held`; the reset comes at 100, and x=c is written after it.
+fn across_reset(held: &[&str], history: Vec<Event>) -> (Vec<Op>, Vec<Event>, Reset) {
+    let ops = vec![
+        op(0, put("x", "a"), 0, Some(10), Outcome::Put { revision: 2 }),
+        op(1, put("x", "b"), 20, Some(30), Outcome::Put { revision: 3 }),
+        op(2, get("x"), 40, Some(50), got(3, Some(("b", 3)))),
+        op(0, put("x", "c"), 200, Some(210), Outcome::Put { revision: history.len() as i64 + 1 }),
+    ];
+    let held = held.iter().map(|v| v.to_string()).collect::<HashSet<_>>();
+    (ops, history, Reset { began: 100, held, applied_revision: 1, what: String::new() })
+}
+
+#[test]
+fn a_write_the_reset_survivor_never_held_may_be_lost_with_the_reads_of_it() {
+    let (ops, history, reset) = across_reset(&["a"], vec![event(2, "x", Some("a")), event(3, "x", Some("c"))]);
+    let (_, excused) = check_across_reset(&ops, &history, &reset).unwrap();
+    assert_eq!(excused, 2, "the lost put of b and the read of it");
+}
+
+#[test]
+fn a_write_the_reset_survivor_held_must_survive_it() {
+    // etcd's --force-new-cluster: the survivor held b past its commit index, and dropped it.
+    let (ops, history, reset) = across_reset(&["a", "b"], vec![event(2, "x", Some("a")), event(3, "x", Some("c"))]);
+    let violation = check_across_reset(&ops, &history, &reset).unwrap_err();
+    assert!(violation.to_string().contains("which holds"), "{violation}");
 }

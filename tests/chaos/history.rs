@@ -97,6 +97,17 @@ pub struct Op {
     pub outcome: Outcome,
 }
 
+impl Op {
+    /// The value this operation was told it wrote (a put, a multi-put, a compare-and-set that
+    /// succeeded), which names its change.
+    pub fn acknowledged_write(&self) -> Option<&str> {
+        match self.outcome {
+            Outcome::Put { .. } | Outcome::Cas { succeeded: true, .. } => self.call.value(),
+            _ => None,
+        }
+    }
+}
+
 /// One change of the store's history, as a watch from revision 1 reports it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Event {

@@ -1,11 +1,14 @@
 //! Jepsen-style runs: concurrent clients do gets, puts, deletes, compare-and-sets and multi-key
-//! txns on a few keys of a 3- or 5-member cluster while a nemesis kills (kill -9) and restarts followers, the
-//! leader or a minority, pauses members (SIGSTOP) for longer than an election timeout, and cuts
-//! the network between a minority (or the leader alone) and the rest ([`network`]). Every
-//! operation is recorded with its invocation and completion time and what it was told; at the
-//! end the cluster heals, every member must hold the same data (HashKV at the same revision),
-//! a lease kept alive must never have expired, the history must be linearizable, and every watcher (one starting on each member, moving on
-//! when its stream breaks) must have received exactly the history ([`checker`]).
+//! txns on a few keys of a 3- or 5-member cluster while a nemesis kills (kill -9) and restarts
+//! followers, the leader or a minority, pauses members (SIGSTOP) for longer than an election
+//! timeout, cuts the network between a minority (or the leader alone) and the rest
+//! ([`network`]), and replaces followers; in some runs a majority dies halfway and the most
+//! advanced survivor is reset ([`disaster`]). Every operation is recorded with its invocation
+//! and completion time and what it was told; at the end the cluster heals, every member must
+//! hold the same data (HashKV at the same revision), a lease kept alive must never have expired,
+//! the history must be linearizable (across a reset: keep every write the survivor held), and
+//! every watcher (one starting on each member, moving on when its stream breaks) must have
+//! received exactly the history ([`checker`]).
 //!
 //! `PHOENIX_CHAOS_SEED` replays a run's schedule (the seed is printed at the start);
 //! `PHOENIX_CHAOS_SECONDS` sets how long the faults go on (default 15 s, 45 s in a release
@@ -17,6 +20,7 @@ mod support;
 
 mod checker;
 mod checker_tests;
+mod disaster;
 mod history;
 mod network;
 
@@ -288,11 +292,14 @@ async fn keep_once(client: &mut Client, kept: &Option<(i64, String, u64)>) -> Re
         client.put(key.as_str(), "kept", Some(etcd_client::PutOptions::new().with_lease(id))).await?;
         return Ok(Kept::Granted(id, key));
     };
-    let (mut keeper, mut answers) = client.lease_keep_alive(*id).await?;
-    keeper.keep_alive().await?;
-    let ttl = answers.message().await?.map_or(0, |answer| answer.ttl());
-    if ttl <= 0 {
-        return Ok(Kept::Gone(format!("lease {id:x} was not found on renewal")));
+    // Opening the keep-alive stream renews once; the client reports an answer with TTL 0 (the
+    // lease is gone) as an error of its own.
+    match client.lease_keep_alive(*id).await {
+        Ok(_) => {}
+        Err(etcd_client::Error::LeaseKeepAliveError(why)) if why == "lease not found" => {
+            return Ok(Kept::Gone(format!("lease {id:x} was not found on renewal")));
+        }
+        Err(e) => return Err(e),
     }
     if client.get(key.as_str(), None).await?.kvs().is_empty() {
         return Ok(Kept::Gone(format!("key {key} of lease {id:x} was gone")));
@@ -355,6 +362,8 @@ enum Nemesis {
     CutMinority,
     CutLeader,
     CutFollower,
+    /// Remove a follower, clean its data dir and have it join again as a new member.
+    ReplaceFollower,
 }
 
 const EVERY_FAULT: &[Nemesis] = &[
@@ -365,6 +374,7 @@ const EVERY_FAULT: &[Nemesis] = &[
     Nemesis::CutMinority,
     Nemesis::CutLeader,
     Nemesis::CutFollower,
+    Nemesis::ReplaceFollower,
 ];
 
 async fn inject(cluster: &mut Cluster, network: &Network, rng: &mut Rng, kinds: &[Nemesis]) -> Fault {
@@ -396,11 +406,15 @@ async fn inject(cluster: &mut Cluster, network: &Network, rng: &mut Rng, kinds: 
             fault.partitioned = true;
             fault.what = format!("{kind:?}: {side:?} cut off from the others");
         }
+        Nemesis::ReplaceFollower => {
+            disaster::replace(cluster, follower).await;
+            fault.what = format!("{kind:?}: {follower} removed, cleaned, and joined again as a new member");
+        }
     }
     for &i in &fault.killed {
         cluster.kill(i);
     }
-    if !fault.partitioned {
+    if fault.what.is_empty() {
         fault.what = format!("{kind:?}: killed {:?}, paused pids {:?}", fault.killed, fault.paused);
     }
     fault
@@ -418,7 +432,8 @@ fn heal(cluster: &mut Cluster, network: &Network, fault: &Fault) {
     }
 }
 
-/// Injects faults until `deadline`, healing each before the next; returns what it did.
+/// Injects faults until `deadline`, healing each before the next (none, if `kinds` is empty);
+/// returns what it did.
 async fn nemesis(
     cluster: &mut Cluster,
     network: &Network,
@@ -427,6 +442,9 @@ async fn nemesis(
     (started, deadline): (Instant, Instant),
 ) -> Vec<String> {
     let mut done = Vec::new();
+    if kinds.is_empty() {
+        tokio::time::sleep_until(deadline.into()).await;
+    }
     while Instant::now() < deadline {
         let fault = inject(cluster, network, rng, kinds).await;
         done.push(format!("at {:.1} s: {}", since(started) as f64 / 1e6, fault.what));
@@ -514,9 +532,21 @@ fn keep_evidence(cluster: &Cluster, name: &str, ops: &[Op], events: &[Event], fa
     dir
 }
 
-/// One run: `members` members started with `env`, faults for `time`, then the checks. Returns a
-/// summary, or why it failed and where the evidence is.
-async fn run(members: usize, env: &[(&str, &str)], kinds: &[Nemesis], time: Duration) -> Result<String, String> {
+/// What a run does to the cluster: faults of `kinds` for `time`; with `lose_majority`, halfway
+/// through, a majority dies and the most advanced survivor is reset ([`disaster`]).
+struct Schedule {
+    kinds: &'static [Nemesis],
+    time: Duration,
+    lose_majority: bool,
+}
+
+/// One run: `members` members started with `env`, the faults of `schedule`, then the checks.
+/// Returns a summary, or why it failed and where the evidence is.
+///
+/// Watchers do not run across a reset: one that resumes after a revision the survivor never
+/// reached would skip the new history's revisions up to it. `--bump-revision` and
+/// `--mark-compacted` exist for that, and tests/recovery.rs tests them.
+async fn run(members: usize, env: &[(&str, &str)], schedule: Schedule) -> Result<String, String> {
     let seed = seed();
     eprintln!("chaos with {members} members {env:?}: PHOENIX_CHAOS_SEED={seed}");
     let mut rng = Rng::new(seed);
@@ -531,9 +561,22 @@ async fn run(members: usize, env: &[(&str, &str)], kinds: &[Nemesis], time: Dura
         .collect();
     let keeper = tokio::spawn(run_lease_keeper(cluster.endpoints(), started, stop.clone()));
     let (until, watching) = tokio::sync::watch::channel(0);
-    let watchers: Vec<_> =
-        (0..members).map(|first| tokio::spawn(run_watcher(first, cluster.endpoints(), watching.clone()))).collect();
-    let faults = nemesis(&mut cluster, &network, &mut rng, kinds, (started, started + time)).await;
+    let watchers: Vec<_> = (0..members)
+        .filter(|_| !schedule.lose_majority)
+        .map(|first| tokio::spawn(run_watcher(first, cluster.endpoints(), watching.clone())))
+        .collect();
+    let (kinds, time) = (schedule.kinds, schedule.time);
+    let mut faults;
+    let reset = if schedule.lose_majority {
+        faults = nemesis(&mut cluster, &network, &mut rng, kinds, (started, started + time / 2)).await;
+        let reset = disaster::lose_majority_and_reset(&mut cluster, &mut rng, started).await;
+        faults.push(format!("at {:.1} s: {}", since(started) as f64 / 1e6, reset.what));
+        faults.extend(nemesis(&mut cluster, &network, &mut rng, kinds, (started, Instant::now() + time / 2)).await);
+        Some(reset)
+    } else {
+        faults = nemesis(&mut cluster, &network, &mut rng, kinds, (started, started + time)).await;
+        None
+    };
     stop.store(true, Ordering::SeqCst);
     let (renewals, broken_leases) = keeper.await.expect("the lease keeper");
     let mut ops = Vec::new();
@@ -559,7 +602,11 @@ async fn run(members: usize, env: &[(&str, &str)], kinds: &[Nemesis], time: Dura
     let answered = ops.iter().filter(|op| op.completed.is_some()).count();
     let watches_right =
         watched.iter().enumerate().try_for_each(|(i, seen)| checker::check_watch(&format!("w{i}"), seen, &events));
-    let verdict = match checker::check(&ops, &events).and_then(|summary| watches_right.map(|()| summary)) {
+    let linearizable = match &reset {
+        Some(reset) => checker::check_across_reset(&ops, &events, reset),
+        None => checker::check(&ops, &events).map(|summary| (summary, 0)),
+    };
+    let verdict = match linearizable.and_then(|summary| watches_right.map(|()| summary)) {
         Err(violation) => Err(violation.to_string()),
         Ok(_) if hashes.iter().any(|h| *h != hashes[0]) => {
             Err(format!("members differ at revision {revision}: HashKV {hashes:?}"))
@@ -572,10 +619,12 @@ async fn run(members: usize, env: &[(&str, &str)], kinds: &[Nemesis], time: Dura
         Ok(summary) => Ok(summary),
     };
     match verdict {
-        Ok(summary) => {
+        Ok((summary, excused)) => {
+            eprintln!("faults of the run with {members} members:\n  {}", faults.join("\n  "));
             let (total, faults) = (ops.len(), faults.len());
+            let excused = if reset.is_some() { format!(", {excused} excused by the reset") } else { String::new() };
             Ok(format!(
-                "{total} operations ({answered} answered), {summary:?}, {renewals} lease renewals, {faults} faults"
+                "{total} operations ({answered} answered), {summary:?}{excused}, {renewals} lease renewals, {faults} faults"
             ))
         }
         Err(why) => {
@@ -586,8 +635,9 @@ async fn run(members: usize, env: &[(&str, &str)], kinds: &[Nemesis], time: Dura
     }
 }
 
-async fn must_pass(members: usize) {
-    match run(members, &[], EVERY_FAULT, fault_time()).await {
+async fn must_pass(members: usize, lose_majority: bool) {
+    let schedule = Schedule { kinds: EVERY_FAULT, time: fault_time(), lose_majority };
+    match run(members, &[], schedule).await {
         Ok(summary) => eprintln!("chaos with {members} members passed: {summary}"),
         Err(why) => panic!("chaos failed: {why}"),
     }
@@ -595,12 +645,22 @@ async fn must_pass(members: usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_members_stay_linearizable_under_kills_and_pauses() {
-    must_pass(3).await;
+    must_pass(3, false).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_members_stay_linearizable_under_kills_and_pauses() {
-    must_pass(5).await;
+    must_pass(5, false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_members_that_lose_two_keep_every_write_the_reset_survivor_held() {
+    must_pass(3, true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_members_that_lose_three_keep_every_write_the_reset_survivor_held() {
+    must_pass(5, true).await;
 }
 
 /// The checker proves its worth on members that serve linearizable reads from local state
@@ -610,10 +670,27 @@ async fn five_members_stay_linearizable_under_kills_and_pauses() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reads_without_a_read_index_are_caught() {
     const SHORT: Duration = Duration::from_secs(8);
-    match run(3, &[("PHOENIX_TEST_FAULTS", "stale-reads")], &[Nemesis::CutFollower], SHORT).await {
+    let schedule = Schedule { kinds: &[Nemesis::CutFollower], time: SHORT, lose_majority: false };
+    match run(3, &[("PHOENIX_TEST_FAULTS", "stale-reads")], schedule).await {
         Ok(summary) => panic!("the checker missed stale reads: {summary}"),
         Err(why) => {
             assert!(why.contains("real time") || why.contains("but the key then held"), "{why}");
+            eprintln!("caught, as it must be: {why}");
+        }
+    }
+}
+
+/// The lease check proves its worth on members that answer keep-alives without renewing the
+/// lease (src/faults.rs): the kept lease expires one TTL after it was granted, and a run longer
+/// than that must catch it. The run has no faults: a new leader restarts every lease's countdown,
+/// which would hide the fault.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lease_renewals_that_renew_nothing_are_caught() {
+    let schedule = Schedule { kinds: &[], time: 2 * LEASE_TTL, lose_majority: false };
+    match run(3, &[("PHOENIX_TEST_FAULTS", "lost-renewals")], schedule).await {
+        Ok(summary) => panic!("the checker missed lost lease renewals: {summary}"),
+        Err(why) => {
+            assert!(why.contains("a lease expired while kept alive"), "{why}");
             eprintln!("caught, as it must be: {why}");
         }
     }
