@@ -244,3 +244,19 @@ async fn a_peer_request_that_reaches_the_wrong_member_is_refused() {
     let header = PeerHeader { cluster_id, from: me, to: me };
     peer.read_index(ReadIndexRequest { header: Some(header) }).await.unwrap();
 }
+
+/// The leader's Raft log flush count (an fsync each), for measuring how writes are batched.
+async fn log_flushes(cluster: &Cluster, i: usize) -> u64 {
+    let (code, body) = support::http_get(&cluster.members[i].endpoint(), "/metrics").await.unwrap();
+    assert_eq!(code, 200);
+    let line = body.lines().find(|l| l.starts_with("phoenix_log_flushes_total ")).unwrap_or_else(|| panic!("{body}"));
+    line["phoenix_log_flushes_total ".len()..].parse().unwrap()
+}
+
+#[tokio::test]
+async fn metrics_count_the_log_flushes_that_make_writes_durable() {
+    let cluster = Cluster::start(1, TEST_TIMINGS).await;
+    let before = log_flushes(&cluster, 0).await;
+    cluster.client(0).await.put("durable", "v", None).await.unwrap();
+    assert!(log_flushes(&cluster, 0).await > before, "an acknowledged write was flushed");
+}

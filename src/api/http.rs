@@ -27,6 +27,8 @@ fn metrics(ctx: Context) -> MethodRouter {
             gauge(&mut text, "etcd_server_has_leader", "Whether a leader exists.", u64::from(node.has_leader()));
             let is_leader = node.usable_leader() == Some(node.id);
             gauge(&mut text, "etcd_server_is_leader", "Whether this member is the leader.", u64::from(is_leader));
+            let help = "Raft log flushes to disk (each an fsync) since the member started.";
+            metric(&mut text, "counter", "phoenix_log_flushes_total", help, crate::raft::log_store::flushes());
             if let Some(backups) = &ctx.backups {
                 backup_metrics(&mut text, &backups.report());
             }

@@ -26,6 +26,14 @@ const COMMITTED: &str = "committed";
 const LAST_PURGED: &str = "last_purged";
 const LEADER_COMMIT: &str = "leader_commit";
 
+/// Log flushes (each an fsync) since the process started, for /metrics.
+static FLUSHES: AtomicU64 = AtomicU64::new(0);
+
+/// How many times the Raft log was flushed to disk since the process started.
+pub fn flushes() -> u64 {
+    FLUSHES.load(Ordering::Relaxed)
+}
+
 #[derive(Clone)]
 pub struct LogStore {
     db: sled::Db,
@@ -107,6 +115,7 @@ impl LogStore {
     }
 
     async fn flush(&self) -> Result<(), StorageError> {
+        FLUSHES.fetch_add(1, Ordering::Relaxed);
         self.db.flush_async().await.map_err(|e| write_err(ErrorSubject::Logs, e))?;
         Ok(())
     }
@@ -235,6 +244,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         }
         self.tree.apply_batch(batch).map_err(|e| write_err(ErrorSubject::Logs, e))?;
         // Flushed before the callback: openraft counts these entries toward a quorum from then on.
+        FLUSHES.fetch_add(1, Ordering::Relaxed);
         let flushed = self.db.flush_async().await.map(|_| ()).map_err(std::io::Error::other);
         let failed = flushed.as_ref().err().map(|e| write_err(ErrorSubject::Logs, e));
         callback.log_io_completed(flushed);

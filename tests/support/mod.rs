@@ -19,6 +19,9 @@ use etcd_client::Client;
 pub use ports::free_ports;
 use tempfile::TempDir;
 
+/// The server under test.
+const PHOENIX: &str = env!("CARGO_BIN_EXE_phoenix");
+
 /// How long a cluster may take to become ready or to elect a new leader.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -31,6 +34,8 @@ pub const TEST_TIMINGS: &[&str] = &["--heartbeat-interval", "100", "--election-t
 
 pub struct Member {
     pub name: String,
+    /// The server binary: phoenix, or etcd for the benchmark's comparison.
+    program: String,
     pub client_port: u16,
     pub peer_port: u16,
     pub data_dir: PathBuf,
@@ -80,13 +85,13 @@ impl Member {
 
     fn spawn(&mut self) {
         let log = File::options().create(true).append(true).open(&self.log).expect("open member log");
-        let child = Command::new(env!("CARGO_BIN_EXE_phoenix"))
+        let child = Command::new(&self.program)
             .args(self.own_args.iter().chain(&self.flags))
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::from(log.try_clone().expect("clone log handle")))
             .stderr(Stdio::from(log))
             .spawn()
-            .expect("start phoenix");
+            .unwrap_or_else(|e| panic!("start {}: {e}", self.program));
         self.child = Some(child);
     }
 
@@ -138,6 +143,8 @@ impl Member {
 
 pub struct Cluster {
     pub members: Vec<Member>,
+    /// The server binary its members run.
+    program: String,
     dir: TempDir,
     /// Environment variables every member starts with.
     env: Vec<(String, String)>,
@@ -151,7 +158,16 @@ impl Cluster {
 
     /// Like `start`, with environment variables for every member (test-only fault switches).
     pub async fn start_with_env(n: usize, extra: &[&str], env: &[(&str, &str)]) -> Cluster {
-        let cluster = Cluster::spawn_with_env(n, "test-cluster", extra, env);
+        let cluster = Cluster::spawn_with_env(PHOENIX, n, "test-cluster", extra, env);
+        for i in 0..n {
+            cluster.wait_ready(i).await;
+        }
+        cluster
+    }
+
+    /// Like `start`, with another server binary that takes etcd's flags (etcd itself).
+    pub async fn start_program(program: &str, n: usize, extra: &[&str]) -> Cluster {
+        let cluster = Cluster::spawn_with_env(program, n, "test-cluster", extra, &[]);
         for i in 0..n {
             cluster.wait_ready(i).await;
         }
@@ -161,7 +177,8 @@ impl Cluster {
     /// A cluster with no member yet, in its own temporary dir (members come from spawn_member,
     /// for instance on data dirs restored into `data_dir_of`).
     pub fn empty() -> Cluster {
-        Cluster { members: Vec::new(), dir: tempfile::tempdir().expect("temp dir"), env: Vec::new() }
+        let dir = tempfile::tempdir().expect("temp dir");
+        Cluster { members: Vec::new(), program: PHOENIX.to_string(), dir, env: Vec::new() }
     }
 
     /// Where spawn_member keeps the data of the member called `name`.
@@ -171,10 +188,10 @@ impl Cluster {
 
     /// Starts the processes without waiting for them.
     pub fn spawn(n: usize, token: &str, extra: &[&str]) -> Cluster {
-        Cluster::spawn_with_env(n, token, extra, &[])
+        Cluster::spawn_with_env(PHOENIX, n, token, extra, &[])
     }
 
-    fn spawn_with_env(n: usize, token: &str, extra: &[&str], env: &[(&str, &str)]) -> Cluster {
+    fn spawn_with_env(program: &str, n: usize, token: &str, extra: &[&str], env: &[(&str, &str)]) -> Cluster {
         let dir = tempfile::tempdir().expect("temp dir");
         let ports = free_ports(2 * n);
         let names: Vec<String> = (1..=n).map(|i| format!("m{i}")).collect();
@@ -185,7 +202,7 @@ impl Cluster {
             .collect::<Vec<_>>()
             .join(",");
         let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        let mut cluster = Cluster { members: Vec::new(), dir, env };
+        let mut cluster = Cluster { members: Vec::new(), program: program.to_string(), dir, env };
         for (i, name) in names.into_iter().enumerate() {
             let mut flags: Vec<&str> = vec!["--initial-cluster", &initial_cluster, "--initial-cluster-token", token];
             flags.extend(extra);
@@ -220,7 +237,18 @@ impl Cluster {
             .collect();
         let flags = flags.iter().map(|s| s.to_string()).collect();
         let log = self.dir.path().join(format!("{name}.log"));
-        let mut member = Member { name, client_port, peer_port, data_dir, log, own_args, flags, env, child: None };
+        let mut member = Member {
+            name,
+            program: self.program.clone(),
+            client_port,
+            peer_port,
+            data_dir,
+            log,
+            own_args,
+            flags,
+            env,
+            child: None,
+        };
         member.spawn();
         self.members.push(member);
         self.members.len() - 1
