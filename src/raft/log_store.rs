@@ -244,8 +244,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         }
         self.tree.apply_batch(batch).map_err(|e| write_err(ErrorSubject::Logs, e))?;
         // Flushed before the callback: openraft counts these entries toward a quorum from then on.
+        // In place rather than with flush_async: openraft 0.9's core waits for this flush anyway,
+        // and sled's flush_async only hands it to sled's thread pool and back, which cost a
+        // single client's put a third of its latency (benches/cluster, put-1).
         FLUSHES.fetch_add(1, Ordering::Relaxed);
-        let flushed = self.db.flush_async().await.map(|_| ()).map_err(std::io::Error::other);
+        let flushed = self.db.flush().map(|_| ()).map_err(std::io::Error::other);
         let failed = flushed.as_ref().err().map(|e| write_err(ErrorSubject::Logs, e));
         callback.log_io_completed(flushed);
         failed.map_or(Ok(()), Err)
