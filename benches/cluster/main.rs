@@ -19,6 +19,7 @@ mod report;
 mod stats;
 mod workloads;
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -190,19 +191,19 @@ async fn measure(cluster: &mut Cluster, workload: Workload, sizes: &Sizes) -> Me
     let leader_endpoint = cluster.members[leader].endpoint();
     let pids: Vec<u32> = cluster.members.iter().filter_map(|m| m.pid()).collect();
     pids.iter().for_each(|&pid| stats::reset_peak(pid));
-    let before: Vec<_> = pids.iter().map(|&pid| stats::read(pid)).collect();
+    let before: HashMap<u32, Duration> = pids.iter().map(|&pid| (pid, stats::read(pid).cpu)).collect();
     let flushes_before = stats::log_flushes(&leader_endpoint).await;
     let sample = execute(cluster, &clients, workload, sizes).await;
     let flushes_after = stats::log_flushes(&leader_endpoint).await;
-    // A member started by the workload counts from zero.
+    // By process: a member started during the workload (a new one, or one restarted) counts
+    // from zero.
     let members: Vec<_> = cluster
         .members
         .iter()
         .filter_map(|m| m.pid())
-        .enumerate()
-        .map(|(i, pid)| {
+        .map(|pid| {
             let after = stats::read(pid);
-            let cpu = after.cpu.saturating_sub(before.get(i).map_or(Duration::ZERO, |b| b.cpu));
+            let cpu = after.cpu.saturating_sub(before.get(&pid).copied().unwrap_or_default());
             stats::ProcessStats { cpu, peak_rss_bytes: after.peak_rss_bytes }
         })
         .collect();

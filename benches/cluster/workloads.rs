@@ -33,10 +33,10 @@ impl Sample {
     }
 }
 
-/// The `n`th key of a run: spread over the key space, 8 bytes.
+/// The `n`th key of a run: 8 bytes; the first `KEY_SPACE` are all different, in a scattered
+/// order (7919 is prime to the space's size, so multiplying by it permutes the space).
 pub fn key(n: u64) -> String {
-    // A multiplicative hash visits the space in a scattered order.
-    format!("{:08}", n.wrapping_mul(0x9e37_79b9_7f4a_7c15) % KEY_SPACE)
+    format!("{:08}", (n % KEY_SPACE) * 7919 % KEY_SPACE)
 }
 
 pub fn value() -> String {
@@ -125,15 +125,20 @@ pub async fn get(clients: &[Client], tasks: usize, total: u64, serializable: boo
 /// Lease keep-alives: each task keeps one lease, renewing it over one stream, as etcd's
 /// `lease-keepalive`.
 pub async fn lease_keepalive(clients: &[Client], tasks: usize, total: u64) -> Sample {
+    // The leases and their streams first: grants are writes, not what is measured.
+    let mut streams = Vec::new();
+    for t in 0..tasks {
+        let mut client = clients[t % clients.len()].clone();
+        let id = client.lease_grant(600, None).await.expect("grant a lease").id();
+        streams.push(client.lease_keep_alive(id).await.expect("open a keep-alive stream"));
+    }
     let next = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let mut running = Vec::new();
-    for t in 0..tasks {
-        let (mut client, next) = (clients[t % clients.len()].clone(), next.clone());
+    for (mut keeper, mut answers) in streams {
+        let next = next.clone();
         running.push(tokio::spawn(async move {
             let mut sample = Sample::default();
-            let id = client.lease_grant(600, None).await.expect("grant a lease").id();
-            let (mut keeper, mut answers) = client.lease_keep_alive(id).await.expect("open a keep-alive stream");
             while next.fetch_add(1, Ordering::Relaxed) < total {
                 let sent = Instant::now();
                 let renewed = async {

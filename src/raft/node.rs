@@ -91,7 +91,7 @@ impl Node {
         let (forwarded_reads, forwarded_queue) = mpsc::channel(4 * MAX_BATCH_COMMANDS);
         tokio::spawn(run_batcher(raft.clone(), write_queue));
         tokio::spawn(run_read_index(raft.clone(), read_queue));
-        tokio::spawn(run_forwarded_reads(forwarded_queue));
+        tokio::spawn(run_forwarded_reads(forwarded_queue, request_timeout));
         Arc::new(Node {
             id,
             cluster_id,
@@ -437,25 +437,30 @@ async fn submit_batch(raft: &Raft, batch: Vec<PendingWrite>) {
 /// share the next one, which is sent after they arrived, so the leader's read index is fixed
 /// after each of them began. One request per round instead of one per read: under 100 clients
 /// the followers' forwarded reads were most of the leader's peer traffic (benches/cluster).
-/// A read meant for another leader (it changed meanwhile) is refused as "not leader" and retried.
-async fn run_forwarded_reads(mut queue: mpsc::Receiver<ForwardedRead>) {
-    while let Some(first) = queue.recv().await {
-        let (mut sharing, mut elsewhere) = (vec![first.reply], Vec::new());
+/// Reads meant for another leader (it changed meanwhile) wait for a round of their own; a round
+/// lasts at most `timeout`, so a leader that stopped answering holds up no read for longer.
+async fn run_forwarded_reads(mut queue: mpsc::Receiver<ForwardedRead>, timeout: Duration) {
+    let mut waiting: Vec<ForwardedRead> = Vec::new();
+    loop {
         while let Ok(next) = queue.try_recv() {
-            if next.leader == first.leader {
-                sharing.push(next.reply);
-            } else {
-                elsewhere.push(next.reply);
-            }
+            waiting.push(next);
         }
-        let mut client = first.client;
-        let request = pb::ReadIndexRequest { header: Some(first.header) };
-        let index = client.read_index(request).await.map(|reply| reply.into_inner().index).map_err(idempotent_failure);
-        for reply in sharing {
-            let _ = reply.send(index.clone());
+        if waiting.is_empty() {
+            let Some(next) = queue.recv().await else { return };
+            waiting.push(next);
+            continue;
         }
-        for reply in elsewhere {
-            let _ = reply.send(Err(Error::NotLeader));
+        let leader = waiting[0].leader;
+        let (round, later): (Vec<_>, Vec<_>) = waiting.drain(..).partition(|read| read.leader == leader);
+        waiting = later;
+        let mut client = round[0].client.clone();
+        let request = pb::ReadIndexRequest { header: Some(round[0].header) };
+        let index = match tokio::time::timeout(timeout, client.read_index(request)).await {
+            Ok(answer) => answer.map(|reply| reply.into_inner().index).map_err(idempotent_failure),
+            Err(_) => Err(Error::Timeout),
+        };
+        for read in round {
+            let _ = read.reply.send(index.clone());
         }
     }
 }

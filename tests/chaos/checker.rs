@@ -173,8 +173,9 @@ pub fn check(ops: &[Op], history: &[Event]) -> Result<Summary, Violation> {
 /// The survivor held the committed history up to the revision it had applied, and up to the
 /// last acknowledged write its log holds (logs that share an entry share everything before it).
 /// Before the reset, what lies past that revision may be lost: acknowledged writes the survivor
-/// never received, and reads of them. Those operations are excused (and counted); everything
-/// else, before and after the reset, must be linearizable against the history after it. An
+/// never received, and reads of them. Those are excused (and counted): such a write counts as
+/// unanswered, so the history may hold it or not, and such a read is dropped; everything else,
+/// before and after the reset, must be linearizable against the history after it. An
 /// acknowledged delete past that revision is excused even if the survivor held it, since a
 /// delete carries no value to find it by.
 pub fn check_across_reset(ops: &[Op], history: &[Event], reset: &Reset) -> Result<(Summary, usize), Violation> {
@@ -186,9 +187,20 @@ pub fn check_across_reset(ops: &[Op], history: &[Event], reset: &Reset) -> Resul
         .filter(|(value, _)| reset.held.contains(*value))
         .fold(reset.applied_revision, |up_to, (_, revision)| up_to.max(revision));
     let excused = |op: &Op| before(op) && op.outcome.revision().is_some_and(|revision| revision > held_up_to);
-    let kept: Vec<Op> = ops.iter().filter(|op| !excused(op)).cloned().collect();
+    let mut kept = Vec::new();
+    let mut excused_count = 0;
+    for op in ops {
+        if !excused(op) {
+            kept.push(op.clone());
+            continue;
+        }
+        excused_count += 1;
+        if op.writes() {
+            kept.push(Op { completed: None, outcome: Outcome::Unknown, ..op.clone() });
+        }
+    }
     let summary = check(&kept, history)?;
-    Ok((summary, ops.len() - kept.len()))
+    Ok((summary, excused_count))
 }
 
 /// One change per revision, revisions increasing, every put's value written once.

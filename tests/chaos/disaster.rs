@@ -112,6 +112,7 @@ fn plan(cluster: &Cluster, survivors: &[usize]) -> usize {
         args.extend(["--data-dir", dir.as_str()]);
     }
     let plan = phoenixctl(&args);
+    assert!(plan.status.success(), "disaster plan failed: {}", String::from_utf8_lossy(&plan.stderr));
     let advice = String::from_utf8_lossy(&plan.stdout).into_owned();
     let recommended =
         survivors.iter().zip(&dirs).find(|(_, dir)| advice.contains(&format!("disaster --data-dir {dir}`")));

@@ -98,6 +98,14 @@ pub struct Op {
 }
 
 impl Op {
+    /// Whether the answer says this operation changed the store.
+    pub fn writes(&self) -> bool {
+        matches!(
+            self.outcome,
+            Outcome::Put { .. } | Outcome::Cas { succeeded: true, .. } | Outcome::Deleted { deleted: 1.., .. }
+        )
+    }
+
     /// The value this operation was told it wrote (a put, a multi-put, a compare-and-set that
     /// succeeded), which names its change.
     pub fn acknowledged_write(&self) -> Option<&str> {

@@ -663,35 +663,33 @@ async fn five_members_that_lose_three_keep_every_write_the_reset_survivor_held()
     must_pass(5, true).await;
 }
 
-/// The checker proves its worth on members that serve linearizable reads from local state
-/// without a read index (a fault compiled only into test builds, see src/faults.rs): a short
-/// run that cuts followers off, so that one serves old data while the others write, must catch
-/// a stale read.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn reads_without_a_read_index_are_caught() {
-    const SHORT: Duration = Duration::from_secs(8);
-    let schedule = Schedule { kinds: &[Nemesis::CutFollower], time: SHORT, lose_majority: false };
-    match run(3, &[("PHOENIX_TEST_FAULTS", "stale-reads")], schedule).await {
-        Ok(summary) => panic!("the checker missed stale reads: {summary}"),
+/// A run on members broken on purpose (`fault`, one of src/faults.rs) must fail, for a reason
+/// that contains one of `because`.
+async fn must_catch(fault: &str, schedule: Schedule, because: &[&str]) {
+    match run(3, &[("PHOENIX_TEST_FAULTS", fault)], schedule).await {
+        Ok(summary) => panic!("the checker missed {fault}: {summary}"),
         Err(why) => {
-            assert!(why.contains("real time") || why.contains("but the key then held"), "{why}");
+            assert!(because.iter().any(|reason| why.contains(reason)), "{why}");
             eprintln!("caught, as it must be: {why}");
         }
     }
 }
 
+/// The checker proves its worth on members that serve linearizable reads from local state
+/// without a read index: a short run that cuts followers off, so that one serves old data while
+/// the others write, must catch a stale read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_without_a_read_index_are_caught() {
+    let schedule = Schedule { kinds: &[Nemesis::CutFollower], time: Duration::from_secs(8), lose_majority: false };
+    must_catch("stale-reads", schedule, &["real time", "but the key then held"]).await;
+}
+
 /// The lease check proves its worth on members that answer keep-alives without renewing the
-/// lease (src/faults.rs): the kept lease expires one TTL after it was granted, and a run longer
-/// than that must catch it. The run has no faults: a new leader restarts every lease's countdown,
-/// which would hide the fault.
+/// lease: the kept lease expires one TTL after it was granted, and a run longer than that must
+/// catch it. The run has no faults: a new leader restarts every lease's countdown, which would
+/// hide the fault.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lease_renewals_that_renew_nothing_are_caught() {
     let schedule = Schedule { kinds: &[], time: 2 * LEASE_TTL, lose_majority: false };
-    match run(3, &[("PHOENIX_TEST_FAULTS", "lost-renewals")], schedule).await {
-        Ok(summary) => panic!("the checker missed lost lease renewals: {summary}"),
-        Err(why) => {
-            assert!(why.contains("a lease expired while kept alive"), "{why}");
-            eprintln!("caught, as it must be: {why}");
-        }
-    }
+    must_catch("lost-renewals", schedule, &["a lease expired while kept alive"]).await;
 }
