@@ -211,9 +211,12 @@ impl From<Status> for Error {
                 Error::from_status(status.code() as i32, status.message())
             }
             // A connection to the peer that broke mid-call (it died or is stopping) leaves the
-            // outcome unknown; tonic reports some of those as Unknown "transport error".
+            // outcome unknown; tonic reports some of those as Unknown, "transport error" or an
+            // h2 error. Such a status was made here from the failure, which it keeps as its
+            // source; one the peer sent has none.
             Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled => Error::Timeout,
             Code::Unknown if status.message() == TONIC_TRANSPORT_ERROR => Error::Timeout,
+            Code::Unknown if std::error::Error::source(&status).is_some() => Error::Timeout,
             code => Error::from_status(code as i32, status.message()),
         }
     }
@@ -268,5 +271,14 @@ mod tests {
         }
         let no_leader = Status::from(Error::NoLeader);
         assert_eq!(Error::from(no_leader), Error::NoLeader);
+    }
+
+    #[test]
+    fn a_connection_that_broke_under_a_call_is_a_retryable_timeout_whatever_tonic_calls_it() {
+        let broken = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "h2 protocol error: connection reset");
+        assert_eq!(Error::from(Status::from_error(Box::new(broken))), Error::Timeout);
+        // An Unknown the peer itself answered is its own error, not a broken connection.
+        let answered = Status::new(Code::Unknown, "etcdserver: storage failed");
+        assert!(matches!(Error::from(answered), Error::Remote { .. }));
     }
 }

@@ -274,7 +274,10 @@ async fn a_rolling_restart_under_load_loses_nothing() {
                     let key = format!("roll/{w}/{i:06}");
                     match client.put(key.clone(), "v", None).await {
                         Ok(_) => acknowledged.push(key),
-                        Err(e) => assert_eq!(status_of(e).0, Code::Unavailable, "a non-retryable error"),
+                        Err(e) => {
+                            let (code, message) = status_of(e);
+                            assert_eq!(code, Code::Unavailable, "a non-retryable error: {message}");
+                        }
                     }
                     i += 1;
                 }
