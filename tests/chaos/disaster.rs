@@ -24,7 +24,8 @@ const PHOENIXCTL: &str = env!("CARGO_BIN_EXE_phoenixctl");
 
 /// What the disaster reset started from.
 pub struct Reset {
-    /// When the majority died (microseconds since the run started).
+    /// When the last member of the old cluster died (microseconds since the run started): a
+    /// request sent before then may have been answered by the old cluster.
     pub began: u64,
     /// Every value the chosen survivor's log held (puts, in txns too).
     pub held: HashSet<String>,
@@ -75,10 +76,12 @@ pub async fn lose_majority_and_reset(cluster: &mut Cluster, rng: &mut Rng, start
         order.swap(i, i + rng.below(n - i));
     }
     let (dead, survivors) = order.split_at(n / 2 + 1);
-    let began = since(started);
     for &i in dead.iter().chain(survivors) {
         cluster.kill(i);
     }
+    // Only now is the old cluster gone: a request sent while the kills went on may have been
+    // answered by a member not yet killed, from history the survivor may not hold.
+    let began = since(started);
     let chosen = plan(cluster, survivors);
     let (held, applied_revision) = held_by(&cluster.members[chosen].data_dir).await;
     let data_dir = cluster.members[chosen].data_dir.to_string_lossy().into_owned();
