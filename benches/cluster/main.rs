@@ -45,6 +45,10 @@ struct Args {
     /// The etcd binary to compare with.
     #[arg(long, default_value = "/usr/bin/etcd")]
     etcd: PathBuf,
+    /// Members per cluster (3 is the comparison the README reports; 1 shows what consensus
+    /// adds to a workload).
+    #[arg(long, default_value_t = 3)]
+    members: usize,
     /// Passed by `cargo bench` to every benchmark binary.
     #[arg(long, hide = true)]
     bench: bool,
@@ -128,7 +132,7 @@ impl System {
 const FLAGS: &[&str] = &["--heartbeat-interval", "100", "--election-timeout", "1000"];
 
 async fn start(system: System, args: &Args) -> Cluster {
-    Cluster::start_program(&system.program(args), 3, FLAGS).await
+    Cluster::start_program(&system.program(args), args.members, FLAGS).await
 }
 
 fn main() {
@@ -185,9 +189,12 @@ async fn run(args: Args) {
 
 /// Prepares `cluster` for one workload (unmeasured), runs it, and reads what it cost the members.
 async fn measure(cluster: &mut Cluster, workload: Workload, sizes: &Sizes) -> Measured {
-    let clients = workloads::connect(cluster, 10).await;
+    let mut clients = workloads::connect(cluster, 10).await;
     prepare(&clients, workload, sizes).await;
     let leader = cluster.leader().await;
+    // Client i talks to member i % members: the single-client workloads (which use the first)
+    // talk to the leader in both systems, as etcd's "write to leader" figures do.
+    clients.rotate_left(leader);
     let leader_endpoint = cluster.members[leader].endpoint();
     let pids: Vec<u32> = cluster.members.iter().filter_map(|m| m.pid()).collect();
     pids.iter().for_each(|&pid| stats::reset_peak(pid));
