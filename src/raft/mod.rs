@@ -77,16 +77,44 @@ pub type StorageError = openraft::StorageError<NodeId>;
 
 /// Serde for protobuf messages: they travel inside openraft's serde types as their wire bytes.
 mod protobuf {
+    use std::fmt;
+    use std::marker::PhantomData;
+
     use prost::Message;
-    use serde::{Deserialize, Deserializer, Serializer};
+    use serde::de::{self, SeqAccess, Visitor};
+    use serde::{Deserializer, Serializer};
 
     pub fn serialize<M: Message, S: Serializer>(msg: &M, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_bytes(&msg.encode_to_vec())
     }
 
+    /// Asks for bytes rather than a `Vec<u8>`: serde reads a `Vec<u8>` one element at a time,
+    /// which made decoding entries a top cost of a new member catching up (benches/cluster). The
+    /// encoding is the same (bincode writes both as a length and the bytes).
     pub fn deserialize<'de, M: Message + Default, D: Deserializer<'de>>(d: D) -> Result<M, D::Error> {
-        let bytes = <Vec<u8>>::deserialize(d)?;
-        M::decode(bytes.as_slice()).map_err(serde::de::Error::custom)
+        d.deserialize_byte_buf(Decode(PhantomData))
+    }
+
+    struct Decode<M>(PhantomData<M>);
+
+    impl<'de, M: Message + Default> Visitor<'de> for Decode<M> {
+        type Value = M;
+
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("protobuf bytes")
+        }
+
+        fn visit_bytes<E: de::Error>(self, bytes: &[u8]) -> Result<M, E> {
+            M::decode(bytes).map_err(E::custom)
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<M, A::Error> {
+            let mut bytes = Vec::with_capacity(seq.size_hint().unwrap_or(0));
+            while let Some(byte) = seq.next_element::<u8>()? {
+                bytes.push(byte);
+            }
+            self.visit_bytes(&bytes)
+        }
     }
 }
 
