@@ -109,7 +109,8 @@ mod protobuf {
         }
 
         fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<M, A::Error> {
-            let mut bytes = Vec::with_capacity(seq.size_hint().unwrap_or(0));
+            // The hint comes from the input: trust it only so far.
+            let mut bytes = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(64 * 1024));
             while let Some(byte) = seq.next_element::<u8>()? {
                 bytes.push(byte);
             }
@@ -125,4 +126,36 @@ pub(crate) fn storage_error(
     err: impl fmt::Display,
 ) -> StorageError {
     StorageError::from_io_error(subject, verb, std::io::Error::other(err.to_string()))
+}
+
+#[cfg(test)]
+mod protobuf_tests {
+    use super::{pb, Proposal};
+
+    fn proposal() -> Proposal {
+        let put = pb::PutRequest { key: b"k\0\xff".to_vec(), value: vec![7; 300], ..Default::default() };
+        let command = pb::Command { op: Some(pb::command::Op::Put(put)) };
+        Proposal(pb::CommandBatch { commands: vec![command; 3] })
+    }
+
+    #[test]
+    fn a_proposal_survives_bincode_as_bytes() {
+        let encoded = bincode::serialize(&proposal()).unwrap();
+        assert_eq!(bincode::deserialize::<Proposal>(&encoded).unwrap(), proposal());
+    }
+
+    #[test]
+    fn a_proposal_survives_a_format_that_writes_bytes_as_a_sequence() {
+        let encoded = serde_json::to_string(&proposal()).unwrap();
+        assert!(encoded.starts_with('['), "JSON writes bytes as an array: {encoded}");
+        assert_eq!(serde_json::from_str::<Proposal>(&encoded).unwrap(), proposal());
+    }
+
+    #[test]
+    fn bytes_that_are_not_protobuf_are_an_error() {
+        // bincode's byte string: a little-endian u64 length, then the bytes (an unfinished varint).
+        let mut encoded = 3u64.to_le_bytes().to_vec();
+        encoded.extend([0xff; 3]);
+        assert!(bincode::deserialize::<Proposal>(&encoded).is_err());
+    }
 }
