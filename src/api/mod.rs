@@ -82,7 +82,7 @@ impl Context {
 
     /// etcd refuses writes once the backend passes its quota, and raises NOSPACE for the cluster.
     async fn check_quota(&self) -> Result<()> {
-        if self.node.kv.size_on_disk(&self.node.db)? <= self.quota_backend_bytes {
+        if self.node.recent_db_size()? <= self.quota_backend_bytes {
             return Ok(());
         }
         let alarm = pb::AlarmRequest {

@@ -41,6 +41,9 @@ const RETRY_BACKOFF: Duration = Duration::from_millis(100);
 /// once with "no leader": long enough for an election (openraft randomises each member's timeout
 /// up to twice the configured one) and one split-vote retry.
 const ELECTIONS_BEFORE_FAILING_FAST: u32 = 3;
+/// How stale the database size the write quota is checked against may be. Measuring it costs
+/// several system calls (sled stats its file and lists its blob dir), which every put paid.
+const DB_SIZE_MAX_AGE: Duration = Duration::from_millis(100);
 
 struct PendingWrite {
     command: pb::Command,
@@ -74,6 +77,8 @@ pub struct Node {
     pub(super) transferring: AtomicBool,
     /// Since when this member has known no leader it can count on (see [`Node::has_leader`]).
     leaderless_since: Mutex<Option<Instant>>,
+    /// The database size and when it was measured, for [`Node::recent_db_size`].
+    db_size: Mutex<Option<(Instant, u64)>>,
 }
 
 impl Node {
@@ -106,6 +111,7 @@ impl Node {
             lessor: Lessor::default(),
             transferring: AtomicBool::new(false),
             leaderless_since: Mutex::new(None),
+            db_size: Mutex::new(None),
         })
     }
 
@@ -251,6 +257,19 @@ impl Node {
             (false, None) => {
                 *since = Some(Instant::now());
                 Duration::ZERO
+            }
+        }
+    }
+
+    /// The database's size on disk, measured at most [`DB_SIZE_MAX_AGE`] ago.
+    pub fn recent_db_size(&self) -> Result<u64> {
+        let mut measured = self.db_size.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        match *measured {
+            Some((at, size)) if at.elapsed() < DB_SIZE_MAX_AGE => Ok(size),
+            _ => {
+                let size = self.kv.size_on_disk(&self.db)?;
+                *measured = Some((Instant::now(), size));
+                Ok(size)
             }
         }
     }
