@@ -63,8 +63,7 @@ impl Context {
     /// etcd's learners serve only serializable reads (and maintenance): refuse anything else.
     /// A member added as a voter and still catching up is not a learner in this sense.
     fn refuse_on_learner(&self) -> Result<()> {
-        let learner = self.node.members().get(&self.node.id).is_some_and(|(node, is_voter)| !is_voter && !node.voter);
-        if learner {
+        if self.node.is_learner() {
             return Err(Error::NotSupportedForLearner);
         }
         Ok(())

@@ -393,6 +393,17 @@ impl Node {
         }
     }
 
+    /// Whether this member is a learner by the operator's choice (an added voter still catching
+    /// up is not: like etcd, Phoenix lists it as a voter). Asked on every request, so it reads
+    /// the configuration in place instead of building [`Node::members`].
+    pub fn is_learner(&self) -> bool {
+        let metrics = self.raft.metrics();
+        let metrics = metrics.borrow();
+        let membership = metrics.membership_config.membership();
+        let votes = membership.voter_ids().any(|id| id == self.id);
+        membership.get_node(&self.id).is_some_and(|node| !votes && !node.voter)
+    }
+
     /// Every member in the current configuration, with whether it votes.
     pub fn members(&self) -> BTreeMap<NodeId, (PeerNode, bool)> {
         let membership = self.raft.metrics().borrow().membership_config.clone();
