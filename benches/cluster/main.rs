@@ -47,8 +47,8 @@ struct Args {
     etcd: PathBuf,
     /// Members per cluster (3 is the comparison the README reports; 1 shows what consensus
     /// adds to a workload).
-    #[arg(long, default_value_t = 3)]
-    members: usize,
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u8).range(1..=9))]
+    members: u8,
     /// Passed by `cargo bench` to every benchmark binary.
     #[arg(long, hide = true)]
     bench: bool,
@@ -132,7 +132,7 @@ impl System {
 const FLAGS: &[&str] = &["--heartbeat-interval", "100", "--election-timeout", "1000"];
 
 async fn start(system: System, args: &Args) -> Cluster {
-    Cluster::start_program(&system.program(args), args.members, FLAGS).await
+    Cluster::start_program(&system.program(args), usize::from(args.members), FLAGS).await
 }
 
 fn main() {
@@ -192,9 +192,11 @@ async fn measure(cluster: &mut Cluster, workload: Workload, sizes: &Sizes) -> Me
     let mut clients = workloads::connect(cluster, 10).await;
     prepare(&clients, workload, sizes).await;
     let leader = cluster.leader().await;
-    // Client i talks to member i % members: the single-client workloads (which use the first)
-    // talk to the leader in both systems, as etcd's "write to leader" figures do.
-    clients.rotate_left(leader);
+    // Client i was connected to member i % members; rotated so that the first, which the
+    // single-client workloads use, talks to the leader in both systems, as etcd's "write to
+    // leader" figures do.
+    let connections = clients.len();
+    clients.rotate_left(leader % connections);
     let leader_endpoint = cluster.members[leader].endpoint();
     let pids: Vec<u32> = cluster.members.iter().filter_map(|m| m.pid()).collect();
     pids.iter().for_each(|&pid| stats::reset_peak(pid));

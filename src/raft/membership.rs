@@ -45,9 +45,9 @@ pub fn describe_members(
                 id,
                 // A member that has not published its attributes has no name, as in etcd.
                 name: attrs.map(|a| a.name.clone()).unwrap_or_default(),
+                is_learner: node.is_learner(is_voter),
                 peer_ur_ls: node.peer_urls,
                 client_ur_ls: attrs.map(|a| a.client_urls.clone()).unwrap_or_default(),
-                is_learner: !is_voter && !node.voter,
             }
         })
         .collect()
@@ -101,7 +101,7 @@ impl Node {
         if members.values().any(|(node, _)| node.peer_urls.iter().any(|u| peer_urls.contains(u))) {
             return Err(Error::PeerUrlExists);
         }
-        let learners = members.values().filter(|(node, is_voter)| !is_voter && !node.voter).count();
+        let learners = members.values().filter(|(node, is_voter)| node.is_learner(*is_voter)).count();
         if req.is_learner && learners >= MAX_LEARNERS {
             return Err(Error::TooManyLearners);
         }

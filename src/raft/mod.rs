@@ -38,6 +38,14 @@ pub struct PeerNode {
     pub voter: bool,
 }
 
+impl PeerNode {
+    /// Whether a member is a learner by the operator's choice: not voting, and not an added voter
+    /// still catching up (etcd lists that one as a voter, and so does Phoenix).
+    pub fn is_learner(&self, votes: bool) -> bool {
+        !votes && !self.voter
+    }
+}
+
 /// A Raft entry's payload: a batch of client commands sharing one entry (and one fsync).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Proposal(#[serde(with = "protobuf")] pub pb::CommandBatch);
@@ -88,11 +96,12 @@ mod protobuf {
         s.serialize_bytes(&msg.encode_to_vec())
     }
 
-    /// Asks for bytes rather than a `Vec<u8>`: serde reads a `Vec<u8>` one element at a time,
-    /// which made decoding entries a top cost of a new member catching up (benches/cluster). The
-    /// encoding is the same (bincode writes both as a length and the bytes).
+    /// Asks for borrowed bytes rather than a `Vec<u8>`: serde reads a `Vec<u8>` one element at a
+    /// time, which made decoding entries a top cost of a new member catching up
+    /// (benches/cluster), and bincode lends bytes from its input without a copy. The encoding is
+    /// the same (bincode writes both as a length and the bytes).
     pub fn deserialize<'de, M: Message + Default, D: Deserializer<'de>>(d: D) -> Result<M, D::Error> {
-        d.deserialize_byte_buf(Decode(PhantomData))
+        d.deserialize_bytes(Decode(PhantomData))
     }
 
     struct Decode<M>(PhantomData<M>);

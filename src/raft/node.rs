@@ -263,15 +263,16 @@ impl Node {
 
     /// The database's size on disk, measured at most [`DB_SIZE_MAX_AGE`] ago.
     pub fn recent_db_size(&self) -> Result<u64> {
-        let mut measured = self.db_size.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        match *measured {
-            Some((at, size)) if at.elapsed() < DB_SIZE_MAX_AGE => Ok(size),
-            _ => {
-                let size = self.kv.size_on_disk(&self.db)?;
-                *measured = Some((Instant::now(), size));
-                Ok(size)
+        let lock = || self.db_size.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some((at, size)) = *lock() {
+            if at.elapsed() < DB_SIZE_MAX_AGE {
+                return Ok(size);
             }
         }
+        // Measured without the lock: other requests keep using the old size meanwhile.
+        let size = self.kv.size_on_disk(&self.db)?;
+        *lock() = Some((Instant::now(), size));
+        Ok(size)
     }
 
     /// How long without a leader counts as more than an election going on.
@@ -393,15 +394,16 @@ impl Node {
         }
     }
 
-    /// Whether this member is a learner by the operator's choice (an added voter still catching
-    /// up is not: like etcd, Phoenix lists it as a voter). Asked on every request, so it reads
-    /// the configuration in place instead of building [`Node::members`].
+    /// Whether this member is a learner by the operator's choice (see [`PeerNode::is_learner`]).
+    /// Asked on every request, so it looks this member up rather than building
+    /// [`Node::members`].
     pub fn is_learner(&self) -> bool {
         let metrics = self.raft.metrics();
         let metrics = metrics.borrow();
         let membership = metrics.membership_config.membership();
-        let votes = membership.voter_ids().any(|id| id == self.id);
-        membership.get_node(&self.id).is_some_and(|node| !votes && !node.voter)
+        let Some(node) = membership.get_node(&self.id) else { return false };
+        let votes = !membership.learner_ids().any(|id| id == self.id);
+        node.is_learner(votes)
     }
 
     /// Every member in the current configuration, with whether it votes.
