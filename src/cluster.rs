@@ -218,6 +218,8 @@ pub struct DataDir {
     pub path: PathBuf,
     pub meta: DataDirMeta,
     pub db: sled::Db,
+    /// The one handle on the state machine's tree, so every user shares its key index.
+    kv: KvStore,
 }
 
 impl DataDir {
@@ -251,8 +253,7 @@ impl DataDir {
                 meta
             }
         };
-        let db = open_db(&path)?;
-        Ok(DataDir { path, meta, db })
+        DataDir::open_db_with(path, meta)
     }
 
     /// Creates, in the absent or empty directory `path`, the data dir of `identity`'s member of a
@@ -281,7 +282,7 @@ impl DataDir {
         };
         let restored = (|| {
             fs::create_dir_all(path)?;
-            let data = DataDir { path: path.to_path_buf(), meta: meta.clone(), db: open_db(path)? };
+            let data = DataDir::open_db_with(path.to_path_buf(), meta.clone())?;
             fill(&data)?;
             data.db.flush()?;
             drop(data);
@@ -303,8 +304,14 @@ impl DataDir {
         let Some(meta) = read_meta(path)? else {
             return Err(Error::Config(format!("{} is not a Phoenix data dir (no {META_FILE})", path.display())));
         };
-        let db = open_db(path)?;
-        Ok(DataDir { path: path.to_path_buf(), meta, db })
+        DataDir::open_db_with(path.to_path_buf(), meta)
+    }
+
+    /// Opens the database of the data dir at `path`, whose identity is `meta`.
+    fn open_db_with(path: PathBuf, meta: DataDirMeta) -> Result<DataDir> {
+        let db = open_db(&path)?;
+        let kv = KvStore::new(db.open_tree(KV_TREE)?);
+        Ok(DataDir { path, meta, db, kv })
     }
 
     /// Why this data dir must never run again, when its member was removed or fenced off.
@@ -318,8 +325,8 @@ impl DataDir {
     }
 
     /// The state machine's MVCC store.
-    pub fn kv_store(&self) -> Result<KvStore> {
-        Ok(KvStore::new(self.db.open_tree(KV_TREE)?))
+    pub fn kv_store(&self) -> KvStore {
+        self.kv.clone()
     }
 
     pub fn snapshot_dir(&self) -> PathBuf {

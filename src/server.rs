@@ -205,7 +205,7 @@ async fn prepare_reset(config: &Config) -> Result<Option<std::path::PathBuf>> {
 /// A member removed from the cluster never runs again with its data: it could disturb the
 /// cluster (an old log, an old vote) or serve stale reads.
 fn refuse_if_removed(data: &DataDir) -> Result<()> {
-    let kv = data.kv_store()?;
+    let kv = data.kv_store();
     if kv.removed_members()?.contains(&data.meta.member_id) {
         return Err(data.fence(&format!("member {:x} was removed from the cluster", data.meta.member_id)));
     }
@@ -231,7 +231,7 @@ async fn removed_from_membership(node: Arc<Node>) {
 async fn start_node(config: &Config, data: &DataDir, watchers: WatchHub) -> Result<(Arc<Node>, StateMachine)> {
     let id = data.meta.member_id;
     let cluster_id = data.meta.cluster_id;
-    let kv = data.kv_store()?;
+    let kv = data.kv_store();
     let log = data.log_store()?;
     let state_machine = StateMachine::new(kv.clone(), data.db.clone(), data.snapshot_dir(), watchers);
     state_machine.finish_interrupted_install()?;

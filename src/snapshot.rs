@@ -109,7 +109,7 @@ pub fn restore(path: &Path, target: RestoreTarget) -> Result<Restored> {
     let members = target.identity.initial_members.clone();
     let mut revision = 0;
     let fill = |data: &DataDir| {
-        let kv = data.kv_store()?;
+        let kv = data.kv_store();
         let crc = crate::raft::state_machine::restore(&kv, BufReader::new(open(path)?), &target.bump)
             .map_err(|e| in_file(path, e))?;
         if crc != hash {

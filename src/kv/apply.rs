@@ -40,6 +40,8 @@ pub struct WriteTxn<'a> {
     /// How many of `events` came before the current request.
     events_before_request: usize,
     revision: i64,
+    /// The store revision when the batch began: everything up to it was committed before.
+    as_of: i64,
     compacted: i64,
     /// Whether the current request has changed anything (then it owns `revision + 1`).
     request_changed: bool,
@@ -50,13 +52,15 @@ pub struct WriteTxn<'a> {
 
 impl<'a> WriteTxn<'a> {
     pub(super) fn new(store: &'a KvStore) -> Result<WriteTxn<'a>> {
+        let revision = store.revision()?;
         Ok(WriteTxn {
             store,
             pending: BTreeMap::new(),
             undo: Vec::new(),
             events: Vec::new(),
             events_before_request: 0,
-            revision: store.revision()?,
+            revision,
+            as_of: revision,
             compacted: store.compacted_revision()?,
             request_changed: false,
             members: None,
@@ -129,18 +133,20 @@ impl<'a> WriteTxn<'a> {
             self.put_meta(META_ALARMS, bincode::serialize(&alarms)?);
         }
         let mut batch = sled::Batch::default();
-        for (key, value) in std::mem::take(&mut self.pending) {
+        for (key, value) in &self.pending {
             match value {
-                Some(value) => batch.insert(key, value),
-                None => batch.remove(key),
+                Some(value) => batch.insert(key.as_slice(), value.as_slice()),
+                None => batch.remove(key.as_slice()),
             }
         }
         self.store.tree.apply_batch(batch)?;
+        let records = self.pending.iter().filter(|(key, value)| value.is_some() && keys::is_record(key));
+        self.store.index.committed(records.map(|(key, _)| key.as_slice()), self.revision)?;
         Ok(Committed { revision: self.revision, events: self.events, compacted: self.compaction_requested })
     }
 
     pub(super) fn reader(&self) -> Overlay<'_> {
-        Overlay { tree: &self.store.tree, pending: &self.pending }
+        Overlay { store: self.store.reader(self.as_of), pending: &self.pending }
     }
 
     /// The revision reads inside the current request see: its own writes included.

@@ -78,6 +78,10 @@ pub(crate) fn attached_prefix(lease: i64) -> Vec<u8> {
     out
 }
 
+pub(crate) fn is_record(key: &[u8]) -> bool {
+    key.first() == Some(&RECORD)
+}
+
 /// Splits a record key into its key prefix (see [`key_prefix`]) and revision.
 pub(crate) fn split_record_key(record: &[u8]) -> Result<(&[u8], i64)> {
     if record.len() < 11 || record[0] != RECORD {

@@ -12,6 +12,7 @@
 
 mod apply;
 mod history;
+mod index;
 mod keys;
 mod lease;
 mod range;
@@ -59,15 +60,22 @@ const META_ALARMS: &str = "alarms";
 const REPLACE_BATCH: usize = 10_000;
 const META_REMOVED_MEMBERS: &str = "removed_members";
 
-/// Handle to the MVCC store. Cheap to clone; reads need no lock.
+/// Handle to the MVCC store. Cheap to clone; reads need no lock. Open one per tree and clone
+/// it: the clones share the key index, which a second handle on the tree would not see updated.
 #[derive(Clone)]
 pub struct KvStore {
     tree: sled::Tree,
+    index: index::KeyIndex,
 }
 
 impl KvStore {
     pub fn new(tree: sled::Tree) -> KvStore {
-        KvStore { tree }
+        KvStore { tree, index: index::KeyIndex::default() }
+    }
+
+    /// A reader of the store as of `revision`, a store revision read before reading.
+    fn reader(&self, as_of: i64) -> reader::StoreReader<'_> {
+        reader::StoreReader { store: self, as_of }
     }
 
     /// The store revision: 1 for an empty store, +1 for each mutating request.
@@ -105,7 +113,7 @@ impl KvStore {
     /// etcd's Range, served from local state (the caller has done any linearizable round).
     pub fn range(&self, req: &pb::RangeRequest) -> Result<pb::RangeResponse> {
         let current = self.revision()?;
-        let response = range::range(&self.tree, req, current, self.compacted_revision()?)?;
+        let response = range::range(&self.reader(current), req, current, self.compacted_revision()?)?;
         // A compaction that finished while we read may have removed records we needed.
         if req.revision > 0 && req.revision < self.compacted_revision()? {
             return Err(Error::Compacted);
@@ -176,11 +184,14 @@ impl KvStore {
         let (start, end) = keys::all_records();
         let mut batch = sled::Batch::default();
         let mut removed = 0;
+        // Keys whose last record, a deletion, goes: (key prefix, its revision).
+        let mut gone: Vec<(Vec<u8>, i64)> = Vec::new();
         let mut newest: Option<(Vec<u8>, sled::IVec, i64, bool)> = None; // (prefix, record, rev, is_put)
-        let drop_if_dead = |entry: Option<(Vec<u8>, sled::IVec, i64, bool)>, batch: &mut sled::Batch| {
-            if let Some((_, record, rev, false)) = entry {
+        let mut drop_if_dead = |entry: Option<(Vec<u8>, sled::IVec, i64, bool)>, batch: &mut sled::Batch| {
+            if let Some((prefix, record, rev, false)) = entry {
                 if rev < compacted {
                     batch.remove(record);
+                    gone.push((prefix, rev));
                     return 1;
                 }
             }
@@ -205,6 +216,8 @@ impl KvStore {
         }
         removed += drop_if_dead(newest, &mut batch);
         self.tree.apply_batch(batch)?;
+        // A key put again since keeps its newer record in the index: `forget` checks the revision.
+        gone.iter().for_each(|(prefix, rev)| self.index.forget(prefix, *rev));
         Ok(removed)
     }
 
@@ -233,6 +246,7 @@ impl KvStore {
     /// that no snapshot has to fit in memory. Not atomic: the caller guards it (a crash part
     /// way must be followed by loading the snapshot again).
     pub fn replace_all(&self, entries: impl Iterator<Item = Result<(Vec<u8>, Vec<u8>)>>) -> Result<()> {
+        self.index.invalidate();
         loop {
             let doomed: Vec<sled::IVec> = self.tree.iter().keys().take(REPLACE_BATCH).collect::<sled::Result<_>>()?;
             if doomed.is_empty() {
@@ -247,6 +261,14 @@ impl KvStore {
 
     /// Adds a snapshot's entries to the store, in batches of bounded size.
     pub fn load(&self, entries: impl Iterator<Item = Result<(Vec<u8>, Vec<u8>)>>) -> Result<()> {
+        // Built again from the loaded records on next use (also when loading fails part way).
+        self.index.invalidate();
+        let result = self.load_records(entries);
+        self.index.invalidate();
+        result
+    }
+
+    fn load_records(&self, entries: impl Iterator<Item = Result<(Vec<u8>, Vec<u8>)>>) -> Result<()> {
         let mut batch = sled::Batch::default();
         let mut staged = 0;
         for entry in entries {

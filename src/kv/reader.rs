@@ -1,10 +1,12 @@
-//! Reading MVCC records, either straight from the tree (the read path) or through the pending
-//! writes of an apply batch (so later commands in a batch see the earlier ones).
+//! Reading MVCC records, either from the store as of a revision the reader has seen (the read
+//! path) or through the pending writes of an apply batch (so later commands in a batch see the
+//! earlier ones).
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
 
-use super::{decode_record, keys};
+use super::index::Newest;
+use super::{decode_record, keys, KvStore};
 use crate::pb::KeyValue;
 use crate::Result;
 
@@ -32,6 +34,10 @@ pub(crate) trait Reader {
         range_end: &[u8],
         revision: i64,
     ) -> Box<dyn Iterator<Item = Result<KeyValue>> + 'a> {
+        if range_end.is_empty() {
+            // One key: its newest record is a point lookup, where a scan visits its whole history.
+            return Box::new(self.get(key, revision).transpose().into_iter());
+        }
         let (start, end) = keys::record_range(key, range_end);
         if start >= end {
             return Box::new(std::iter::empty());
@@ -61,11 +67,40 @@ impl Reader for sled::Tree {
     }
 }
 
-/// The tree plus the records an apply batch has written but not yet committed. Writes during
+/// The store's tree for a reader that has seen the store at revision `as_of` (and reads at or
+/// below it): a key's newest record comes from the key index when the index has reached
+/// `as_of`, from a scan of the tree otherwise.
+pub(crate) struct StoreReader<'a> {
+    pub(crate) store: &'a KvStore,
+    pub(crate) as_of: i64,
+}
+
+impl Reader for StoreReader<'_> {
+    fn records<'a>(&'a self, start: &[u8], end: &[u8]) -> Box<dyn Iterator<Item = Result<Entry>> + 'a> {
+        self.store.tree.records(start, end)
+    }
+
+    fn newest_record(&self, key: &[u8], revision: i64) -> Result<Option<Entry>> {
+        let prefix = keys::key_prefix(key);
+        let newest =
+            self.store.index.newest(&self.store.tree, || self.store.revision(), &prefix, revision, self.as_of)?;
+        match newest {
+            Newest::Absent => Ok(None),
+            Newest::At(rev) => {
+                let record = keys::record_key(key, rev);
+                // None: compaction removed that record, a deletion, so the key does not exist.
+                Ok(self.store.tree.get(&record)?.map(|value| (record, value.to_vec())))
+            }
+            Newest::Unknown => self.store.tree.newest_record(key, revision),
+        }
+    }
+}
+
+/// The store plus the records an apply batch has written but not yet committed. Writes during
 /// apply only add records at new revisions (they never remove one), so a pending record always
-/// shadows the tree's.
+/// shadows the store's.
 pub(crate) struct Overlay<'a> {
-    pub(crate) tree: &'a sled::Tree,
+    pub(crate) store: StoreReader<'a>,
     pub(crate) pending: &'a BTreeMap<Vec<u8>, Option<Vec<u8>>>,
 }
 
@@ -75,7 +110,7 @@ impl Reader for Overlay<'_> {
             .pending
             .range::<[u8], _>((Bound::Included(start), Bound::Excluded(end)))
             .filter_map(|(k, v)| v.as_ref().map(|v| Ok((k.clone(), v.clone()))));
-        Box::new(MergeSorted { left: self.tree.records(start, end).peekable(), right: pending.peekable() })
+        Box::new(MergeSorted { left: self.store.records(start, end).peekable(), right: pending.peekable() })
     }
 
     fn newest_record(&self, key: &[u8], revision: i64) -> Result<Option<Entry>> {
@@ -84,7 +119,7 @@ impl Reader for Overlay<'_> {
         let mut pending = self.pending.range::<[u8], _>((Bound::Included(&start[..]), Bound::Included(&end[..])));
         match pending.next_back() {
             Some((k, Some(v))) => Ok(Some((k.clone(), v.clone()))),
-            _ => self.tree.newest_record(key, revision),
+            _ => self.store.newest_record(key, revision),
         }
     }
 }

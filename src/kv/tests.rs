@@ -869,3 +869,59 @@ fn server_chosen_lease_ids_are_never_reused() {
     assert_ne!(first, second);
     assert!(fixture.store.leases().unwrap()[0].0 > 0);
 }
+
+/// Everything the store exports for a snapshot, as `load` takes it.
+fn exported(store: &KvStore) -> Vec<crate::Result<(Vec<u8>, Vec<u8>)>> {
+    store
+        .export_state()
+        .chain(store.export_records(i64::MAX))
+        .map(|e| e.map(|(k, v)| (k.to_vec(), v.to_vec())))
+        .collect()
+}
+
+/// The key index gives the answers a scan of the tree gives: after compaction removes a key's
+/// last record, to a second handle that builds it from the tree, and after a snapshot replaces
+/// the store.
+#[test]
+fn the_key_index_agrees_with_the_tree() {
+    let f = run(vec![
+        (put("a", "1").into(), "rev=2"),
+        (del("a", "").into(), "rev=3 deleted=1"),
+        (put("b", "1").into(), "rev=4"),
+        (compact(4).into(), "rev=4"),
+        (Step::Physical, "physical"), // a's deletion at 3 goes: a has no record left
+        (get("a").into(), "rev=4 count=0 []"),
+        (PutRequest { ignore_value: true, ..put("a", "") }.into(), KEY_NOT_FOUND),
+        (put("a", "2").into(), "rev=5"),
+        (get("a").into(), "rev=5 count=1 [a=2@5/5/v1]"),
+        (batch(vec![put("b", "2").into(), put("b", "3").into()]), "rev=6 | rev=7"),
+        (get("b").into(), "rev=7 count=1 [b=3@4/7/v3]"),
+        (at(6, get("b")).into(), "rev=7 count=1 [b=2@4/6/v2]"),
+    ]);
+    let reads = |store: &KvStore| ["a", "b", "c"].map(|key| show_read(store.range(&get(key)))).join(" ");
+    let want = "rev=7 count=1 [a=2@5/5/v1] rev=7 count=1 [b=3@4/7/v3] rev=7 count=0 []";
+    assert_eq!(reads(&f.store), want);
+    let second = KvStore::new(f._db.open_tree("kv").unwrap());
+    assert_eq!(reads(&second), want);
+
+    let other = run(vec![(put("c", "1").into(), "rev=2"), (put("a", "9").into(), "rev=3")]);
+    f.store.replace_all(exported(&other.store).into_iter()).unwrap();
+    assert_eq!(reads(&f.store), "rev=3 count=1 [a=9@3/3/v1] rev=3 count=0 [] rev=3 count=1 [c=1@2/2/v1]");
+    assert_eq!(f.apply(&[Command { op: Some(command::Op::Put(put("a", "10"))) }]), ["rev=4"]);
+    assert_eq!(show_read(f.store.range(&get("a"))), "rev=4 count=1 [a=10@3/4/v2]");
+}
+
+/// The index answers only for readers whose revision it has reached, and only for a key not
+/// changed since the revision asked for.
+#[test]
+fn the_key_index_answers_only_what_it_knows() {
+    use super::index::Newest;
+    let f = run(vec![(put("a", "1").into(), "rev=2"), (put("a", "2").into(), "rev=3")]);
+    let newest = |key: &[u8], revision, as_of| {
+        f.store.index.newest(&f.store.tree, || Ok(3), &super::keys::key_prefix(key), revision, as_of).unwrap()
+    };
+    assert_eq!(newest(b"a", 3, 3), Newest::At(3));
+    assert_eq!(newest(b"b", 3, 3), Newest::Absent);
+    assert_eq!(newest(b"a", 2, 3), Newest::Unknown, "changed since revision 2");
+    assert_eq!(newest(b"a", 4, 4), Newest::Unknown, "a reader at 4 may need records the index has not seen");
+}

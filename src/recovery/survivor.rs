@@ -59,7 +59,7 @@ impl Recovery for RecoveryService {
 /// The report of the stopped member whose data dir is `data`, read without changing it.
 pub fn inspect(data: &DataDir) -> Result<pb::SurvivorReport> {
     let log = data.log_store()?;
-    let kv = data.kv_store()?;
+    let kv = data.kv_store();
     let state = log.survivor_state().map_err(|e| Error::Storage(e.to_string()))?;
     let (applied, membership) = applied_state(&kv)?;
     let mut report = position(&state, applied, kv.revision()?, &data.path)?;
