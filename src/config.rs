@@ -75,7 +75,7 @@ pub struct Flags {
     /// Time (in milliseconds) for an election to timeout.
     #[arg(long, env = "ETCD_ELECTION_TIMEOUT", default_value_t = 1000)]
     pub election_timeout: u64,
-    /// Number of applied requests that trigger a snapshot (and purge the log behind it).
+    /// Number of committed entries that trigger a snapshot (and purge the log behind it).
     #[arg(long, env = "ETCD_SNAPSHOT_COUNT", default_value_t = 100_000)]
     pub snapshot_count: u64,
     /// Raise an alarm when the backend size exceeds this quota (0 defaults to 2 GiB).

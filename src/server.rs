@@ -27,7 +27,7 @@ use crate::pb::{self, recovery_server::RecoveryServer};
 use crate::raft::network::{Peers, MAX_PEER_MESSAGE_BYTES};
 use crate::raft::node::Node;
 use crate::raft::peer_service::PeerService;
-use crate::raft::state_machine::{SnapshotSchedule, StateMachine};
+use crate::raft::state_machine::StateMachine;
 use crate::raft::Raft;
 use crate::recovery::survivor::RecoveryService;
 use crate::watch::WatchHub;
@@ -109,7 +109,6 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         tokio::spawn(crate::raft::membership::notice_removal(node.clone(), stop_rx.clone())),
         tokio::spawn(publish_attributes(node.clone(), config.clone(), stop_rx.clone())),
         tokio::spawn(break_split_votes(node.raft.clone(), config.election_timeout, stop_rx.clone())),
-        tokio::spawn(take_snapshots(node.raft.clone(), state_machine.snapshot_schedule(), stop_rx.clone())),
         tokio::spawn(crate::lease::expire_leases(node.clone(), stop_rx.clone())),
         tokio::spawn(crate::recovery::quorum::monitor(node.clone(), data.path.clone(), health, stop_rx.clone())),
     ];
@@ -234,8 +233,7 @@ async fn start_node(config: &Config, data: &DataDir, watchers: WatchHub) -> Resu
     let cluster_id = data.meta.cluster_id;
     let kv = data.kv_store();
     let log = data.log_store()?;
-    let state_machine = StateMachine::new(kv.clone(), data.db.clone(), data.snapshot_dir(), watchers)
-        .snapshot_every(config.snapshot_count);
+    let state_machine = StateMachine::new(kv.clone(), data.db.clone(), data.snapshot_dir(), watchers);
     state_machine.finish_interrupted_install()?;
     let peers = Peers::new(cluster_id, id);
     let raft_config = raft_config(config)?;
@@ -255,7 +253,6 @@ fn raft_config(config: &Config) -> Result<openraft::Config> {
         election_timeout_max: millis(config.election_timeout) * 2,
         // A chunk's timeout includes installing the whole snapshot on the last one.
         install_snapshot_timeout: 60_000,
-        // Also every --snapshot-count requests (take_snapshots): an entry is a batch of them.
         snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(config.snapshot_count),
         // etcd keeps 5000 entries behind a snapshot for slow followers.
         max_in_snapshot_log_to_keep: config.snapshot_count.min(5000),
@@ -440,21 +437,6 @@ async fn publish_attributes(node: Arc<Node>, config: Config, stop: watch::Receiv
         }
         let mut stop = stop.clone();
         let _ = tokio::time::timeout(Duration::from_millis(500), stop.wait_for(|s| *s)).await;
-    }
-}
-
-/// Has a snapshot built whenever the state machine says one is due. openraft's own policy
-/// counts entries, which would snapshot a batching leader many times less often than etcd.
-async fn take_snapshots(raft: Raft, schedule: Arc<SnapshotSchedule>, stop: watch::Receiver<bool>) {
-    loop {
-        tokio::select! {
-            _ = stopped(stop.clone()) => return,
-            _ = schedule.due() => {}
-        }
-        if let Err(e) = raft.trigger().snapshot().await {
-            tracing::warn!(error = %e, "could not start a snapshot");
-            return;
-        }
     }
 }
 

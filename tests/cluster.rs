@@ -132,30 +132,6 @@ async fn a_lagging_member_catches_up_from_a_snapshot() {
     assert!(cluster.members[lagging].log_text().contains("installed snapshot"), "caught up without a snapshot");
 }
 
-/// As in etcd, --snapshot-count counts requests: a leader that batches many writes into each
-/// Raft entry still snapshots after that many writes.
-#[tokio::test]
-async fn snapshot_count_counts_requests_not_entries() {
-    let mut flags = TEST_TIMINGS.to_vec();
-    flags.extend(["--snapshot-count", "400"]);
-    let cluster = Cluster::start(1, &flags).await;
-    let client = cluster.client(0).await;
-    // All in flight at once, so the leader batches them into far fewer entries than writes.
-    let puts = (0..500).map(|i| {
-        let mut c = client.clone();
-        async move { c.put(format!("key-{i:03}"), "v", None).await.map(|_| ()) }
-    });
-    futures::future::try_join_all(puts).await.unwrap();
-    let snapshots = cluster.members[0].data_dir.join("snap");
-    poll_until(READY_TIMEOUT, "a snapshot after 400 writes", || {
-        let found = std::fs::read_dir(&snapshots).ok().is_some_and(|mut d| d.next().is_some());
-        async move { found.then_some(()) }
-    })
-    .await;
-    let entries = client.clone().status().await.unwrap().raft_index();
-    assert!(entries < 400, "{entries} entries: the writes were not batched, so this proves nothing");
-}
-
 #[tokio::test]
 async fn five_members_bootstrap_and_serve() {
     let cluster = Cluster::start(5, TEST_TIMINGS).await;

@@ -13,8 +13,6 @@
 //!   newest is kept.
 //! - A received snapshot is checked (checksum, and that it is the snapshot its meta names) and
 //!   loaded before it becomes the current snapshot; a damaged one changes nothing.
-//! - A snapshot is due after `--snapshot-count` applied requests ([`SnapshotSchedule`]), as in
-//!   etcd, where each entry is one request; a Phoenix entry carries a batch of them.
 //!
 //! Snapshot file: `MAGIC`, bincode(SnapshotMeta) with its length, then `(key, value)` entries of
 //! the state machine tree with their lengths, an end marker, and a CRC32 of all that precedes it.
@@ -23,13 +21,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File};
 use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine, Snapshot, SnapshotMeta};
 use openraft::{EntryPayload, ErrorSubject, ErrorVerb, StoredMembership};
 use tokio::io::AsyncWriteExt;
-use tokio::sync::{Mutex, Notify};
+use tokio::sync::Mutex;
 
 use super::{storage_error, Applied, LogId, NodeId, PeerNode, Proposal, StorageError, TypeConfig};
 use crate::kv::KvStore;
@@ -76,24 +73,12 @@ pub struct StateMachine {
     watchers: WatchHub,
     /// Holds physical compaction (and snapshot installs) off while copies are being made.
     pub(super) fence: Arc<CopyFence>,
-    schedule: Arc<SnapshotSchedule>,
 }
 
 impl StateMachine {
     pub fn new(kv: KvStore, db: sled::Db, snapshot_dir: PathBuf, watchers: WatchHub) -> StateMachine {
         let fence = Arc::new(CopyFence::default());
-        let schedule = Arc::new(SnapshotSchedule::every(u64::MAX));
-        StateMachine { kv, db, snapshot_dir, apply_lock: Arc::new(Mutex::new(())), watchers, fence, schedule }
-    }
-
-    /// Makes a snapshot due after every `requests` applied requests.
-    pub fn snapshot_every(self, requests: u64) -> StateMachine {
-        StateMachine { schedule: Arc::new(SnapshotSchedule::every(requests)), ..self }
-    }
-
-    /// Says when a snapshot is due; someone holding the Raft handle has it built.
-    pub fn snapshot_schedule(&self) -> Arc<SnapshotSchedule> {
-        self.schedule.clone()
+        StateMachine { kv, db, snapshot_dir, apply_lock: Arc::new(Mutex::new(())), watchers, fence }
     }
 
     fn read_state(&self) -> crate::Result<(Option<LogId>, Membership)> {
@@ -102,7 +87,6 @@ impl StateMachine {
 
     fn apply_entries(&self, entries: impl Iterator<Item = openraft::Entry<TypeConfig>>) -> crate::Result<Vec<Applied>> {
         let mut txn = self.kv.write()?;
-        let mut requests = 0;
         let mut replies = Vec::new();
         let mut last_applied = None;
         let mut membership = None;
@@ -112,7 +96,6 @@ impl StateMachine {
             let reply = match entry.payload {
                 EntryPayload::Blank => Applied::default(),
                 EntryPayload::Normal(Proposal(batch)) => {
-                    requests += batch.commands.len() as u64;
                     let results = batch.commands.iter().map(|c| txn.execute(c)).collect::<crate::Result<_>>()?;
                     Applied(pb::CommandResults { results })
                 }
@@ -138,7 +121,6 @@ impl StateMachine {
             self.fence.compact(&self.kv)?;
         }
         self.watchers.publish(watch::Applied { revision: committed.revision, events: committed.events, reset: false });
-        self.schedule.applied(requests);
         Ok(replies)
     }
 
@@ -394,7 +376,6 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         .map_err(|e| snapshot_error(ErrorVerb::Write, e))?
         .map_err(|e| snapshot_error(ErrorVerb::Write, e))?;
         tracing::info!(snapshot = %meta.snapshot_id, "installed snapshot from leader");
-        self.schedule.restart();
         let revision = self.kv.revision().map_err(|e| sm_error(ErrorVerb::Read, e))?;
         // The store was replaced wholesale: watchers re-read what they need from it.
         self.watchers.publish(watch::Applied { revision, events: Vec::new(), reset: true });
@@ -411,7 +392,6 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
-        self.schedule.restart();
         let (path, meta) = self.write_snapshot().await.map_err(|e| snapshot_error(ErrorVerb::Write, e))?;
         tracing::info!(snapshot = %meta.snapshot_id, "built snapshot");
         open_snapshot(&path).await
@@ -435,36 +415,6 @@ fn write_entries(
         write_frame(out, &value)?;
     }
     Ok(())
-}
-
-/// Counts the requests applied since the last snapshot and says when the next one is due.
-pub struct SnapshotSchedule {
-    every: u64,
-    since_last: AtomicU64,
-    due: Notify,
-}
-
-impl SnapshotSchedule {
-    fn every(requests: u64) -> SnapshotSchedule {
-        SnapshotSchedule { every: requests, since_last: AtomicU64::new(0), due: Notify::new() }
-    }
-
-    fn applied(&self, requests: u64) {
-        let before = self.since_last.fetch_add(requests, Ordering::Relaxed);
-        if before < self.every && before.saturating_add(requests) >= self.every {
-            self.due.notify_one();
-        }
-    }
-
-    /// A snapshot is being built or installed: counting starts again.
-    fn restart(&self) {
-        self.since_last.store(0, Ordering::Relaxed);
-    }
-
-    /// Completes when a snapshot is due (at once if one became due since the last call).
-    pub async fn due(&self) {
-        self.due.notified().await
-    }
 }
 
 /// Holds physical compaction off while copies of the store are being made. A copy reads the
