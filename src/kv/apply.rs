@@ -141,7 +141,7 @@ impl<'a> WriteTxn<'a> {
         }
         self.store.tree.apply_batch(batch)?;
         let records = self.pending.iter().filter(|(key, value)| value.is_some() && keys::is_record(key));
-        self.store.index.committed(records.map(|(key, _)| key.as_slice()), self.revision)?;
+        self.store.index.committed(&self.store.tree, records.map(|(key, _)| key.as_slice()), self.revision);
         Ok(Committed { revision: self.revision, events: self.events, compacted: self.compaction_requested })
     }
 

@@ -10,14 +10,16 @@
 //! - It lags the tree between a batch's sled write and its index update, so an answer is only
 //!   given for a read whose store revision (read from the tree first) the index has reached;
 //!   otherwise the caller scans the tree.
-//! - Built lazily, while holding its lock, from the store revision read before the scan, so
-//!   a batch committed during the build is either seen by the scan or applied after it.
-//!   Dropped whenever the tree's records are replaced wholesale (snapshot install, restore).
-//! - Shared by every handle on the tree ([`super::KvStore`] clones); a second handle opened on
-//!   the same tree would have its own, kept right only by its own writes.
+//! - Built by the apply path, at the first commit after the store is opened or its records are
+//!   replaced wholesale (snapshot install, restore), which drop it: apply runs one batch at a
+//!   time, so the scan sees exactly the store at the revision just committed. Readers never
+//!   wait for it: while the index is locked (being built or updated) or not built, they scan.
+//! - Shared by every handle on the tree ([`super::KvStore`] clones). A second handle opened on
+//!   the same tree has its own, which only its own commits move on: it is never wrong, because
+//!   it answers no reader whose revision it has not reached, but it soon answers none.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 
 use super::keys;
 use crate::Result;
@@ -49,40 +51,40 @@ impl KeyIndex {
     }
 
     /// The newest record of the key with `prefix` at or below `revision`, for a reader that
-    /// read the store revision `as_of` before asking (the apply path may ask for `as_of + 1`,
-    /// which only its own pending writes hold). `current` reads the store revision; it is called,
-    /// with the index locked, only when the index has to be built first.
-    pub(super) fn newest(
-        &self,
-        tree: &sled::Tree,
-        current: impl FnOnce() -> Result<i64>,
-        prefix: &[u8],
-        revision: i64,
-        as_of: i64,
-    ) -> Result<Newest> {
-        let mut guard = self.lock();
-        if guard.is_none() {
-            *guard = Some(build(tree, current()?)?);
-        }
-        let Some(built) = guard.as_ref() else { return Ok(Newest::Unknown) };
-        if built.revision < as_of {
-            return Ok(Newest::Unknown);
-        }
-        Ok(match built.newest.get(prefix) {
+    /// read the store revision `as_of` before asking (the apply path also asks above `as_of`,
+    /// where only its own pending writes are).
+    pub(super) fn newest(&self, prefix: &[u8], revision: i64, as_of: i64) -> Newest {
+        let guard = match self.0.try_lock() {
+            Ok(guard) => guard,
+            Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+            Err(TryLockError::WouldBlock) => return Newest::Unknown,
+        };
+        let Some(built) = guard.as_ref().filter(|built| built.revision >= as_of) else { return Newest::Unknown };
+        match built.newest.get(prefix) {
             None => Newest::Absent,
             Some(&newest) if newest <= revision => Newest::At(newest),
             // Changed since `revision`: an older record may be the one visible there.
             Some(_) => Newest::Unknown,
-        })
+        }
     }
 
-    /// Takes in a committed batch: `records` are the record keys it wrote, and the store is now
-    /// at `revision`.
-    pub(super) fn committed<'a>(&self, records: impl Iterator<Item = &'a [u8]>, revision: i64) -> Result<()> {
+    /// Takes in a batch just committed to `tree` by the apply path: `records` are the record
+    /// keys it wrote, and the store is now at `revision`. Builds the index first if there is
+    /// none; a failed build leaves none (readers scan) and is tried again at the next commit.
+    pub(super) fn committed<'a>(&self, tree: &sled::Tree, records: impl Iterator<Item = &'a [u8]>, revision: i64) {
         let mut guard = self.lock();
-        let Some(built) = guard.as_mut() else { return Ok(()) };
+        let Some(built) = guard.as_mut() else {
+            *guard = build(tree, revision)
+                .map_err(|e| tracing::warn!(error = %e, "could not build the key index; reads scan the store"))
+                .ok();
+            return;
+        };
         for record in records {
-            let (prefix, rev) = keys::split_record_key(record)?;
+            let Ok((prefix, rev)) = keys::split_record_key(record) else {
+                // Not a record after all: start again from the tree rather than guess.
+                *guard = None;
+                return;
+            };
             match built.newest.get_mut(prefix) {
                 Some(newest) => *newest = (*newest).max(rev),
                 None => {
@@ -91,7 +93,6 @@ impl KeyIndex {
             }
         }
         built.revision = built.revision.max(revision);
-        Ok(())
     }
 
     /// Compaction removed the key's newest record, a deletion at `revision`.

@@ -82,9 +82,7 @@ impl Reader for StoreReader<'_> {
 
     fn newest_record(&self, key: &[u8], revision: i64) -> Result<Option<Entry>> {
         let prefix = keys::key_prefix(key);
-        let newest =
-            self.store.index.newest(&self.store.tree, || self.store.revision(), &prefix, revision, self.as_of)?;
-        match newest {
+        match self.store.index.newest(&prefix, revision, self.as_of) {
             Newest::Absent => Ok(None),
             Newest::At(rev) => {
                 let record = keys::record_key(key, rev);
