@@ -104,7 +104,7 @@ impl KeyIndex {
         }
     }
 
-    /// The tree's records are being replaced: build again from them on next use.
+    /// The tree's records are being replaced: build again from them at the next commit.
     pub(super) fn invalidate(&self) {
         *self.lock() = None;
     }

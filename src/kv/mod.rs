@@ -261,7 +261,7 @@ impl KvStore {
 
     /// Adds a snapshot's entries to the store, in batches of bounded size.
     pub fn load(&self, entries: impl Iterator<Item = Result<(Vec<u8>, Vec<u8>)>>) -> Result<()> {
-        // Built again from the loaded records on next use (also when loading fails part way).
+        // Built again from the loaded records at the next commit (also when loading fails part way).
         self.index.invalidate();
         let result = self.load_records(entries);
         self.index.invalidate();
