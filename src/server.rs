@@ -25,7 +25,7 @@ use crate::cluster::{DataDir, Identity};
 use crate::config::{url_string, ClusterState, Config};
 use crate::pb::{self, recovery_server::RecoveryServer};
 use crate::raft::network::{Peers, MAX_PEER_MESSAGE_BYTES};
-use crate::raft::node::Node;
+use crate::raft::node::{Node, StartedWith};
 use crate::raft::peer_service::PeerService;
 use crate::raft::state_machine::StateMachine;
 use crate::raft::Raft;
@@ -233,14 +233,24 @@ async fn start_node(config: &Config, data: &DataDir, watchers: WatchHub) -> Resu
     let cluster_id = data.meta.cluster_id;
     let kv = data.kv_store();
     let log = data.log_store()?;
-    let state_machine = StateMachine::new(kv.clone(), data.db.clone(), data.snapshot_dir(), watchers);
+    let started_with = started_with(&log)?;
+    let state_machine = StateMachine::new(kv, data.db.clone(), data.snapshot_dir(), watchers);
     state_machine.finish_interrupted_install()?;
     let peers = Peers::new(cluster_id, id);
     let raft_config = raft_config(config)?;
     let raft = Raft::new(id, Arc::new(raft_config), peers.clone(), log, state_machine.clone())
         .await
         .map_err(|e| Error::Storage(format!("cannot start Raft: {e}")))?;
-    Ok((Node::new(id, cluster_id, raft, kv, data.db.clone(), peers, config.request_timeout()), state_machine))
+    Ok((Node::new(id, cluster_id, raft, data, started_with, peers, config.request_timeout()), state_machine))
+}
+
+/// The term and the end of the log this member starts with (see [`StartedWith`]).
+fn started_with(log: &crate::raft::log_store::LogStore) -> Result<StartedWith> {
+    let state = log.survivor_state().map_err(|e| Error::Storage(e.to_string()))?;
+    Ok(StartedWith {
+        term: state.vote.map_or(0, |vote| vote.leader_id.term),
+        last_log_index: state.last_log_id.map_or(0, |id| id.index),
+    })
 }
 
 fn raft_config(config: &Config) -> Result<openraft::Config> {

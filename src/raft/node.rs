@@ -24,6 +24,7 @@ use tonic::transport::Channel;
 
 use super::network::Peers;
 use super::{NodeId, PeerNode, Proposal, Raft};
+use crate::cluster::DataDir;
 use crate::kv::KvStore;
 use crate::lease::Lessor;
 use crate::pb::peer_client::PeerClient;
@@ -86,8 +87,8 @@ impl Node {
         id: NodeId,
         cluster_id: u64,
         raft: Raft,
-        kv: KvStore,
-        db: sled::Db,
+        data: &DataDir,
+        started_with: StartedWith,
         peers: Peers,
         request_timeout: Duration,
     ) -> Arc<Node> {
@@ -95,14 +96,14 @@ impl Node {
         let (reads, read_queue) = mpsc::channel(4 * MAX_BATCH_COMMANDS);
         let (forwarded_reads, forwarded_queue) = mpsc::channel(4 * MAX_BATCH_COMMANDS);
         tokio::spawn(run_batcher(raft.clone(), write_queue));
-        tokio::spawn(run_read_index(raft.clone(), read_queue));
+        tokio::spawn(run_read_index(raft.clone(), read_queue, started_with));
         tokio::spawn(run_forwarded_reads(forwarded_queue, request_timeout));
         Arc::new(Node {
             id,
             cluster_id,
             raft,
-            kv,
-            db,
+            kv: data.kv_store(),
+            db: data.db.clone(),
             peers,
             writes,
             reads,
@@ -497,16 +498,45 @@ async fn run_forwarded_reads(mut queue: mpsc::Receiver<ForwardedRead>, timeout: 
     }
 }
 
+/// The Raft term and the end of the log this member started with.
+///
+/// openraft 0.9 restores a member that was the leader as the leader of the same term at once,
+/// without a new entry of its own; its read index then rests on the commit index the log store
+/// saved (not flushed: it rides along with the next append's flush, so a kill can lose it) and on
+/// its first entry of the term. An entry committed and acknowledged just before the kill could
+/// be left out, and a read would not see an acknowledged write (chaos found this). Every such
+/// entry is in the log the member restarted with, so while it leads that same term, no read
+/// index is taken below the end of that log. A later term always begins with a new entry.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct StartedWith {
+    pub term: u64,
+    pub last_log_index: u64,
+}
+
+impl StartedWith {
+    /// The read index to use for one `openraft` gave while this member leads `term`.
+    fn read_index(self, term: u64, index: u64) -> u64 {
+        if term == self.term {
+            index.max(self.last_log_index)
+        } else {
+            index
+        }
+    }
+}
+
 /// Serves read-index requests; all requests that arrive during one confirmation round are
 /// answered by the next round, which starts after they arrived.
-async fn run_read_index(raft: Raft, mut queue: mpsc::Receiver<PendingRead>) {
+async fn run_read_index(raft: Raft, mut queue: mpsc::Receiver<PendingRead>, started_with: StartedWith) {
     while let Some(first) = queue.recv().await {
         let mut waiting = vec![first];
         while let Ok(next) = queue.try_recv() {
             waiting.push(next);
         }
         let result = match raft.get_read_log_id().await {
-            Ok((read_log_id, _)) => Ok(read_log_id.map_or(0, |id| id.index)),
+            Ok((read_log_id, _)) => {
+                let term = raft.metrics().borrow().current_term;
+                Ok(started_with.read_index(term, read_log_id.map_or(0, |id| id.index)))
+            }
             Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(_))) => Err(Error::NotLeader),
             Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(_))) => Err(Error::Timeout),
             Err(RaftError::Fatal(_)) => Err(Error::Stopped),
@@ -514,5 +544,18 @@ async fn run_read_index(raft: Raft, mut queue: mpsc::Receiver<PendingRead>) {
         for reply in waiting {
             let _ = reply.send(result.clone());
         }
+    }
+}
+
+#[cfg(test)]
+mod started_with_tests {
+    use super::StartedWith;
+
+    #[test]
+    fn a_restored_leader_reads_no_lower_than_the_log_it_restarted_with() {
+        let started = StartedWith { term: 4, last_log_index: 120 };
+        assert_eq!(started.read_index(4, 117), 120, "the same term: openraft's index may miss acknowledged entries");
+        assert_eq!(started.read_index(4, 130), 130);
+        assert_eq!(started.read_index(5, 117), 117, "a later term began with its own entry");
     }
 }
