@@ -260,3 +260,59 @@ async fn metrics_count_the_log_flushes_that_make_writes_durable() {
     cluster.client(0).await.put("durable", "v", None).await.unwrap();
     assert!(log_flushes(&cluster, 0).await > before, "an acknowledged write was flushed");
 }
+
+#[tokio::test]
+async fn the_leader_answers_each_forwarded_proposal_in_its_place() {
+    use phoenix::pb::{
+        command, command_result, peer_client::PeerClient, Command, PeerHeader, ProposeRequest, PutRequest,
+    };
+    let cluster = Cluster::start(1, TEST_TIMINGS).await;
+    let status = cluster.client(0).await.status().await.unwrap();
+    let (cluster_id, me) = (status.header().unwrap().cluster_id(), status.header().unwrap().member_id());
+    let put = |key: &str, lease: i64| Command {
+        op: Some(command::Op::Put(PutRequest { key: key.into(), value: b"v".to_vec(), lease, ..Default::default() })),
+    };
+    // As a follower forwards the writes that queued up on it: one request, several clients.
+    let mut peer = PeerClient::connect(cluster.members[0].peer_url()).await.unwrap();
+    let request = ProposeRequest {
+        header: Some(PeerHeader { cluster_id, from: me, to: me }),
+        commands: vec![put("first", 0), put("refused", 12345), put("third", 0)],
+    };
+    let results = peer.propose(request).await.unwrap().into_inner().results;
+    let outcomes: Vec<_> = results.into_iter().map(|r| r.result.expect("a result")).collect();
+    let [command_result::Result::Put(first), command_result::Result::Error(refused), command_result::Result::Put(third)] =
+        &outcomes[..]
+    else {
+        panic!("three answers in the order asked: {outcomes:?}");
+    };
+    assert_eq!((refused.code, refused.message.as_str()), (5, "etcdserver: requested lease not found"));
+    let revision = |put: &phoenix::pb::PutResponse| put.header.as_ref().unwrap().revision;
+    assert!(revision(first) < revision(third), "applied in the order asked");
+}
+
+#[tokio::test]
+async fn concurrent_writes_through_a_follower_each_get_their_own_answer() {
+    let cluster = Cluster::start(3, TEST_TIMINGS).await;
+    let follower = (cluster.leader().await + 1) % 3;
+    let client = cluster.client(follower).await;
+    // Sent at once, so the follower packs them into shared forwards; every tenth is refused.
+    let writes = (0..200).map(|i| {
+        let mut client = client.clone();
+        async move {
+            let lease = if i % 10 == 0 { Some(etcd_client::PutOptions::new().with_lease(777)) } else { None };
+            (i, client.put(format!("k{i}"), format!("v{i}"), lease).await)
+        }
+    });
+    let mut reader = cluster.client(follower).await;
+    for (i, answer) in futures::future::join_all(writes).await {
+        if i % 10 == 0 {
+            let err = answer.expect_err("a put with a lease that does not exist");
+            assert!(err.to_string().contains("etcdserver: requested lease not found"), "put {i}: {err}");
+            continue;
+        }
+        let revision = answer.unwrap_or_else(|e| panic!("put {i}: {e}")).header().unwrap().revision();
+        let stored = reader.get(format!("k{i}"), None).await.unwrap();
+        let kv = &stored.kvs()[0];
+        assert_eq!((kv.value(), kv.mod_revision()), (format!("v{i}").as_bytes(), revision), "put {i}'s own answer");
+    }
+}

@@ -3,7 +3,8 @@
 //! Writes: [`Node::propose`] sends a command to the leader. On the leader a batcher packs the
 //! commands that queue up while earlier batches are in flight into one Raft entry, because
 //! openraft 0.9 writes and fsyncs each `client_write` on its own. On a follower the command is
-//! forwarded to the leader over the peer protocol.
+//! forwarded to the leader over the peer protocol, packed the same way with the other commands
+//! that queue up while the follower's earlier forwards are in flight.
 //!
 //! Linearizable reads: [`Node::linearize`] gets a read index from the leader (a quorum-confirmed
 //! commit index; concurrent reads on the leader share one confirmation round, and concurrent
@@ -31,7 +32,8 @@ use crate::pb::peer_client::PeerClient;
 use crate::pb::{self, command_result, CommandResult};
 use crate::{Error, Result};
 
-/// Batches that may be in Raft at once; more queue up and are packed into the next batch.
+/// Batches that may be in Raft (or, on a follower, on their way to the leader) at once; more
+/// queue up and are packed into the next batch.
 const MAX_BATCHES_IN_FLIGHT: usize = 4;
 /// Upper bounds on one batch, so that an entry stays well within a peer message.
 const MAX_BATCH_COMMANDS: usize = 1024;
@@ -49,6 +51,14 @@ const DB_SIZE_MAX_AGE: Duration = Duration::from_millis(100);
 struct PendingWrite {
     command: pb::Command,
     reply: oneshot::Sender<Result<CommandResult>>,
+}
+
+/// A write on a follower waiting to be forwarded to `leader`.
+struct ForwardedWrite {
+    leader: NodeId,
+    client: PeerClient<Channel>,
+    header: pb::PeerHeader,
+    write: PendingWrite,
 }
 
 type PendingRead = oneshot::Sender<Result<u64>>;
@@ -69,6 +79,7 @@ pub struct Node {
     pub db: sled::Db,
     pub(super) peers: Peers,
     writes: mpsc::Sender<PendingWrite>,
+    forwarded_writes: mpsc::Sender<ForwardedWrite>,
     reads: mpsc::Sender<PendingRead>,
     forwarded_reads: mpsc::Sender<ForwardedRead>,
     request_timeout: Duration,
@@ -93,9 +104,11 @@ impl Node {
         request_timeout: Duration,
     ) -> Arc<Node> {
         let (writes, write_queue) = mpsc::channel(4 * MAX_BATCH_COMMANDS);
+        let (forwarded_writes, forwarded_write_queue) = mpsc::channel(4 * MAX_BATCH_COMMANDS);
         let (reads, read_queue) = mpsc::channel(4 * MAX_BATCH_COMMANDS);
         let (forwarded_reads, forwarded_queue) = mpsc::channel(4 * MAX_BATCH_COMMANDS);
         tokio::spawn(run_batcher(raft.clone(), write_queue));
+        tokio::spawn(run_forwarded_writes(forwarded_write_queue, request_timeout));
         tokio::spawn(run_read_index(raft.clone(), read_queue, started_with));
         tokio::spawn(run_forwarded_reads(forwarded_queue, request_timeout));
         Arc::new(Node {
@@ -106,6 +119,7 @@ impl Node {
             db: data.db.clone(),
             peers,
             writes,
+            forwarded_writes,
             reads,
             forwarded_reads,
             request_timeout,
@@ -173,10 +187,19 @@ impl Node {
         result.await.map_err(|_| Error::Stopped)?
     }
 
+    /// Proposes through the leader. Every failure comes back as an error, so that a leader that
+    /// turned out not to be one is retried like any other.
     async fn forward(&self, leader: NodeId, command: pb::Command) -> Result<CommandResult> {
-        let mut client = self.peers.client(leader, &self.peer_node(leader)?)?;
-        let request = pb::ProposeRequest { header: Some(self.peers.header(leader)), command: Some(command) };
-        Ok(client.propose(request).await?.into_inner())
+        let client = self.peers.client(leader, &self.peer_node(leader)?)?;
+        let (reply, result) = oneshot::channel();
+        let write = PendingWrite { command, reply };
+        let forwarded = ForwardedWrite { leader, client, header: self.peers.header(leader), write };
+        self.forwarded_writes.send(forwarded).await.map_err(|_| Error::Stopped)?;
+        let result = result.await.map_err(|_| Error::Stopped)??;
+        match result.result {
+            Some(command_result::Result::Error(e)) => Err(Error::from_status(e.code, &e.message)),
+            _ => Ok(result),
+        }
     }
 
     /// Waits until a read that starts now can be served linearizably from local state.
@@ -430,19 +453,25 @@ async fn run_batcher(raft: Raft, mut queue: mpsc::Receiver<PendingWrite>) {
     let in_flight = Arc::new(Semaphore::new(MAX_BATCHES_IN_FLIGHT));
     while let Some(first) = queue.recv().await {
         let Ok(permit) = in_flight.clone().acquire_owned().await else { return };
-        let mut bytes = first.command.encoded_len();
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH_COMMANDS && bytes < MAX_BATCH_BYTES {
-            let Ok(next) = queue.try_recv() else { break };
-            bytes += next.command.encoded_len();
-            batch.push(next);
-        }
+        let batch = fill_batch(first, &mut queue, |write| &write.command);
         let raft = raft.clone();
         tokio::spawn(async move {
             submit_batch(&raft, batch).await;
             drop(permit);
         });
     }
+}
+
+/// `first` and what else is queued, within the bounds of one batch.
+fn fill_batch<T>(first: T, queue: &mut mpsc::Receiver<T>, command: impl Fn(&T) -> &pb::Command) -> Vec<T> {
+    let mut bytes = command(&first).encoded_len();
+    let mut batch = vec![first];
+    while batch.len() < MAX_BATCH_COMMANDS && bytes < MAX_BATCH_BYTES {
+        let Ok(next) = queue.try_recv() else { break };
+        bytes += command(&next).encoded_len();
+        batch.push(next);
+    }
+    batch
 }
 
 async fn submit_batch(raft: &Raft, batch: Vec<PendingWrite>) {
@@ -459,10 +488,54 @@ async fn submit_batch(raft: &Raft, batch: Vec<PendingWrite>) {
                 RaftError::APIError(other) => Error::Internal(other.to_string()),
                 RaftError::Fatal(_) => Error::Stopped,
             };
-            for reply in replies {
-                let _ = reply.send(Err(err.clone()));
-            }
+            fail_all(replies, err);
         }
+    }
+}
+
+/// Forwards a follower's writes to the leader, packed like the leader's batches: one request
+/// per batch instead of one per write. Under 100 clients, two thirds of the writes reach a
+/// follower, and their forwards were most of the leader's gRPC requests (benches/cluster).
+/// A forward lasts at most `timeout`, so a leader that stopped answering holds up no slot for
+/// longer.
+async fn run_forwarded_writes(mut queue: mpsc::Receiver<ForwardedWrite>, timeout: Duration) {
+    let in_flight = Arc::new(Semaphore::new(MAX_BATCHES_IN_FLIGHT));
+    while let Some(first) = queue.recv().await {
+        let Ok(permit) = in_flight.clone().acquire_owned().await else { return };
+        let batch = fill_batch(first, &mut queue, |forwarded| &forwarded.write.command);
+        let mut by_leader: BTreeMap<NodeId, Vec<ForwardedWrite>> = BTreeMap::new();
+        for forwarded in batch {
+            by_leader.entry(forwarded.leader).or_default().push(forwarded);
+        }
+        tokio::spawn(async move {
+            futures::future::join_all(by_leader.into_values().map(|writes| forward_batch(writes, timeout))).await;
+            drop(permit);
+        });
+    }
+}
+
+/// Sends `writes`, all meant for one leader, in one request, and hands out the answers.
+async fn forward_batch(writes: Vec<ForwardedWrite>, timeout: Duration) {
+    let (mut client, header) = (writes[0].client.clone(), writes[0].header);
+    let (commands, replies): (Vec<_>, Vec<_>) = writes.into_iter().map(|f| (f.write.command, f.write.reply)).unzip();
+    let request = pb::ProposeRequest { header: Some(header), commands };
+    let results = match tokio::time::timeout(timeout, client.propose(request)).await {
+        Ok(Ok(answer)) => answer.into_inner().results,
+        Ok(Err(status)) => return fail_all(replies, Error::from(status)),
+        Err(_) => return fail_all(replies, Error::Timeout),
+    };
+    if results.len() != replies.len() {
+        let err = format!("the leader answered {} results for {} proposals", results.len(), replies.len());
+        return fail_all(replies, Error::Internal(err));
+    }
+    for (reply, result) in replies.into_iter().zip(results) {
+        let _ = reply.send(Ok(result));
+    }
+}
+
+fn fail_all(replies: Vec<oneshot::Sender<Result<CommandResult>>>, err: Error) {
+    for reply in replies {
+        let _ = reply.send(Err(err.clone()));
     }
 }
 

@@ -90,13 +90,23 @@ impl Peer for PeerService {
         reply(&self.node.raft.install_snapshot(rpc).await)
     }
 
-    async fn propose(&self, request: Request<pb::ProposeRequest>) -> Result<Response<pb::CommandResult>, Status> {
+    async fn propose(&self, request: Request<pb::ProposeRequest>) -> Result<Response<pb::CommandResults>, Status> {
         let request = request.into_inner();
         self.check_header(request.header.as_ref())?;
-        let command = request.command.ok_or_else(|| Status::invalid_argument("proposal without command"))?;
         // No forwarding chains: a follower is refused and retries with whoever it thinks leads.
         self.node.ensure_leading()?;
-        Ok(Response::new(self.node.propose_local(command).await?))
+        let proposals = request.commands.into_iter().map(|command| self.node.propose_local(command));
+        let results = futures::future::join_all(proposals).await;
+        // Each command's own failure goes back in its place; the follower makes it an error again.
+        let results = results
+            .into_iter()
+            .map(|result| {
+                result.unwrap_or_else(|err| pb::CommandResult {
+                    result: Some(pb::command_result::Result::Error(err.to_command_error())),
+                })
+            })
+            .collect();
+        Ok(Response::new(pb::CommandResults { results }))
     }
 
     async fn lease_keep_alive(
