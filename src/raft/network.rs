@@ -2,6 +2,8 @@
 //!
 //! openraft asks for a new client per replication stream, per vote and per read-index round, so
 //! [`Peers`] caches one lazily connected tonic channel per member; a client is a cheap clone.
+//! A replication stream's AppendEntries go over one gRPC stream it keeps open (see
+//! [`AppendStream`]); votes and snapshots are plain calls.
 //! Every request carries our cluster ID and member ID so the receiver can refuse it.
 //! A peer that cannot be reached is reported as `Unreachable` (openraft backs off), anything
 //! else as a network error (openraft retries on the next heartbeat).
@@ -18,12 +20,14 @@ use openraft::raft::{
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Channel, Endpoint};
+use tonic::Status;
 
 use super::{NodeId, PeerNode, TypeConfig};
 use crate::pb::peer_client::PeerClient;
-use crate::pb::{PeerHeader, RaftRequest};
+use crate::pb::{PeerHeader, RaftReply, RaftRequest};
 use crate::{Error, Result};
 
 /// Largest peer message: a batch of entries or a snapshot chunk, with room to spare.
@@ -112,7 +116,7 @@ impl RaftNetworkFactory<TypeConfig> for Peers {
 
     async fn new_client(&mut self, target: NodeId, node: &PeerNode) -> Connection {
         let client = self.client(target, node).map_err(|e| e.to_string());
-        Connection { target, client, peers: self.clone() }
+        Connection { target, client, peers: self.clone(), append_stream: None }
     }
 }
 
@@ -120,11 +124,19 @@ pub struct Connection {
     target: NodeId,
     client: std::result::Result<PeerClient<Channel>, String>,
     peers: Peers,
+    /// Open while AppendEntries exchanges succeed; any failure drops it, and the next request
+    /// opens a new one, so a late reply can never be taken for another request's.
+    append_stream: Option<AppendStream>,
+}
+
+/// An AppendEntries stream to the target: requests go in, replies come out in the same order.
+struct AppendStream {
+    requests: mpsc::Sender<RaftRequest>,
+    replies: tonic::Streaming<RaftReply>,
 }
 
 #[derive(Clone, Copy)]
 enum Rpc {
-    AppendEntries,
     Vote,
     InstallSnapshot,
 }
@@ -147,11 +159,56 @@ impl Connection {
         let mut request = tonic::Request::new(RaftRequest { header: Some(self.peers.header(self.target)), payload });
         request.set_timeout(option.hard_ttl());
         let reply = match rpc {
-            Rpc::AppendEntries => client.append_entries(request).await,
             Rpc::Vote => client.vote(request).await,
             Rpc::InstallSnapshot => client.install_snapshot(request).await,
         };
         let reply = reply.map_err(|status| self.transport_error(status))?.into_inner();
+        self.answer(&reply)
+    }
+
+    /// Sends one AppendEntries over the open stream (opening one first if there is none).
+    async fn append(
+        &mut self,
+        rpc: &AppendEntriesRequest<TypeConfig>,
+        option: &RPCOption,
+    ) -> RpcResult<AppendEntriesResponse<NodeId>> {
+        let payload = bincode::serialize(rpc).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let request = RaftRequest { header: Some(self.peers.header(self.target)), payload };
+        let exchanged = tokio::time::timeout(option.hard_ttl(), self.exchange(request)).await;
+        let reply = match exchanged {
+            Ok(Ok(reply)) => reply,
+            failed => {
+                self.append_stream = None;
+                let status = match failed {
+                    Ok(Err(status)) => status,
+                    _ => Status::deadline_exceeded("AppendEntries timed out"),
+                };
+                return Err(self.transport_error(status));
+            }
+        };
+        self.answer(&reply)
+    }
+
+    async fn exchange(&mut self, request: RaftRequest) -> std::result::Result<RaftReply, Status> {
+        let stream = match &mut self.append_stream {
+            Some(stream) => stream,
+            None => {
+                let client = self.client.as_mut().map_err(|reason| Status::unavailable(reason.clone()))?;
+                let (requests, outgoing) = mpsc::channel(1);
+                let replies = client.append_entries(ReceiverStream::new(outgoing)).await?.into_inner();
+                self.append_stream.insert(AppendStream { requests, replies })
+            }
+        };
+        stream.requests.send(request).await.map_err(|_| Status::unavailable("AppendEntries stream closed"))?;
+        stream.replies.message().await?.ok_or_else(|| Status::unavailable("AppendEntries stream ended"))
+    }
+
+    /// A peer's reply: openraft's answer, or the error the peer's Raft returned.
+    fn answer<Resp, E>(&self, reply: &RaftReply) -> RpcResult<Resp, E>
+    where
+        Resp: DeserializeOwned,
+        E: DeserializeOwned + std::error::Error,
+    {
         self.peers.record_contact(self.target);
         let result: std::result::Result<Resp, RaftError<NodeId, E>> =
             bincode::deserialize(&reply.payload).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
@@ -196,7 +253,7 @@ impl RaftNetwork<TypeConfig> for Connection {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> RpcResult<AppendEntriesResponse<NodeId>> {
-        self.call(Rpc::AppendEntries, &rpc, &option).await
+        self.append(&rpc, &option).await
     }
 
     async fn vote(&mut self, rpc: VoteRequest<NodeId>, option: RPCOption) -> RpcResult<VoteResponse<NodeId>> {

@@ -5,12 +5,17 @@
 //! cluster, or meant for whoever had this peer URL before, is refused as a failed precondition
 //! (etcd's 412): the sender logs it and keeps trying, since the mistake is an address, not its
 //! data. Only a removed member is refused for good (permission denied), and it stops.
+//! AppendEntries arrive on a gRPC stream per replication session and are checked one by one; a
+//! refused one ends its stream with the refusal.
 
 use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tonic::{Request, Response, Status};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::codegen::BoxStream;
+use tonic::{Request, Response, Status, Streaming};
 
 use openraft::raft::AppendEntriesRequest;
 
@@ -21,6 +26,7 @@ use crate::pb::peer_server::Peer;
 use crate::pb::{self, PeerHeader, RaftReply, RaftRequest};
 use crate::Error;
 
+#[derive(Clone)]
 pub struct PeerService {
     node: Arc<Node>,
     leader_commits: CommitWatermark,
@@ -59,6 +65,34 @@ impl PeerService {
         Ok(())
     }
 
+    /// Answers a replication stream's AppendEntries one at a time, in order (the leader sends the
+    /// next after it has the reply); the first failure ends the stream.
+    async fn serve_append_stream(
+        self,
+        mut requests: Streaming<RaftRequest>,
+        replies: mpsc::Sender<Result<RaftReply, Status>>,
+    ) {
+        while let Some(request) = requests.message().await.transpose() {
+            let reply = match request {
+                Ok(request) => self.append_one(&request).await,
+                Err(status) => Err(status),
+            };
+            let failed = reply.is_err();
+            if replies.send(reply).await.is_err() || failed {
+                return;
+            }
+        }
+    }
+
+    /// One AppendEntries of a replication stream.
+    async fn append_one(&self, request: &RaftRequest) -> Result<RaftReply, Status> {
+        let rpc: AppendEntriesRequest<TypeConfig> = self.decode(request)?;
+        if let Some(committed) = rpc.leader_commit {
+            self.leader_commits.note(committed.index).map_err(|e| Status::internal(e.to_string()))?;
+        }
+        encode_reply(&self.node.raft.append_entries(rpc).await)
+    }
+
     fn decode<T: DeserializeOwned>(&self, request: &RaftRequest) -> Result<T, Status> {
         self.check_header(request.header.as_ref())?;
         bincode::deserialize(&request.payload).map_err(|e| Status::invalid_argument(format!("bad Raft payload: {e}")))
@@ -66,18 +100,23 @@ impl PeerService {
 }
 
 fn reply<T: Serialize>(result: &T) -> Result<Response<RaftReply>, Status> {
+    Ok(Response::new(encode_reply(result)?))
+}
+
+fn encode_reply<T: Serialize>(result: &T) -> Result<RaftReply, Status> {
     let payload = bincode::serialize(result).map_err(|e| Status::internal(e.to_string()))?;
-    Ok(Response::new(RaftReply { payload }))
+    Ok(RaftReply { payload })
 }
 
 #[tonic::async_trait]
 impl Peer for PeerService {
-    async fn append_entries(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
-        let rpc: AppendEntriesRequest<TypeConfig> = self.decode(request.get_ref())?;
-        if let Some(committed) = rpc.leader_commit {
-            self.leader_commits.note(committed.index).map_err(|e| Status::internal(e.to_string()))?;
-        }
-        reply(&self.node.raft.append_entries(rpc).await)
+    async fn append_entries(
+        &self,
+        request: Request<Streaming<RaftRequest>>,
+    ) -> Result<Response<BoxStream<RaftReply>>, Status> {
+        let (replies, outgoing) = mpsc::channel(1);
+        tokio::spawn(self.clone().serve_append_stream(request.into_inner(), replies));
+        Ok(Response::new(Box::pin(ReceiverStream::new(outgoing))))
     }
 
     async fn vote(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
