@@ -72,7 +72,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let recovery = Arc::new(RecoveryService::new(node.clone(), log, config.name.clone(), data.path.clone()));
     let mut servers = Vec::new();
     for listener in peer_listeners {
-        let peer = PeerService::new(node.clone(), leader_commits.clone());
+        let peer = PeerService::new(node.clone(), leader_commits.clone(), stop_rx.clone());
         servers.push(tokio::spawn(serve_peers(listener, peer, recovery.clone(), stop_rx.clone())));
     }
     let ctx = Context {

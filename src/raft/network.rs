@@ -124,8 +124,10 @@ pub struct Connection {
     target: NodeId,
     client: std::result::Result<PeerClient<Channel>, String>,
     peers: Peers,
-    /// Open while AppendEntries exchanges succeed; any failure drops it, and the next request
-    /// opens a new one, so a late reply can never be taken for another request's.
+    /// The AppendEntries stream, between exchanges. An exchange takes it out and puts it back
+    /// only once it has its reply, so a failed exchange, or one openraft gave up on (it drops the
+    /// future after its own timeout), closes the stream: a late reply can never be taken for
+    /// another request's.
     append_stream: Option<AppendStream>,
 }
 
@@ -174,33 +176,32 @@ impl Connection {
     ) -> RpcResult<AppendEntriesResponse<NodeId>> {
         let payload = bincode::serialize(rpc).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         let request = RaftRequest { header: Some(self.peers.header(self.target)), payload };
-        let exchanged = tokio::time::timeout(option.hard_ttl(), self.exchange(request)).await;
-        let reply = match exchanged {
-            Ok(Ok(reply)) => reply,
-            failed => {
-                self.append_stream = None;
-                let status = match failed {
-                    Ok(Err(status)) => status,
-                    _ => Status::deadline_exceeded("AppendEntries timed out"),
-                };
-                return Err(self.transport_error(status));
-            }
+        let reply = match tokio::time::timeout(option.hard_ttl(), self.exchange(request)).await {
+            Ok(reply) => reply,
+            Err(_) => Err(Status::deadline_exceeded("AppendEntries timed out")),
         };
-        self.answer(&reply)
+        match reply {
+            Ok(reply) => self.answer(&reply),
+            Err(status) => Err(self.transport_error(status)),
+        }
     }
 
     async fn exchange(&mut self, request: RaftRequest) -> std::result::Result<RaftReply, Status> {
-        let stream = match &mut self.append_stream {
+        let mut stream = match self.append_stream.take() {
             Some(stream) => stream,
-            None => {
-                let client = self.client.as_mut().map_err(|reason| Status::unavailable(reason.clone()))?;
-                let (requests, outgoing) = mpsc::channel(1);
-                let replies = client.append_entries(ReceiverStream::new(outgoing)).await?.into_inner();
-                self.append_stream.insert(AppendStream { requests, replies })
-            }
+            None => self.open_append_stream().await?,
         };
         stream.requests.send(request).await.map_err(|_| Status::unavailable("AppendEntries stream closed"))?;
-        stream.replies.message().await?.ok_or_else(|| Status::unavailable("AppendEntries stream ended"))
+        let reply = stream.replies.message().await?.ok_or_else(|| Status::unavailable("AppendEntries stream ended"))?;
+        self.append_stream = Some(stream);
+        Ok(reply)
+    }
+
+    async fn open_append_stream(&mut self) -> std::result::Result<AppendStream, Status> {
+        let client = self.client.as_mut().map_err(|reason| Status::unavailable(reason.clone()))?;
+        let (requests, outgoing) = mpsc::channel(1);
+        let replies = client.append_entries(ReceiverStream::new(outgoing)).await?.into_inner();
+        Ok(AppendStream { requests, replies })
     }
 
     /// A peer's reply: openraft's answer, or the error the peer's Raft returned.

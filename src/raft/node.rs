@@ -11,13 +11,14 @@
 //! reads on a follower share one forwarded request) and waits until this member has applied
 //! it. Only then may the caller read local state.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
 use prost::Message;
+use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio::time::Instant;
 
@@ -493,22 +494,41 @@ async fn submit_batch(raft: &Raft, batch: Vec<PendingWrite>) {
     }
 }
 
-/// Forwards a follower's writes to the leader, packed like the leader's batches: one request
-/// per batch instead of one per write. Under 100 clients, two thirds of the writes reach a
-/// follower, and their forwards were most of the leader's gRPC requests (benches/cluster).
-/// A forward lasts at most `timeout`, so a leader that stopped answering holds up no slot for
-/// longer.
+/// Forwards a follower's writes to the leader each was meant for. Every leader gets a queue and
+/// a forwarder of its own, so writes for a new leader never wait behind forwards stuck at an old
+/// one (stopped, or cut off) until those time out. A leader whose queue is full refuses more as
+/// "too many requests": nothing was sent, so the client may retry.
 async fn run_forwarded_writes(mut queue: mpsc::Receiver<ForwardedWrite>, timeout: Duration) {
+    let mut leaders: HashMap<NodeId, mpsc::Sender<ForwardedWrite>> = HashMap::new();
+    while let Some(forwarded) = queue.recv().await {
+        let to_leader = leaders.entry(forwarded.leader).or_insert_with(|| {
+            let (sender, leader_queue) = mpsc::channel(4 * MAX_BATCH_COMMANDS);
+            tokio::spawn(forward_to_leader(leader_queue, timeout));
+            sender
+        });
+        if let Err(TrySendError::Full(refused) | TrySendError::Closed(refused)) = to_leader.try_send(forwarded) {
+            let _ = refused.write.reply.send(Err(Error::TooManyRequests));
+        }
+    }
+}
+
+/// Forwards one leader's writes, packed like the leader's own batches: those that queue up while
+/// [`MAX_BATCHES_IN_FLIGHT`] earlier forwards are in flight go in the next one. One request per
+/// batch instead of one per write: under 100 clients, two thirds of the writes reach a follower,
+/// and their forwards were most of the leader's gRPC requests (benches/cluster). A forward lasts
+/// at most `timeout`.
+async fn forward_to_leader(mut queue: mpsc::Receiver<ForwardedWrite>, timeout: Duration) {
     let in_flight = Arc::new(Semaphore::new(MAX_BATCHES_IN_FLIGHT));
     while let Some(first) = queue.recv().await {
         let Ok(permit) = in_flight.clone().acquire_owned().await else { return };
-        let batch = fill_batch(first, &mut queue, |forwarded| &forwarded.write.command);
-        let mut by_leader: BTreeMap<NodeId, Vec<ForwardedWrite>> = BTreeMap::new();
-        for forwarded in batch {
-            by_leader.entry(forwarded.leader).or_default().push(forwarded);
+        let mut batch = fill_batch(first, &mut queue, |forwarded| &forwarded.write.command);
+        // Writes whose client stopped waiting (its request timed out) are not sent at all.
+        batch.retain(|forwarded| !forwarded.write.reply.is_closed());
+        if batch.is_empty() {
+            continue;
         }
         tokio::spawn(async move {
-            futures::future::join_all(by_leader.into_values().map(|writes| forward_batch(writes, timeout))).await;
+            forward_batch(batch, timeout).await;
             drop(permit);
         });
     }

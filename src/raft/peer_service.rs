@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::codegen::BoxStream;
 use tonic::{Request, Response, Status, Streaming};
@@ -30,11 +30,14 @@ use crate::Error;
 pub struct PeerService {
     node: Arc<Node>,
     leader_commits: CommitWatermark,
+    /// Becomes true when the member stops: AppendEntries streams end then, so that the server's
+    /// graceful shutdown does not wait on them (a leader never ends its own).
+    stop: watch::Receiver<bool>,
 }
 
 impl PeerService {
-    pub fn new(node: Arc<Node>, leader_commits: CommitWatermark) -> PeerService {
-        PeerService { node, leader_commits }
+    pub fn new(node: Arc<Node>, leader_commits: CommitWatermark, stop: watch::Receiver<bool>) -> PeerService {
+        PeerService { node, leader_commits, stop }
     }
 
     fn check_header(&self, header: Option<&PeerHeader>) -> Result<(), Status> {
@@ -68,11 +71,16 @@ impl PeerService {
     /// Answers a replication stream's AppendEntries one at a time, in order (the leader sends the
     /// next after it has the reply); the first failure ends the stream.
     async fn serve_append_stream(
-        self,
+        mut self,
         mut requests: Streaming<RaftRequest>,
         replies: mpsc::Sender<Result<RaftReply, Status>>,
     ) {
-        while let Some(request) = requests.message().await.transpose() {
+        loop {
+            let request = tokio::select! {
+                request = requests.message() => request.transpose(),
+                _ = self.stop.wait_for(|stop| *stop) => return,
+            };
+            let Some(request) = request else { return };
             let reply = match request {
                 Ok(request) => self.append_one(&request).await,
                 Err(status) => Err(status),
