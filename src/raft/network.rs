@@ -269,3 +269,139 @@ impl RaftNetwork<TypeConfig> for Connection {
         self.call(Rpc::InstallSnapshot, &rpc, &option).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The AppendEntries stream's one rule: a reply belongs to the request it answers, even when
+    //! openraft gives up on an exchange halfway. Provoking that needs a peer that answers late on
+    //! purpose, so these tests run a stand-in peer service in process.
+
+    use std::time::Duration;
+
+    use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+    use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse};
+    use openraft::{CommittedLeaderId, LogId, Vote};
+    use tokio::net::TcpListener;
+    use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+    use tonic::codegen::BoxStream;
+    use tonic::{Request, Response, Status, Streaming};
+
+    use super::super::{NodeId, PeerNode, TypeConfig};
+    use super::Peers;
+    use crate::pb::peer_server::{Peer, PeerServer};
+    use crate::pb::{self, RaftReply, RaftRequest};
+
+    /// Answers an AppendEntries whose previous entry is 1 with a conflict, half a second late;
+    /// any other at once, with success.
+    struct SlowFirstPeer;
+
+    fn answer(request: &RaftRequest) -> (Duration, RaftReply) {
+        let rpc: AppendEntriesRequest<TypeConfig> = bincode::deserialize(&request.payload).expect("a request");
+        let (delay, response) = match rpc.prev_log_id.map(|id| id.index) {
+            Some(1) => (Duration::from_millis(500), AppendEntriesResponse::<NodeId>::Conflict),
+            _ => (Duration::ZERO, AppendEntriesResponse::Success),
+        };
+        let result: Result<_, openraft::error::RaftError<NodeId>> = Ok(response);
+        (delay, RaftReply { payload: bincode::serialize(&result).expect("a reply") })
+    }
+
+    #[tonic::async_trait]
+    impl Peer for SlowFirstPeer {
+        async fn append_entries(
+            &self,
+            request: Request<Streaming<RaftRequest>>,
+        ) -> Result<Response<BoxStream<RaftReply>>, Status> {
+            let mut requests = request.into_inner();
+            let (replies, outgoing) = tokio::sync::mpsc::channel(1);
+            tokio::spawn(async move {
+                while let Ok(Some(request)) = requests.message().await {
+                    let (delay, reply) = answer(&request);
+                    tokio::time::sleep(delay).await;
+                    if replies.send(Ok(reply)).await.is_err() {
+                        return;
+                    }
+                }
+            });
+            Ok(Response::new(Box::pin(ReceiverStream::new(outgoing))))
+        }
+        async fn vote(&self, _: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
+            Err(Status::unimplemented("vote"))
+        }
+        async fn install_snapshot(&self, _: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
+            Err(Status::unimplemented("install_snapshot"))
+        }
+        async fn propose(&self, _: Request<pb::ProposeRequest>) -> Result<Response<pb::CommandResults>, Status> {
+            Err(Status::unimplemented("propose"))
+        }
+        async fn read_index(&self, _: Request<pb::ReadIndexRequest>) -> Result<Response<pb::ReadIndexReply>, Status> {
+            Err(Status::unimplemented("read_index"))
+        }
+        async fn lease_keep_alive(
+            &self,
+            _: Request<pb::LeaseForward>,
+        ) -> Result<Response<pb::LeaseKeepAliveResponse>, Status> {
+            Err(Status::unimplemented("lease_keep_alive"))
+        }
+        async fn lease_time_to_live(
+            &self,
+            _: Request<pb::LeaseForward>,
+        ) -> Result<Response<pb::LeaseTimeToLiveResponse>, Status> {
+            Err(Status::unimplemented("lease_time_to_live"))
+        }
+        async fn change_members(
+            &self,
+            _: Request<pb::MembershipChange>,
+        ) -> Result<Response<pb::MembershipChanged>, Status> {
+            Err(Status::unimplemented("change_members"))
+        }
+        async fn cluster_info(
+            &self,
+            _: Request<pb::ClusterInfoRequest>,
+        ) -> Result<Response<pb::ClusterInfoReply>, Status> {
+            Err(Status::unimplemented("cluster_info"))
+        }
+        async fn hold_elections(
+            &self,
+            _: Request<pb::HoldElectionsRequest>,
+        ) -> Result<Response<pb::ReadIndexReply>, Status> {
+            Err(Status::unimplemented("hold_elections"))
+        }
+        async fn campaign(&self, _: Request<pb::ReadIndexRequest>) -> Result<Response<pb::ReadIndexReply>, Status> {
+            Err(Status::unimplemented("campaign"))
+        }
+    }
+
+    fn append_after(prev_index: u64) -> AppendEntriesRequest<TypeConfig> {
+        AppendEntriesRequest {
+            vote: Vote::new_committed(1, 1),
+            prev_log_id: Some(LogId::new(CommittedLeaderId::new(1, 1), prev_index)),
+            leader_commit: None,
+            entries: Vec::new(),
+        }
+    }
+
+    #[tokio::test]
+    async fn an_exchange_openraft_gave_up_on_leaves_no_reply_for_the_next() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("a port");
+        let url = format!("http://{}", listener.local_addr().expect("an address"));
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(PeerServer::new(SlowFirstPeer))
+                .serve_with_incoming(TcpListenerStream::new(listener)),
+        );
+        let node = PeerNode { name: "peer".into(), peer_urls: vec![url], voter: true };
+        let mut connection = Peers::new(1, 1).new_client(2, &node).await;
+        let option = RPCOption::new(Duration::from_secs(5));
+
+        // As openraft does when its own timeout fires first: the exchange is dropped mid-way.
+        let abandoned = tokio::time::timeout(
+            Duration::from_millis(100),
+            connection.append_entries(append_after(1), option.clone()),
+        )
+        .await;
+        assert!(abandoned.is_err(), "the slow reply must still be on its way");
+
+        let answered = connection.append_entries(append_after(2), option).await.expect("an answer");
+        assert_eq!(answered, AppendEntriesResponse::Success, "the answer to this request, not the late one");
+    }
+}
