@@ -146,11 +146,7 @@ impl Node {
                 }
             })
             .await?;
-        match result.result {
-            Some(command_result::Result::Error(e)) => Err(Error::from_status(e.code, &e.message)),
-            Some(_) => Ok(result),
-            None => Err(Error::Internal("empty command result".into())),
-        }
+        into_outcome(result)
     }
 
     /// Runs `attempt` against the current leader until it answers something other than "not
@@ -196,11 +192,7 @@ impl Node {
         let write = PendingWrite { command, reply };
         let forwarded = ForwardedWrite { leader, client, header: self.peers.header(leader), write };
         self.forwarded_writes.send(forwarded).await.map_err(|_| Error::Stopped)?;
-        let result = result.await.map_err(|_| Error::Stopped)??;
-        match result.result {
-            Some(command_result::Result::Error(e)) => Err(Error::from_status(e.code, &e.message)),
-            _ => Ok(result),
-        }
+        into_outcome(result.await.map_err(|_| Error::Stopped)??)
     }
 
     /// Waits until a read that starts now can be served linearizably from local state.
@@ -435,6 +427,16 @@ impl Node {
     pub fn members(&self) -> BTreeMap<NodeId, (PeerNode, bool)> {
         let membership = self.raft.metrics().borrow().membership_config.clone();
         super::membership_with_votes(membership.membership())
+    }
+}
+
+/// A command's result as the caller sees it: a refusal (decided while applying, or by the
+/// leader a write was forwarded to) is an error.
+fn into_outcome(result: CommandResult) -> Result<CommandResult> {
+    match result.result {
+        Some(command_result::Result::Error(e)) => Err(Error::from_status(e.code, &e.message)),
+        Some(_) => Ok(result),
+        None => Err(Error::Internal("empty command result".into())),
     }
 }
 
