@@ -9,8 +9,8 @@
 //! Phoenix/etcd. The table is printed at the end and written as JSON.
 //!
 //! `cargo bench --bench cluster -- --quick` runs smaller workloads once; `--workload NAME`
-//! (repeatable) runs only those; `--json FILE` says where the JSON goes; `--etcd PATH` names
-//! another etcd binary.
+//! (repeatable) runs only those; `--rounds N` runs each N times (more rounds even out more
+//! drift); `--json FILE` says where the JSON goes; `--etcd PATH` names another etcd binary.
 
 #[path = "../../tests/support/mod.rs"]
 mod support;
@@ -39,6 +39,9 @@ struct Args {
     /// Run only these workloads.
     #[arg(long, value_enum)]
     workload: Vec<Workload>,
+    /// Rounds per workload, each system once per round (default: 2, or 1 with --quick).
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
+    rounds: Option<u16>,
     /// Where the JSON results go (default: target/bench/cluster-<unix time>.json).
     #[arg(long)]
     json: Option<PathBuf>,
@@ -142,7 +145,10 @@ fn main() {
 }
 
 async fn run(args: Args) {
-    let sizes = Sizes::new(args.quick);
+    let mut sizes = Sizes::new(args.quick);
+    if let Some(rounds) = args.rounds {
+        sizes.rounds = usize::from(rounds);
+    }
     let mut systems = vec![System::Phoenix];
     if args.etcd.exists() {
         systems.push(System::Etcd);
