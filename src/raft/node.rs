@@ -134,19 +134,17 @@ impl Node {
     /// Commits `command` through Raft and returns its result; a deterministic refusal decided
     /// while applying comes back as an error.
     pub async fn propose(&self, command: pb::Command) -> Result<CommandResult> {
-        let result = self
-            .with_leader(|leader| {
-                let command = command.clone();
-                async move {
-                    if leader == self.id {
-                        self.propose_local(command).await
-                    } else {
-                        self.forward(leader, command).await
-                    }
+        self.with_leader(|leader| {
+            let command = command.clone();
+            async move {
+                if leader == self.id {
+                    self.propose_local(command).await.and_then(into_outcome)
+                } else {
+                    self.forward(leader, command).await
                 }
-            })
-            .await?;
-        into_outcome(result)
+            }
+        })
+        .await
     }
 
     /// Runs `attempt` against the current leader until it answers something other than "not
