@@ -171,9 +171,11 @@ async fn add_self(endpoint: &str, peer_urls: &[String]) -> std::result::Result<I
     match client.member_add(request).await {
         Ok(added) => {
             let added = added.into_inner();
-            let cluster_id = added.header.map_or(0, |h| h.cluster_id);
-            let member_id = added.member.map_or(0, |m| m.id);
-            Ok(Identity { cluster_id, member_id, initial_members: BTreeMap::new() })
+            // Running as member 0 would refuse every message meant for the member just added.
+            let (Some(header), Some(member)) = (added.header, added.member) else {
+                return Err("the answer to member add names no member".to_string());
+            };
+            Ok(Identity { cluster_id: header.cluster_id, member_id: member.id, initial_members: BTreeMap::new() })
         }
         // Added by an earlier attempt that stopped before its data dir was written.
         Err(status) if status.message() == Error::PeerUrlExists.to_string() => {

@@ -134,6 +134,39 @@ async fn membership_errors_are_etcds() {
     );
 }
 
+/// An add's answer names and lists the member it added (`phoenix --join` takes its ID from it)
+/// and a removal's no longer lists it, under writes too. Both come from the configuration the
+/// change committed: openraft's metrics can lag it, and once (in CI, after a disaster reset) a
+/// joiner whose answer was read from them ran as member 0. That race never showed here.
+#[tokio::test]
+async fn every_member_add_answer_names_the_member_it_added() {
+    let cluster = Cluster::start(1, TEST_TIMINGS).await;
+    let mut c = cluster.client(0).await;
+    // Writes keep openraft's loop busy, so a change is more often applied within its turn.
+    let writers: Vec<_> = (0..8)
+        .map(|w| {
+            let mut c = c.clone();
+            tokio::spawn(async move {
+                for i in 0.. {
+                    c.put(format!("load/{w}/{i}"), "v", None).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    for port in 1..=50 {
+        let url = format!("http://127.0.0.1:{port}");
+        let added = c.member_add([url.clone()], None).await.unwrap();
+        let member = added.member().unwrap_or_else(|| panic!("the answer to adding {url} names no member"));
+        assert_ne!(member.id(), 0);
+        assert_eq!(member.peer_urls(), std::slice::from_ref(&url));
+        let listed: Vec<u64> = added.member_list().iter().map(|m| m.id()).collect();
+        assert!(listed.contains(&member.id()), "{url} added as {:x} but not listed: {listed:x?}", member.id());
+        let removed = c.member_remove(member.id()).await.unwrap();
+        assert!(removed.members().iter().all(|m| m.id() != member.id()), "{url} removed but still listed");
+    }
+    writers.iter().for_each(|w| w.abort());
+}
+
 #[tokio::test]
 async fn grow_from_three_to_five_and_back_under_writes_removing_the_leader() {
     let mut cluster = Cluster::start(3, TEST_TIMINGS).await;

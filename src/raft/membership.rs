@@ -83,9 +83,17 @@ impl Node {
             Change::Update(req) => (None, self.update(req)?),
             Change::Promote(req) => (None, self.promotion(req.id)?),
         };
-        self.commit_change(changes).await?;
-        let members = self.member_list()?;
-        let member = added.and_then(|id| members.iter().find(|m| m.id == id).cloned());
+        let configuration = self.commit_change(changes).await?;
+        // The answer lists the configuration the change committed, not the one in openraft's
+        // metrics: those catch up after the change returns, and a member added but missing from
+        // its own answer would take ID 0 (`phoenix --join`).
+        let members = describe_members(configuration, &self.kv.members()?);
+        let member = match added {
+            Some(id) => Some(members.iter().find(|m| m.id == id).cloned().ok_or_else(|| {
+                Error::Internal(format!("member {id:x} is missing from the configuration that added it"))
+            })?),
+            None => None,
+        };
         Ok(pb::MembershipChanged { member, members })
     }
 
@@ -174,12 +182,21 @@ impl Node {
         matched as f64 >= leader_last as f64 * IN_SYNC_FRACTION
     }
 
-    /// Commits a change, waiting for one still in progress to finish first.
-    async fn commit_change(&self, changes: ChangeMembers<NodeId, PeerNode>) -> Result<()> {
+    /// Commits `changes`, waiting for a change still in progress to finish first, and returns the
+    /// configuration they made (with whether each member votes).
+    async fn commit_change(
+        &self,
+        changes: ChangeMembers<NodeId, PeerNode>,
+    ) -> Result<BTreeMap<NodeId, (PeerNode, bool)>> {
         let deadline = Instant::now() + self.request_timeout();
         loop {
             match self.raft.change_membership(changes.clone(), false).await {
-                Ok(_) => return Ok(()),
+                // openraft answers a membership change with the configuration it committed.
+                Ok(committed) => {
+                    return Ok(committed
+                        .membership
+                        .map_or_else(|| self.members(), |m| super::membership_with_votes(&m)))
+                }
                 Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(
                     ChangeMembershipError::InProgress(_),
                 ))) if Instant::now() < deadline => {
@@ -231,7 +248,7 @@ pub async fn promote_caught_up_members(node: Arc<Node>, mut stop: watch::Receive
             .collect();
         for id in ready {
             match node.commit_change(ChangeMembers::AddVoterIds(BTreeSet::from([id]))).await {
-                Ok(()) => tracing::info!(member = format!("{id:x}"), "promoted a caught-up member to voter"),
+                Ok(_) => tracing::info!(member = format!("{id:x}"), "promoted a caught-up member to voter"),
                 Err(e) => tracing::warn!(member = format!("{id:x}"), error = %e, "could not promote; will retry"),
             }
         }
