@@ -204,7 +204,11 @@ pub struct DataDirMeta {
     pub restored_from: Option<u32>,
 }
 
-const FORMAT: u32 = 1;
+/// Format 2 stores the state machine's records by revision; opening a data dir of format 1
+/// converts it (see [`KvStore::open`]), after which Phoenix builds that read only format 1
+/// refuse it rather than find its records missing.
+const FORMAT: u32 = 2;
+const CONVERTIBLE_FORMAT: u32 = 1;
 /// The sled trees of the Raft log and of the state machine.
 const LOG_TREE: &str = "raft";
 const KV_TREE: &str = "kv";
@@ -312,10 +316,17 @@ impl DataDir {
         DataDir::open_db_with(path.to_path_buf(), meta)
     }
 
-    /// Opens the database of the data dir at `path`, whose identity is `meta`.
-    fn open_db_with(path: PathBuf, meta: DataDirMeta) -> Result<DataDir> {
+    /// Opens the database of the data dir at `path`, whose identity is `meta`, converting a data
+    /// dir of the older format.
+    fn open_db_with(path: PathBuf, mut meta: DataDirMeta) -> Result<DataDir> {
+        check_format(&path, &meta)?;
         let db = open_db(&path)?;
-        let kv = KvStore::new(db.open_tree(KV_TREE)?);
+        let kv = KvStore::open(db.open_tree(KV_TREE)?)?;
+        if meta.format != FORMAT {
+            db.flush()?;
+            meta.format = FORMAT;
+            write_meta(&path, &meta)?;
+        }
         Ok(DataDir { path, meta, db, kv })
     }
 
@@ -385,14 +396,18 @@ fn read_meta(path: &Path) -> Result<Option<DataDirMeta>> {
     }
 }
 
-fn check_belongs(path: &Path, meta: &DataDirMeta, config: &Config, identity: &Identity) -> Result<()> {
-    if meta.format != FORMAT {
+fn check_format(path: &Path, meta: &DataDirMeta) -> Result<()> {
+    if meta.format != FORMAT && meta.format != CONVERTIBLE_FORMAT {
         return Err(Error::Config(format!(
-            "data dir {} has format {}, this Phoenix reads {FORMAT}",
+            "data dir {} has format {}, this Phoenix reads {FORMAT} (and converts {CONVERTIBLE_FORMAT})",
             path.display(),
             meta.format
         )));
     }
+    Ok(())
+}
+
+fn check_belongs(path: &Path, meta: &DataDirMeta, config: &Config, identity: &Identity) -> Result<()> {
     // A reset data dir is a one-member cluster of its own, perhaps at a new address: the
     // --initial-cluster it was first started with no longer describes it.
     let reset = crate::recovery::recorded_reset(path)?.is_some();
@@ -420,6 +435,11 @@ fn check_belongs(path: &Path, meta: &DataDirMeta, config: &Config, identity: &Id
 /// Creates the data dir with its identity file, written whole or not at all.
 fn create(path: &Path, meta: &DataDirMeta) -> Result<()> {
     fs::create_dir_all(path).map_err(|e| Error::Config(format!("cannot create data dir {}: {e}", path.display())))?;
+    write_meta(path, meta)
+}
+
+/// Writes the identity file whole or not at all.
+fn write_meta(path: &Path, meta: &DataDirMeta) -> Result<()> {
     let tmp = path.join(format!("{META_FILE}.tmp"));
     let mut file = fs::File::create(&tmp)?;
     file.write_all(&serde_json::to_vec_pretty(meta).map_err(|e| Error::Internal(e.to_string()))?)?;

@@ -87,3 +87,32 @@ fn a_directory_that_is_not_phoenix_data_is_refused() {
     assert!(!output.status.success());
     assert!(stderr_of(&output).contains("holds no Phoenix data"), "{}", stderr_of(&output));
 }
+
+/// A data dir marked format 1 (earlier Phoenix; its records are converted as the unit tests in
+/// src/kv show) is marked format 2 once its member has started on it; a format this Phoenix
+/// does not know is refused, and the member exits saying so.
+#[tokio::test]
+async fn a_data_dir_of_format_1_is_converted_and_one_of_an_unknown_format_refused() {
+    let mut cluster = Cluster::start(1, TEST_TIMINGS).await;
+    cluster.client(0).await.put("k", "v", None).await.unwrap();
+    assert_eq!(cluster.members[0].terminate(), Some(0));
+    let meta = cluster.members[0].data_dir.join("phoenix.json");
+    let mark = |format: &str| {
+        let text = std::fs::read_to_string(&meta).unwrap();
+        assert!(text.contains("\"format\": 2"), "{text}");
+        std::fs::write(&meta, text.replace("\"format\": 2", &format!("\"format\": {format}"))).unwrap();
+    };
+
+    mark("99");
+    cluster.members[0].spawn_again();
+    assert!(matches!(cluster.members[0].wait_exit(support::READY_TIMEOUT), Some(code) if code != 0));
+    let log = cluster.members[0].log_text();
+    assert!(log.contains("has format 99, this Phoenix reads 2 (and converts 1)"), "{log}");
+
+    std::fs::write(&meta, std::fs::read_to_string(&meta).unwrap().replace("\"format\": 99", "\"format\": 2")).unwrap();
+    mark("1");
+    cluster.restart(0).await;
+    let got = cluster.client(0).await.get("k", None).await.unwrap();
+    assert_eq!(got.kvs()[0].value(), b"v");
+    assert!(std::fs::read_to_string(&meta).unwrap().contains("\"format\": 2"));
+}

@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use super::index::Change;
 use super::reader::{Overlay, Reader};
 use super::{encode_put, encode_tombstone, keys, range, Alarm, KvStore, MemberAttributes};
 use super::{META_ALARMS, META_COMPACTED, META_MEMBERS, META_REMOVED_MEMBERS, META_REVISION};
@@ -40,8 +41,6 @@ pub struct WriteTxn<'a> {
     /// How many of `events` came before the current request.
     events_before_request: usize,
     revision: i64,
-    /// The store revision when the batch began: everything up to it was committed before.
-    as_of: i64,
     compacted: i64,
     /// Whether the current request has changed anything (then it owns `revision + 1`).
     request_changed: bool,
@@ -60,7 +59,6 @@ impl<'a> WriteTxn<'a> {
             events: Vec::new(),
             events_before_request: 0,
             revision,
-            as_of: revision,
             compacted: store.compacted_revision()?,
             request_changed: false,
             members: None,
@@ -133,20 +131,27 @@ impl<'a> WriteTxn<'a> {
             self.put_meta(META_ALARMS, bincode::serialize(&alarms)?);
         }
         let mut batch = sled::Batch::default();
+        let mut records = Vec::new();
         for (key, value) in &self.pending {
             match value {
+                Some(value) if keys::is_record(key) => {
+                    let (prefix, rev) = keys::split_record_key(key)?;
+                    batch.insert(keys::stored(prefix, rev), value.as_slice());
+                    records.push((prefix.to_vec(), Change::new(rev, value.first() == Some(&keys::TOMBSTONE))));
+                }
                 Some(value) => batch.insert(key.as_slice(), value.as_slice()),
                 None => batch.remove(key.as_slice()),
             }
         }
+        // Listed before they are written, so a reader that sees the new revision finds them. Should
+        // the write fail, the index lists records the tree lacks; apply stops the member then.
+        self.store.index.add(records);
         self.store.tree.apply_batch(batch)?;
-        let records = self.pending.iter().filter(|(key, value)| value.is_some() && keys::is_record(key));
-        self.store.index.committed(&self.store.tree, records.map(|(key, _)| key.as_slice()), self.revision);
         Ok(Committed { revision: self.revision, events: self.events, compacted: self.compaction_requested })
     }
 
     pub(super) fn reader(&self) -> Overlay<'_> {
-        Overlay { store: self.store.reader(self.as_of), pending: &self.pending }
+        Overlay { store: self.store.reader(), pending: &self.pending }
     }
 
     /// The revision reads inside the current request see: its own writes included.

@@ -1,6 +1,7 @@
 //! Reading the event history back out of the MVCC records, for watchers that start in the past
 //! or fell behind: the same events, in the same order, as they were delivered live.
 
+use super::reader::Reader;
 use super::{decode_record, keys, record_sub, KvStore};
 use crate::pb::mvccpb::{event::EventType, Event};
 use crate::pb::KeyValue;
@@ -9,28 +10,25 @@ use crate::{Error, Result};
 impl KvStore {
     /// The events of keys in `[key, range_end)` (etcd's range conventions) with revisions in
     /// `[from, to]`, each with the key's previous value when history still has it, ordered by
-    /// revision and position within the revision. Refused when `from` is below the compacted
-    /// revision: that history is gone.
+    /// revision and position within the revision (the tree stores those revisions' records
+    /// together). Refused when `from` is below the compacted revision: that history is gone.
     pub fn history(&self, key: &[u8], range_end: &[u8], from: i64, to: i64) -> Result<Vec<Event>> {
         if from < self.compacted_revision()? {
             return Err(Error::Compacted);
         }
         let (start, end) = keys::record_range(key, range_end);
+        let (first, last) = keys::stored_revisions(from, to);
         let mut events: Vec<(i64, u32, Event)> = Vec::new();
-        let mut previous: Option<(Vec<u8>, Option<KeyValue>)> = None; // (key prefix, value)
-        for item in self.tree.range(start..end) {
-            let (record, value) = item?;
-            let (prefix, rev) = keys::split_record_key(&record)?;
-            let user_key = keys::user_key(prefix);
-            let kv = decode_record(user_key.clone(), &value)?;
-            let prev = match &previous {
-                Some((prev_prefix, prev_kv)) if prev_prefix.as_slice() == prefix => prev_kv.clone(),
-                _ => None,
-            };
-            if (from..=to).contains(&rev) {
-                events.push((rev, record_sub(&value)?, event(user_key, rev, kv.clone(), prev)));
+        for item in self.tree.range(first..last) {
+            let (stored, value) = item?;
+            let (prefix, rev) = keys::split_stored_key(&stored)?;
+            if prefix < start || prefix >= end {
+                continue;
             }
-            previous = Some((prefix.to_vec(), kv));
+            let user_key = keys::user_key(&prefix);
+            let kv = decode_record(user_key.clone(), &value)?;
+            let prev = self.reader().get(&user_key, rev - 1)?;
+            events.push((rev, record_sub(&value)?, event(user_key, rev, kv, prev)));
         }
         // A compaction that finished while we read may have removed records we needed.
         if from < self.compacted_revision()? {

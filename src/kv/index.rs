@@ -1,129 +1,153 @@
-//! The revision of every key's newest record, in memory (etcd's treeIndex, reduced to the one
-//! question the hot paths ask): finding a key's current value is then one point read of sled
-//! instead of a range scan, which in sled 0.34 copies a whole leaf node per step.
+//! The revisions of every key's records, in memory (etcd's treeIndex): the tree stores records
+//! by revision ([`super::keys`]), so this is how reads find a key's records.
 //!
 //! Invariants:
-//! - Once built, the index holds, as of `revision`, the newest record revision of every key
-//!   that has records in the tree. It may still name a key whose newest record (a deletion)
-//!   physical compaction removed since: a point read then finds nothing, which is the right
-//!   answer (the key does not exist), so the index is never wrong, only sometimes useless.
-//! - It lags the tree between a batch's sled write and its index update, so an answer is only
-//!   given for a read whose store revision (read from the tree first) the index has reached;
-//!   otherwise the caller scans the tree.
-//! - Built by the apply path, at the first commit after the store is opened or its records are
-//!   replaced wholesale (snapshot install, restore), which drop it: apply runs one batch at a
-//!   time, so the scan sees exactly the store at the revision just committed. Readers never
-//!   wait for it: while the index is locked (being built or updated) or not built, they scan.
-//! - Shared by every handle on the tree ([`super::KvStore`] clones). A second handle opened on
-//!   the same tree has its own, which only its own commits move on: it is never wrong, because
-//!   it answers no reader whose revision it has not reached, but it soon answers none.
+//! - It lists every record the tree holds, each key's in revision order. It may list more: the
+//!   apply path adds a batch's records here just before it writes them, so that a reader, which
+//!   reads the store revision first and then asks only at or below it, never misses a record.
+//!   A record it lists above the store's revision is never asked for.
+//! - Compaction removes records from the tree first and from the index after: meanwhile a
+//!   listed record may be gone, and reading it finds nothing. Compaction only removes records
+//!   that no read at or above the compacted revision needs, or a deletion (the key is absent
+//!   either way), so such a read means the key is absent.
+//! - Built from the tree when the store is opened, and again when a snapshot replaces the store.
+//!   Every user of a tree shares one index ([`super::KvStore`] clones): a second handle opened
+//!   on the same tree builds its own, which sees none of the first handle's later writes.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
+use std::collections::BTreeMap;
+use std::ops::Bound;
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use super::keys;
 use crate::Result;
 
+/// Key prefix (see [`keys::key_prefix`]) -> that key's records, oldest first.
+type Changes = BTreeMap<Box<[u8]>, Vec<Change>>;
+
 #[derive(Clone, Default)]
-pub(super) struct KeyIndex(Arc<Mutex<Option<Built>>>);
+pub(super) struct KeyIndex(Arc<RwLock<Changes>>);
 
-struct Built {
-    /// The store revision the index has reached: every batch committed up to it is in `newest`.
-    revision: i64,
-    /// Key prefix (see [`keys::key_prefix`]) -> revision of that key's newest record.
-    newest: HashMap<Box<[u8]>, i64>,
-}
+/// One record of a key: its revision, negated for a deletion (8 bytes a record, not 16).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Change(i64);
 
-/// What the index knows of a key's newest record at or below a revision.
-#[derive(Debug, PartialEq, Eq)]
-pub(super) enum Newest {
-    /// The key has no record at or below the revision.
-    Absent,
-    /// Its newest record there is at this revision.
-    At(i64),
-    /// The index cannot tell: the tree must be scanned.
-    Unknown,
+impl Change {
+    pub(super) fn new(revision: i64, deletion: bool) -> Change {
+        Change(if deletion { -revision } else { revision })
+    }
+
+    pub(super) fn revision(self) -> i64 {
+        self.0.abs()
+    }
+
+    pub(super) fn is_deletion(self) -> bool {
+        self.0 < 0
+    }
 }
 
 impl KeyIndex {
-    fn lock(&self) -> MutexGuard<'_, Option<Built>> {
-        self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    fn read(&self) -> RwLockReadGuard<'_, Changes> {
+        self.0.read().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// The newest record of the key with `prefix` at or below `revision`, for a reader that
-    /// read the store revision `as_of` before asking (the apply path also asks above `as_of`,
-    /// where only its own pending writes are).
-    pub(super) fn newest(&self, prefix: &[u8], revision: i64, as_of: i64) -> Newest {
-        let guard = match self.0.try_lock() {
-            Ok(guard) => guard,
-            Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
-            Err(TryLockError::WouldBlock) => return Newest::Unknown,
-        };
-        let Some(built) = guard.as_ref().filter(|built| built.revision >= as_of) else { return Newest::Unknown };
-        match built.newest.get(prefix) {
-            None => Newest::Absent,
-            Some(&newest) if newest <= revision => Newest::At(newest),
-            // Changed since `revision`: an older record may be the one visible there.
-            Some(_) => Newest::Unknown,
+    fn write(&self) -> RwLockWriteGuard<'_, Changes> {
+        self.0.write().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Lists the records `tree` holds, replacing what the index listed.
+    pub(super) fn rebuild(&self, tree: &sled::Tree) -> Result<()> {
+        let mut changes = Changes::new();
+        let (start, end) = keys::all_stored();
+        // Stored in revision order: each key's records arrive oldest first.
+        for item in tree.range(start..end) {
+            let (stored, value) = item?;
+            let (prefix, rev) = keys::split_stored_key(&stored)?;
+            let change = Change::new(rev, value.first() == Some(&keys::TOMBSTONE));
+            changes.entry(prefix.into_boxed_slice()).or_default().push(change);
         }
+        tracing::debug!(keys = changes.len(), "built the key index");
+        *self.write() = changes;
+        Ok(())
     }
 
-    /// Takes in a batch just committed to `tree` by the apply path: `records` are the record
-    /// keys it wrote, and the store is now at `revision`. Builds the index first if there is
-    /// none; a failed build leaves none (readers scan) and is tried again at the next commit.
-    pub(super) fn committed<'a>(&self, tree: &sled::Tree, records: impl Iterator<Item = &'a [u8]>, revision: i64) {
-        let mut guard = self.lock();
-        let Some(built) = guard.as_mut() else {
-            *guard = build(tree, revision)
-                .map_err(|e| tracing::warn!(error = %e, "could not build the key index; reads scan the store"))
-                .ok();
-            return;
-        };
-        for record in records {
-            let Ok((prefix, rev)) = keys::split_record_key(record) else {
-                // Not a record after all: start again from the tree rather than guess.
-                *guard = None;
-                return;
-            };
-            match built.newest.get_mut(prefix) {
-                Some(newest) => *newest = (*newest).max(rev),
-                None => {
-                    built.newest.insert(prefix.into(), rev);
+    /// Lists nothing: the tree's records are being replaced.
+    pub(super) fn clear(&self) {
+        self.write().clear();
+    }
+
+    /// The key's newest record at or below `revision`.
+    pub(super) fn newest(&self, prefix: &[u8], revision: i64) -> Option<Change> {
+        self.read().get(prefix).and_then(|changes| newest_at(changes, revision))
+    }
+
+    /// For each key with a prefix in `[start, end)` that exists at `revision`, its prefix and
+    /// the revision of its newest record there (a put), in key order.
+    pub(super) fn live_in(&self, start: &[u8], end: &[u8], revision: i64) -> Vec<(Box<[u8]>, i64)> {
+        let index = self.read();
+        index
+            .range::<[u8], _>((Bound::Included(start), Bound::Excluded(end)))
+            .filter_map(|(prefix, changes)| {
+                let newest = newest_at(changes, revision).filter(|change| !change.is_deletion())?;
+                Some((prefix.clone(), newest.revision()))
+            })
+            .collect()
+    }
+
+    /// Every key's records, in key order (a copy, so the caller holds no lock while it reads).
+    pub(super) fn all(&self) -> Vec<(Box<[u8]>, Vec<Change>)> {
+        self.read().iter().map(|(prefix, changes)| (prefix.clone(), changes.clone())).collect()
+    }
+
+    /// Adds records about to be written, each key's in revision order.
+    pub(super) fn add(&self, records: impl IntoIterator<Item = (Vec<u8>, Change)>) {
+        let mut index = self.write();
+        for (prefix, change) in records {
+            let changes = index.entry(prefix.into_boxed_slice()).or_default();
+            match changes.last() {
+                Some(last) if last.revision() >= change.revision() => {
+                    // Not expected (revisions only grow), but the list must stay sorted.
+                    let at = changes.partition_point(|c| c.revision() < change.revision());
+                    if changes.get(at).map(|c| c.revision()) != Some(change.revision()) {
+                        changes.insert(at, change);
+                    }
                 }
-            }
-        }
-        built.revision = built.revision.max(revision);
-    }
-
-    /// Compaction removed the key's newest record, a deletion at `revision`.
-    pub(super) fn forget(&self, prefix: &[u8], revision: i64) {
-        if let Some(built) = self.lock().as_mut() {
-            if built.newest.get(prefix) == Some(&revision) {
-                built.newest.remove(prefix);
+                _ => changes.push(change),
             }
         }
     }
 
-    /// The tree's records are being replaced: build again from them at the next commit.
-    pub(super) fn invalidate(&self) {
-        *self.lock() = None;
+    /// The records compaction at `compacted` removes: per key, those older than its newest
+    /// record at or below `compacted`, and that one too when it is a deletion below `compacted`
+    /// (a deletion exactly at it stays, so that a watch from the compacted revision sees it).
+    pub(super) fn compactable(&self, compacted: i64) -> Vec<(Box<[u8]>, i64)> {
+        let mut doomed = Vec::new();
+        for (prefix, changes) in self.read().iter() {
+            let kept = changes.partition_point(|c| c.revision() <= compacted);
+            let Some(newest) = kept.checked_sub(1).map(|i| changes[i]) else { continue };
+            let dead = newest.is_deletion() && newest.revision() < compacted;
+            let upto = if dead { kept } else { kept - 1 };
+            doomed.extend(changes[..upto].iter().map(|c| (prefix.clone(), c.revision())));
+        }
+        doomed
+    }
+
+    /// Compaction removed these records (as [`KeyIndex::compactable`] listed them, grouped by
+    /// key) from the tree.
+    pub(super) fn forget(&self, removed: &[(Box<[u8]>, i64)]) {
+        let mut index = self.write();
+        for group in removed.chunk_by(|a, b| a.0 == b.0) {
+            let prefix = &group[0].0;
+            let Some(changes) = index.get_mut(prefix) else { continue };
+            let revs: std::collections::HashSet<i64> = group.iter().map(|(_, rev)| *rev).collect();
+            changes.retain(|c| !revs.contains(&c.revision()));
+            if changes.is_empty() {
+                index.remove(prefix);
+            }
+        }
     }
 }
 
-fn build(tree: &sled::Tree, revision: i64) -> Result<Built> {
-    let mut newest: HashMap<Box<[u8]>, i64> = HashMap::new();
-    let (start, end) = keys::all_records();
-    for record in tree.range(start..end).keys() {
-        let record = record?;
-        let (prefix, rev) = keys::split_record_key(&record)?;
-        // Records come in key order, each key's by revision: the last one seen is the newest.
-        match newest.get_mut(prefix) {
-            Some(newest) => *newest = rev,
-            None => {
-                newest.insert(prefix.into(), rev);
-            }
-        }
-    }
-    tracing::debug!(keys = newest.len(), revision, "built the key index");
-    Ok(Built { revision, newest })
+fn newest_at(changes: &[Change], revision: i64) -> Option<Change> {
+    let visible = changes.partition_point(|c| c.revision() <= revision);
+    visible.checked_sub(1).map(|i| changes[i])
 }

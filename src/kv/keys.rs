@@ -1,20 +1,28 @@
 //! How the state machine lays out its one sled tree.
 //!
-//! Two kinds of entries share the tree, told apart by their first byte:
-//! - records: `'r' + escaped(user key) + 0x00 0x00 + revision (8 bytes, big endian)` -> a put
-//!   (`PUT`, the change's position within its revision (4 bytes), the KeyValue without its key)
-//!   or a deletion (`TOMBSTONE`, the position). Every change of a key at a revision is one
-//!   record, so history is kept until compaction removes it.
+//! Entries are told apart by their first byte:
+//! - records, stored as `'R' + revision (8 bytes, big endian) + escaped(user key) + 0x00 0x00`
+//!   -> a put (`PUT`, the change's position within its revision (4 bytes), the KeyValue without
+//!   its key) or a deletion (`TOMBSTONE`, the position). Every change of a key at a revision is
+//!   one record, so history is kept until compaction removes it. Keyed by revision first, as
+//!   etcd's bbolt keys them, so that every write appends to the end of the tree instead of
+//!   touching a leaf somewhere in it; the key index ([`super::index`]) finds a key's records.
 //! - meta: `'m' + name` -> a small value (current revision, compacted revision, Raft's applied id).
 //! - leases: `'L' + ID` -> granted TTL, and `'A' + lease ID + user key` for each attached key.
 //!
+//! Everything above the tree names a record by its logical key instead, `'r' + escaped(user
+//! key) + 0x00 0x00 + revision`, which sorts by user key, then revision: the apply batch, the
+//! readers, and snapshot files (so their format did not change with the stored layout). Data
+//! dirs of format 1 stored the logical keys; opening one converts them ([`stored_key`]).
+//!
 //! The escaping (0x00 -> 0x00 0xff, then a 0x00 0x00 terminator) keeps encoded keys in the same
 //! order as user keys and makes no encoded key a prefix of another, so a user key range maps to
-//! one contiguous range of records, each key's records sorted by revision.
+//! one contiguous range of logical keys, each key's records sorted by revision.
 
 use crate::{Error, Result};
 
 const RECORD: u8 = b'r';
+const STORED: u8 = b'R';
 const META: u8 = b'm';
 const LEASE: u8 = b'L';
 const ATTACHED: u8 = b'A';
@@ -122,9 +130,58 @@ pub(crate) fn record_range(key: &[u8], range_end: &[u8]) -> (Vec<u8>, Vec<u8>) {
     (start, end)
 }
 
-/// All record keys, for whole-store scans (hash, compaction).
+/// All logical record keys (the range format 1 stored them in).
 pub(crate) fn all_records() -> (Vec<u8>, Vec<u8>) {
     (vec![RECORD], vec![RECORD + 1])
+}
+
+/// Where the record of logical key `record` is stored.
+pub(crate) fn stored_key(record: &[u8]) -> Result<Vec<u8>> {
+    let (prefix, rev) = split_record_key(record)?;
+    Ok(stored(prefix, rev))
+}
+
+/// The stored key of the record of the key with `prefix` (see [`key_prefix`]) at `rev`.
+pub(crate) fn stored(prefix: &[u8], rev: i64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(prefix.len() + 8);
+    out.push(STORED);
+    out.extend_from_slice(&rev.to_be_bytes());
+    out.extend_from_slice(&prefix[1..]);
+    out
+}
+
+/// The logical key of a stored record, as (key prefix, revision).
+pub(crate) fn split_stored_key(stored: &[u8]) -> Result<(Vec<u8>, i64)> {
+    if stored.len() < 11 || stored[0] != STORED {
+        return Err(Error::Corrupt(format!("malformed stored record key {stored:?}")));
+    }
+    let rev = i64::from_be_bytes(stored[1..9].try_into().map_err(|_| Error::Corrupt("revision".into()))?);
+    let mut prefix = Vec::with_capacity(stored.len() - 8);
+    prefix.push(RECORD);
+    prefix.extend_from_slice(&stored[9..]);
+    Ok((prefix, rev))
+}
+
+/// The logical key of a stored record.
+pub(crate) fn logical_key(stored: &[u8]) -> Result<Vec<u8>> {
+    let (mut record, rev) = split_stored_key(stored)?;
+    record.extend_from_slice(&rev.to_be_bytes());
+    Ok(record)
+}
+
+/// The stored records of revisions `[from, to]`, in revision order.
+pub(crate) fn stored_revisions(from: i64, to: i64) -> (Vec<u8>, Vec<u8>) {
+    let bound = |rev: i64| {
+        let mut out = vec![STORED];
+        out.extend_from_slice(&rev.max(0).to_be_bytes());
+        out
+    };
+    (bound(from), bound(to.saturating_add(1)))
+}
+
+/// Every stored record.
+pub(crate) fn all_stored() -> (Vec<u8>, Vec<u8>) {
+    (vec![STORED], vec![STORED + 1])
 }
 
 #[cfg(test)]
@@ -146,6 +203,18 @@ mod tests {
             let (prefix, rev) = split_record_key(&record).unwrap();
             assert_eq!((user_key(prefix).as_slice(), rev), (key, 42));
         }
+    }
+
+    #[test]
+    fn stored_keys_round_trip_and_sort_by_revision() {
+        for key in [&b"plain"[..], b"with\0zero", b"\0\0", b""] {
+            let record = record_key(key, 42);
+            let stored = stored_key(&record).unwrap();
+            assert_eq!(logical_key(&stored).unwrap(), record);
+            let (start, end) = stored_revisions(42, 42);
+            assert!(start <= stored && stored < end, "{key:?}");
+        }
+        assert!(stored_key(&record_key(b"z", 7)).unwrap() < stored_key(&record_key(b"a", 8)).unwrap());
     }
 
     #[test]

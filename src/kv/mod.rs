@@ -1,4 +1,5 @@
-//! The state machine: etcd's MVCC key-value rules over one sled tree.
+//! The state machine: etcd's MVCC key-value rules over one sled tree, whose records are found
+//! through an in-memory index of every key's revisions ([`index`], as etcd's treeIndex).
 //!
 //! Invariants:
 //! - Deterministic: the outcome of a command depends only on the store and the command. No
@@ -60,8 +61,9 @@ const META_ALARMS: &str = "alarms";
 const REPLACE_BATCH: usize = 10_000;
 const META_REMOVED_MEMBERS: &str = "removed_members";
 
-/// Handle to the MVCC store. Cheap to clone; reads need no lock. Open one per tree and clone
-/// it: the clones share the key index, which a second handle on the tree would not see updated.
+/// Handle to the MVCC store. Cheap to clone; reads take the key index's lock only briefly.
+/// Open one per tree and clone it: the clones share the key index, which a second handle on the
+/// tree would not see updated.
 #[derive(Clone)]
 pub struct KvStore {
     tree: sled::Tree,
@@ -69,13 +71,30 @@ pub struct KvStore {
 }
 
 impl KvStore {
-    pub fn new(tree: sled::Tree) -> KvStore {
-        KvStore { tree, index: index::KeyIndex::default() }
+    /// Opens the store in `tree`: converts records stored as data dirs of format 1 stored them,
+    /// then lists every record in the key index.
+    pub fn open(tree: sled::Tree) -> Result<KvStore> {
+        let converted = convert_format_1_records(&tree)?;
+        if converted > 0 {
+            tracing::info!(records = converted, "stored the records by revision (data dir format 1 to 2)");
+        }
+        let index = index::KeyIndex::default();
+        index.rebuild(&tree)?;
+        Ok(KvStore { tree, index })
     }
 
-    /// A reader of the store as of `revision`, a store revision read before reading.
-    fn reader(&self, as_of: i64) -> reader::StoreReader<'_> {
-        reader::StoreReader { store: self, as_of }
+    /// A reader of the store, for reads at or below a store revision read before.
+    fn reader(&self) -> reader::StoreReader<'_> {
+        reader::StoreReader { store: self }
+    }
+
+    /// The record of the key with `prefix` at `rev`, under its logical key; None when
+    /// compaction removed it.
+    fn read_record(&self, prefix: &[u8], rev: i64) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
+        let Some(value) = self.tree.get(keys::stored(prefix, rev))? else { return Ok(None) };
+        let mut record = prefix.to_vec();
+        record.extend_from_slice(&rev.to_be_bytes());
+        Ok(Some((record, value.to_vec())))
     }
 
     /// The store revision: 1 for an empty store, +1 for each mutating request.
@@ -113,7 +132,7 @@ impl KvStore {
     /// etcd's Range, served from local state (the caller has done any linearizable round).
     pub fn range(&self, req: &pb::RangeRequest) -> Result<pb::RangeResponse> {
         let current = self.revision()?;
-        let response = range::range(&self.reader(current), req, current, self.compacted_revision()?)?;
+        let response = range::range(&self.reader(), req, current, self.compacted_revision()?)?;
         // A compaction that finished while we read may have removed records we needed.
         if req.revision > 0 && req.revision < self.compacted_revision()? {
             return Err(Error::Compacted);
@@ -150,25 +169,18 @@ impl KvStore {
             return Err(Error::Compacted);
         }
         let mut hasher = crc32fast::Hasher::new();
-        let (start, end) = keys::all_records();
-        let mut last_at_compaction: Option<(sled::IVec, sled::IVec)> = None;
-        let mut current_prefix: Vec<u8> = Vec::new();
-        for item in self.tree.range(start..end) {
-            let (record, value) = item?;
-            let (prefix, rev) = keys::split_record_key(&record)?;
-            if prefix != current_prefix.as_slice() {
-                hash_visible(&mut hasher, last_at_compaction.take());
-                current_prefix = prefix.to_vec();
-            }
-            if rev <= compacted {
-                last_at_compaction = Some((record.clone(), value));
-            } else if rev <= revision {
-                hash_visible(&mut hasher, last_at_compaction.take());
-                hasher.update(&record);
-                hasher.update(&value);
+        for (prefix, changes) in self.index.all() {
+            // The newest record at the compaction point counts if it is a put (as if compaction
+            // had run), then every record since, up to `revision`.
+            let at_compaction = changes.iter().rev().find(|c| c.revision() <= compacted).filter(|c| !c.is_deletion());
+            let since = changes.iter().filter(|c| c.revision() > compacted && c.revision() <= revision);
+            for change in at_compaction.into_iter().chain(since) {
+                if let Some((record, value)) = self.read_record(&prefix, change.revision())? {
+                    hasher.update(&record);
+                    hasher.update(&value);
+                }
             }
         }
-        hash_visible(&mut hasher, last_at_compaction);
         hasher.update(&compacted.to_be_bytes());
         Ok((hasher.finalize(), compacted, revision))
     }
@@ -180,65 +192,30 @@ impl KvStore {
     /// deletion older than the compacted revision: a deletion exactly at it is kept, so that a
     /// watch starting at the compacted revision still sees it (etcd #18089).
     pub fn compact_physically(&self) -> Result<usize> {
-        let compacted = self.compacted_revision()?;
-        let (start, end) = keys::all_records();
+        let doomed = self.index.compactable(self.compacted_revision()?);
         let mut batch = sled::Batch::default();
-        let mut removed = 0;
-        // Keys whose last record, a deletion, goes: (key prefix, its revision).
-        let mut gone: Vec<(Vec<u8>, i64)> = Vec::new();
-        let mut newest: Option<(Vec<u8>, sled::IVec, i64, bool)> = None; // (prefix, record, rev, is_put)
-        let mut drop_if_dead = |entry: Option<(Vec<u8>, sled::IVec, i64, bool)>, batch: &mut sled::Batch| {
-            if let Some((prefix, record, rev, false)) = entry {
-                if rev < compacted {
-                    batch.remove(record);
-                    gone.push((prefix, rev));
-                    return 1;
-                }
-            }
-            0
-        };
-        for item in self.tree.range(start..end) {
-            let (record, value) = item?;
-            let (prefix, rev) = keys::split_record_key(&record)?;
-            if rev > compacted {
-                continue;
-            }
-            let is_put = value.first() == Some(&keys::PUT);
-            match newest.take() {
-                Some((prev_prefix, prev_record, _, _)) if prev_prefix.as_slice() == prefix => {
-                    // Superseded at or before the compaction point.
-                    batch.remove(prev_record);
-                    removed += 1;
-                }
-                other => removed += drop_if_dead(other, &mut batch),
-            }
-            newest = Some((prefix.to_vec(), record, rev, is_put));
-        }
-        removed += drop_if_dead(newest, &mut batch);
+        doomed.iter().for_each(|(prefix, rev)| batch.remove(keys::stored(prefix, *rev)));
         self.tree.apply_batch(batch)?;
-        // A key put again since keeps its newer record in the index: `forget` checks the revision.
-        gone.iter().for_each(|(prefix, rev)| self.index.forget(prefix, *rev));
-        Ok(removed)
+        self.index.forget(&doomed);
+        Ok(doomed.len())
     }
 
     /// Every entry but the records (meta, leases and the keys attached to them), for a snapshot:
     /// these change in place with every apply, so they are copied while apply pauses.
     pub fn export_state(&self) -> impl Iterator<Item = Result<(sled::IVec, sled::IVec)>> + '_ {
-        let (records, past_records) = keys::all_records();
+        let (records, past_records) = keys::all_stored();
         self.tree.range(..records).chain(self.tree.range(past_records..)).map(|item| item.map_err(Error::from))
     }
 
-    /// The records of revisions up to `revision`, for a snapshot of the store at `revision`.
+    /// The records of revisions up to `revision`, for a snapshot of the store at `revision`,
+    /// under their logical keys (snapshot files hold those, whatever the stored layout).
     /// Records are never changed once written, so these can be copied while apply goes on, as
     /// long as no physical compaction removes any meanwhile (the caller holds it off).
     pub fn export_records(&self, revision: i64) -> impl Iterator<Item = Result<(sled::IVec, sled::IVec)>> + '_ {
-        let (start, end) = keys::all_records();
-        self.tree.range(start..end).filter_map(move |item| {
-            let entry = item.map_err(Error::from).and_then(|(key, value)| {
-                let (_, rev) = keys::split_record_key(&key)?;
-                Ok((rev <= revision).then_some((key, value)))
-            });
-            entry.transpose()
+        let (start, end) = keys::stored_revisions(0, revision);
+        self.tree.range(start..end).map(|item| {
+            let (stored, value) = item?;
+            Ok((sled::IVec::from(keys::logical_key(&stored)?), value))
         })
     }
 
@@ -246,7 +223,7 @@ impl KvStore {
     /// that no snapshot has to fit in memory. Not atomic: the caller guards it (a crash part
     /// way must be followed by loading the snapshot again).
     pub fn replace_all(&self, entries: impl Iterator<Item = Result<(Vec<u8>, Vec<u8>)>>) -> Result<()> {
-        self.index.invalidate();
+        self.index.clear();
         loop {
             let doomed: Vec<sled::IVec> = self.tree.iter().keys().take(REPLACE_BATCH).collect::<sled::Result<_>>()?;
             if doomed.is_empty() {
@@ -259,13 +236,13 @@ impl KvStore {
         self.load(entries)
     }
 
-    /// Adds a snapshot's entries to the store, in batches of bounded size.
+    /// Adds a snapshot's entries to the store, in batches of bounded size: records (under their
+    /// logical keys in the snapshot) where the layout stores them.
     pub fn load(&self, entries: impl Iterator<Item = Result<(Vec<u8>, Vec<u8>)>>) -> Result<()> {
-        // Built again from the loaded records at the next commit (also when loading fails part way).
-        self.index.invalidate();
-        let result = self.load_records(entries);
-        self.index.invalidate();
-        result
+        let loaded = self.load_records(entries);
+        // Also when loading failed part way: the index lists what the tree holds.
+        let listed = self.index.rebuild(&self.tree);
+        loaded.and(listed)
     }
 
     fn load_records(&self, entries: impl Iterator<Item = Result<(Vec<u8>, Vec<u8>)>>) -> Result<()> {
@@ -273,6 +250,7 @@ impl KvStore {
         let mut staged = 0;
         for entry in entries {
             let (key, value) = entry?;
+            let key = if keys::is_record(&key) { keys::stored_key(&key)? } else { key };
             batch.insert(key, value);
             staged += 1;
             if staged == REPLACE_BATCH {
@@ -313,12 +291,26 @@ fn reads_below(req: &pb::TxnRequest, compacted: i64) -> bool {
     })
 }
 
-fn hash_visible(hasher: &mut crc32fast::Hasher, entry: Option<(sled::IVec, sled::IVec)>) {
-    if let Some((record, value)) = entry {
-        if value.first() == Some(&keys::PUT) {
-            hasher.update(&record);
-            hasher.update(&value);
+/// Moves records from where data dirs of format 1 stored them (under their logical keys) to
+/// where they are stored now, in batches that each move some records whole: a crash part way
+/// leaves every record in one place or the other, and the next open moves the rest. Returns
+/// how many it moved.
+fn convert_format_1_records(tree: &sled::Tree) -> Result<usize> {
+    let (start, end) = keys::all_records();
+    let mut moved = 0;
+    loop {
+        let records: Vec<(sled::IVec, sled::IVec)> =
+            tree.range(start.clone()..end.clone()).take(REPLACE_BATCH).collect::<sled::Result<_>>()?;
+        if records.is_empty() {
+            return Ok(moved);
         }
+        let mut batch = sled::Batch::default();
+        for (record, value) in &records {
+            batch.insert(keys::stored_key(record)?, value.clone());
+            batch.remove(record.clone());
+        }
+        tree.apply_batch(batch)?;
+        moved += records.len();
     }
 }
 

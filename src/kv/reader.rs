@@ -5,7 +5,6 @@
 use std::collections::BTreeMap;
 use std::ops::Bound;
 
-use super::index::Newest;
 use super::{decode_record, keys, KvStore};
 use crate::pb::KeyValue;
 use crate::Result;
@@ -13,10 +12,17 @@ use crate::Result;
 type Entry = (Vec<u8>, Vec<u8>);
 
 pub(crate) trait Reader {
-    /// Records in the encoded range `[start, end)`, in key order.
-    fn records<'a>(&'a self, start: &[u8], end: &[u8]) -> Box<dyn Iterator<Item = Result<Entry>> + 'a>;
+    /// For each key in the logical record range `[start, end)`, its newest record at or below
+    /// `revision`, in key order (more of its records, and records of keys deleted by then, may
+    /// come too: [`VisibleKeys`] sorts them out).
+    fn newest_records<'a>(
+        &'a self,
+        start: &[u8],
+        end: &[u8],
+        revision: i64,
+    ) -> Box<dyn Iterator<Item = Result<Entry>> + 'a>;
 
-    /// The newest record of `key` at or below `revision`.
+    /// The newest record of `key` at or below `revision`; None also when that is a deletion.
     fn newest_record(&self, key: &[u8], revision: i64) -> Result<Option<Entry>>;
 
     /// The key's value as of `revision`, None if it did not exist then.
@@ -35,61 +41,39 @@ pub(crate) trait Reader {
         revision: i64,
     ) -> Box<dyn Iterator<Item = Result<KeyValue>> + 'a> {
         if range_end.is_empty() {
-            // One key: its newest record is a point lookup, where a scan visits its whole history.
+            // One key: a point lookup, where a range would copy the index's listing.
             return Box::new(self.get(key, revision).transpose().into_iter());
         }
         let (start, end) = keys::record_range(key, range_end);
         if start >= end {
             return Box::new(std::iter::empty());
         }
-        Box::new(VisibleKeys { records: self.records(&start, &end).peekable(), revision })
+        Box::new(VisibleKeys { records: self.newest_records(&start, &end, revision).peekable(), revision })
     }
 }
 
-impl Reader for sled::Tree {
-    fn records<'a>(&'a self, start: &[u8], end: &[u8]) -> Box<dyn Iterator<Item = Result<Entry>> + 'a> {
-        Box::new(self.range(start.to_vec()..end.to_vec()).map(|item| {
-            let (k, v) = item?;
-            Ok((k.to_vec(), v.to_vec()))
-        }))
-    }
-
-    fn newest_record(&self, key: &[u8], revision: i64) -> Result<Option<Entry>> {
-        let start = keys::key_prefix(key);
-        let end = keys::record_key(key, revision);
-        match self.range(start..=end).next_back() {
-            Some(item) => {
-                let (k, v) = item?;
-                Ok(Some((k.to_vec(), v.to_vec())))
-            }
-            None => Ok(None),
-        }
-    }
-}
-
-/// The store's tree for a reader that has seen the store at revision `as_of` (and reads at or
-/// below it): a key's newest record comes from the key index when the index has reached
-/// `as_of`, from a scan of the tree otherwise.
+/// The store as the key index lists it: a reader must have read the store revision before it
+/// reads, and read at or below it (see [`super::index`]).
 pub(crate) struct StoreReader<'a> {
     pub(crate) store: &'a KvStore,
-    pub(crate) as_of: i64,
 }
 
 impl Reader for StoreReader<'_> {
-    fn records<'a>(&'a self, start: &[u8], end: &[u8]) -> Box<dyn Iterator<Item = Result<Entry>> + 'a> {
-        self.store.tree.records(start, end)
+    fn newest_records<'a>(
+        &'a self,
+        start: &[u8],
+        end: &[u8],
+        revision: i64,
+    ) -> Box<dyn Iterator<Item = Result<Entry>> + 'a> {
+        let live = self.store.index.live_in(start, end, revision);
+        Box::new(live.into_iter().filter_map(|(prefix, rev)| self.store.read_record(&prefix, rev).transpose()))
     }
 
     fn newest_record(&self, key: &[u8], revision: i64) -> Result<Option<Entry>> {
         let prefix = keys::key_prefix(key);
-        match self.store.index.newest(&prefix, revision, self.as_of) {
-            Newest::Absent => Ok(None),
-            Newest::At(rev) => {
-                let record = keys::record_key(key, rev);
-                // None: compaction removed that record, a deletion, so the key does not exist.
-                Ok(self.store.tree.get(&record)?.map(|value| (record, value.to_vec())))
-            }
-            Newest::Unknown => self.store.tree.newest_record(key, revision),
+        match self.store.index.newest(&prefix, revision) {
+            Some(change) if !change.is_deletion() => self.store.read_record(&prefix, change.revision()),
+            _ => Ok(None),
         }
     }
 }
@@ -103,12 +87,18 @@ pub(crate) struct Overlay<'a> {
 }
 
 impl Reader for Overlay<'_> {
-    fn records<'a>(&'a self, start: &[u8], end: &[u8]) -> Box<dyn Iterator<Item = Result<Entry>> + 'a> {
+    fn newest_records<'a>(
+        &'a self,
+        start: &[u8],
+        end: &[u8],
+        revision: i64,
+    ) -> Box<dyn Iterator<Item = Result<Entry>> + 'a> {
         let pending = self
             .pending
             .range::<[u8], _>((Bound::Included(start), Bound::Excluded(end)))
             .filter_map(|(k, v)| v.as_ref().map(|v| Ok((k.clone(), v.clone()))));
-        Box::new(MergeSorted { left: self.store.records(start, end).peekable(), right: pending.peekable() })
+        let stored = self.store.newest_records(start, end, revision).peekable();
+        Box::new(MergeSorted { left: stored, right: pending.peekable() })
     }
 
     fn newest_record(&self, key: &[u8], revision: i64) -> Result<Option<Entry>> {

@@ -33,7 +33,7 @@ struct Fixture {
 impl Fixture {
     fn new() -> Fixture {
         let db = sled::Config::new().temporary(true).open().unwrap();
-        let store = KvStore::new(db.open_tree("kv").unwrap());
+        let store = KvStore::open(db.open_tree("kv").unwrap()).unwrap();
         Fixture { _db: db, store }
     }
 
@@ -901,7 +901,7 @@ fn the_key_index_agrees_with_the_tree() {
     let reads = |store: &KvStore| ["a", "b", "c"].map(|key| show_read(store.range(&get(key)))).join(" ");
     let want = "rev=7 count=1 [a=2@5/5/v1] rev=7 count=1 [b=3@4/7/v3] rev=7 count=0 []";
     assert_eq!(reads(&f.store), want);
-    let second = KvStore::new(f._db.open_tree("kv").unwrap());
+    let second = KvStore::open(f._db.open_tree("kv").unwrap()).unwrap();
     assert_eq!(reads(&second), want);
 
     let other = run(vec![(put("c", "1").into(), "rev=2"), (put("a", "9").into(), "rev=3")]);
@@ -911,15 +911,50 @@ fn the_key_index_agrees_with_the_tree() {
     assert_eq!(show_read(f.store.range(&get("a"))), "rev=4 count=1 [a=10@3/4/v2]");
 }
 
-/// The index answers only for readers whose revision it has reached, and only for a key not
-/// changed since the revision asked for.
+/// The index lists every record of a key, deletions too, and finds its newest at a revision.
 #[test]
-fn the_key_index_answers_only_what_it_knows() {
-    use super::index::Newest;
-    let f = run(vec![(put("a", "1").into(), "rev=2"), (put("a", "2").into(), "rev=3")]);
-    let newest = |key: &[u8], revision, as_of| f.store.index.newest(&super::keys::key_prefix(key), revision, as_of);
-    assert_eq!(newest(b"a", 3, 3), Newest::At(3));
-    assert_eq!(newest(b"b", 3, 3), Newest::Absent);
-    assert_eq!(newest(b"a", 2, 3), Newest::Unknown, "changed since revision 2");
-    assert_eq!(newest(b"a", 4, 4), Newest::Unknown, "a reader at 4 may need records the index has not seen");
+fn the_key_index_finds_a_keys_newest_record_at_a_revision() {
+    use super::index::Change;
+    let f = run(vec![
+        (put("a", "1").into(), "rev=2"),
+        (put("a", "2").into(), "rev=3"),
+        (del("a", "").into(), "rev=4 deleted=1"),
+    ]);
+    let newest = |key: &[u8], revision| f.store.index.newest(&super::keys::key_prefix(key), revision);
+    assert_eq!(newest(b"a", 1), None);
+    assert_eq!(newest(b"a", 2), Some(Change::new(2, false)));
+    assert_eq!(newest(b"a", 3), Some(Change::new(3, false)));
+    assert_eq!(newest(b"a", 9), Some(Change::new(4, true)));
+    assert_eq!(newest(b"b", 9), None);
+}
+
+/// A store as data dirs of format 1 kept it (records under their logical keys) is converted
+/// when opened, and then answers reads, history and the hash as before.
+#[test]
+fn a_store_of_format_1_is_converted_when_opened() {
+    let f = run(vec![
+        (put("a", "1").into(), "rev=2"),
+        (put("b", "1").into(), "rev=3"),
+        (put("a", "2").into(), "rev=4"),
+        (del("b", "").into(), "rev=5 deleted=1"),
+    ]);
+    let observe = |store: &KvStore| {
+        let reads = ["a", "b"].map(|key| show_read(store.range(&get(key)))).join(" ");
+        let old = show_read(store.range(&at(3, range("\0", "\0"))));
+        let history = store.history(b"\0", b"\0", 2, 5).unwrap();
+        (reads, old, history, store.hash_kv(0).unwrap())
+    };
+    let before = observe(&f.store);
+    let tree = f._db.open_tree("kv").unwrap();
+    let records: Vec<_> = f.store.export_records(i64::MAX).map(Result::unwrap).collect();
+    let (start, end) = super::keys::all_stored();
+    for stored in tree.range(start..end).keys() {
+        tree.remove(stored.unwrap()).unwrap();
+    }
+    records.into_iter().for_each(|(logical, value)| drop(tree.insert(logical, value).unwrap()));
+
+    let converted = KvStore::open(tree.clone()).unwrap();
+    let (start, end) = super::keys::all_records();
+    assert_eq!(tree.range(start..end).count(), 0, "every record moved");
+    assert_eq!(observe(&converted), before);
 }

@@ -28,7 +28,7 @@ struct Member {
 
 fn open(dir: &Path) -> crate::Result<(LogStore, StateMachine, KvStore)> {
     let db = sled::Config::new().path(dir.join("db")).open()?;
-    let kv = KvStore::new(db.open_tree("kv")?);
+    let kv = KvStore::open(db.open_tree("kv")?)?;
     let log = LogStore::new(db.clone(), db.open_tree("raft")?);
     let sm = StateMachine::new(kv.clone(), db, dir.join("snap"), WatchHub::default());
     Ok((log, sm, kv))
