@@ -236,7 +236,10 @@ impl WatchStream {
         for id in ids {
             let Some(watcher) = self.watchers.get(&id) else { continue };
             if watcher.next <= batch.revision {
-                let events = watcher.select(&batch.events);
+                let mut events = watcher.select(&batch.events);
+                if watcher.prev_kv {
+                    events = self.with_prev_kvs(events).await?;
+                }
                 self.send_events(id, events, batch.revision).await?;
                 if let Some(watcher) = self.watchers.get_mut(&id) {
                     watcher.next = batch.revision + 1;
@@ -244,6 +247,29 @@ impl WatchStream {
             }
         }
         self.maybe_answer_progress().await
+    }
+
+    /// `events` with the previous values of their puts, for a watcher that asked for them: the
+    /// apply path does not read them (see [`crate::kv::KvStore::fill_prev_kvs`]).
+    async fn with_prev_kvs(&mut self, mut events: Vec<Event>) -> std::result::Result<Vec<Event>, Gone> {
+        if !events.iter().any(crate::kv::lacks_prev_kv) {
+            return Ok(events);
+        }
+        let kv = self.ctx.node.kv.clone();
+        let filled = tokio::task::spawn_blocking(move || {
+            kv.fill_prev_kvs(&mut events);
+            events
+        });
+        match filled.await {
+            Ok(events) => Ok(events),
+            Err(e) => {
+                // Going on without these events would skip revisions: end the stream instead, and
+                // the client resumes from the last revision it was sent.
+                let status = Status::internal(format!("cannot read watch events' previous values: {e}"));
+                let _ = self.out.send(Err(status)).await;
+                Err(Gone)
+            }
+        }
     }
 
     async fn catch_up_all(&mut self) -> Sent {

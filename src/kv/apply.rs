@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::index::Change;
 use super::reader::{Overlay, Reader};
-use super::{encode_put, encode_tombstone, keys, range, Alarm, KvStore, MemberAttributes};
+use super::{decode_life, encode_put, encode_tombstone, keys, range, Alarm, KvStore, Life, MemberAttributes};
 use super::{META_ALARMS, META_COMPACTED, META_MEMBERS, META_REMOVED_MEMBERS, META_REVISION};
 use crate::pb::mvccpb::{event::EventType, Event};
 use crate::pb::{self, command, command_result, compare, request_op, response_op, KeyValue};
@@ -137,7 +137,8 @@ impl<'a> WriteTxn<'a> {
                 Some(value) if keys::is_record(key) => {
                     let (prefix, rev) = keys::split_record_key(key)?;
                     batch.insert(keys::stored(prefix, rev), value.as_slice());
-                    records.push((prefix.to_vec(), Change::new(rev, value.first() == Some(&keys::TOMBSTONE))));
+                    let life = decode_life(value)?;
+                    records.push((prefix.to_vec(), Change::new(rev, life.is_none()), life));
                 }
                 Some(value) => batch.insert(key.as_slice(), value.as_slice()),
                 None => batch.remove(key.as_slice()),
@@ -179,14 +180,15 @@ impl<'a> WriteTxn<'a> {
         (self.events.len() - self.events_before_request) as u32
     }
 
-    fn write_put(&mut self, kv: KeyValue, prev: Option<KeyValue>) {
+    /// Records a put. Its event carries no previous value: a watcher that asks for it reads it.
+    fn write_put(&mut self, kv: KeyValue) {
         let value = encode_put(&kv, self.next_sub());
         let key = kv.key.clone();
-        self.write_record(&key, value, Event { r#type: EventType::Put as i32, kv: Some(kv), prev_kv: prev });
+        self.write_record(&key, value, Event { r#type: EventType::Put as i32, kv: Some(kv), prev_kv: None });
     }
 
     pub(super) fn write_delete(&mut self, prev: KeyValue) {
-        self.reattach(Some(&prev), &prev.key, 0);
+        self.reattach(prev.lease, &prev.key, 0);
         let value = encode_tombstone(self.next_sub());
         let deleted = KeyValue { key: prev.key.clone(), mod_revision: self.write_revision(), ..Default::default() };
         let key = prev.key.clone();
@@ -249,28 +251,38 @@ impl<'a> WriteTxn<'a> {
         if req.lease != 0 && !self.lease_exists(req.lease)? {
             return Err(Error::LeaseNotFound);
         }
-        let prev = self.reader().get(&req.key, self.read_revision())?;
-        if (req.ignore_value || req.ignore_lease) && prev.is_none() {
-            return Err(Error::KeyNotFound);
-        }
+        // Only these flags need the previous value itself; otherwise its life is enough, which
+        // the key index answers without reading the store. Watchers that want a put's previous
+        // value read it when they send the event, as etcd's do.
+        let prev = if req.prev_kv || req.ignore_value || req.ignore_lease {
+            self.reader().get(&req.key, self.read_revision())?
+        } else {
+            None
+        };
+        let life = match &prev {
+            Some(prev) => Some(Life::of(prev)),
+            None if req.ignore_value || req.ignore_lease => return Err(Error::KeyNotFound),
+            None if req.prev_kv => None,
+            None => self.reader().life(&req.key, self.read_revision())?,
+        };
         let revision = self.write_revision();
         let kv = KeyValue {
             key: req.key.clone(),
-            create_revision: prev.as_ref().map_or(revision, |p| p.create_revision),
+            create_revision: life.map_or(revision, |l| l.create_revision),
             mod_revision: revision,
-            version: prev.as_ref().map_or(1, |p| p.version + 1),
+            version: life.map_or(1, |l| l.version + 1),
             value: match (&prev, req.ignore_value) {
                 (Some(p), true) => p.value.clone(),
                 _ => req.value.clone(),
             },
-            lease: match (&prev, req.ignore_lease) {
-                (Some(p), true) => p.lease,
+            lease: match (life, req.ignore_lease) {
+                (Some(l), true) => l.lease,
                 _ => req.lease,
             },
         };
-        let prev_kv = prev.clone().filter(|_| req.prev_kv);
-        self.reattach(prev.as_ref(), &req.key, kv.lease);
-        self.write_put(kv, prev);
+        let prev_kv = prev.filter(|_| req.prev_kv);
+        self.reattach(life.map_or(0, |l| l.lease), &req.key, kv.lease);
+        self.write_put(kv);
         Ok(pb::PutResponse { header: self.header(), prev_kv })
     }
 

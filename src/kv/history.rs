@@ -4,7 +4,7 @@
 use super::reader::Reader;
 use super::{decode_record, keys, record_sub, KvStore};
 use crate::pb::mvccpb::{event::EventType, Event};
-use crate::pb::KeyValue;
+use crate::pb::{KeyValue, RangeRequest};
 use crate::{Error, Result};
 
 impl KvStore {
@@ -36,6 +36,30 @@ impl KvStore {
         }
         events.sort_by_key(|(rev, sub, _)| (*rev, *sub));
         Ok(events.into_iter().map(|(_, _, event)| event).collect())
+    }
+}
+
+/// Whether `event` is a put of a key that existed before it, without that earlier value.
+pub fn lacks_prev_kv(event: &Event) -> bool {
+    event.r#type == EventType::Put as i32
+        && event.prev_kv.is_none()
+        && event.kv.as_ref().is_some_and(|kv| kv.version > 1)
+}
+
+impl KvStore {
+    /// Gives each put in `events` that replaced a value, and does not carry it, that value: the
+    /// key as of the revision before the put. As in etcd's watch streams, which read it the same
+    /// way for watchers that ask, a value compaction has removed since is left out.
+    pub fn fill_prev_kvs(&self, events: &mut [Event]) {
+        for event in events.iter_mut().filter(|event| lacks_prev_kv(event)) {
+            let Some(kv) = &event.kv else { continue };
+            let before = RangeRequest { key: kv.key.clone(), revision: kv.mod_revision - 1, ..Default::default() };
+            match self.range(&before) {
+                Ok(found) => event.prev_kv = found.kvs.into_iter().next(),
+                Err(Error::Compacted) => {}
+                Err(e) => tracing::warn!(error = %e, "cannot read a watch event's previous value; sending it without"),
+            }
+        }
     }
 }
 

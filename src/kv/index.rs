@@ -1,5 +1,7 @@
 //! The revisions of every key's records, in memory (etcd's treeIndex): the tree stores records
-//! by revision ([`super::keys`]), so this is how reads find a key's records.
+//! by revision ([`super::keys`]), so this is how reads find a key's records. It also keeps each
+//! key's [`Life`] as of its newest record, which is all a put needs of the value it replaces,
+//! so that a put reads nothing from the tree.
 //!
 //! Invariants:
 //! - It lists every record the tree holds, each key's in revision order. It may list more: the
@@ -18,11 +20,19 @@ use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use super::keys;
+use super::{decode_life, keys, Life};
 use crate::Result;
 
-/// Key prefix (see [`keys::key_prefix`]) -> that key's records, oldest first.
-type Changes = BTreeMap<Box<[u8]>, Vec<Change>>;
+/// Key prefix (see [`keys::key_prefix`]) -> that key's records.
+type Changes = BTreeMap<Box<[u8]>, Records>;
+
+#[derive(Default)]
+struct Records {
+    /// Oldest first.
+    changes: Vec<Change>,
+    /// The key's life as of its newest record; None if that is a deletion.
+    life: Option<Life>,
+}
 
 #[derive(Clone, Default)]
 pub(super) struct KeyIndex(Arc<RwLock<Changes>>);
@@ -62,8 +72,10 @@ impl KeyIndex {
         for item in tree.range(start..end) {
             let (stored, value) = item?;
             let (prefix, rev) = keys::split_stored_key(&stored)?;
-            let change = Change::new(rev, value.first() == Some(&keys::TOMBSTONE));
-            changes.entry(prefix.into_boxed_slice()).or_default().push(change);
+            let life = decode_life(&value)?;
+            let records = changes.entry(prefix.into_boxed_slice()).or_default();
+            records.changes.push(Change::new(rev, life.is_none()));
+            records.life = life;
         }
         tracing::debug!(keys = changes.len(), "built the key index");
         *self.write() = changes;
@@ -77,7 +89,18 @@ impl KeyIndex {
 
     /// The key's newest record at or below `revision`.
     pub(super) fn newest(&self, prefix: &[u8], revision: i64) -> Option<Change> {
-        self.read().get(prefix).and_then(|changes| newest_at(changes, revision))
+        self.read().get(prefix).and_then(|records| newest_at(&records.changes, revision))
+    }
+
+    /// The key's life as of `revision` (None inside: it did not exist then), when that is the
+    /// life of its newest record; None when the key changed after `revision`.
+    pub(super) fn life(&self, prefix: &[u8], revision: i64) -> Option<Option<Life>> {
+        let index = self.read();
+        let Some(records) = index.get(prefix) else { return Some(None) };
+        match records.changes.last() {
+            Some(newest) if newest.revision() > revision => None,
+            _ => Some(records.life),
+        }
     }
 
     /// For each key with a prefix in `[start, end)` that exists at `revision`, its prefix and
@@ -86,8 +109,8 @@ impl KeyIndex {
         let index = self.read();
         index
             .range::<[u8], _>((Bound::Included(start), Bound::Excluded(end)))
-            .filter_map(|(prefix, changes)| {
-                let newest = newest_at(changes, revision).filter(|change| !change.is_deletion())?;
+            .filter_map(|(prefix, records)| {
+                let newest = newest_at(&records.changes, revision).filter(|change| !change.is_deletion())?;
                 Some((prefix.clone(), newest.revision()))
             })
             .collect()
@@ -95,14 +118,16 @@ impl KeyIndex {
 
     /// Every key's records, in key order (a copy, so the caller holds no lock while it reads).
     pub(super) fn all(&self) -> Vec<(Box<[u8]>, Vec<Change>)> {
-        self.read().iter().map(|(prefix, changes)| (prefix.clone(), changes.clone())).collect()
+        self.read().iter().map(|(prefix, records)| (prefix.clone(), records.changes.clone())).collect()
     }
 
-    /// Adds records about to be written, each key's in revision order.
-    pub(super) fn add(&self, records: impl IntoIterator<Item = (Vec<u8>, Change)>) {
+    /// Adds records about to be written (key prefix, record, the key's life as of it), each
+    /// key's in revision order.
+    pub(super) fn add(&self, added: impl IntoIterator<Item = (Vec<u8>, Change, Option<Life>)>) {
         let mut index = self.write();
-        for (prefix, change) in records {
-            let changes = index.entry(prefix.into_boxed_slice()).or_default();
+        for (prefix, change, life) in added {
+            let records = index.entry(prefix.into_boxed_slice()).or_default();
+            let changes = &mut records.changes;
             match changes.last() {
                 Some(last) if last.revision() >= change.revision() => {
                     // Not expected (revisions only grow), but the list must stay sorted.
@@ -111,7 +136,10 @@ impl KeyIndex {
                         changes.insert(at, change);
                     }
                 }
-                _ => changes.push(change),
+                _ => {
+                    changes.push(change);
+                    records.life = life;
+                }
             }
         }
     }
@@ -121,7 +149,7 @@ impl KeyIndex {
     /// (a deletion exactly at it stays, so that a watch from the compacted revision sees it).
     pub(super) fn compactable(&self, compacted: i64) -> Vec<(Box<[u8]>, i64)> {
         let mut doomed = Vec::new();
-        for (prefix, changes) in self.read().iter() {
+        for (prefix, Records { changes, .. }) in self.read().iter() {
             let kept = changes.partition_point(|c| c.revision() <= compacted);
             let Some(newest) = kept.checked_sub(1).map(|i| changes[i]) else { continue };
             let dead = newest.is_deletion() && newest.revision() < compacted;
@@ -137,10 +165,11 @@ impl KeyIndex {
         let mut index = self.write();
         for group in removed.chunk_by(|a, b| a.0 == b.0) {
             let prefix = &group[0].0;
-            let Some(changes) = index.get_mut(prefix) else { continue };
+            let Some(records) = index.get_mut(prefix) else { continue };
             let revs: std::collections::HashSet<i64> = group.iter().map(|(_, rev)| *rev).collect();
-            changes.retain(|c| !revs.contains(&c.revision()));
-            if changes.is_empty() {
+            // Never the newest record, unless it is a deletion and the key goes: its life stays.
+            records.changes.retain(|c| !revs.contains(&c.revision()));
+            if records.changes.is_empty() {
                 index.remove(prefix);
             }
         }

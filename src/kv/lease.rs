@@ -7,7 +7,7 @@ use sha1::{Digest, Sha1};
 use super::apply::WriteTxn;
 use super::reader::Reader;
 use super::{keys, KvStore};
-use crate::pb::{self, KeyValue};
+use crate::pb;
 use crate::{Error, Result};
 
 const META_LEASE_SEQUENCE: &str = "lease_sequence";
@@ -97,9 +97,9 @@ impl WriteTxn<'_> {
         Ok(pb::LeaseRevokeResponse { header: self.header() })
     }
 
-    /// Moves `key`'s attachment from its previous lease (if any) to the lease of its new value.
-    pub(super) fn reattach(&mut self, previous: Option<&KeyValue>, key: &[u8], lease: i64) {
-        let old = previous.map_or(0, |p| p.lease);
+    /// Moves `key`'s attachment from the lease of its previous value (0: none) to the lease of
+    /// its new value.
+    pub(super) fn reattach(&mut self, old: i64, key: &[u8], lease: i64) {
         if old != 0 && old != lease {
             self.stage(keys::attached_key(old, key), None);
         }

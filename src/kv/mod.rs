@@ -9,7 +9,7 @@
 //!   batch, so a crash leaves the store at a batch boundary, never inside one.
 //! - Records are only ever added at the new revision; old revisions are removed only by
 //!   compaction, and only below the compacted revision, so a reader that fixes a revision first
-//!   sees a stable view without locks.
+//!   sees a stable view; it holds the key index's lock only while it looks records up.
 
 mod apply;
 mod history;
@@ -30,6 +30,7 @@ use serde::{Deserialize, Serialize};
 use crate::pb::{self, KeyValue};
 use crate::{Error, Result};
 pub use apply::{Committed, WriteTxn};
+pub use history::lacks_prev_kv;
 
 /// A member's attributes as the state machine keeps them (published through the log).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -322,6 +323,45 @@ pub(crate) fn decode_record(key: Vec<u8>, value: &[u8]) -> Result<Option<KeyValu
             let mut kv = KeyValue::decode(body)?;
             kv.key = key;
             Ok(Some(kv))
+        }
+        keys::TOMBSTONE => Ok(None),
+        _ => Err(Error::Corrupt("unknown record kind".into())),
+    }
+}
+
+/// What a put must know of the value it replaces: etcd's create_revision, version and lease.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Life {
+    pub(crate) create_revision: i64,
+    pub(crate) version: i64,
+    pub(crate) lease: i64,
+}
+
+impl Life {
+    pub(crate) fn of(kv: &KeyValue) -> Life {
+        Life { create_revision: kv.create_revision, version: kv.version, lease: kv.lease }
+    }
+}
+
+/// The fields of a stored KeyValue that make its [`Life`], under KeyValue's field numbers:
+/// decoding this skips the key and value without copying them.
+#[derive(Clone, PartialEq, Message)]
+struct StoredLife {
+    #[prost(int64, tag = "2")]
+    create_revision: i64,
+    #[prost(int64, tag = "4")]
+    version: i64,
+    #[prost(int64, tag = "6")]
+    lease: i64,
+}
+
+/// The key's life as of a record; None if the record is a deletion.
+pub(crate) fn decode_life(value: &[u8]) -> Result<Option<Life>> {
+    let (kind, body) = split_record(value)?;
+    match kind {
+        keys::PUT => {
+            let StoredLife { create_revision, version, lease } = StoredLife::decode(body)?;
+            Ok(Some(Life { create_revision, version, lease }))
         }
         keys::TOMBSTONE => Ok(None),
         _ => Err(Error::Corrupt("unknown record kind".into())),

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::ops::Bound;
 
-use super::{decode_record, keys, KvStore};
+use super::{decode_life, decode_record, keys, KvStore, Life};
 use crate::pb::KeyValue;
 use crate::Result;
 
@@ -31,6 +31,12 @@ pub(crate) trait Reader {
             Some((_, value)) => decode_record(key.to_vec(), &value),
             None => Ok(None),
         }
+    }
+
+    /// The life of the key's value as of `revision`, None if it did not exist then: what a put
+    /// that replaces the value needs, which readers that know it answer without a read.
+    fn life(&self, key: &[u8], revision: i64) -> Result<Option<Life>> {
+        Ok(self.get(key, revision)?.as_ref().map(Life::of))
     }
 
     /// The live keys of an etcd range as of `revision`, in key order.
@@ -76,6 +82,13 @@ impl Reader for StoreReader<'_> {
             _ => Ok(None),
         }
     }
+
+    fn life(&self, key: &[u8], revision: i64) -> Result<Option<Life>> {
+        match self.store.index.life(&keys::key_prefix(key), revision) {
+            Some(life) => Ok(life),
+            None => Ok(self.get(key, revision)?.as_ref().map(Life::of)),
+        }
+    }
 }
 
 /// The store plus the records an apply batch has written but not yet committed. Writes during
@@ -108,6 +121,16 @@ impl Reader for Overlay<'_> {
         match pending.next_back() {
             Some((k, Some(v))) => Ok(Some((k.clone(), v.clone()))),
             _ => self.store.newest_record(key, revision),
+        }
+    }
+
+    fn life(&self, key: &[u8], revision: i64) -> Result<Option<Life>> {
+        let start = keys::key_prefix(key);
+        let end = keys::record_key(key, revision);
+        let mut pending = self.pending.range::<[u8], _>((Bound::Included(&start[..]), Bound::Included(&end[..])));
+        match pending.next_back() {
+            Some((_, Some(v))) => decode_life(v),
+            _ => self.store.life(key, revision),
         }
     }
 }

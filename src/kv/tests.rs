@@ -958,3 +958,45 @@ fn a_store_of_format_1_is_converted_when_opened() {
     assert_eq!(tree.range(start..end).count(), 0, "every record moved");
     assert_eq!(observe(&converted), before);
 }
+
+/// A put's watch event carries no previous value from apply; a watcher that asks reads it from
+/// the store: none when the put created the key, none when compaction removed it (as etcd).
+#[test]
+fn watch_events_read_their_previous_values_from_the_store() {
+    use crate::pb::mvccpb::{event::EventType, Event};
+    let f =
+        run(vec![(put("a", "1").into(), "rev=2"), (put("a", "2").into(), "rev=3"), (put("b", "1").into(), "rev=4")]);
+    let put_event = |key: &str, create_revision, mod_revision, version| Event {
+        r#type: EventType::Put as i32,
+        kv: Some(KeyValue { key: key.into(), create_revision, mod_revision, version, ..Default::default() }),
+        prev_kv: None,
+    };
+    let mut events = vec![put_event("a", 2, 3, 2), put_event("b", 4, 4, 1)];
+    f.store.fill_prev_kvs(&mut events);
+    let prevs = |events: &[Event]| events.iter().map(|e| e.prev_kv.as_ref().map(show_kv)).collect::<Vec<_>>();
+    assert_eq!(prevs(&events), [Some("a=1@2/2/v1".to_string()), None]);
+
+    assert_eq!(f.run(&compact(3).into()), "rev=4");
+    let mut events = vec![put_event("a", 2, 3, 2)];
+    f.store.fill_prev_kvs(&mut events);
+    assert_eq!(prevs(&events), [None], "compacted away");
+}
+
+/// The index keeps each key's life as of its newest record, for puts: unknown (None) for a
+/// revision the key changed after.
+#[test]
+fn the_key_index_keeps_each_keys_life() {
+    use super::Life;
+    let f = run(vec![
+        (put("a", "1").into(), "rev=2"),
+        (put("a", "2").into(), "rev=3"),
+        (del("b", "").into(), "rev=3 deleted=0"),
+        (put("b", "1").into(), "rev=4"),
+        (del("b", "").into(), "rev=5 deleted=1"),
+    ]);
+    let life = |key: &[u8], revision| f.store.index.life(&super::keys::key_prefix(key), revision);
+    assert_eq!(life(b"a", 5), Some(Some(Life { create_revision: 2, version: 2, lease: 0 })));
+    assert_eq!(life(b"a", 2), None, "changed since revision 2");
+    assert_eq!(life(b"b", 5), Some(None), "deleted");
+    assert_eq!(life(b"c", 5), Some(None), "never written");
+}
