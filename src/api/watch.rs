@@ -256,20 +256,18 @@ impl WatchStream {
             return Ok(events);
         }
         let kv = self.ctx.node.kv.clone();
-        let filled = tokio::task::spawn_blocking(move || {
-            kv.fill_prev_kvs(&mut events);
-            events
-        });
-        match filled.await {
-            Ok(events) => Ok(events),
-            Err(e) => {
-                // Going on without these events would skip revisions: end the stream instead, and
-                // the client resumes from the last revision it was sent.
-                let status = Status::internal(format!("cannot read watch events' previous values: {e}"));
-                let _ = self.out.send(Err(status)).await;
-                Err(Gone)
-            }
-        }
+        let filled = tokio::task::spawn_blocking(move || kv.fill_prev_kvs(&mut events).map(|()| events));
+        let failed = match filled.await {
+            Ok(Ok(events)) => return Ok(events),
+            Ok(Err(e)) => e.to_string(),
+            Err(e) => e.to_string(),
+        };
+        // Going on without these events, or without the values asked for, would mislead the
+        // watcher: end the stream instead, and the client resumes from the last revision it was
+        // sent.
+        let status = Status::internal(format!("cannot read watch events' previous values: {failed}"));
+        let _ = self.out.send(Err(status)).await;
+        Err(Gone)
     }
 
     async fn catch_up_all(&mut self) -> Sent {

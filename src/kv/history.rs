@@ -16,15 +16,8 @@ impl KvStore {
         if from < self.compacted_revision()? {
             return Err(Error::Compacted);
         }
-        let (start, end) = keys::record_range(key, range_end);
-        let (first, last) = keys::stored_revisions(from, to);
         let mut events: Vec<(i64, u32, Event)> = Vec::new();
-        for item in self.tree.range(first..last) {
-            let (stored, value) = item?;
-            let (prefix, rev) = keys::split_stored_key(&stored)?;
-            if prefix < start || prefix >= end {
-                continue;
-            }
+        for (prefix, rev, value) in self.records_between(key, range_end, from, to)? {
             let user_key = keys::user_key(&prefix);
             let kv = decode_record(user_key.clone(), &value)?;
             let prev = self.reader().get(&user_key, rev - 1)?;
@@ -39,6 +32,38 @@ impl KvStore {
     }
 }
 
+impl KvStore {
+    /// The records (key prefix, revision, value) of keys in `[key, range_end)` with revisions in
+    /// `[from, to]`: one key's through the index, a range's by reading those revisions whole.
+    fn records_between(&self, key: &[u8], range_end: &[u8], from: i64, to: i64) -> Result<Vec<Record>> {
+        let mut records = Vec::new();
+        if range_end.is_empty() {
+            let prefix = keys::key_prefix(key);
+            let wanted = self.index.changes_of(&prefix).into_iter().map(|change| change.revision());
+            for rev in wanted.filter(|rev| (from..=to).contains(rev)) {
+                // None: compaction removed it meanwhile, which the caller finds out.
+                if let Some((_, value)) = self.read_record(&prefix, rev)? {
+                    records.push((prefix.clone(), rev, value));
+                }
+            }
+            return Ok(records);
+        }
+        let (start, end) = keys::record_range(key, range_end);
+        let (first, last) = keys::stored_revisions(from, to);
+        for item in self.tree.range(first..last) {
+            let (stored, value) = item?;
+            let (prefix, rev) = keys::split_stored_key(&stored)?;
+            if prefix >= start && prefix < end {
+                records.push((prefix, rev, value.to_vec()));
+            }
+        }
+        Ok(records)
+    }
+}
+
+/// A record as [`KvStore::records_between`] finds it: key prefix, revision, value.
+type Record = (Vec<u8>, i64, Vec<u8>);
+
 /// Whether `event` is a put of a key that existed before it, without that earlier value.
 pub fn lacks_prev_kv(event: &Event) -> bool {
     event.r#type == EventType::Put as i32
@@ -49,17 +74,20 @@ pub fn lacks_prev_kv(event: &Event) -> bool {
 impl KvStore {
     /// Gives each put in `events` that replaced a value, and does not carry it, that value: the
     /// key as of the revision before the put. As in etcd's watch streams, which read it the same
-    /// way for watchers that ask, a value compaction has removed since is left out.
-    pub fn fill_prev_kvs(&self, events: &mut [Event]) {
+    /// way for watchers that ask, a value compaction has removed since is left out. Any other
+    /// failure (the store being replaced by a snapshot, say) is the caller's to handle: the
+    /// events must not go out without the values the watcher asked for.
+    pub fn fill_prev_kvs(&self, events: &mut [Event]) -> Result<()> {
         for event in events.iter_mut().filter(|event| lacks_prev_kv(event)) {
             let Some(kv) = &event.kv else { continue };
             let before = RangeRequest { key: kv.key.clone(), revision: kv.mod_revision - 1, ..Default::default() };
             match self.range(&before) {
                 Ok(found) => event.prev_kv = found.kvs.into_iter().next(),
                 Err(Error::Compacted) => {}
-                Err(e) => tracing::warn!(error = %e, "cannot read a watch event's previous value; sending it without"),
+                Err(e) => return Err(e),
             }
         }
+        Ok(())
     }
 }
 

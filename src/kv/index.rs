@@ -116,6 +116,11 @@ impl KeyIndex {
             .collect()
     }
 
+    /// The key's records, oldest first.
+    pub(super) fn changes_of(&self, prefix: &[u8]) -> Vec<Change> {
+        self.read().get(prefix).map(|records| records.changes.clone()).unwrap_or_default()
+    }
+
     /// Every key's records, in key order (a copy, so the caller holds no lock while it reads).
     pub(super) fn all(&self) -> Vec<(Box<[u8]>, Vec<Change>)> {
         self.read().iter().map(|(prefix, records)| (prefix.clone(), records.changes.clone())).collect()

@@ -225,16 +225,23 @@ impl KvStore {
     /// way must be followed by loading the snapshot again).
     pub fn replace_all(&self, entries: impl Iterator<Item = Result<(Vec<u8>, Vec<u8>)>>) -> Result<()> {
         self.index.clear();
+        match self.remove_everything() {
+            Ok(()) => self.load(entries),
+            // The index must still list what the tree holds.
+            Err(e) => self.index.rebuild(&self.tree).and(Err(e)),
+        }
+    }
+
+    fn remove_everything(&self) -> Result<()> {
         loop {
             let doomed: Vec<sled::IVec> = self.tree.iter().keys().take(REPLACE_BATCH).collect::<sled::Result<_>>()?;
             if doomed.is_empty() {
-                break;
+                return Ok(());
             }
             let mut batch = sled::Batch::default();
             doomed.into_iter().for_each(|key| batch.remove(key));
             self.tree.apply_batch(batch)?;
         }
-        self.load(entries)
     }
 
     /// Adds a snapshot's entries to the store, in batches of bounded size: records (under their

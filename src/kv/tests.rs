@@ -942,7 +942,9 @@ fn a_store_of_format_1_is_converted_when_opened() {
         let reads = ["a", "b"].map(|key| show_read(store.range(&get(key)))).join(" ");
         let old = show_read(store.range(&at(3, range("\0", "\0"))));
         let history = store.history(b"\0", b"\0", 2, 5).unwrap();
-        (reads, old, history, store.hash_kv(0).unwrap())
+        let one_key = store.history(b"a", b"", 2, 5).unwrap();
+        assert_eq!(one_key.len(), 2, "a's two puts");
+        (reads, old, history, one_key, store.hash_kv(0).unwrap())
     };
     let before = observe(&f.store);
     let tree = f._db.open_tree("kv").unwrap();
@@ -972,13 +974,13 @@ fn watch_events_read_their_previous_values_from_the_store() {
         prev_kv: None,
     };
     let mut events = vec![put_event("a", 2, 3, 2), put_event("b", 4, 4, 1)];
-    f.store.fill_prev_kvs(&mut events);
+    f.store.fill_prev_kvs(&mut events).unwrap();
     let prevs = |events: &[Event]| events.iter().map(|e| e.prev_kv.as_ref().map(show_kv)).collect::<Vec<_>>();
     assert_eq!(prevs(&events), [Some("a=1@2/2/v1".to_string()), None]);
 
     assert_eq!(f.run(&compact(3).into()), "rev=4");
     let mut events = vec![put_event("a", 2, 3, 2)];
-    f.store.fill_prev_kvs(&mut events);
+    f.store.fill_prev_kvs(&mut events).unwrap();
     assert_eq!(prevs(&events), [None], "compacted away");
 }
 
