@@ -127,25 +127,14 @@ impl KeyIndex {
     }
 
     /// Adds records about to be written (key prefix, record, the key's life as of it), each
-    /// key's in revision order.
+    /// key's in revision order. Revisions only grow, so each goes at the end of its key's list.
     pub(super) fn add(&self, added: impl IntoIterator<Item = (Vec<u8>, Change, Option<Life>)>) {
         let mut index = self.write();
         for (prefix, change, life) in added {
             let records = index.entry(prefix.into_boxed_slice()).or_default();
-            let changes = &mut records.changes;
-            match changes.last() {
-                Some(last) if last.revision() >= change.revision() => {
-                    // Not expected (revisions only grow), but the list must stay sorted.
-                    let at = changes.partition_point(|c| c.revision() < change.revision());
-                    if changes.get(at).map(|c| c.revision()) != Some(change.revision()) {
-                        changes.insert(at, change);
-                    }
-                }
-                _ => {
-                    changes.push(change);
-                    records.life = life;
-                }
-            }
+            debug_assert!(records.changes.last().is_none_or(|last| last.revision() < change.revision()));
+            records.changes.push(change);
+            records.life = life;
         }
     }
 
