@@ -202,9 +202,11 @@ impl Node {
             .with_leader(|leader| async move {
                 let index =
                     if leader == self.id { self.read_index().await } else { self.forward_read_index(leader).await };
-                // A read index is never ambiguous: any failure to get one can be retried.
+                // A read index is never ambiguous: any failure to get one can be retried, within
+                // the request timeout, as etcd retries its read index. That includes a round that
+                // missed a quorum because an AppendEntries timed out on a loaded machine.
                 match index {
-                    Err(Error::LeaderChanged) => Err(Error::NotLeader),
+                    Err(Error::LeaderChanged | Error::Timeout) => Err(Error::NotLeader),
                     other => other,
                 }
             })
