@@ -214,7 +214,9 @@ fn refuse_if_removed(data: &DataDir) -> Result<()> {
 
 /// Completes once this member sees itself removed from the applied membership.
 async fn removed_from_membership(node: Arc<Node>) {
-    let mut metrics = node.raft.metrics();
+    // Server metrics change only with leadership and membership; the full metrics are sent on
+    // every turn of openraft's core loop, and watching them would wake this task on every write.
+    let mut metrics = node.raft.server_metrics();
     let mut was_member = false;
     loop {
         let is_member = metrics.borrow_and_update().membership_config.membership().get_node(&node.id).is_some();
@@ -453,7 +455,8 @@ async fn publish_attributes(node: Arc<Node>, config: Config, stop: watch::Receiv
 /// openraft 0.9 draws each member's election timeout once, so two candidates can tie in every
 /// term. When no leader appears for several election timeouts, campaign after a random delay.
 async fn break_split_votes(raft: Raft, election_timeout: Duration, stop: watch::Receiver<bool>) {
-    let mut metrics = raft.metrics();
+    // Server metrics, not the full ones: see `removed_from_membership`.
+    let mut metrics = raft.server_metrics();
     loop {
         let leaderless = async {
             loop {
