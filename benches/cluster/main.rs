@@ -74,6 +74,9 @@ pub enum Workload {
     /// Serializable gets, 100 clients.
     #[value(name = "get-serializable-100")]
     GetSerializable100,
+    /// Linearizable ranges of 1,000 keys each, 10 clients.
+    #[value(name = "range-1000")]
+    Range1000,
     /// Latency of 1,000 watchers of one key over 10 streams.
     #[value(name = "watch-1000")]
     Watch1000,
@@ -232,6 +235,7 @@ async fn prepare(clients: &[Client], workload: Workload, sizes: &Sizes) {
     let keys = match workload {
         Workload::GetLinearizable100 | Workload::GetSerializable100 => workloads::KEYS_READ,
         Workload::CatchUp | Workload::ForceNewCluster => sizes.catch_up_keys,
+        Workload::Range1000 => return workloads::fill_range_keys(clients).await,
         _ => return,
     };
     workloads::put(clients, 100, keys).await;
@@ -245,6 +249,7 @@ async fn execute(cluster: &mut Cluster, clients: &[Client], workload: Workload, 
         Workload::TxnPut100 => txn_put(clients, 100, sizes.many).await,
         Workload::GetLinearizable100 => get(clients, 100, sizes.many, false).await,
         Workload::GetSerializable100 => get(clients, 100, sizes.many, true).await,
+        Workload::Range1000 => range(clients, 10, sizes.many / 50).await,
         Workload::Watch1000 => watch_latency(clients, 1_000, 10, sizes.watch_puts, 50).await,
         Workload::LeaseKeepalive100 => lease_keepalive(clients, 100, sizes.many).await,
         Workload::CatchUp => catch_up(cluster, clients, sizes.catch_up_keys).await,

@@ -122,6 +122,42 @@ pub async fn get(clients: &[Client], tasks: usize, total: u64, serializable: boo
     .await
 }
 
+/// The keys the ranges read: written before they run, under a prefix of their own so that
+/// every range finds the same number of keys whichever workloads ran before.
+pub const RANGE_KEYS: u64 = 10_000;
+/// How many keys one range returns.
+const RANGE_WIDTH: u64 = 1_000;
+
+fn range_key(i: u64) -> String {
+    format!("range/{i:08}")
+}
+
+/// Writes the keys [`range`] reads.
+pub async fn fill_range_keys(clients: &[Client]) {
+    let value = Arc::new(value());
+    let sample = closed_loop(clients, 100, RANGE_KEYS, move |mut client, n| {
+        let value = value.clone();
+        async move { client.put(range_key(n), value.as_str(), None).await.map(drop) }
+    })
+    .await;
+    assert_eq!(sample.errors, 0, "writing the keys the ranges read");
+}
+
+/// Linearizable ranges of [`RANGE_WIDTH`] consecutive keys (256 KiB of values each), as a
+/// Kubernetes list of a resource type reads; a range that returns another count is an error.
+pub async fn range(clients: &[Client], tasks: usize, total: u64) -> Sample {
+    closed_loop(clients, tasks, total, move |mut client, n| async move {
+        let start = n * 7919 % (RANGE_KEYS - RANGE_WIDTH);
+        let options = GetOptions::new().with_range(range_key(start + RANGE_WIDTH));
+        let response = client.get(range_key(start), Some(options)).await?;
+        match response.kvs().len() as u64 {
+            RANGE_WIDTH => Ok(()),
+            other => Err(etcd_client::Error::InvalidArgs(format!("a range returned {other} keys"))),
+        }
+    })
+    .await
+}
+
 /// Lease keep-alives: each task keeps one lease, renewing it over one stream, as etcd's
 /// `lease-keepalive`.
 pub async fn lease_keepalive(clients: &[Client], tasks: usize, total: u64) -> Sample {
