@@ -26,6 +26,9 @@ use crate::Result;
 /// Key prefix (see [`keys::key_prefix`]) -> that key's records.
 type Changes = BTreeMap<Box<[u8]>, Records>;
 
+/// One record of a key: the key's prefix and the record's revision.
+pub(super) type RecordAt = (Box<[u8]>, i64);
+
 #[derive(Default)]
 struct Records {
     /// Oldest first.
@@ -103,17 +106,21 @@ impl KeyIndex {
         }
     }
 
-    /// For each key with a prefix in `[start, end)` that exists at `revision`, its prefix and
-    /// the revision of its newest record there (a put), in key order.
-    pub(super) fn live_in(&self, start: &[u8], end: &[u8], revision: i64) -> Vec<(Box<[u8]>, i64)> {
+    /// How many keys with a prefix in `[start, end)` exist at `revision`, and for the first
+    /// `limit` of them (in key order) the prefix and the revision of the newest record there (a
+    /// put): what etcd's range reads from its index before it reads any value.
+    pub(super) fn live_in(&self, start: &[u8], end: &[u8], revision: i64, limit: usize) -> (usize, Vec<RecordAt>) {
+        if start >= end {
+            return (0, Vec::new());
+        }
         let index = self.read();
-        index
-            .range::<[u8], _>((Bound::Included(start), Bound::Excluded(end)))
-            .filter_map(|(prefix, records)| {
+        let mut live =
+            index.range::<[u8], _>((Bound::Included(start), Bound::Excluded(end))).filter_map(|(prefix, records)| {
                 let newest = newest_at(&records.changes, revision).filter(|change| !change.is_deletion())?;
-                Some((prefix.clone(), newest.revision()))
-            })
-            .collect()
+                Some((prefix, newest.revision()))
+            });
+        let first: Vec<_> = live.by_ref().take(limit).map(|(prefix, rev)| (prefix.clone(), rev)).collect();
+        (first.len() + live.count(), first)
     }
 
     /// The key's records, oldest first.
@@ -141,7 +148,7 @@ impl KeyIndex {
     /// The records compaction at `compacted` removes: per key, those older than its newest
     /// record at or below `compacted`, and that one too when it is a deletion below `compacted`
     /// (a deletion exactly at it stays, so that a watch from the compacted revision sees it).
-    pub(super) fn compactable(&self, compacted: i64) -> Vec<(Box<[u8]>, i64)> {
+    pub(super) fn compactable(&self, compacted: i64) -> Vec<RecordAt> {
         let mut doomed = Vec::new();
         for (prefix, Records { changes, .. }) in self.read().iter() {
             let kept = changes.partition_point(|c| c.revision() <= compacted);
@@ -155,7 +162,7 @@ impl KeyIndex {
 
     /// Compaction removed these records (as [`KeyIndex::compactable`] listed them, grouped by
     /// key) from the tree.
-    pub(super) fn forget(&self, removed: &[(Box<[u8]>, i64)]) {
+    pub(super) fn forget(&self, removed: &[RecordAt]) {
         let mut index = self.write();
         for group in removed.chunk_by(|a, b| a.0 == b.0) {
             let prefix = &group[0].0;

@@ -98,6 +98,13 @@ impl KvStore {
         Ok(Some((record, value.to_vec())))
     }
 
+    /// The key's value as its record at `rev` holds it: None when there is no such record (a
+    /// compaction removed it meanwhile) or it is a deletion.
+    fn read_value(&self, prefix: &[u8], rev: i64) -> Result<Option<KeyValue>> {
+        let Some(value) = self.tree.get(keys::stored(prefix, rev))? else { return Ok(None) };
+        decode_record(keys::user_key(prefix), &value)
+    }
+
     /// The store revision: 1 for an empty store, +1 for each mutating request.
     pub fn revision(&self) -> Result<i64> {
         Ok(self.meta_i64(META_REVISION)?.unwrap_or(1))

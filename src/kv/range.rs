@@ -10,20 +10,12 @@ use crate::{Error, Result};
 /// Serves `req` from `reader`, where the store is at `current` and compacted at `compacted`.
 pub(crate) fn range(reader: &dyn Reader, req: &RangeRequest, current: i64, compacted: i64) -> Result<RangeResponse> {
     let revision = read_revision(req.revision, current, compacted)?;
-    let mut count = 0i64;
-    let mut kvs = Vec::new();
     // Like etcd, the scan stops early (one extra key tells `more`) when the request asks for no
     // sort order and no filters, even if a target other than KEY then sorts what was fetched.
     let unsorted = req.sort_order == SortOrder::None as i32;
     let early_limit = (unsorted && !has_filters(req) && req.limit > 0).then_some(req.limit as usize + 1);
-    for kv in reader.scan(&req.key, &req.range_end, revision) {
-        let kv = kv?;
-        count += 1;
-        if req.count_only || early_limit.is_some_and(|limit| kvs.len() >= limit) {
-            continue;
-        }
-        kvs.push(kv);
-    }
+    let fetched = if req.count_only { 0 } else { early_limit.unwrap_or(usize::MAX) };
+    let (count, mut kvs) = reader.scan_counted(&req.key, &req.range_end, revision, fetched)?;
     kvs.retain(|kv| passes_filters(req, kv));
     sort(req, &mut kvs)?;
     let more = req.limit > 0 && kvs.len() > req.limit as usize;

@@ -56,6 +56,21 @@ pub(crate) trait Reader {
         }
         Box::new(VisibleKeys { records: self.newest_records(&start, &end, revision).peekable(), revision })
     }
+
+    /// etcd's range as of `revision`: how many live keys it holds, and the first `limit` of
+    /// them in key order.
+    fn scan_counted(&self, key: &[u8], range_end: &[u8], revision: i64, limit: usize) -> Result<(i64, Vec<KeyValue>)> {
+        let mut count = 0;
+        let mut kvs = Vec::new();
+        for kv in self.scan(key, range_end, revision) {
+            let kv = kv?;
+            count += 1;
+            if kvs.len() < limit {
+                kvs.push(kv);
+            }
+        }
+        Ok((count, kvs))
+    }
 }
 
 /// The store as the key index lists it: a reader must have read the store revision before it
@@ -71,8 +86,17 @@ impl Reader for StoreReader<'_> {
         end: &[u8],
         revision: i64,
     ) -> Box<dyn Iterator<Item = Result<Entry>> + 'a> {
-        let live = self.store.index.live_in(start, end, revision);
+        let (_, live) = self.store.index.live_in(start, end, revision, usize::MAX);
         Box::new(live.into_iter().filter_map(|(prefix, rev)| self.store.read_record(&prefix, rev).transpose()))
+    }
+
+    /// The index counts the keys and names the newest record of each, as etcd's range does, so
+    /// only the records returned are read (none for a count), each straight into its answer.
+    fn scan_counted(&self, key: &[u8], range_end: &[u8], revision: i64, limit: usize) -> Result<(i64, Vec<KeyValue>)> {
+        let (start, end) = keys::record_range(key, range_end);
+        let (count, first) = self.store.index.live_in(&start, &end, revision, limit);
+        let kvs = first.iter().filter_map(|(prefix, rev)| self.store.read_value(prefix, *rev).transpose());
+        Ok((count as i64, kvs.collect::<Result<_>>()?))
     }
 
     fn newest_record(&self, key: &[u8], revision: i64) -> Result<Option<Entry>> {

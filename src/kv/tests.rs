@@ -928,6 +928,30 @@ fn the_key_index_finds_a_keys_newest_record_at_a_revision() {
     assert_eq!(newest(b"b", 9), None);
 }
 
+/// The index counts a range's live keys at a revision and names only the first `limit`, so a
+/// count or a limited range reads no more values than it returns.
+#[test]
+fn the_key_index_counts_a_range_and_names_only_its_first_keys() {
+    let f = run(vec![
+        (put("a", "1").into(), "rev=2"),
+        (put("b", "1").into(), "rev=3"),
+        (put("c", "1").into(), "rev=4"),
+        (del("b", "").into(), "rev=5 deleted=1"),
+        (put("b", "2").into(), "rev=6"),
+    ]);
+    let live = |key: &str, range_end: &str, revision, limit| {
+        let (start, end) = super::keys::record_range(key.as_bytes(), range_end.as_bytes());
+        let (count, first) = f.store.index.live_in(&start, &end, revision, limit);
+        let first: Vec<_> = first.iter().map(|(prefix, rev)| (super::keys::user_key(prefix), *rev)).collect();
+        (count, first)
+    };
+    assert_eq!(live("a", "z", 6, 1), (3, vec![(b"a".to_vec(), 2)]));
+    assert_eq!(live("a", "z", 6, 0), (3, vec![]));
+    assert_eq!(live("a", "z", 5, usize::MAX), (2, vec![(b"a".to_vec(), 2), (b"c".to_vec(), 4)]));
+    assert_eq!(live("b", "", 4, usize::MAX), (1, vec![(b"b".to_vec(), 3)]));
+    assert_eq!(live("z", "a", 6, usize::MAX), (0, vec![]), "a range that ends before it starts is empty");
+}
+
 /// A store as data dirs of format 1 kept it (records under their logical keys) is converted
 /// when opened, and then answers reads, history and the hash as before.
 #[test]
