@@ -11,7 +11,9 @@
 //! - Compaction removes records from the tree first and from the index after: meanwhile a
 //!   listed record may be gone, and reading it finds nothing. Compaction only removes records
 //!   that no read at or above the compacted revision needs, or a deletion (the key is absent
-//!   either way), so such a read means the key is absent.
+//!   either way); a read below it that began before the compaction was applied may miss a
+//!   record it needs, so readers check the compacted revision once they have read
+//!   ([`super::KvStore::range`]).
 //! - Built from the tree when the store is opened, and again when a snapshot replaces the store.
 //!   Every user of a tree shares one index ([`super::KvStore`] clones): a second handle opened
 //!   on the same tree builds its own, which sees none of the first handle's later writes.

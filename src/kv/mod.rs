@@ -138,25 +138,38 @@ impl KvStore {
     }
 
     /// etcd's Range, served from local state (the caller has done any linearizable round).
+    ///
+    /// A compaction applied while the read went on may have removed records it needed (see
+    /// [`index`]): a read at a chosen revision then fails as it would have a moment later, and
+    /// one at the current revision is served again, at or above the compacted revision.
     pub fn range(&self, req: &pb::RangeRequest) -> Result<pb::RangeResponse> {
-        let current = self.revision()?;
-        let response = range::range(&self.reader(), req, current, self.compacted_revision()?)?;
-        // A compaction that finished while we read may have removed records we needed.
-        if req.revision > 0 && req.revision < self.compacted_revision()? {
-            return Err(Error::Compacted);
+        loop {
+            let current = self.revision()?;
+            let read = range::range(&self.reader(), req, current, self.compacted_revision()?);
+            let served = if req.revision > 0 { req.revision } else { current };
+            if served >= self.compacted_revision()? {
+                return read;
+            }
+            if req.revision > 0 {
+                return Err(Error::Compacted);
+            }
         }
-        Ok(response)
     }
 
-    /// Runs a txn that writes nothing against local state, without Raft.
+    /// Runs a txn that writes nothing against local state, without Raft; a compaction applied
+    /// meanwhile is handled as in [`KvStore::range`].
     pub fn read_only_txn(&self, req: &pb::TxnRequest) -> Result<pb::TxnResponse> {
-        let response = self.write()?.txn(req)?;
-        // As in `range`: a compaction that finished while we read may have removed records that
-        // a read at an older revision needed.
-        if reads_below(req, self.compacted_revision()?) {
-            return Err(Error::Compacted);
+        loop {
+            let current = self.revision()?;
+            let read = self.write().and_then(|mut txn| txn.txn(req));
+            let compacted = self.compacted_revision()?;
+            if reads_below(req, compacted) {
+                return Err(Error::Compacted);
+            }
+            if current >= compacted {
+                return read;
+            }
         }
-        Ok(response)
     }
 
     /// Starts the write transaction that applies one batch of committed entries.

@@ -7,7 +7,7 @@ use std::ops::Bound;
 
 use super::{decode_life, decode_record, keys, KvStore, Life};
 use crate::pb::KeyValue;
-use crate::Result;
+use crate::{Error, Result};
 
 type Entry = (Vec<u8>, Vec<u8>);
 
@@ -91,11 +91,18 @@ impl Reader for StoreReader<'_> {
     }
 
     /// The index counts the keys and names the newest record of each, as etcd's range does, so
-    /// only the records returned are read (none for a count), each straight into its answer.
+    /// only the records returned are read (none for a count), each straight into its answer. A
+    /// named record the tree lacks is an error, never a count that disagrees with the keys: a
+    /// compaction removed it meanwhile ([`super::KvStore::range`] then reads again), or the
+    /// store is damaged.
     fn scan_counted(&self, key: &[u8], range_end: &[u8], revision: i64, limit: usize) -> Result<(i64, Vec<KeyValue>)> {
         let (start, end) = keys::record_range(key, range_end);
         let (count, first) = self.store.index.live_in(&start, &end, revision, limit);
-        let kvs = first.iter().filter_map(|(prefix, rev)| self.store.read_value(prefix, *rev).transpose());
+        let kvs = first.iter().map(|(prefix, rev)| {
+            self.store
+                .read_value(prefix, *rev)?
+                .ok_or_else(|| Error::Corrupt(format!("the key index names a put at {rev} the store does not hold")))
+        });
         Ok((count as i64, kvs.collect::<Result<_>>()?))
     }
 
