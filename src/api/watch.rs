@@ -287,8 +287,12 @@ impl WatchStream {
             if watcher.next > to {
                 return Ok((to, Vec::new()));
             }
-            let events = kv.history(&watcher.key, &watcher.range_end, watcher.next, to)?;
-            Ok((to, watcher.select(&events)))
+            let history = kv.history(&watcher.key, &watcher.range_end, watcher.next, to)?;
+            let mut events = watcher.select(&history);
+            if watcher.prev_kv {
+                kv.fill_prev_kvs(&mut events)?;
+            }
+            Ok((to, events))
         })
         .await
         .unwrap_or_else(|e| Err(Error::Internal(e.to_string())));

@@ -1,7 +1,8 @@
 //! Reading the event history back out of the MVCC records, for watchers that start in the past
-//! or fell behind: the same events, in the same order, as they were delivered live.
+//! or fell behind: the same events, in the same order, as they were delivered live, but without
+//! previous values (live puts carry none either): [`KvStore::fill_prev_kvs`] reads those for the
+//! watchers that ask.
 
-use super::reader::Reader;
 use super::{decode_record, keys, record_sub, KvStore};
 use crate::pb::mvccpb::{event::EventType, Event};
 use crate::pb::{KeyValue, RangeRequest};
@@ -9,8 +10,8 @@ use crate::{Error, Result};
 
 impl KvStore {
     /// The events of keys in `[key, range_end)` (etcd's range conventions) with revisions in
-    /// `[from, to]`, each with the key's previous value when history still has it, ordered by
-    /// revision and position within the revision (the tree stores those revisions' records
+    /// `[from, to]`, without previous values, ordered by revision and position within the
+    /// revision (the tree stores those revisions' records
     /// together). Refused when `from` is below the compacted revision: that history is gone.
     pub fn history(&self, key: &[u8], range_end: &[u8], from: i64, to: i64) -> Result<Vec<Event>> {
         if from < self.compacted_revision()? {
@@ -20,8 +21,7 @@ impl KvStore {
         for (prefix, rev, value) in self.records_between(key, range_end, from, to)? {
             let user_key = keys::user_key(&prefix);
             let kv = decode_record(user_key.clone(), &value)?;
-            let prev = self.reader().get(&user_key, rev - 1)?;
-            events.push((rev, record_sub(&value)?, event(user_key, rev, kv, prev)));
+            events.push((rev, record_sub(&value)?, event(user_key, rev, kv)));
         }
         // A compaction that finished while we read may have removed records we needed.
         if from < self.compacted_revision()? {
@@ -64,16 +64,16 @@ impl KvStore {
 /// A record as [`KvStore::records_between`] finds it: key prefix, revision, value.
 type Record = (Vec<u8>, i64, Vec<u8>);
 
-/// Whether `event` is a put of a key that existed before it, without that earlier value.
+/// Whether `event` changed a key that existed before it (a deletion, or a put that replaced a
+/// value) and lacks that earlier value.
 pub fn lacks_prev_kv(event: &Event) -> bool {
-    event.r#type == EventType::Put as i32
-        && event.prev_kv.is_none()
-        && event.kv.as_ref().is_some_and(|kv| kv.version > 1)
+    let replaced = event.r#type == EventType::Delete as i32 || event.kv.as_ref().is_some_and(|kv| kv.version > 1);
+    replaced && event.prev_kv.is_none()
 }
 
 impl KvStore {
-    /// Gives each put in `events` that replaced a value, and does not carry it, that value: the
-    /// key as of the revision before the put. As in etcd's watch streams, which read it the same
+    /// Gives each event in `events` that replaced or deleted a value, and does not carry it, that
+    /// value: the key as of the revision before the event. As in etcd's watch streams, which read it the same
     /// way for watchers that ask, a value compaction has removed since is left out. Any other
     /// failure (the store being replaced by a snapshot, say) is the caller's to handle: the
     /// events must not go out without the values the watcher asked for.
@@ -91,13 +91,13 @@ impl KvStore {
     }
 }
 
-fn event(key: Vec<u8>, revision: i64, kv: Option<KeyValue>, prev_kv: Option<KeyValue>) -> Event {
+fn event(key: Vec<u8>, revision: i64, kv: Option<KeyValue>) -> Event {
     match kv {
-        Some(kv) => Event { r#type: EventType::Put as i32, kv: Some(kv), prev_kv },
+        Some(kv) => Event { r#type: EventType::Put as i32, kv: Some(kv), prev_kv: None },
         None => Event {
             r#type: EventType::Delete as i32,
             kv: Some(KeyValue { key, mod_revision: revision, ..Default::default() }),
-            prev_kv,
+            prev_kv: None,
         },
     }
 }
