@@ -138,36 +138,32 @@ impl KvStore {
     }
 
     /// etcd's Range, served from local state (the caller has done any linearizable round).
-    ///
-    /// A compaction applied while the read went on may have removed records it needed (see
-    /// [`index`]): a read at a chosen revision then fails as it would have a moment later, and
-    /// one at the current revision is served again, at or above the compacted revision.
     pub fn range(&self, req: &pb::RangeRequest) -> Result<pb::RangeResponse> {
-        loop {
-            let current = self.revision()?;
-            let read = range::range(&self.reader(), req, current, self.compacted_revision()?);
-            let served = if req.revision > 0 { req.revision } else { current };
-            if served >= self.compacted_revision()? {
-                return read;
-            }
-            if req.revision > 0 {
-                return Err(Error::Compacted);
-            }
-        }
+        let refused = |compacted| req.revision > 0 && req.revision < compacted;
+        self.read_past_compaction(refused, |current| {
+            range::range(&self.reader(), req, current, self.compacted_revision()?)
+        })
     }
 
-    /// Runs a txn that writes nothing against local state, without Raft; a compaction applied
-    /// meanwhile is handled as in [`KvStore::range`].
+    /// Runs a txn that writes nothing against local state, without Raft.
     pub fn read_only_txn(&self, req: &pb::TxnRequest) -> Result<pb::TxnResponse> {
+        self.read_past_compaction(|compacted| reads_below(req, compacted), |_| self.write()?.txn(req))
+    }
+
+    /// Runs `read` at the current store revision, which it is given. A compaction applied while
+    /// it went on may have removed records it needed (see [`index`]): a read at a chosen revision
+    /// below the compacted one (`refused`) then fails as it would have a moment later, and one at
+    /// the current revision runs again, at or above the compacted revision.
+    fn read_past_compaction<T>(&self, refused: impl Fn(i64) -> bool, read: impl Fn(i64) -> Result<T>) -> Result<T> {
         loop {
             let current = self.revision()?;
-            let read = self.write().and_then(|mut txn| txn.txn(req));
+            let result = read(current);
             let compacted = self.compacted_revision()?;
-            if reads_below(req, compacted) {
+            if refused(compacted) {
                 return Err(Error::Compacted);
             }
             if current >= compacted {
-                return read;
+                return result;
             }
         }
     }
