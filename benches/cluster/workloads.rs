@@ -255,9 +255,9 @@ pub async fn watch_latency(clients: &[Client], watchers: usize, streams: usize, 
     Sample { ops: latencies.len() as u64, errors, elapsed: started.elapsed(), latencies }
 }
 
-/// A new member joins a cluster holding `keys` keys (written before): the time from its start
-/// until it has applied the leader's revision.
-pub async fn catch_up(cluster: &mut Cluster, clients: &[Client], keys: u64) -> Sample {
+/// A new member, started with `flags` as well, joins a cluster holding `keys` keys (written
+/// before): the time from its start until it has applied the leader's revision.
+pub async fn catch_up(cluster: &mut Cluster, clients: &[Client], keys: u64, flags: &[&str]) -> Sample {
     let mut client = clients[0].clone();
     let revision = client.get("x", None).await.expect("read the revision").header().map_or(0, |h| h.revision());
     let ports = super::support::free_ports(2);
@@ -270,7 +270,8 @@ pub async fn catch_up(cluster: &mut Cluster, clients: &[Client], keys: u64) -> S
     .await;
     let mut all: Vec<usize> = (0..cluster.members.len()).collect();
     let initial = format!("{},new={peer_url}", cluster.initial_cluster(&all));
-    let flags = ["--initial-cluster", &initial, "--initial-cluster-state", "existing"];
+    let mut flags = flags.to_vec();
+    flags.extend(["--initial-cluster", &initial, "--initial-cluster-state", "existing"]);
     let started = Instant::now();
     let joined = cluster.spawn_member("new".to_string(), ports[0], ports[1], &flags);
     all.push(joined);
