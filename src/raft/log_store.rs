@@ -114,6 +114,24 @@ impl LogStore {
         bincode::serialize(value).map_err(|e| write_err(ErrorSubject::Store, e))
     }
 
+    /// Writes `entries` (not flushed) so that a crash keeps all of them or none. A single entry
+    /// is a plain insert, atomic by itself: a sled batch also writes out sled's IO buffer before
+    /// and after its manifest, each write a hand-off to sled's thread pool, which cost a single
+    /// client's put a seventh of its throughput (put-1 1.16x, put-100 1.06x without it).
+    fn write_entries(&self, entries: &[Entry]) -> Result<(), StorageError> {
+        if let [only] = entries {
+            self.tree
+                .insert(entry_key(only.log_id.index), Self::encode(only)?)
+                .map_err(|e| write_err(ErrorSubject::Logs, e))?;
+            return Ok(());
+        }
+        let mut batch = sled::Batch::default();
+        for entry in entries {
+            batch.insert(&entry_key(entry.log_id.index), Self::encode(entry)?);
+        }
+        self.tree.apply_batch(batch).map_err(|e| write_err(ErrorSubject::Logs, e))
+    }
+
     async fn flush(&self) -> Result<(), StorageError> {
         FLUSHES.fetch_add(1, Ordering::Relaxed);
         self.db.flush_async().await.map_err(|e| write_err(ErrorSubject::Logs, e))?;
@@ -238,11 +256,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,
     {
-        let mut batch = sled::Batch::default();
-        for entry in entries {
-            batch.insert(&entry_key(entry.log_id.index), Self::encode(&entry)?);
-        }
-        self.tree.apply_batch(batch).map_err(|e| write_err(ErrorSubject::Logs, e))?;
+        let entries: Vec<Entry> = entries.into_iter().collect();
+        self.write_entries(&entries)?;
         // Flushed before the callback: openraft counts these entries toward a quorum from then on.
         // In place rather than with flush_async: openraft 0.9's core waits for this flush anyway,
         // and sled's flush_async only hands it to sled's thread pool and back, which cost a
