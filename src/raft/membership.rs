@@ -74,14 +74,15 @@ impl Node {
 
     pub async fn change_members_local(&self, change: Change) -> Result<pb::MembershipChanged> {
         self.ensure_leading()?;
+        let members = self.configuration().await?;
         let (added, changes) = match change {
             Change::Add(req) => {
-                let (id, node) = self.new_member(req)?;
+                let (id, node) = self.new_member(req, &members)?;
                 (Some(id), ChangeMembers::AddNodes(BTreeMap::from([(id, node)])))
             }
-            Change::Remove(req) => (None, self.removal(req.id)?),
-            Change::Update(req) => (None, self.update(req)?),
-            Change::Promote(req) => (None, self.promotion(req.id)?),
+            Change::Remove(req) => (None, self.removal(req.id, &members)?),
+            Change::Update(req) => (None, self.update(req, &members)?),
+            Change::Promote(req) => (None, self.promotion(req.id, &members)?),
         };
         let configuration = self.commit_change(changes).await?;
         // The answer lists the configuration the change committed, not the one in openraft's
@@ -103,9 +104,22 @@ impl Node {
         Ok(describe_members(self.members(), &self.kv.members()?))
     }
 
-    fn new_member(&self, req: pb::MemberAddRequest) -> Result<(NodeId, PeerNode)> {
+    /// The configuration openraft works with now (its newest, committed or not), with whether
+    /// each member votes. Changes are checked against it, not against openraft's metrics: those
+    /// lag a change that has just returned, and a removal right after an add found no member.
+    async fn configuration(&self) -> Result<BTreeMap<NodeId, (PeerNode, bool)>> {
+        let newest =
+            |state: &openraft::RaftState<NodeId, PeerNode, _>| state.membership_state.effective().membership().clone();
+        let membership = self.raft.with_raft_state(newest).await.map_err(|_| Error::Stopped)?;
+        Ok(super::membership_with_votes(&membership))
+    }
+
+    fn new_member(
+        &self,
+        req: pb::MemberAddRequest,
+        members: &BTreeMap<NodeId, (PeerNode, bool)>,
+    ) -> Result<(NodeId, PeerNode)> {
         let peer_urls = normalized_urls(&req.peer_ur_ls)?;
-        let members = self.members();
         if members.values().any(|(node, _)| node.peer_urls.iter().any(|u| peer_urls.contains(u))) {
             return Err(Error::PeerUrlExists);
         }
@@ -113,7 +127,7 @@ impl Node {
         if req.is_learner && learners >= MAX_LEARNERS {
             return Err(Error::TooManyLearners);
         }
-        let id = self.unused_member_id(&peer_urls, &members)?;
+        let id = self.unused_member_id(&peer_urls, members)?;
         Ok((id, PeerNode { name: String::new(), peer_urls, voter: !req.is_learner }))
     }
 
@@ -129,8 +143,11 @@ impl Node {
             .ok_or(Error::MemberExists)
     }
 
-    fn removal(&self, id: NodeId) -> Result<ChangeMembers<NodeId, PeerNode>> {
-        let members = self.members();
+    fn removal(
+        &self,
+        id: NodeId,
+        members: &BTreeMap<NodeId, (PeerNode, bool)>,
+    ) -> Result<ChangeMembers<NodeId, PeerNode>> {
         let (_, is_voter) = members.get(&id).ok_or(Error::MemberNotFound)?;
         if !is_voter {
             return Ok(ChangeMembers::RemoveNodes(BTreeSet::from([id])));
@@ -143,9 +160,12 @@ impl Node {
         Ok(ChangeMembers::RemoveVoters(BTreeSet::from([id])))
     }
 
-    fn update(&self, req: pb::MemberUpdateRequest) -> Result<ChangeMembers<NodeId, PeerNode>> {
+    fn update(
+        &self,
+        req: pb::MemberUpdateRequest,
+        members: &BTreeMap<NodeId, (PeerNode, bool)>,
+    ) -> Result<ChangeMembers<NodeId, PeerNode>> {
         let peer_urls = normalized_urls(&req.peer_ur_ls)?;
-        let members = self.members();
         let (node, _) = members.get(&req.id).ok_or(Error::MemberNotFound)?;
         let taken = members
             .iter()
@@ -157,8 +177,12 @@ impl Node {
         Ok(ChangeMembers::SetNodes(BTreeMap::from([(req.id, updated)])))
     }
 
-    fn promotion(&self, id: NodeId) -> Result<ChangeMembers<NodeId, PeerNode>> {
-        let (_, is_voter) = self.members().get(&id).cloned().ok_or(Error::MemberNotFound)?;
+    fn promotion(
+        &self,
+        id: NodeId,
+        members: &BTreeMap<NodeId, (PeerNode, bool)>,
+    ) -> Result<ChangeMembers<NodeId, PeerNode>> {
+        let (_, is_voter) = members.get(&id).cloned().ok_or(Error::MemberNotFound)?;
         if is_voter {
             return Err(Error::MemberNotLearner);
         }
