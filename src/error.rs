@@ -57,6 +57,9 @@ pub enum Error {
     Stopped,
     #[error("etcdserver: too many requests")]
     TooManyRequests,
+    /// A read overlapped a snapshot install on this member (Phoenix's own: etcd waits instead).
+    #[error("etcdserver: member is installing a snapshot from the leader")]
+    Installing,
 
     // Membership changes.
     #[error("etcdserver: member not found")]
@@ -134,6 +137,7 @@ const FIXED_STATUSES: &[Error] = &[
     Error::Timeout,
     Error::Stopped,
     Error::TooManyRequests,
+    Error::Installing,
     Error::MemberNotFound,
     Error::MemberExists,
     Error::PeerUrlExists,
@@ -169,7 +173,7 @@ impl Error {
             | NotSupportedForLearner
             | BadLeaderTransferee => Code::FailedPrecondition,
             NotLeader | LeaseExists => Code::FailedPrecondition,
-            NoLeader | LeaderChanged | Timeout | Stopped => Code::Unavailable,
+            NoLeader | LeaderChanged | Timeout | Stopped | Installing => Code::Unavailable,
             Unimplemented(_) => Code::Unimplemented,
             Remote { code, .. } => Code::from_i32(*code),
             Config(_) => Code::InvalidArgument,

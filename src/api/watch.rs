@@ -30,6 +30,8 @@ const DUPLICATE_WATCH_ID: &str = "mvcc: duplicate watch ID provided on the Watch
 const EMPTY_RANGE: &str = "mvcc: watcher range is empty";
 /// At most this many revisions go into one catch-up response, as etcd's watchBatchMaxRevs.
 const CATCH_UP_REVISIONS: usize = 1000;
+/// How often a stream waiting for a snapshot install to end looks again.
+const INSTALL_POLL_INTERVAL: Duration = Duration::from_millis(20);
 /// The watch_id etcd puts on a stream-wide progress response.
 const STREAM_PROGRESS_ID: i64 = -1;
 
@@ -255,12 +257,22 @@ impl WatchStream {
         if !events.iter().any(crate::kv::lacks_prev_kv) {
             return Ok(events);
         }
-        let kv = self.ctx.node.kv.clone();
-        let filled = tokio::task::spawn_blocking(move || kv.fill_prev_kvs(&mut events).map(|()| events));
-        let failed = match filled.await {
-            Ok(Ok(events)) => return Ok(events),
-            Ok(Err(e)) => e.to_string(),
-            Err(e) => e.to_string(),
+        let failed = loop {
+            let kv = self.ctx.node.kv.clone();
+            let filled = tokio::task::spawn_blocking(move || {
+                let result = kv.fill_prev_kvs(&mut events);
+                (events, result)
+            });
+            match filled.await {
+                Ok((filled, Ok(()))) => return Ok(filled),
+                // As in `catch_up`: once a snapshot install has ended, read again.
+                Ok((unfilled, Err(Error::Installing))) => {
+                    events = unfilled;
+                    self.install_ended().await;
+                }
+                Ok((_, Err(e))) => break e.to_string(),
+                Err(e) => break e.to_string(),
+            }
         };
         // Going on without these events, or without the values asked for, would mislead the
         // watcher: end the stream instead, and the client resumes from the last revision it was
@@ -268,6 +280,14 @@ impl WatchStream {
         let status = Status::internal(format!("cannot read watch events' previous values: {failed}"));
         let _ = self.out.send(Err(status)).await;
         Err(Gone)
+    }
+
+    /// Waits until no snapshot install is replacing the store. An install takes about a second
+    /// per 100,000 keys; one that failed leaves the member unable to serve until it restarts.
+    async fn install_ended(&self) {
+        while self.ctx.node.kv.installing() {
+            tokio::time::sleep(INSTALL_POLL_INTERVAL).await;
+        }
     }
 
     async fn catch_up_all(&mut self) -> Sent {
@@ -281,21 +301,30 @@ impl WatchStream {
     /// Reads what watcher `id` has missed from the store, up to the store's current revision.
     async fn catch_up(&mut self, id: i64) -> Sent {
         let Some(watcher) = self.watchers.get(&id).cloned() else { return Ok(()) };
-        let kv = self.ctx.node.kv.clone();
-        let read = tokio::task::spawn_blocking(move || -> Result<(i64, Vec<Event>)> {
-            let to = kv.revision()?;
-            if watcher.next > to {
-                return Ok((to, Vec::new()));
+        let read = loop {
+            let (kv, watcher) = (self.ctx.node.kv.clone(), watcher.clone());
+            let read = tokio::task::spawn_blocking(move || -> Result<(i64, Vec<Event>)> {
+                let to = kv.revision()?;
+                if watcher.next > to {
+                    return Ok((to, Vec::new()));
+                }
+                let history = kv.history(&watcher.key, &watcher.range_end, watcher.next, to)?;
+                let mut events = watcher.select(&history);
+                if watcher.prev_kv {
+                    kv.fill_prev_kvs(&mut events)?;
+                }
+                Ok((to, events))
+            })
+            .await
+            .unwrap_or_else(|e| Err(Error::Internal(e.to_string())));
+            // A snapshot install replaced the store under the read: read again once it has
+            // ended. Meanwhile the stream sends nothing, for a watcher that took the next live
+            // batch before catching up would skip what lies between.
+            if !matches!(read, Err(Error::Installing)) {
+                break read;
             }
-            let history = kv.history(&watcher.key, &watcher.range_end, watcher.next, to)?;
-            let mut events = watcher.select(&history);
-            if watcher.prev_kv {
-                kv.fill_prev_kvs(&mut events)?;
-            }
-            Ok((to, events))
-        })
-        .await
-        .unwrap_or_else(|e| Err(Error::Internal(e.to_string())));
+            self.install_ended().await;
+        };
         match read {
             Ok((to, events)) => {
                 self.seen = self.seen.max(to);

@@ -14,6 +14,10 @@ impl KvStore {
     /// revision (the tree stores those revisions' records
     /// together). Refused when `from` is below the compacted revision: that history is gone.
     pub fn history(&self, key: &[u8], range_end: &[u8], from: i64, to: i64) -> Result<Vec<Event>> {
+        self.outside_installs(|| self.read_history(key, range_end, from, to))
+    }
+
+    fn read_history(&self, key: &[u8], range_end: &[u8], from: i64, to: i64) -> Result<Vec<Event>> {
         if from < self.compacted_revision()? {
             return Err(Error::Compacted);
         }

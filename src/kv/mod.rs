@@ -23,6 +23,8 @@ mod reader;
 mod tests;
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use prost::Message;
 use serde::{Deserialize, Serialize};
@@ -72,6 +74,10 @@ const META_REMOVED_MEMBERS: &str = "removed_members";
 pub struct KvStore {
     tree: sled::Tree,
     index: index::KeyIndex,
+    /// Snapshot installs begun plus those ended: odd while one replaces the store, which it
+    /// empties before it refills it (or after one failed). Client reads check it before and
+    /// after they read.
+    installs: Arc<AtomicU64>,
 }
 
 impl KvStore {
@@ -84,7 +90,7 @@ impl KvStore {
         }
         let index = index::KeyIndex::default();
         index.rebuild(&tree)?;
-        Ok(KvStore { tree, index })
+        Ok(KvStore { tree, index, installs: Arc::default() })
     }
 
     /// A reader of the store, for reads at or below a store revision read before.
@@ -143,14 +149,36 @@ impl KvStore {
     /// etcd's Range, served from local state (the caller has done any linearizable round).
     pub fn range(&self, req: &pb::RangeRequest) -> Result<pb::RangeResponse> {
         let refused = |compacted| req.revision > 0 && req.revision < compacted;
-        self.read_past_compaction(refused, |current| {
-            range::range(&self.reader(), req, current, self.compacted_revision()?)
+        self.outside_installs(|| {
+            self.read_past_compaction(refused, |current| {
+                range::range(&self.reader(), req, current, self.compacted_revision()?)
+            })
         })
     }
 
     /// Runs a txn that writes nothing against local state, without Raft.
     pub fn read_only_txn(&self, req: &pb::TxnRequest) -> Result<pb::TxnResponse> {
-        self.read_past_compaction(|compacted| reads_below(req, compacted), |_| self.write()?.txn(req))
+        self.outside_installs(|| {
+            self.read_past_compaction(|compacted| reads_below(req, compacted), |_| self.write()?.txn(req))
+        })
+    }
+
+    /// Runs `read` and answers what it found, unless a snapshot install replaced the store
+    /// meanwhile (a seqlock): such a read may have seen the store half emptied or half refilled,
+    /// so it fails as unavailable and the client retries. etcd makes such reads wait instead;
+    /// here they run on the async runtime's few threads, which must not block for an install.
+    fn outside_installs<T>(&self, read: impl FnOnce() -> Result<T>) -> Result<T> {
+        let before = self.installs.load(Ordering::SeqCst);
+        if before % 2 == 1 {
+            return Err(Error::Installing);
+        }
+        let result = read();
+        // What `read` read must not be ordered after the second look at the counter.
+        std::sync::atomic::fence(Ordering::SeqCst);
+        if self.installs.load(Ordering::SeqCst) != before {
+            return Err(Error::Installing);
+        }
+        result
     }
 
     /// Runs `read` at the current store revision, which it is given. A compaction applied while
@@ -179,6 +207,10 @@ impl KvStore {
     /// A hash of the logical MVCC history up to `revision` (0 = current): members holding the same
     /// data return the same hash, however far their physical compaction has progressed.
     pub fn hash_kv(&self, revision: i64) -> Result<(u32, i64, i64)> {
+        self.outside_installs(|| self.compute_hash_kv(revision))
+    }
+
+    fn compute_hash_kv(&self, revision: i64) -> Result<(u32, i64, i64)> {
         let current = self.revision()?;
         let compacted = self.compacted_revision()?;
         let revision = if revision <= 0 { current } else { revision };
@@ -241,14 +273,23 @@ impl KvStore {
 
     /// Replaces the whole store with the entries of a snapshot, in batches of bounded size so
     /// that no snapshot has to fit in memory. Not atomic: the caller guards it (a crash part
-    /// way must be followed by loading the snapshot again).
+    /// way must be followed by loading the snapshot again). Client reads are refused from the
+    /// start, and stay refused if it fails: the store is then neither the old one nor the new.
     pub fn replace_all(&self, entries: impl Iterator<Item = Result<(Vec<u8>, Vec<u8>)>>) -> Result<()> {
+        self.installs.fetch_add(1, Ordering::SeqCst);
         self.index.clear();
         match self.remove_everything() {
-            Ok(()) => self.load(entries),
+            Ok(()) => self.load(entries)?,
             // The index must still list what the tree holds.
-            Err(e) => self.index.rebuild(&self.tree).and(Err(e)),
+            Err(e) => return self.index.rebuild(&self.tree).and(Err(e)),
         }
+        self.installs.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// Whether a snapshot install is replacing the store (or one failed part way).
+    pub fn installing(&self) -> bool {
+        self.installs.load(Ordering::SeqCst) % 2 == 1
     }
 
     fn remove_everything(&self) -> Result<()> {

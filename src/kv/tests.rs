@@ -1039,3 +1039,45 @@ fn the_key_index_keeps_each_keys_life() {
     assert_eq!(life(b"b", 5), Some(None), "deleted");
     assert_eq!(life(b"c", 5), Some(None), "never written");
 }
+
+/// A read that overlaps a snapshot install fails as unavailable instead of answering from a
+/// store the install has emptied and not yet refilled; once the install ends, reads see the
+/// store the snapshot holds.
+#[test]
+fn a_read_during_a_snapshot_install_is_refused_not_answered_from_half_a_store() {
+    let f = run(vec![(put("a", "1").into(), "rev=2")]);
+    let snapshot: Vec<_> = f
+        .store
+        .export_state()
+        .chain(f.store.export_records(i64::MAX))
+        .map(|entry| entry.map(|(key, value)| (key.to_vec(), value.to_vec())))
+        .collect();
+    assert!(snapshot.len() > 1, "the install pauses after its first entry");
+    let (halfway, reached_halfway) = std::sync::mpsc::channel();
+    let (resume, resumed) = std::sync::mpsc::channel::<()>();
+    std::thread::scope(|scope| {
+        let install = scope.spawn(|| {
+            let entries = snapshot.into_iter().enumerate().map(move |(i, entry)| {
+                if i == 1 {
+                    halfway.send(()).unwrap();
+                    resumed.recv().unwrap();
+                }
+                entry
+            });
+            f.store.replace_all(entries)
+        });
+        reached_halfway.recv().unwrap();
+        assert_eq!(
+            show_read(f.store.range(&get("a"))),
+            "Unavailable: etcdserver: member is installing a snapshot from the leader"
+        );
+        let txn = TxnRequest {
+            success: vec![RequestOp { request: Some(request_op::Request::RequestRange(get("a"))) }],
+            ..Default::default()
+        };
+        assert!(matches!(f.store.read_only_txn(&txn), Err(Error::Installing)));
+        resume.send(()).unwrap();
+        install.join().unwrap().unwrap();
+    });
+    assert_eq!(show_read(f.store.range(&get("a"))), "rev=2 count=1 [a=1@2/2/v1]");
+}
