@@ -134,10 +134,11 @@ async fn membership_errors_are_etcds() {
     );
 }
 
-/// An add's answer names and lists the member it added (`phoenix --join` takes its ID from it)
-/// and a removal's no longer lists it, under writes too. Both come from the configuration the
-/// change committed: openraft's metrics can lag it, and once (in CI, after a disaster reset) a
-/// joiner whose answer was read from them ran as member 0. That race never showed here.
+/// An add's answer names and lists the member it added (`phoenix --join` takes its ID from it),
+/// MemberList lists it right after, and a removal, right after too, finds it and no longer lists
+/// it, under writes too. None of them reads openraft's metrics, which lag a change that has just
+/// returned: once (in CI, after a disaster reset) a joiner whose answer was read from them ran
+/// as member 0, and once a removal right after an add answered "member not found".
 #[tokio::test]
 async fn every_member_add_answer_names_the_member_it_added() {
     let cluster = Cluster::start(1, TEST_TIMINGS).await;
@@ -161,6 +162,8 @@ async fn every_member_add_answer_names_the_member_it_added() {
         assert_eq!(member.peer_urls(), std::slice::from_ref(&url));
         let listed: Vec<u64> = added.member_list().iter().map(|m| m.id()).collect();
         assert!(listed.contains(&member.id()), "{url} added as {:x} but not listed: {listed:x?}", member.id());
+        let listed_after: Vec<u64> = c.member_list().await.unwrap().members().iter().map(|m| m.id()).collect();
+        assert!(listed_after.contains(&member.id()), "{url} added but missing from MemberList: {listed_after:x?}");
         let removed = c.member_remove(member.id()).await.unwrap();
         assert!(removed.members().iter().all(|m| m.id() != member.id()), "{url} removed but still listed");
     }

@@ -100,8 +100,8 @@ impl Node {
 
     /// Every member as etcd lists it: voters, learners, and members on their way to voting
     /// (listed as voters, as etcd lists an added member that has not started).
-    pub fn member_list(&self) -> Result<Vec<pb::Member>> {
-        Ok(describe_members(self.members(), &self.kv.members()?))
+    pub async fn member_list(&self) -> Result<Vec<pb::Member>> {
+        Ok(describe_members(self.configuration().await?, &self.kv.members()?))
     }
 
     /// The configuration openraft works with now (its newest, committed or not), with whether

@@ -35,7 +35,7 @@ impl RecoveryService {
         RecoveryService { node, log, name, data_dir }
     }
 
-    fn report(&self) -> Result<pb::SurvivorReport> {
+    async fn report(&self) -> Result<pb::SurvivorReport> {
         let node = &self.node;
         let state = self.log.survivor_state().map_err(|e| Error::Storage(e.to_string()))?;
         let applied = node.raft.metrics().borrow().last_applied;
@@ -43,7 +43,7 @@ impl RecoveryService {
         report.name = self.name.clone();
         report.member_id = node.id;
         report.cluster_id = node.cluster_id;
-        report.members = node.member_list()?;
+        report.members = node.member_list().await?;
         report.has_leader = node.has_leader();
         Ok(report)
     }
@@ -52,7 +52,7 @@ impl RecoveryService {
 #[tonic::async_trait]
 impl Recovery for RecoveryService {
     async fn survivor(&self, _: Request<pb::SurvivorRequest>) -> Result<Response<pb::SurvivorReport>, Status> {
-        Ok(Response::new(self.report()?))
+        Ok(Response::new(self.report().await?))
     }
 }
 
