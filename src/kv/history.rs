@@ -11,8 +11,8 @@ use crate::{Error, Result};
 impl KvStore {
     /// The events of keys in `[key, range_end)` (etcd's range conventions) with revisions in
     /// `[from, to]`, without previous values, ordered by revision and position within the
-    /// revision (the tree stores those revisions' records
-    /// together). Refused when `from` is below the compacted revision: that history is gone.
+    /// revision (the tree stores those revisions' records together). Refused when `from` is
+    /// below the compacted revision: that history is gone.
     pub fn history(&self, key: &[u8], range_end: &[u8], from: i64, to: i64) -> Result<Vec<Event>> {
         self.outside_installs(|| self.read_history(key, range_end, from, to))
     }
@@ -77,8 +77,8 @@ pub fn lacks_prev_kv(event: &Event) -> bool {
 
 impl KvStore {
     /// Gives each event in `events` that replaced or deleted a value, and does not carry it, that
-    /// value: the key as of the revision before the event. As in etcd's watch streams, which read it the same
-    /// way for watchers that ask, a value compaction has removed since is left out. Any other
+    /// value: the key as of the revision before the event. As in etcd's watch streams, which read
+    /// it the same way for watchers that ask, a value compaction has removed since is left out. Any other
     /// failure (the store being replaced by a snapshot, say) is the caller's to handle: the
     /// events must not go out without the values the watcher asked for.
     pub fn fill_prev_kvs(&self, events: &mut [Event]) -> Result<()> {

@@ -17,7 +17,7 @@ use openraft::ChangeMembers;
 use tokio::sync::watch;
 
 use super::node::Node;
-use super::{NodeId, PeerNode};
+use super::{Members, NodeId, PeerNode};
 use crate::kv::MemberAttributes;
 use crate::pb::{self, membership_change::Change};
 use crate::{Error, Result};
@@ -33,10 +33,7 @@ const CHANGE_RETRY_BACKOFF: Duration = Duration::from_millis(100);
 
 /// Members as etcd lists them, from the Raft configuration (with whether each votes) and the
 /// names and client URLs members published.
-pub fn describe_members(
-    members: BTreeMap<NodeId, (PeerNode, bool)>,
-    attributes: &BTreeMap<NodeId, MemberAttributes>,
-) -> Vec<pb::Member> {
+pub fn describe_members(members: Members, attributes: &BTreeMap<NodeId, MemberAttributes>) -> Vec<pb::Member> {
     members
         .into_iter()
         .map(|(id, (node, is_voter))| {
@@ -107,18 +104,14 @@ impl Node {
     /// The configuration openraft works with now (its newest, committed or not), with whether
     /// each member votes. Changes are checked against it, not against openraft's metrics: those
     /// lag a change that has just returned, and a removal right after an add found no member.
-    async fn configuration(&self) -> Result<BTreeMap<NodeId, (PeerNode, bool)>> {
+    async fn configuration(&self) -> Result<Members> {
         let newest =
             |state: &openraft::RaftState<NodeId, PeerNode, _>| state.membership_state.effective().membership().clone();
         let membership = self.raft.with_raft_state(newest).await.map_err(|_| Error::Stopped)?;
         Ok(super::membership_with_votes(&membership))
     }
 
-    fn new_member(
-        &self,
-        req: pb::MemberAddRequest,
-        members: &BTreeMap<NodeId, (PeerNode, bool)>,
-    ) -> Result<(NodeId, PeerNode)> {
+    fn new_member(&self, req: pb::MemberAddRequest, members: &Members) -> Result<(NodeId, PeerNode)> {
         let peer_urls = normalized_urls(&req.peer_ur_ls)?;
         if members.values().any(|(node, _)| node.peer_urls.iter().any(|u| peer_urls.contains(u))) {
             return Err(Error::PeerUrlExists);
@@ -133,7 +126,7 @@ impl Node {
 
     /// etcd's ID for a member added at runtime: its peer URLs, the token and the time; skipping
     /// any ID the cluster has ever used, so two incarnations can never be confused.
-    fn unused_member_id(&self, peer_urls: &[String], members: &BTreeMap<NodeId, (PeerNode, bool)>) -> Result<NodeId> {
+    fn unused_member_id(&self, peer_urls: &[String], members: &Members) -> Result<NodeId> {
         let removed = self.kv.removed_members()?;
         let token = &self.raft.config().cluster_name;
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs();
@@ -143,11 +136,7 @@ impl Node {
             .ok_or(Error::MemberExists)
     }
 
-    fn removal(
-        &self,
-        id: NodeId,
-        members: &BTreeMap<NodeId, (PeerNode, bool)>,
-    ) -> Result<ChangeMembers<NodeId, PeerNode>> {
+    fn removal(&self, id: NodeId, members: &Members) -> Result<ChangeMembers<NodeId, PeerNode>> {
         let (_, is_voter) = members.get(&id).ok_or(Error::MemberNotFound)?;
         if !is_voter {
             return Ok(ChangeMembers::RemoveNodes(BTreeSet::from([id])));
@@ -160,11 +149,7 @@ impl Node {
         Ok(ChangeMembers::RemoveVoters(BTreeSet::from([id])))
     }
 
-    fn update(
-        &self,
-        req: pb::MemberUpdateRequest,
-        members: &BTreeMap<NodeId, (PeerNode, bool)>,
-    ) -> Result<ChangeMembers<NodeId, PeerNode>> {
+    fn update(&self, req: pb::MemberUpdateRequest, members: &Members) -> Result<ChangeMembers<NodeId, PeerNode>> {
         let peer_urls = normalized_urls(&req.peer_ur_ls)?;
         let (node, _) = members.get(&req.id).ok_or(Error::MemberNotFound)?;
         let taken = members
@@ -177,11 +162,7 @@ impl Node {
         Ok(ChangeMembers::SetNodes(BTreeMap::from([(req.id, updated)])))
     }
 
-    fn promotion(
-        &self,
-        id: NodeId,
-        members: &BTreeMap<NodeId, (PeerNode, bool)>,
-    ) -> Result<ChangeMembers<NodeId, PeerNode>> {
+    fn promotion(&self, id: NodeId, members: &Members) -> Result<ChangeMembers<NodeId, PeerNode>> {
         let (_, is_voter) = members.get(&id).cloned().ok_or(Error::MemberNotFound)?;
         if is_voter {
             return Err(Error::MemberNotLearner);
@@ -208,10 +189,7 @@ impl Node {
 
     /// Commits `changes`, waiting for a change still in progress to finish first, and returns the
     /// configuration they made (with whether each member votes).
-    async fn commit_change(
-        &self,
-        changes: ChangeMembers<NodeId, PeerNode>,
-    ) -> Result<BTreeMap<NodeId, (PeerNode, bool)>> {
+    async fn commit_change(&self, changes: ChangeMembers<NodeId, PeerNode>) -> Result<Members> {
         let deadline = Instant::now() + self.request_timeout();
         loop {
             match self.raft.change_membership(changes.clone(), false).await {

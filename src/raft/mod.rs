@@ -75,8 +75,11 @@ openraft::declare_raft_types!(
 pub type Raft = openraft::Raft<TypeConfig>;
 pub type Membership = openraft::Membership<NodeId, PeerNode>;
 
+/// Every member, with whether it votes.
+pub type Members = std::collections::BTreeMap<NodeId, (PeerNode, bool)>;
+
 /// Every member of `membership`, with whether it votes.
-pub fn membership_with_votes(membership: &Membership) -> std::collections::BTreeMap<NodeId, (PeerNode, bool)> {
+pub fn membership_with_votes(membership: &Membership) -> Members {
     let voters: std::collections::BTreeSet<NodeId> = membership.voter_ids().collect();
     membership.nodes().map(|(id, node)| (*id, (node.clone(), voters.contains(id)))).collect()
 }

@@ -11,7 +11,7 @@
 //! reads on a follower share one forwarded request) and waits until this member has applied
 //! it. Only then may the caller read local state.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -25,7 +25,7 @@ use tokio::time::Instant;
 use tonic::transport::Channel;
 
 use super::network::Peers;
-use super::{NodeId, PeerNode, Proposal, Raft};
+use super::{Members, NodeId, PeerNode, Proposal, Raft};
 use crate::cluster::DataDir;
 use crate::kv::KvStore;
 use crate::lease::Lessor;
@@ -424,7 +424,7 @@ impl Node {
     }
 
     /// Every member in the current configuration, with whether it votes.
-    pub fn members(&self) -> BTreeMap<NodeId, (PeerNode, bool)> {
+    pub fn members(&self) -> Members {
         let membership = self.raft.metrics().borrow().membership_config.clone();
         super::membership_with_votes(membership.membership())
     }
