@@ -71,20 +71,21 @@ impl KeyIndex {
 
     /// Lists the records `tree` holds, replacing what the index listed.
     pub(super) fn rebuild(&self, tree: &sled::Tree) -> Result<()> {
-        let mut changes = Changes::new();
+        let mut built = Builder::default();
         let (start, end) = keys::all_stored();
-        // Stored in revision order: each key's records arrive oldest first.
         for item in tree.range(start..end) {
             let (stored, value) = item?;
             let (prefix, rev) = keys::split_stored_key(&stored)?;
-            let life = decode_life(&value)?;
-            let records = changes.entry(prefix.into_boxed_slice()).or_default();
-            records.changes.push(Change::new(rev, life.is_none()));
-            records.life = life;
+            built.add(prefix.into_boxed_slice(), rev, &value)?;
         }
-        tracing::debug!(keys = changes.len(), "built the key index");
-        *self.write() = changes;
+        self.replace(built);
         Ok(())
+    }
+
+    /// Lists what `built` lists, and nothing else.
+    pub(super) fn replace(&self, built: Builder) {
+        tracing::debug!(keys = built.0.len(), "built the key index");
+        *self.write() = built.0;
     }
 
     /// Lists nothing: the tree's records are being replaced.
@@ -176,6 +177,35 @@ impl KeyIndex {
                 index.remove(prefix);
             }
         }
+    }
+}
+
+/// An index under construction, from records in any order: from the tree, or from a snapshot as
+/// it is loaded (which saves reading the tree back). Both hold each key's records oldest first,
+/// so a record almost always goes at the end of its key's list.
+#[derive(Default)]
+pub(super) struct Builder(Changes);
+
+impl Builder {
+    /// Lists the record of the key with `prefix` at `rev`, whose stored value is `value`.
+    pub(super) fn add(&mut self, prefix: Box<[u8]>, rev: i64, value: &[u8]) -> Result<()> {
+        let life = decode_life(value)?;
+        let change = Change::new(rev, life.is_none());
+        let records = self.0.entry(prefix).or_default();
+        let at = records.changes.partition_point(|c| c.revision() < rev);
+        if at == records.changes.len() {
+            records.changes.push(change);
+            records.life = life;
+        } else if records.changes[at].revision() == rev {
+            // The same record again: the tree keeps one, the later.
+            records.changes[at] = change;
+            if at + 1 == records.changes.len() {
+                records.life = life;
+            }
+        } else {
+            records.changes.insert(at, change);
+        }
+        Ok(())
     }
 }
 

@@ -911,6 +911,35 @@ fn the_key_index_agrees_with_the_tree() {
     assert_eq!(show_read(f.store.range(&get("a"))), "rev=4 count=1 [a=10@3/4/v2]");
 }
 
+/// A load into an empty store lists the records as they go in, instead of scanning the tree
+/// after: the index it builds is the one a scan builds, also when the snapshot names a key's
+/// records newest first or one twice.
+#[test]
+fn a_load_builds_the_key_index_a_scan_of_the_tree_builds() {
+    let source = run(vec![
+        (put("a", "1").into(), "rev=2"),
+        (put("b", "1").into(), "rev=3"),
+        (put("a", "2").into(), "rev=4"),
+        (del("a", "").into(), "rev=5 deleted=1"),
+        (put("a", "3").into(), "rev=6"),
+        (del("b", "").into(), "rev=7 deleted=1"),
+    ]);
+    let in_order: Vec<_> = exported(&source.store).into_iter().map(Result::unwrap).collect();
+    let reversed: Vec<_> = in_order.iter().rev().cloned().collect();
+    let twice: Vec<_> = in_order.iter().chain(&in_order).cloned().collect();
+    for entries in [in_order, reversed, twice] {
+        let f = Fixture::new();
+        f.store.load(entries.into_iter().map(Ok)).unwrap();
+        let scanned = KvStore::open(f._db.open_tree("kv").unwrap()).unwrap();
+        assert_eq!(f.store.index.all(), scanned.index.all());
+        for key in [&b"a"[..], b"b"] {
+            let prefix = super::keys::key_prefix(key);
+            assert_eq!(f.store.index.life(&prefix, 7), scanned.index.life(&prefix, 7));
+        }
+        assert_eq!(f.keys(), "count=1 [a=3]");
+    }
+}
+
 /// The index lists every record of a key, deletions too, and finds its newest at a revision.
 #[test]
 fn the_key_index_finds_a_keys_newest_record_at_a_revision() {
