@@ -93,6 +93,7 @@ fn unhealthy_reason(ctx: &Context) -> Option<String> {
             return Some(format!("ALARM {}", names.join(",")));
         }
         Ok(_) => {}
+        Err(e @ crate::Error::Installing) => return Some(e.to_string()),
         Err(e) => return Some(format!("STORAGE ERROR: {e}")),
     }
     if node.has_leader() {

@@ -18,15 +18,18 @@ impl KvStore {
         self.tree.get(keys::lease_key(id))?.map(|ttl| decode_ttl(&ttl)).transpose()
     }
 
-    /// Every lease, with its granted TTL, by ID.
+    /// Every lease, with its granted TTL, by ID (refused during a snapshot install, as
+    /// [`KvStore::revision`]).
     pub fn leases(&self) -> Result<Vec<(i64, i64)>> {
-        self.tree
-            .scan_prefix(keys::all_leases())
-            .map(|item| {
-                let (key, ttl) = item?;
-                Ok((keys::lease_id(&key)?, decode_ttl(&ttl)?))
-            })
-            .collect()
+        self.outside_installs(|| {
+            self.tree
+                .scan_prefix(keys::all_leases())
+                .map(|item| {
+                    let (key, ttl) = item?;
+                    Ok((keys::lease_id(&key)?, decode_ttl(&ttl)?))
+                })
+                .collect()
+        })
     }
 
     /// The keys attached to lease `id`, in key order.

@@ -114,9 +114,12 @@ impl KvStore {
         decode_record(keys::user_key(prefix), &value)
     }
 
-    /// The store revision: 1 for an empty store, +1 for each mutating request.
+    /// The store revision: 1 for an empty store, +1 for each mutating request. Refused while a
+    /// snapshot install replaces the store (see [`KvStore::outside_installs`]), where it could
+    /// read 1 and a response header's revision would go backwards; the state machine's own
+    /// reads of it too, so that after a failed install it applies nothing.
     pub fn revision(&self) -> Result<i64> {
-        Ok(self.meta_i64(META_REVISION)?.unwrap_or(1))
+        self.outside_installs(|| Ok(self.meta_i64(META_REVISION)?.unwrap_or(1)))
     }
 
     /// The revision history was compacted at; reads below it are refused. -1 (as in etcd) when
@@ -133,8 +136,9 @@ impl KvStore {
         decode_i64(self.meta(name)?)
     }
 
+    /// The members' published names and client URLs (refused during an install, as `revision`).
     pub fn members(&self) -> Result<BTreeMap<u64, MemberAttributes>> {
-        decode_bincode(self.meta(META_MEMBERS)?)
+        self.outside_installs(|| decode_bincode(self.meta(META_MEMBERS)?))
     }
 
     /// IDs of members removed from the cluster: never to be used or heard from again.
@@ -142,8 +146,9 @@ impl KvStore {
         decode_bincode(self.meta(META_REMOVED_MEMBERS)?)
     }
 
+    /// The active alarms (refused during an install, as `revision`).
     pub fn alarms(&self) -> Result<Vec<Alarm>> {
-        decode_bincode(self.meta(META_ALARMS)?)
+        self.outside_installs(|| decode_bincode(self.meta(META_ALARMS)?))
     }
 
     /// etcd's Range, served from local state (the caller has done any linearizable round).

@@ -1105,8 +1105,28 @@ fn a_read_during_a_snapshot_install_is_refused_not_answered_from_half_a_store() 
             ..Default::default()
         };
         assert!(matches!(f.store.read_only_txn(&txn), Err(Error::Installing)));
+        // What response headers, watches, MemberList, alarms and LeaseLeases read.
+        assert!(matches!(f.store.revision(), Err(Error::Installing)));
+        assert!(matches!(f.store.members(), Err(Error::Installing)));
+        assert!(matches!(f.store.alarms(), Err(Error::Installing)));
+        assert!(matches!(f.store.leases(), Err(Error::Installing)));
         resume.send(()).unwrap();
         install.join().unwrap().unwrap();
     });
+    assert_eq!(show_read(f.store.range(&get("a"))), "rev=2 count=1 [a=1@2/2/v1]");
+    assert_eq!(f.store.revision().unwrap(), 2);
+}
+
+/// A read that an install began under is refused as well, even when the install has ended by the
+/// time the read does: the read may have seen the store before the install and after it.
+#[test]
+fn a_read_an_install_began_under_is_refused() {
+    let f = run(vec![(put("a", "1").into(), "rev=2")]);
+    let overlapped = f.store.outside_installs(|| {
+        let before = f.store.range(&get("a"));
+        f.store.replace_all(exported(&f.store).into_iter())?;
+        before
+    });
+    assert!(matches!(overlapped, Err(Error::Installing)));
     assert_eq!(show_read(f.store.range(&get("a"))), "rev=2 count=1 [a=1@2/2/v1]");
 }
