@@ -4,7 +4,8 @@
 //! dev-dependency on this package turns on. A member built with it still behaves correctly unless
 //! its environment names a fault (`PHOENIX_TEST_FAULTS=a,b`): `stale-reads` serves linearizable
 //! reads from local state without a read index; `lost-renewals` answers lease keep-alives
-//! without renewing the lease.
+//! without renewing the lease; `failing-storage` fails every state machine apply, as a broken
+//! disk would.
 //!
 //! `PHOENIX_TEST_PEER_ROUTES=URL=PROXY,...` sends this member's Raft traffic for the member at
 //! peer URL `URL` through `PROXY` instead, so a test can cut any one direction of any link.

@@ -125,6 +125,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         _ = removed_from_membership(node.clone()) => {
             Err(data.fence(&format!("member {:x} was removed from the cluster", node.id)))
         }
+        reason = raft_stopped(&node) => {
+            Err(Error::Internal(format!("Raft stopped: {reason}; restart the member once that is mended")))
+        }
     };
     tracing::info!("stopping");
     if outcome.is_ok() {
@@ -227,6 +230,19 @@ async fn removed_from_membership(node: Arc<Node>) {
         if metrics.changed().await.is_err() {
             return std::future::pending().await;
         }
+    }
+}
+
+/// Completes, with openraft's reason, once its core has stopped by itself: on a storage failure
+/// it cannot go on from, or a panic. The member can then neither apply nor vote, and must not go
+/// on answering clients as if it could.
+async fn raft_stopped(node: &Node) -> String {
+    let mut metrics = node.raft.server_metrics();
+    // The core drops the sender when its task ends, however it ends.
+    while metrics.changed().await.is_ok() {}
+    match &node.raft.metrics().borrow().running_state {
+        Err(fatal) => fatal.to_string(),
+        Ok(()) => "its core task ended".to_string(),
     }
 }
 

@@ -2,7 +2,7 @@
 
 mod support;
 
-use support::{free_ports, run_phoenix, Cluster, TEST_TIMINGS};
+use support::{free_ports, run_phoenix, run_phoenix_with_env, Cluster, TEST_TIMINGS};
 
 /// Flags for a one-member cluster named `name` on the given client and peer URLs.
 fn lone_member_flags(name: &str, client: &str, peer: &str) -> Vec<String> {
@@ -45,6 +45,24 @@ fn bad_flags_get_one_line_and_write_nothing() {
         assert!(stderr.contains(expected), "{args:?}: {stderr}");
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "{args:?} wrote something");
     }
+}
+
+/// A member whose Raft core stops on a storage failure exits with the reason, instead of going on
+/// answering clients it can no longer serve.
+#[test]
+fn a_member_whose_storage_fails_stops_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let ports = free_ports(2);
+    let (client, peer) = (format!("http://127.0.0.1:{}", ports[0]), format!("http://127.0.0.1:{}", ports[1]));
+    let flags = lone_member_flags("lone", &client, &peer);
+    let args: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let output = run_phoenix_with_env(&args, dir.path(), &[("PHOENIX_TEST_FAULTS", "failing-storage")]);
+    let stderr = stderr_of(&output);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    // openraft reports the failure itself or, when its core notices first, the closed channel
+    // to the state machine task that failed.
+    assert!(stderr.lines().last().unwrap_or_default().starts_with("phoenix: Raft stopped: "), "{stderr}");
+    assert!(stderr.contains("injected failure (PHOENIX_TEST_FAULTS=failing-storage)"), "{stderr}");
 }
 
 #[test]

@@ -339,6 +339,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         I::IntoIter: Send,
     {
         let _applying = self.apply_lock.lock().await;
+        if crate::faults::enabled("failing-storage") {
+            return Err(sm_error(ErrorVerb::Write, "injected failure (PHOENIX_TEST_FAULTS=failing-storage)"));
+        }
         self.apply_entries(entries.into_iter()).map_err(|e| sm_error(ErrorVerb::Write, e))
     }
 

@@ -364,8 +364,14 @@ where
 
 /// Runs `phoenix` with `args` to completion, for flag and data dir checks.
 pub fn run_phoenix(args: &[&str], cwd: &Path) -> std::process::Output {
+    run_phoenix_with_env(args, cwd, &[])
+}
+
+/// Like `run_phoenix`, with environment variables (test-only fault switches).
+pub fn run_phoenix_with_env(args: &[&str], cwd: &Path, env: &[(&str, &str)]) -> std::process::Output {
     let mut child = Command::new(env!("CARGO_BIN_EXE_phoenix"))
         .args(args)
+        .envs(env.iter().copied())
         .current_dir(cwd)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
