@@ -134,6 +134,25 @@ async fn membership_errors_are_etcds() {
     );
 }
 
+/// Membership changes that arrive together are checked one after the other: of two adds of one
+/// peer URL at the same moment, one is refused as etcd refuses it, and the URL is listed once.
+#[tokio::test]
+async fn concurrent_adds_of_one_peer_url_add_it_once() {
+    let cluster = Cluster::start(1, TEST_TIMINGS).await;
+    let c = cluster.client(0).await;
+    for port in 1..=5 {
+        let url = format!("http://127.0.0.1:{port}");
+        let (mut a, mut b) = (c.clone(), c.clone());
+        let (first, second) = tokio::join!(a.member_add([url.clone()], None), b.member_add([url.clone()], None));
+        let refused: Vec<_> = [first, second].into_iter().filter_map(Result::err).map(status_of).collect();
+        let taken = (Code::FailedPrecondition, "etcdserver: Peer URLs already exists".to_string());
+        assert_eq!(refused, [taken], "{url}");
+        let members = c.clone().member_list().await.unwrap();
+        let listed = members.members().iter().filter(|m| m.peer_urls().contains(&url)).count();
+        assert_eq!(listed, 1, "{url}");
+    }
+}
+
 /// An add's answer names and lists the member it added (`phoenix --join` takes its ID from it),
 /// MemberList lists it right after, and a removal, right after too, finds it and no longer lists
 /// it, under writes too. None of them reads openraft's metrics, which lag a change that has just

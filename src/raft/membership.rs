@@ -71,6 +71,8 @@ impl Node {
 
     pub async fn change_members_local(&self, change: Change) -> Result<pb::MembershipChanged> {
         self.ensure_leading()?;
+        // Two adds of one peer URL at once would otherwise both pass the check.
+        let _one_at_a_time = self.membership_changes.lock().await;
         let members = self.configuration().await?;
         let (added, changes) = match change {
             Change::Add(req) => {
@@ -187,6 +189,17 @@ impl Node {
         matched as f64 >= leader_last as f64 * IN_SYNC_FRACTION
     }
 
+    /// Promotes member `id`, added as a voter, unless a change made since it was found ready
+    /// removed or promoted it; whether it did.
+    async fn promote_added_voter(&self, id: NodeId) -> Result<bool> {
+        let _one_at_a_time = self.membership_changes.lock().await;
+        let still_to_promote = matches!(self.configuration().await?.get(&id), Some((peer, false)) if peer.voter);
+        if still_to_promote {
+            self.commit_change(ChangeMembers::AddVoterIds(BTreeSet::from([id]))).await?;
+        }
+        Ok(still_to_promote)
+    }
+
     /// Commits `changes`, waiting for a change still in progress to finish first, and returns the
     /// configuration they made (with whether each member votes).
     async fn commit_change(&self, changes: ChangeMembers<NodeId, PeerNode>) -> Result<Members> {
@@ -249,8 +262,9 @@ pub async fn promote_caught_up_members(node: Arc<Node>, mut stop: watch::Receive
             .map(|(id, _)| id)
             .collect();
         for id in ready {
-            match node.commit_change(ChangeMembers::AddVoterIds(BTreeSet::from([id]))).await {
-                Ok(_) => tracing::info!(member = format!("{id:x}"), "promoted a caught-up member to voter"),
+            match node.promote_added_voter(id).await {
+                Ok(true) => tracing::info!(member = format!("{id:x}"), "promoted a caught-up member to voter"),
+                Ok(false) => {}
                 Err(e) => tracing::warn!(member = format!("{id:x}"), error = %e, "could not promote; will retry"),
             }
         }

@@ -92,6 +92,9 @@ pub struct Node {
     leaderless_since: Mutex<Option<Instant>>,
     /// The database size and when it was measured, for [`Node::recent_db_size`].
     db_size: Mutex<Option<(Instant, u64)>>,
+    /// Held by a membership change on this leader from its checks to its commit, so that each
+    /// is checked against the configuration the one before it made.
+    pub(super) membership_changes: tokio::sync::Mutex<()>,
 }
 
 impl Node {
@@ -128,6 +131,7 @@ impl Node {
             transferring: AtomicBool::new(false),
             leaderless_since: Mutex::new(None),
             db_size: Mutex::new(None),
+            membership_changes: tokio::sync::Mutex::new(()),
         })
     }
 
