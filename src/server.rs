@@ -24,7 +24,9 @@ use crate::api::{self, Context, Limits};
 use crate::cluster::{DataDir, Identity};
 use crate::config::{url_string, ClusterState, Config};
 use crate::pb::{self, recovery_server::RecoveryServer};
-use crate::raft::network::{Peers, MAX_PEER_MESSAGE_BYTES, PEER_FRAME_BYTES, PEER_WINDOW_BYTES};
+use crate::raft::network::{
+    Peers, MAX_PEER_MESSAGE_BYTES, PEER_CONNECTION_WINDOW_BYTES, PEER_FRAME_BYTES, PEER_WINDOW_BYTES,
+};
 use crate::raft::node::{Node, StartedWith};
 use crate::raft::peer_service::PeerService;
 use crate::raft::state_machine::StateMachine;
@@ -361,7 +363,7 @@ async fn serve_peers(
         .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES);
     let result = Server::builder()
         .initial_stream_window_size(PEER_WINDOW_BYTES)
-        .initial_connection_window_size(PEER_WINDOW_BYTES)
+        .initial_connection_window_size(PEER_CONNECTION_WINDOW_BYTES)
         .max_frame_size(PEER_FRAME_BYTES)
         .add_service(service)
         .add_service(RecoveryServer::from_arc(recovery))

@@ -3,7 +3,8 @@
 //!
 //! `/health` answers 200 `{"health":"true","reason":""}`, or 503 with `"false"` and etcd's
 //! reason (`RAFT NO LEADER`, `ALARM NOSPACE`). While quorum is lost, Phoenix adds after etcd's
-//! reason which voters are missing since when and the commands that recover the cluster.
+//! reason which voters are missing since when and the commands that recover the cluster; while
+//! the member installs a snapshot from its leader, it says so.
 
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;

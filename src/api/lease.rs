@@ -76,9 +76,7 @@ impl Lease for LeaseService {
         tokio::spawn(async move {
             while let Ok(Some(req)) = input.message().await {
                 let answer = match ctx.node.lease_keep_alive(req.id).await {
-                    Ok(ttl) => {
-                        Ok(pb::LeaseKeepAliveResponse { header: ctx.current_header().ok().flatten(), id: req.id, ttl })
-                    }
+                    Ok(ttl) => Ok(pb::LeaseKeepAliveResponse { header: ctx.current_header(), id: req.id, ttl }),
                     Err(e) => Err(Status::from(e)),
                 };
                 let failed = answer.is_err();
@@ -96,7 +94,7 @@ impl Lease for LeaseService {
     ) -> Result<Response<pb::LeaseTimeToLiveResponse>, Status> {
         let req = request.into_inner();
         let mut response = self.ctx.node.lease_time_to_live(req.id, req.keys).await?;
-        response.header = self.ctx.current_header()?;
+        response.header = self.ctx.current_header();
         Ok(Response::new(response))
     }
 
@@ -106,6 +104,6 @@ impl Lease for LeaseService {
     ) -> Result<Response<pb::LeaseLeasesResponse>, Status> {
         self.ctx.node.linearize().await?;
         let leases = self.ctx.node.kv.leases()?.into_iter().map(|(id, _)| pb::LeaseStatus { id }).collect();
-        Ok(Response::new(pb::LeaseLeasesResponse { header: self.ctx.current_header()?, leases }))
+        Ok(Response::new(pb::LeaseLeasesResponse { header: self.ctx.current_header(), leases }))
     }
 }

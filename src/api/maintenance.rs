@@ -44,7 +44,7 @@ impl Maintenance for MaintenanceService {
         let req = request.into_inner();
         if req.action == AlarmAction::Get as i32 {
             let alarms = self.alarm_list(req.alarm)?;
-            return Ok(Response::new(pb::AlarmResponse { header: self.ctx.current_header()?, alarms }));
+            return Ok(Response::new(pb::AlarmResponse { header: self.ctx.current_header(), alarms }));
         }
         match self.ctx.propose(command::Op::Alarm(req)).await? {
             command_result::Result::Alarm(mut response) => {
@@ -60,18 +60,21 @@ impl Maintenance for MaintenanceService {
         let committed = node.raft.with_raft_state(|state| state.committed).await.map_err(|_| crate::Error::Stopped)?;
         let metrics = node.raft.metrics().borrow().clone();
         let db_size = node.kv.size_on_disk(&node.db)? as i64;
-        let mut errors: Vec<String> = self
-            .alarm_list(pb::AlarmType::None as i32)?
-            .iter()
-            .map(|a| format!("memberID:{} alarm:{} ", a.member_id, alarm_name(a.alarm)))
-            .collect();
+        // Status still answers while a snapshot install hides the alarms; it says so instead.
+        let mut errors: Vec<String> = match self.alarm_list(pb::AlarmType::None as i32) {
+            Ok(alarms) => {
+                alarms.iter().map(|a| format!("memberID:{} alarm:{} ", a.member_id, alarm_name(a.alarm))).collect()
+            }
+            Err(installing @ crate::Error::Installing) => vec![installing.to_string()],
+            Err(e) => return Err(e.into()),
+        };
         errors.extend(quorum_loss(node).map(|loss| loss.explain(&self.ctx.data_dir)));
         errors.extend(self.ctx.reset_summary.as_ref().map(|summary| format!("reset: {summary}")));
         errors.extend(self.ctx.backups.as_ref().and_then(|backups| backups.status_line()));
         // A leader that lost its quorum keeps the title in openraft 0.9 but leads nobody.
         let leader = node.usable_leader().unwrap_or(0);
         Ok(Response::new(pb::StatusResponse {
-            header: self.ctx.current_header()?,
+            header: self.ctx.current_header(),
             version: crate::ETCD_API_VERSION.to_string(),
             db_size,
             leader,
@@ -91,7 +94,7 @@ impl Maintenance for MaintenanceService {
         &self,
         _: Request<pb::SnapshotRequest>,
     ) -> Result<Response<BoxStream<pb::SnapshotResponse>>, Status> {
-        let header = self.ctx.current_header()?.unwrap_or_default();
+        let header = self.ctx.current_header().unwrap_or_default();
         let chunks = crate::snapshot::stream(&self.ctx.state_machine, &self.ctx.data_dir, header).await?;
         Ok(Response::new(Box::pin(ReceiverStream::new(chunks))))
     }
@@ -99,7 +102,7 @@ impl Maintenance for MaintenanceService {
     async fn defragment(&self, _: Request<pb::DefragmentRequest>) -> Result<Response<pb::DefragmentResponse>, Status> {
         // sled compacts its segments continuously; there is nothing to rewrite, only to flush.
         self.ctx.node.db.flush_async().await.map_err(crate::Error::from)?;
-        Ok(Response::new(pb::DefragmentResponse { header: self.ctx.current_header()? }))
+        Ok(Response::new(pb::DefragmentResponse { header: self.ctx.current_header() }))
     }
 
     async fn move_leader(
@@ -107,18 +110,18 @@ impl Maintenance for MaintenanceService {
         request: Request<pb::MoveLeaderRequest>,
     ) -> Result<Response<pb::MoveLeaderResponse>, Status> {
         self.ctx.node.move_leader(request.into_inner().target_id).await?;
-        Ok(Response::new(pb::MoveLeaderResponse { header: self.ctx.current_header()? }))
+        Ok(Response::new(pb::MoveLeaderResponse { header: self.ctx.current_header() }))
     }
 
     async fn hash(&self, _: Request<pb::HashRequest>) -> Result<Response<pb::HashResponse>, Status> {
         let (hash, _, _) = self.ctx.node.kv.hash_kv(0)?;
-        Ok(Response::new(pb::HashResponse { header: self.ctx.current_header()?, hash }))
+        Ok(Response::new(pb::HashResponse { header: self.ctx.current_header(), hash }))
     }
 
     async fn hash_kv(&self, request: Request<pb::HashKvRequest>) -> Result<Response<pb::HashKvResponse>, Status> {
         let (hash, compact_revision, hash_revision) = self.ctx.node.kv.hash_kv(request.get_ref().revision)?;
         Ok(Response::new(pb::HashKvResponse {
-            header: self.ctx.current_header()?,
+            header: self.ctx.current_header(),
             hash,
             compact_revision,
             hash_revision,

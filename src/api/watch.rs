@@ -17,6 +17,7 @@ use tonic::codegen::BoxStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::Context;
+use crate::kv::KvStore;
 use crate::pb::mvccpb::Event;
 use crate::pb::{self, watch_request, watch_server::Watch, WatchCreateRequest, WatchResponse};
 use crate::watch::{Applied, WatchHub, Watcher};
@@ -76,7 +77,7 @@ impl Watch for WatchService {
         }
         let (out, responses) = mpsc::channel(OUTPUT_BUFFER);
         let hub = self.hub.subscribe();
-        let seen = self.ctx.node.kv.revision()?;
+        let seen = revision_after_installs(&self.ctx.node.kv).await?;
         let stream = WatchStream {
             ctx: self.ctx.clone(),
             hub,
@@ -282,12 +283,8 @@ impl WatchStream {
         Err(Gone)
     }
 
-    /// Waits until no snapshot install is replacing the store. An install takes about a second
-    /// per 100,000 keys; one that failed leaves the member unable to serve until it restarts.
     async fn install_ended(&self) {
-        while self.ctx.node.kv.installing() {
-            tokio::time::sleep(INSTALL_POLL_INTERVAL).await;
-        }
+        install_ended(&self.ctx.node.kv).await
     }
 
     async fn catch_up_all(&mut self) -> Sent {
@@ -497,6 +494,25 @@ async fn leader_lost(ctx: Context, require_leader: bool) {
         without = if ctx.node.has_leader() { 0 } else { without + 1 };
         if without >= NO_LEADER_CHECKS {
             return;
+        }
+    }
+}
+
+/// Waits until no snapshot install is replacing the store. An install takes about half a second
+/// per 100,000 keys; when one fails, openraft stops and the member exits.
+async fn install_ended(kv: &KvStore) {
+    while kv.installing() {
+        tokio::time::sleep(INSTALL_POLL_INTERVAL).await;
+    }
+}
+
+/// The store revision, read once no snapshot install is replacing the store: a stream opened
+/// during one waits for it, as etcd's does, instead of failing.
+async fn revision_after_installs(kv: &KvStore) -> Result<i64> {
+    loop {
+        match kv.revision() {
+            Err(Error::Installing) => install_ended(kv).await,
+            read => return read,
         }
     }
 }

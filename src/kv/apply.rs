@@ -148,6 +148,7 @@ impl<'a> WriteTxn<'a> {
         // the write fail, the index lists records the tree lacks; apply stops the member then.
         self.store.index.add(records);
         self.store.tree.apply_batch(batch)?;
+        self.store.last_revision.store(self.revision, std::sync::atomic::Ordering::SeqCst);
         Ok(Committed { revision: self.revision, events: self.events, compacted: self.compaction_requested })
     }
 

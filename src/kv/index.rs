@@ -14,7 +14,8 @@
 //!   either way); a read below it that began before the compaction was applied may miss a
 //!   record it needs, so readers check the compacted revision once they have read
 //!   ([`super::KvStore::range`]).
-//! - Built from the tree when the store is opened, and again when a snapshot replaces the store.
+//! - Built from the tree when the store is opened, and from a snapshot's entries as a load
+//!   writes them when a snapshot replaces the store ([`Builder`]).
 //!   Every user of a tree shares one index ([`super::KvStore`] clones): a second handle opened
 //!   on the same tree builds its own, which sees none of the first handle's later writes.
 

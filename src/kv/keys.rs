@@ -90,6 +90,11 @@ pub(crate) fn is_record(key: &[u8]) -> bool {
     key.first() == Some(&RECORD)
 }
 
+/// Whether `key` is a stored record's key (see [`stored_key`]).
+pub(crate) fn is_stored(key: &[u8]) -> bool {
+    key.first() == Some(&STORED)
+}
+
 /// Splits a record key into its key prefix (see [`key_prefix`]) and revision.
 pub(crate) fn split_record_key(record: &[u8]) -> Result<(&[u8], i64)> {
     if record.len() < 11 || record[0] != RECORD {

@@ -23,7 +23,7 @@ mod reader;
 mod tests;
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use prost::Message;
@@ -75,9 +75,11 @@ pub struct KvStore {
     tree: sled::Tree,
     index: index::KeyIndex,
     /// Snapshot installs begun plus those ended: odd while one replaces the store, which it
-    /// empties before it refills it (or after one failed). Client reads check it before and
-    /// after they read.
+    /// empties before it refills it (or after one failed). Reads check it before and after they
+    /// read, the state machine's own included.
     installs: Arc<AtomicU64>,
+    /// The store revision as of the last whole write or load (see [`KvStore::last_revision`]).
+    last_revision: Arc<AtomicI64>,
 }
 
 impl KvStore {
@@ -90,7 +92,9 @@ impl KvStore {
         }
         let index = index::KeyIndex::default();
         index.rebuild(&tree)?;
-        Ok(KvStore { tree, index, installs: Arc::default() })
+        let store = KvStore { tree, index, installs: Arc::default(), last_revision: Arc::default() };
+        store.settle_revision()?;
+        Ok(store)
     }
 
     /// A reader of the store, for reads at or below a store revision read before.
@@ -120,6 +124,20 @@ impl KvStore {
     /// reads of it too, so that after a failed install it applies nothing.
     pub fn revision(&self) -> Result<i64> {
         self.outside_installs(|| Ok(self.meta_i64(META_REVISION)?.unwrap_or(1)))
+    }
+
+    /// The store revision as of the last write or snapshot load that completed: what response
+    /// headers report. Unlike [`KvStore::revision`] never refused, and never going back while a
+    /// snapshot install empties the store (an install only moves it on, to the leader's).
+    pub fn last_revision(&self) -> i64 {
+        self.last_revision.load(Ordering::SeqCst)
+    }
+
+    /// Records the revision the store holds as its last revision; after each whole write or load.
+    fn settle_revision(&self) -> Result<()> {
+        let revision = self.meta_i64(META_REVISION)?.unwrap_or(1);
+        self.last_revision.store(revision, Ordering::SeqCst);
+        Ok(())
     }
 
     /// The revision history was compacted at; reads below it are refused. -1 (as in etcd) when
@@ -319,11 +337,12 @@ impl KvStore {
         let loaded = self.load_records(entries, &mut built);
         if loaded.is_ok() && was_empty {
             self.index.replace(built);
-            return Ok(());
+            return self.settle_revision();
         }
         // Also when loading failed part way: the index lists what the tree holds.
         let listed = self.index.rebuild(&self.tree);
-        loaded.and(listed)
+        loaded.and(listed)?;
+        self.settle_revision()
     }
 
     fn load_records(
@@ -339,6 +358,9 @@ impl KvStore {
                 let (prefix, rev) = keys::split_record_key(&key)?;
                 index.add(prefix.into(), rev, &value)?;
                 keys::stored(prefix, rev)
+            } else if keys::is_stored(&key) {
+                // Snapshots name records by their logical keys; one here would go unindexed.
+                return Err(Error::Corrupt("a snapshot entry under a stored record's key".into()));
             } else {
                 key
             };

@@ -907,7 +907,9 @@ fn the_key_index_agrees_with_the_tree() {
     let other = run(vec![(put("c", "1").into(), "rev=2"), (put("a", "9").into(), "rev=3")]);
     f.store.replace_all(exported(&other.store).into_iter()).unwrap();
     assert_eq!(reads(&f.store), "rev=3 count=1 [a=9@3/3/v1] rev=3 count=0 [] rev=3 count=1 [c=1@2/2/v1]");
+    assert_eq!(f.store.last_revision(), 3, "what headers report follows the load");
     assert_eq!(f.apply(&[Command { op: Some(command::Op::Put(put("a", "10"))) }]), ["rev=4"]);
+    assert_eq!(f.store.last_revision(), 4, "and each write");
     assert_eq!(show_read(f.store.range(&get("a"))), "rev=4 count=1 [a=10@3/4/v2]");
 }
 
@@ -1110,6 +1112,7 @@ fn a_read_during_a_snapshot_install_is_refused_not_answered_from_half_a_store() 
         assert!(matches!(f.store.members(), Err(Error::Installing)));
         assert!(matches!(f.store.alarms(), Err(Error::Installing)));
         assert!(matches!(f.store.leases(), Err(Error::Installing)));
+        assert_eq!(f.store.last_revision(), 2, "headers keep the revision from before the install");
         resume.send(()).unwrap();
         install.join().unwrap().unwrap();
     });

@@ -87,7 +87,7 @@ impl Node {
         // The answer lists the configuration the change committed, not the one in openraft's
         // metrics: those catch up after the change returns, and a member added but missing from
         // its own answer would take ID 0 (`phoenix --join`).
-        let members = describe_members(configuration, &self.kv.members()?);
+        let members = describe_members(configuration, &self.known_attributes()?);
         let member = match added {
             Some(id) => Some(members.iter().find(|m| m.id == id).cloned().ok_or_else(|| {
                 Error::Internal(format!("member {id:x} is missing from the configuration that added it"))
@@ -98,9 +98,25 @@ impl Node {
     }
 
     /// Every member as etcd lists it: voters, learners, and members on their way to voting
-    /// (listed as voters, as etcd lists an added member that has not started).
+    /// (listed as voters, as etcd lists an added member that has not started). Refused while a
+    /// snapshot install replaces the store, which holds the names and client URLs.
     pub async fn member_list(&self) -> Result<Vec<pb::Member>> {
         Ok(describe_members(self.configuration().await?, &self.kv.members()?))
+    }
+
+    /// Like [`Node::member_list`], for the cluster's own bookkeeping (discovery, survivor
+    /// reports), which must not fail while a snapshot install goes on: then without names and
+    /// client URLs.
+    pub async fn member_list_as_known(&self) -> Result<Vec<pb::Member>> {
+        Ok(describe_members(self.configuration().await?, &self.known_attributes()?))
+    }
+
+    /// The members' names and client URLs, or none while a snapshot install hides them.
+    fn known_attributes(&self) -> Result<BTreeMap<NodeId, MemberAttributes>> {
+        match self.kv.members() {
+            Err(Error::Installing) => Ok(BTreeMap::new()),
+            known => known,
+        }
     }
 
     /// The configuration openraft works with now (its newest, committed or not), with whether
@@ -195,7 +211,9 @@ impl Node {
         let _one_at_a_time = self.membership_changes.lock().await;
         let still_to_promote = matches!(self.configuration().await?.get(&id), Some((peer, false)) if peer.voter);
         if still_to_promote {
-            self.commit_change(ChangeMembers::AddVoterIds(BTreeSet::from([id]))).await?;
+            // Bounded: a leader that lost its quorum would otherwise hold the lock for good.
+            let promotion = self.commit_change(ChangeMembers::AddVoterIds(BTreeSet::from([id])));
+            tokio::time::timeout(self.request_timeout(), promotion).await.map_err(|_| Error::Timeout)??;
         }
         Ok(still_to_promote)
     }

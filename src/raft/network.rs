@@ -34,9 +34,12 @@ use crate::{Error, Result};
 const UNREACHABLE_BACKOFF: Duration = Duration::from_millis(500);
 /// Largest peer message: a batch of entries or a snapshot chunk, with room to spare.
 pub const MAX_PEER_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
-/// HTTP/2 flow-control window on peer connections, both ways: a whole snapshot chunk (openraft
+/// HTTP/2 flow-control window of a peer stream, both ways: a whole snapshot chunk (openraft
 /// sends 3 MiB) fits, so the sender never stops for the receiver's window updates.
 pub const PEER_WINDOW_BYTES: u32 = 8 * 1024 * 1024;
+/// A peer connection's window: room for a chunk in flight and for the entries and heartbeats
+/// streaming beside it.
+pub const PEER_CONNECTION_WINDOW_BYTES: u32 = 4 * PEER_WINDOW_BYTES;
 /// HTTP/2 frame size on peer connections: 1 MiB instead of 16 KiB, 64 times fewer frames for a
 /// snapshot chunk or a large batch of entries to cut, send and reassemble.
 pub const PEER_FRAME_BYTES: u32 = 1024 * 1024;
@@ -105,7 +108,7 @@ impl Peers {
                     .connect_timeout(Duration::from_secs(1))
                     .tcp_nodelay(true)
                     .initial_stream_window_size(PEER_WINDOW_BYTES)
-                    .initial_connection_window_size(PEER_WINDOW_BYTES)
+                    .initial_connection_window_size(PEER_CONNECTION_WINDOW_BYTES)
                     .max_frame_size(PEER_FRAME_BYTES)
                     .connect_lazy();
                 channels.insert(target, (url.clone(), channel.clone()));

@@ -186,7 +186,7 @@ impl Peer for PeerService {
     }
 
     async fn cluster_info(&self, _: Request<pb::ClusterInfoRequest>) -> Result<Response<pb::ClusterInfoReply>, Status> {
-        let members = self.node.member_list().await?;
+        let members = self.node.member_list_as_known().await?;
         let removed = self.node.kv.removed_members()?.into_iter().collect();
         Ok(Response::new(pb::ClusterInfoReply { cluster_id: self.node.cluster_id, members, removed }))
     }

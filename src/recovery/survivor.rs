@@ -39,11 +39,13 @@ impl RecoveryService {
         let node = &self.node;
         let state = self.log.survivor_state().map_err(|e| Error::Storage(e.to_string()))?;
         let applied = node.raft.metrics().borrow().last_applied;
-        let mut report = position(&state, applied, node.kv.revision()?, &self.data_dir)?;
+        // Never refused for a snapshot install: a member installing one has a leader, and its
+        // report is what stops a reset of another member.
+        let mut report = position(&state, applied, node.kv.last_revision(), &self.data_dir)?;
         report.name = self.name.clone();
         report.member_id = node.id;
         report.cluster_id = node.cluster_id;
-        report.members = node.member_list().await?;
+        report.members = node.member_list_as_known().await?;
         report.has_leader = node.has_leader();
         Ok(report)
     }
