@@ -452,6 +452,20 @@ async fn a_survivor_reset_offline_can_start_at_a_new_address() {
     let ports = free_ports(2);
     let peer_url = format!("http://127.0.0.1:{}", ports[1]);
     let dir = cluster.members[survivor].data_dir.to_string_lossy().into_owned();
+    // Not while a snapshot install it was receiving is half done: its store may have lost the
+    // membership that says whom to ask.
+    let snap_dir = cluster.members[survivor].data_dir.join("snap");
+    std::fs::create_dir_all(&snap_dir).unwrap();
+    let loading = snap_dir.join("LOADING");
+    std::fs::write(&loading, "x.snap").unwrap();
+    let half_loaded = run(PHOENIXCTL, &["disaster", "--data-dir", &dir]);
+    assert_eq!(half_loaded.status.code(), Some(1));
+    assert!(
+        stderr(&half_loaded).contains("a snapshot install from the leader was interrupted"),
+        "{}",
+        stderr(&half_loaded)
+    );
+    std::fs::remove_file(&loading).unwrap();
     let reset = run(PHOENIXCTL, &["disaster", "--data-dir", &dir, "--initial-advertise-peer-urls", &peer_url]);
     assert!(reset.status.success(), "{}", stderr(&reset));
     assert!(stdout(&reset).contains(&format!("one-member cluster at {peer_url}")), "{}", stdout(&reset));

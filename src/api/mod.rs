@@ -75,10 +75,12 @@ impl Context {
         Some(self.node.header(revision))
     }
 
-    /// A header for an answer that read no revision of its own: the store's last, which a
-    /// snapshot install does not make go backwards.
+    /// A header for an answer that read no revision of its own: the store's revision, or during
+    /// a snapshot install the last one before it, so that it never goes backwards (the last
+    /// revision is recorded just after a write lands, which a read may see first).
     fn current_header(&self) -> Option<pb::ResponseHeader> {
-        Some(self.node.header(self.node.kv.last_revision()))
+        let last = self.node.kv.last_revision();
+        Some(self.node.header(self.node.kv.revision().map_or(last, |current| current.max(last))))
     }
 
     /// etcd refuses writes once the backend passes its quota, and raises NOSPACE for the cluster.

@@ -77,7 +77,11 @@ impl Watch for WatchService {
         }
         let (out, responses) = mpsc::channel(OUTPUT_BUFFER);
         let hub = self.hub.subscribe();
-        let seen = revision_after_installs(&self.ctx.node.kv).await?;
+        let mut stopped = stopping.clone();
+        let seen = tokio::select! {
+            seen = revision_after_installs(&self.ctx.node.kv) => seen?,
+            _ = stopped.wait_for(|stopping| *stopping) => return Err(Error::Stopped.into()),
+        };
         let stream = WatchStream {
             ctx: self.ctx.clone(),
             hub,

@@ -1077,12 +1077,7 @@ fn the_key_index_keeps_each_keys_life() {
 #[test]
 fn a_read_during_a_snapshot_install_is_refused_not_answered_from_half_a_store() {
     let f = run(vec![(put("a", "1").into(), "rev=2")]);
-    let snapshot: Vec<_> = f
-        .store
-        .export_state()
-        .chain(f.store.export_records(i64::MAX))
-        .map(|entry| entry.map(|(key, value)| (key.to_vec(), value.to_vec())))
-        .collect();
+    let snapshot = exported(&f.store);
     assert!(snapshot.len() > 1, "the install pauses after its first entry");
     let (halfway, reached_halfway) = std::sync::mpsc::channel();
     let (resume, resumed) = std::sync::mpsc::channel::<()>();

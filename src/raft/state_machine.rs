@@ -48,6 +48,12 @@ const LOADING: &str = "LOADING";
 type Membership = StoredMembership<NodeId, PeerNode>;
 type Meta = SnapshotMeta<NodeId, PeerNode>;
 
+/// Whether a snapshot load into the store in the data dir with `snapshot_dir` was interrupted:
+/// the store then holds part of it, which only the member's next start completes.
+pub fn install_interrupted(snapshot_dir: &Path) -> bool {
+    snapshot_dir.join(LOADING).exists()
+}
+
 /// The last log id and the membership the state machine in `kv` has applied.
 pub fn applied_state(kv: &KvStore) -> crate::Result<(Option<LogId>, Membership)> {
     let applied = match kv.meta(META_APPLIED)? {
@@ -290,7 +296,7 @@ impl StateMachine {
 
     /// Completes a snapshot load that a crash interrupted; called before Raft starts.
     pub fn finish_interrupted_install(&self) -> crate::Result<()> {
-        if !self.snapshot_dir.join(LOADING).exists() {
+        if !install_interrupted(&self.snapshot_dir) {
             return Ok(());
         }
         let path = self

@@ -94,7 +94,16 @@ pub fn recorded_reset(data_dir: &Path) -> Result<Option<LossReport>> {
 /// member of its old configuration that answers holds a more advanced log, or still has a
 /// leader. A data dir whose member was fenced off is refused outright.
 pub async fn examine_survivor(data_dir: &Path) -> Result<(pb::SurvivorReport, Option<String>)> {
-    let report = survivor::inspect(&DataDir::open_stopped(data_dir)?)?;
+    let data = DataDir::open_stopped(data_dir)?;
+    // Half a store may have lost the membership, and a reset would then ask no one.
+    if crate::raft::state_machine::install_interrupted(&data.snapshot_dir()) {
+        return Err(Error::Config(format!(
+            "{}: a snapshot install from the leader was interrupted, and the store holds part of it; \
+             start the member once as it is (it completes the install first), stop it, and try again",
+            data_dir.display()
+        )));
+    }
+    let report = survivor::inspect(&data)?;
     if !report.fenced.is_empty() {
         return Err(crate::cluster::fenced_off(data_dir, &report.fenced));
     }
