@@ -99,7 +99,8 @@ pub async fn examine_survivor(data_dir: &Path) -> Result<(pb::SurvivorReport, Op
     if crate::raft::state_machine::install_interrupted(&data.snapshot_dir()) {
         return Err(Error::Config(format!(
             "{}: a snapshot install from the leader was interrupted, and the store holds part of it; \
-             start the member once as it is (it completes the install first), stop it, and try again",
+             start the member once with its usual flags (it completes the install first), stop it, \
+             and reset it then",
             data_dir.display()
         )));
     }
