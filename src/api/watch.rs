@@ -273,7 +273,7 @@ impl WatchStream {
                 // As in `catch_up`: once a snapshot install has ended, read again.
                 Ok((unfilled, Err(Error::Installing))) => {
                     events = unfilled;
-                    self.install_ended().await;
+                    install_ended(&self.ctx.node.kv).await;
                 }
                 Ok((_, Err(e))) => break e.to_string(),
                 Err(e) => break e.to_string(),
@@ -285,10 +285,6 @@ impl WatchStream {
         let status = Status::internal(format!("cannot read watch events' previous values: {failed}"));
         let _ = self.out.send(Err(status)).await;
         Err(Gone)
-    }
-
-    async fn install_ended(&self) {
-        install_ended(&self.ctx.node.kv).await
     }
 
     async fn catch_up_all(&mut self) -> Sent {
@@ -324,7 +320,7 @@ impl WatchStream {
             if !matches!(read, Err(Error::Installing)) {
                 break read;
             }
-            self.install_ended().await;
+            install_ended(&self.ctx.node.kv).await;
         };
         match read {
             Ok((to, events)) => {
