@@ -9,6 +9,9 @@
 //!
 //! `PHOENIX_TEST_PEER_ROUTES=URL=PROXY,...` sends this member's Raft traffic for the member at
 //! peer URL `URL` through `PROXY` instead, so a test can cut any one direction of any link.
+//!
+//! `PHOENIX_TEST_HOLD_INSTALL=PATH` holds every snapshot install part way, with the store
+//! emptied, for as long as a file exists at `PATH`, so a test can see what a member answers then.
 
 /// Whether `fault` is switched on for this process.
 #[cfg(feature = "test-faults")]
@@ -35,6 +38,23 @@ pub fn peer_route(url: &str) -> Option<String> {
     });
     routes.iter().find(|(from, _)| from == url).map(|(_, to)| to.clone())
 }
+
+/// Waits while the file `PHOENIX_TEST_HOLD_INSTALL` names exists. Called on a blocking thread.
+#[cfg(feature = "test-faults")]
+pub fn hold_install() {
+    let Some(path) = std::env::var_os("PHOENIX_TEST_HOLD_INSTALL") else { return };
+    let path = std::path::PathBuf::from(path);
+    if path.exists() {
+        tracing::warn!(path = %path.display(), "holding the snapshot install while this file exists");
+    }
+    while path.exists() {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+/// Holds nothing, in a build without `test-faults`.
+#[cfg(not(feature = "test-faults"))]
+pub fn hold_install() {}
 
 /// Where to dial the peer at `url`: where it is, in a build without `test-faults`.
 #[cfg(not(feature = "test-faults"))]

@@ -132,6 +132,84 @@ async fn a_lagging_member_catches_up_from_a_snapshot() {
     assert!(cluster.members[lagging].log_text().contains("installed snapshot"), "caught up without a snapshot");
 }
 
+/// While a member loads a snapshot its store is emptied: it must answer only what it knows to
+/// be true, and a watch opened then must start once the load is done, from the right revision.
+#[tokio::test]
+async fn a_member_part_way_through_a_snapshot_install_answers_only_what_holds() {
+    use etcd_client::{EventType, WatchOptions};
+    use phoenix::pb::{recovery_client::RecoveryClient, SurvivorRequest};
+    let mut flags = TEST_TIMINGS.to_vec();
+    flags.extend(["--snapshot-count", "20"]);
+    let mut cluster = Cluster::start(3, &flags).await;
+    let leader = cluster.leader().await;
+    let lagging = (leader + 1) % 3;
+    let mut client = cluster.client(leader).await;
+    let held_revision = client.put("before", "the install", None).await.unwrap().header().unwrap().revision();
+    poll_until(READY_TIMEOUT, "every member to hold the first write", || async {
+        let mut c = cluster.client(lagging).await;
+        let serializable = GetOptions::new().with_serializable();
+        (c.get("before", Some(serializable)).await.ok()?.kvs().len() == 1).then_some(())
+    })
+    .await;
+    cluster.kill(lagging);
+    for i in 0..100 {
+        client.put(format!("key-{i:03}"), "v", None).await.unwrap();
+    }
+    let snapshots = cluster.members[leader].data_dir.join("snap");
+    poll_until(READY_TIMEOUT, "a snapshot on the leader", || {
+        let found = std::fs::read_dir(&snapshots).ok().is_some_and(|mut d| d.next().is_some());
+        async move { found.then_some(()) }
+    })
+    .await;
+
+    let hold = cluster.dir().join("hold-install");
+    std::fs::write(&hold, "").unwrap();
+    cluster.members[lagging].add_env("PHOENIX_TEST_HOLD_INSTALL", &hold.to_string_lossy());
+    cluster.members[lagging].spawn_again();
+    let endpoint = cluster.members[lagging].endpoint();
+    let installing = "etcdserver: member is installing a snapshot from the leader";
+    let status = poll_until(READY_TIMEOUT, "the lagging member to be held in its install", || async {
+        let status = Client::connect([endpoint.clone()], None).await.ok()?.status().await.ok()?;
+        status.errors().iter().any(|e| e == installing).then_some(status)
+    })
+    .await;
+    assert!(cluster.members[lagging].log_text().contains("holding the snapshot install"));
+    // Its store is empty now; what it answers must not say so.
+    assert_eq!(status.header().unwrap().revision(), held_revision, "a header went back");
+    let mut on_lagging = cluster.client(lagging).await;
+    let refused = on_lagging.get("before", Some(GetOptions::new().with_serializable())).await.unwrap_err();
+    assert!(refused.to_string().contains(installing), "{refused}");
+    assert!(on_lagging.member_list().await.unwrap_err().to_string().contains(installing));
+    let (_, health) = support::http_get(&endpoint, "/health").await.unwrap();
+    assert!(health.contains(r#""health":"false""#) && health.contains(installing), "{health}");
+    let mut recovery = RecoveryClient::connect(endpoint.clone()).await.unwrap();
+    let report = recovery.survivor(SurvivorRequest {}).await.unwrap().into_inner();
+    assert!(report.has_leader, "a reset elsewhere would not know this member has a leader");
+    assert_eq!(report.revision, held_revision);
+    let from = held_revision + 1;
+    let watch = tokio::spawn(async move {
+        let options = WatchOptions::new().with_prefix().with_start_revision(from);
+        let mut events = on_lagging.watch("key-", Some(options)).await.unwrap();
+        let mut seen = Vec::new();
+        while seen.len() < 100 {
+            let response = events.message().await.unwrap().expect("the watch stream ended");
+            for event in response.events() {
+                assert_eq!(event.event_type(), EventType::Put);
+                seen.push(event.kv().unwrap().mod_revision());
+            }
+        }
+        seen
+    });
+
+    std::fs::remove_file(&hold).unwrap();
+    let seen = tokio::time::timeout(READY_TIMEOUT, watch).await.expect("the watch never started").unwrap();
+    assert_eq!(seen, (from..from + 100).collect::<Vec<_>>(), "the watch missed or repeated events");
+    let mut on_lagging = cluster.client(lagging).await;
+    let all = on_lagging.get("key-", Some(GetOptions::new().with_prefix().with_serializable())).await.unwrap();
+    assert_eq!(all.kvs().len(), 100);
+    assert!(cluster.members[lagging].log_text().contains("installed snapshot"), "caught up without a snapshot");
+}
+
 #[tokio::test]
 async fn five_members_bootstrap_and_serve() {
     let cluster = Cluster::start(5, TEST_TIMINGS).await;

@@ -302,7 +302,10 @@ impl KvStore {
         self.installs.fetch_add(1, Ordering::SeqCst);
         self.index.clear();
         match self.remove_everything() {
-            Ok(()) => self.load(entries)?,
+            Ok(()) => {
+                crate::faults::hold_install();
+                self.load(entries)?
+            }
             // The index must still list what the tree holds.
             Err(e) => return self.index.rebuild(&self.tree).and(Err(e)),
         }

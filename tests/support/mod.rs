@@ -100,6 +100,11 @@ impl Member {
         self.flags.push(flag.to_string());
     }
 
+    /// Sets an environment variable for the next start.
+    pub fn add_env(&mut self, name: &str, value: &str) {
+        self.env.push((name.to_string(), value.to_string()));
+    }
+
     /// Starts afresh as a new member on the same host: kills the process, cleans the data dir
     /// (`phoenixctl clean --purge`) and starts with `flags`, such as `--join`.
     pub fn start_afresh(&mut self, flags: &[&str]) {
