@@ -57,7 +57,8 @@ pub enum Error {
     Stopped,
     #[error("etcdserver: too many requests")]
     TooManyRequests,
-    /// A read overlapped a snapshot install on this member (Phoenix's own: etcd waits instead).
+    /// A read overlapped a snapshot install on this member for longer than the request timeout
+    /// (the API waits that long first, as etcd's reads wait; the text is Phoenix's own).
     #[error("etcdserver: member is installing a snapshot from the leader")]
     Installing,
 

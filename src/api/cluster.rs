@@ -66,7 +66,7 @@ impl Cluster for ClusterService {
         if request.get_ref().linearizable {
             self.ctx.node.linearize().await?;
         }
-        let members = self.ctx.node.member_list().await?;
+        let members = self.ctx.wait_out_installs(|| self.ctx.node.member_list()).await?;
         Ok(Response::new(pb::MemberListResponse { header: self.header(), members }))
     }
 }

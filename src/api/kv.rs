@@ -1,5 +1,7 @@
 //! The KV service.
 
+use std::future::ready;
+
 use tonic::{Request, Response, Status};
 
 use super::{unexpected, validate, Context};
@@ -40,7 +42,7 @@ impl Kv for KvService {
             self.ctx.refuse_on_learner()?;
             self.ctx.node.linearize().await?;
         }
-        let mut response = self.ctx.node.kv.range(&req)?;
+        let mut response = self.ctx.wait_out_installs(|| ready(self.ctx.node.kv.range(&req))).await?;
         response.header = self.ctx.header(response.header);
         Ok(Response::new(response))
     }
@@ -89,7 +91,7 @@ impl Kv for KvService {
             if !serializable {
                 self.ctx.node.linearize().await?;
             }
-            self.ctx.node.kv.read_only_txn(&req)?
+            self.ctx.wait_out_installs(|| ready(self.ctx.node.kv.read_only_txn(&req))).await?
         } else {
             self.ctx.check_quota().await?;
             match self.ctx.propose(command::Op::Txn(req)).await? {

@@ -1,6 +1,8 @@
 //! The Lease service. Grants and revokes go through Raft; keepalives and TTL questions go to the
 //! leader, which alone keeps the deadlines.
 
+use std::future::ready;
+
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::codegen::BoxStream;
@@ -103,7 +105,8 @@ impl Lease for LeaseService {
         _: Request<pb::LeaseLeasesRequest>,
     ) -> Result<Response<pb::LeaseLeasesResponse>, Status> {
         self.ctx.node.linearize().await?;
-        let leases = self.ctx.node.kv.leases()?.into_iter().map(|(id, _)| pb::LeaseStatus { id }).collect();
+        let leases = self.ctx.wait_out_installs(|| ready(self.ctx.node.kv.leases())).await?;
+        let leases = leases.into_iter().map(|(id, _)| pb::LeaseStatus { id }).collect();
         Ok(Response::new(pb::LeaseLeasesResponse { header: self.ctx.current_header(), leases }))
     }
 }

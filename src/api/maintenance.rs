@@ -3,6 +3,8 @@
 //! Status tells the truth about a lost quorum: no leader, and in `errors` which voters are
 //! missing and the commands that recover the cluster; after a reset, the loss report.
 
+use std::future::ready;
+
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::codegen::BoxStream;
 use tonic::{Request, Response, Status};
@@ -43,7 +45,7 @@ impl Maintenance for MaintenanceService {
     async fn alarm(&self, request: Request<pb::AlarmRequest>) -> Result<Response<pb::AlarmResponse>, Status> {
         let req = request.into_inner();
         if req.action == AlarmAction::Get as i32 {
-            let alarms = self.alarm_list(req.alarm)?;
+            let alarms = self.ctx.wait_out_installs(|| ready(self.alarm_list(req.alarm))).await?;
             return Ok(Response::new(pb::AlarmResponse { header: self.ctx.current_header(), alarms }));
         }
         match self.ctx.propose(command::Op::Alarm(req)).await? {
@@ -114,12 +116,14 @@ impl Maintenance for MaintenanceService {
     }
 
     async fn hash(&self, _: Request<pb::HashRequest>) -> Result<Response<pb::HashResponse>, Status> {
-        let (hash, _, _) = self.ctx.node.kv.hash_kv(0)?;
+        let (hash, _, _) = self.ctx.wait_out_installs(|| ready(self.ctx.node.kv.hash_kv(0))).await?;
         Ok(Response::new(pb::HashResponse { header: self.ctx.current_header(), hash }))
     }
 
     async fn hash_kv(&self, request: Request<pb::HashKvRequest>) -> Result<Response<pb::HashKvResponse>, Status> {
-        let (hash, compact_revision, hash_revision) = self.ctx.node.kv.hash_kv(request.get_ref().revision)?;
+        let revision = request.get_ref().revision;
+        let hashed = self.ctx.wait_out_installs(|| ready(self.ctx.node.kv.hash_kv(revision))).await?;
+        let (hash, compact_revision, hash_revision) = hashed;
         Ok(Response::new(pb::HashKvResponse {
             header: self.ctx.current_header(),
             hash,

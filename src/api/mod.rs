@@ -15,8 +15,11 @@ mod recipes;
 mod validate;
 mod watch;
 
+use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
+use crate::kv::KvStore;
 use crate::pb::{self, command, command_result};
 use crate::raft::node::Node;
 use crate::{Error, Result};
@@ -30,6 +33,9 @@ pub use lock::LockService;
 pub use maintenance::MaintenanceService;
 pub use recipes::Recipes;
 pub use watch::WatchService;
+
+/// How often a request waiting for a snapshot install to end looks again.
+const INSTALL_POLL_INTERVAL: Duration = Duration::from_millis(20);
 
 /// Services not written yet: every method answers Unimplemented (tonic's default stubs).
 pub struct AuthService;
@@ -58,6 +64,26 @@ impl Context {
     async fn propose(&self, op: command::Op) -> Result<command_result::Result> {
         let result = self.node.propose(pb::Command { op: Some(op) }).await?;
         result.result.ok_or_else(|| Error::Internal("empty command result".into()))
+    }
+
+    /// Runs `read`, and again once the snapshot install it overlapped on this member has ended,
+    /// until the request timeout: etcd holds reads while it swaps a snapshot in, and not every
+    /// etcd client retries Unavailable. A read still overlapping an install after the timeout
+    /// fails with it (Unavailable).
+    async fn wait_out_installs<T, Fut>(&self, read: impl Fn() -> Fut) -> Result<T>
+    where
+        Fut: Future<Output = Result<T>>,
+    {
+        let deadline = tokio::time::Instant::now() + self.node.request_timeout();
+        loop {
+            match read().await {
+                Err(Error::Installing) if tokio::time::Instant::now() < deadline => {
+                    // Past the deadline, the next read fails with the install.
+                    let _ = tokio::time::timeout_at(deadline, install_ended(&self.node.kv)).await;
+                }
+                result => return result,
+            }
+        }
     }
 
     /// etcd's learners serve only serializable reads (and maintenance): refuse anything else.
@@ -118,4 +144,12 @@ pub fn leader_check(
 
 fn unexpected(what: &str) -> Error {
     Error::Internal(format!("unexpected result for {what}"))
+}
+
+/// Waits until no snapshot install is replacing the store. An install takes about half a second
+/// per 100,000 keys; when one fails, openraft stops and the member exits.
+async fn install_ended(kv: &KvStore) {
+    while kv.installing() {
+        tokio::time::sleep(INSTALL_POLL_INTERVAL).await;
+    }
 }

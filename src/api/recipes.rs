@@ -5,6 +5,7 @@
 //! Everything goes through the same paths as a client's requests: writes through Raft,
 //! reads after a read index, waits on the watch hub (so they end when the member stops).
 
+use std::future::ready;
 use std::sync::Arc;
 
 use tokio::sync::broadcast::error::RecvError;
@@ -66,7 +67,7 @@ impl Recipes {
     /// A linearizable Range.
     pub async fn range(&self, req: pb::RangeRequest) -> Result<pb::RangeResponse> {
         self.ctx.node.linearize().await?;
-        let mut response = self.ctx.node.kv.range(&req)?;
+        let mut response = self.ctx.wait_out_installs(|| ready(self.ctx.node.kv.range(&req))).await?;
         response.header = self.ctx.header(response.header);
         Ok(response)
     }

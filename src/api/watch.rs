@@ -16,7 +16,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::codegen::BoxStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::Context;
+use super::{install_ended, Context};
 use crate::kv::KvStore;
 use crate::pb::mvccpb::Event;
 use crate::pb::{self, watch_request, watch_server::Watch, WatchCreateRequest, WatchResponse};
@@ -31,8 +31,6 @@ const DUPLICATE_WATCH_ID: &str = "mvcc: duplicate watch ID provided on the Watch
 const EMPTY_RANGE: &str = "mvcc: watcher range is empty";
 /// At most this many revisions go into one catch-up response, as etcd's watchBatchMaxRevs.
 const CATCH_UP_REVISIONS: usize = 1000;
-/// How often a stream waiting for a snapshot install to end looks again.
-const INSTALL_POLL_INTERVAL: Duration = Duration::from_millis(20);
 /// The watch_id etcd puts on a stream-wide progress response.
 const STREAM_PROGRESS_ID: i64 = -1;
 
@@ -495,14 +493,6 @@ async fn leader_lost(ctx: Context, require_leader: bool) {
         if without >= NO_LEADER_CHECKS {
             return;
         }
-    }
-}
-
-/// Waits until no snapshot install is replacing the store. An install takes about half a second
-/// per 100,000 keys; when one fails, openraft stops and the member exits.
-async fn install_ended(kv: &KvStore) {
-    while kv.installing() {
-        tokio::time::sleep(INSTALL_POLL_INTERVAL).await;
     }
 }
 
