@@ -99,6 +99,16 @@ async fn a_killed_member_restarts_with_its_data() {
     assert_eq!(all.header().unwrap().revision(), revision);
 }
 
+/// Waits until member `i` has taken a snapshot (and so may purge the log before it).
+async fn snapshot_taken(cluster: &Cluster, i: usize) {
+    let snapshots = cluster.members[i].data_dir.join("snap");
+    poll_until(READY_TIMEOUT, &format!("a snapshot on {}", cluster.members[i].name), || {
+        let found = std::fs::read_dir(&snapshots).ok().is_some_and(|mut d| d.next().is_some());
+        async move { found.then_some(()) }
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn a_lagging_member_catches_up_from_a_snapshot() {
     let mut flags = TEST_TIMINGS.to_vec();
@@ -112,12 +122,7 @@ async fn a_lagging_member_catches_up_from_a_snapshot() {
     for i in 0..200 {
         client.put(format!("key-{i:03}"), format!("value-{i}"), None).await.unwrap();
     }
-    let snapshots = cluster.members[leader].data_dir.join("snap");
-    poll_until(READY_TIMEOUT, "a snapshot on the leader", || {
-        let found = std::fs::read_dir(&snapshots).ok().is_some_and(|mut d| d.next().is_some());
-        async move { found.then_some(()) }
-    })
-    .await;
+    snapshot_taken(&cluster, leader).await;
 
     cluster.restart(lagging).await;
     let mut lagging_client = cluster.client(lagging).await;
@@ -155,12 +160,7 @@ async fn a_member_part_way_through_a_snapshot_install_answers_only_what_holds() 
     for i in 0..100 {
         client.put(format!("key-{i:03}"), "v", None).await.unwrap();
     }
-    let snapshots = cluster.members[leader].data_dir.join("snap");
-    poll_until(READY_TIMEOUT, "a snapshot on the leader", || {
-        let found = std::fs::read_dir(&snapshots).ok().is_some_and(|mut d| d.next().is_some());
-        async move { found.then_some(()) }
-    })
-    .await;
+    snapshot_taken(&cluster, leader).await;
 
     let hold = cluster.dir().join("hold-install");
     std::fs::write(&hold, "").unwrap();
