@@ -57,8 +57,9 @@ pub enum Error {
     Stopped,
     #[error("etcdserver: too many requests")]
     TooManyRequests,
-    /// A read overlapped a snapshot install on this member for longer than the request timeout
-    /// (the API waits that long first, as etcd's reads wait; the text is Phoenix's own).
+    /// A read overlapped a snapshot install on this member. The store says so at once; the API
+    /// answers it only once the install outlasts the request timeout (etcd's reads wait; the
+    /// text is Phoenix's own).
     #[error("etcdserver: member is installing a snapshot from the leader")]
     Installing,
 

@@ -39,6 +39,12 @@ pub fn peer_route(url: &str) -> Option<String> {
     routes.iter().find(|(from, _)| from == url).map(|(_, to)| to.clone())
 }
 
+/// Where to dial the peer at `url`: where it is, in a build without `test-faults`.
+#[cfg(not(feature = "test-faults"))]
+pub fn peer_route(_url: &str) -> Option<String> {
+    None
+}
+
 /// Waits while the file `PHOENIX_TEST_HOLD_INSTALL` names exists. Called on a blocking thread.
 #[cfg(feature = "test-faults")]
 pub fn hold_install() {
@@ -55,12 +61,6 @@ pub fn hold_install() {
 /// Holds nothing, in a build without `test-faults`.
 #[cfg(not(feature = "test-faults"))]
 pub fn hold_install() {}
-
-/// Where to dial the peer at `url`: where it is, in a build without `test-faults`.
-#[cfg(not(feature = "test-faults"))]
-pub fn peer_route(_url: &str) -> Option<String> {
-    None
-}
 
 /// Whether `fault` is switched on for this process: never, in a build without `test-faults`.
 #[cfg(not(feature = "test-faults"))]

@@ -69,7 +69,9 @@ impl Context {
     /// Runs `read`, and again once the snapshot install it overlapped on this member has ended,
     /// until the request timeout: etcd holds reads while it swaps a snapshot in, and not every
     /// etcd client retries Unavailable. A read still overlapping an install after the timeout
-    /// fails with it (Unavailable).
+    /// fails with it (Unavailable). The timeout counts from the first try, so a linearizable
+    /// read may have waited for its read index before (in practice an install starts before the
+    /// read index is reached, not after).
     async fn wait_out_installs<T, Fut>(&self, read: impl Fn() -> Fut) -> Result<T>
     where
         Fut: Future<Output = Result<T>>,
@@ -78,7 +80,7 @@ impl Context {
         loop {
             match read().await {
                 Err(Error::Installing) if tokio::time::Instant::now() < deadline => {
-                    // Past the deadline, the next read fails with the install.
+                    // Either way one more read: it answers if the install has just ended.
                     let _ = tokio::time::timeout_at(deadline, install_ended(&self.node.kv)).await;
                 }
                 result => return result,

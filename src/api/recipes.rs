@@ -3,7 +3,8 @@
 //! create revision, and waiting for the keys ahead of ours to be deleted.
 //!
 //! Everything goes through the same paths as a client's requests: writes through Raft,
-//! reads after a read index, waits on the watch hub (so they end when the member stops).
+//! reads after a read index (and after a snapshot install on this member, up to the request
+//! timeout), waits on the watch hub (so they end when the member stops).
 
 use std::future::ready;
 use std::sync::Arc;

@@ -188,8 +188,9 @@ impl KvStore {
 
     /// Runs `read` and answers what it found, unless a snapshot install replaced the store
     /// meanwhile (a seqlock): such a read may have seen the store half emptied or half refilled,
-    /// so it fails as unavailable and the client retries. etcd makes such reads wait instead;
-    /// here they run on the async runtime's few threads, which must not block for an install.
+    /// so it fails with [`Error::Installing`] at once. It does not block until the install ends:
+    /// reads run on the async runtime's few threads. The API waits the install out and reads
+    /// again (`api::Context::wait_out_installs`), as etcd's reads wait.
     fn outside_installs<T>(&self, read: impl FnOnce() -> Result<T>) -> Result<T> {
         let before = self.installs.load(Ordering::SeqCst);
         if before % 2 == 1 {
