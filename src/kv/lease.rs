@@ -13,9 +13,11 @@ use crate::{Error, Result};
 const META_LEASE_SEQUENCE: &str = "lease_sequence";
 
 impl KvStore {
-    /// The granted TTL of lease `id`, if it exists.
+    /// The granted TTL of lease `id`, if it exists. Only a leader asks, and a leader installs
+    /// no snapshot; fenced all the same, as every read a client reaches
+    /// ([`KvStore::outside_installs`]): "no such lease" from a half-loaded store would end it.
     pub fn lease(&self, id: i64) -> Result<Option<i64>> {
-        self.tree.get(keys::lease_key(id))?.map(|ttl| decode_ttl(&ttl)).transpose()
+        self.outside_installs(|| self.tree.get(keys::lease_key(id))?.map(|ttl| decode_ttl(&ttl)).transpose())
     }
 
     /// Every lease, with its granted TTL, by ID (refused during a snapshot install, as
@@ -32,10 +34,12 @@ impl KvStore {
         })
     }
 
-    /// The keys attached to lease `id`, in key order.
+    /// The keys attached to lease `id`, in key order (fenced as [`KvStore::lease`]).
     pub fn lease_keys(&self, id: i64) -> Result<Vec<Vec<u8>>> {
         let prefix = keys::attached_prefix(id);
-        self.tree.scan_prefix(&prefix).keys().map(|key| Ok(key?[prefix.len()..].to_vec())).collect()
+        self.outside_installs(|| {
+            self.tree.scan_prefix(&prefix).keys().map(|key| Ok(key?[prefix.len()..].to_vec())).collect()
+        })
     }
 }
 

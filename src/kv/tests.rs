@@ -1102,11 +1102,13 @@ fn a_read_during_a_snapshot_install_is_refused_not_answered_from_half_a_store() 
             ..Default::default()
         };
         assert!(matches!(f.store.read_only_txn(&txn), Err(Error::Installing)));
-        // What response headers, watches, MemberList, alarms and LeaseLeases read.
+        // What response headers, watches, MemberList, alarms and the lease requests read.
         assert!(matches!(f.store.revision(), Err(Error::Installing)));
         assert!(matches!(f.store.members(), Err(Error::Installing)));
         assert!(matches!(f.store.alarms(), Err(Error::Installing)));
         assert!(matches!(f.store.leases(), Err(Error::Installing)));
+        assert!(matches!(f.store.lease(7), Err(Error::Installing)));
+        assert!(matches!(f.store.lease_keys(7), Err(Error::Installing)));
         assert_eq!(f.store.last_revision(), 2, "headers keep the revision from before the install");
         resume.send(()).unwrap();
         install.join().unwrap().unwrap();
