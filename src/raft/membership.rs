@@ -99,7 +99,8 @@ impl Node {
 
     /// Every member as etcd lists it: voters, learners, and members on their way to voting
     /// (listed as voters, as etcd lists an added member that has not started). Refused while a
-    /// snapshot install replaces the store, which holds the names and client URLs.
+    /// snapshot install replaces the store, which holds the names and client URLs (MemberList
+    /// waits the install out).
     pub async fn member_list(&self) -> Result<Vec<pb::Member>> {
         Ok(describe_members(self.configuration().await?, &self.kv.members()?))
     }
