@@ -99,6 +99,15 @@ async fn a_killed_member_restarts_with_its_data() {
     assert_eq!(all.header().unwrap().revision(), revision);
 }
 
+/// Three members that snapshot every 20 entries, the leader, and the member to leave behind.
+async fn three_members_taking_snapshots() -> (Cluster, usize, usize) {
+    let mut flags = TEST_TIMINGS.to_vec();
+    flags.extend(["--snapshot-count", "20"]);
+    let cluster = Cluster::start(3, &flags).await;
+    let leader = cluster.leader().await;
+    (cluster, leader, (leader + 1) % 3)
+}
+
 /// Waits until member `i` has taken a snapshot (and so may purge the log before it).
 async fn snapshot_taken(cluster: &Cluster, i: usize) {
     let snapshots = cluster.members[i].data_dir.join("snap");
@@ -111,11 +120,7 @@ async fn snapshot_taken(cluster: &Cluster, i: usize) {
 
 #[tokio::test]
 async fn a_lagging_member_catches_up_from_a_snapshot() {
-    let mut flags = TEST_TIMINGS.to_vec();
-    flags.extend(["--snapshot-count", "20"]);
-    let mut cluster = Cluster::start(3, &flags).await;
-    let leader = cluster.leader().await;
-    let lagging = (leader + 1) % 3;
+    let (mut cluster, leader, lagging) = three_members_taking_snapshots().await;
     cluster.kill(lagging);
 
     let mut client = cluster.client(leader).await;
@@ -143,11 +148,7 @@ async fn a_lagging_member_catches_up_from_a_snapshot() {
 async fn a_member_part_way_through_a_snapshot_install_answers_only_what_holds() {
     use etcd_client::{EventType, WatchOptions};
     use phoenix::pb::{recovery_client::RecoveryClient, SurvivorRequest};
-    let mut flags = TEST_TIMINGS.to_vec();
-    flags.extend(["--snapshot-count", "20"]);
-    let mut cluster = Cluster::start(3, &flags).await;
-    let leader = cluster.leader().await;
-    let lagging = (leader + 1) % 3;
+    let (mut cluster, leader, lagging) = three_members_taking_snapshots().await;
     let mut client = cluster.client(leader).await;
     let held_revision = client.put("before", "the install", None).await.unwrap().header().unwrap().revision();
     poll_until(READY_TIMEOUT, "every member to hold the first write", || async {
