@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use sha1::{Digest, Sha1};
 
 use crate::config::{ClusterState, Config};
+use crate::disk::Db;
 use crate::kv::KvStore;
 use crate::raft::log_store::LogStore;
 use crate::raft::{NodeId, PeerNode};
@@ -226,7 +227,7 @@ const SLED_CACHE_BYTES: u64 = 64 * 1024 * 1024;
 pub struct DataDir {
     pub path: PathBuf,
     pub meta: DataDirMeta,
-    pub db: sled::Db,
+    pub db: Db,
     /// The one handle on the state machine's tree, so every user shares its key index.
     kv: KvStore,
 }
@@ -370,8 +371,8 @@ pub fn fenced_off(data_dir: &Path, reason: &str) -> Error {
 }
 
 /// Opens the data dir's database; sled locks it, so this fails while a member runs on it.
-fn open_db(path: &Path) -> Result<sled::Db> {
-    sled::Config::new().path(path.join("db")).cache_capacity(SLED_CACHE_BYTES).open().map_err(|e| {
+fn open_db(path: &Path) -> Result<Db> {
+    Db::open(&path.join("db"), SLED_CACHE_BYTES).map_err(|e| {
         Error::Config(format!("cannot open data dir {}: {e} (is a member running on it?)", path.display()))
     })
 }

@@ -4,6 +4,7 @@
 //! Dependencies point one way: `api` -> `raft` -> `kv`.
 //! - [`config`]: etcd's command line flags, validated into one [`config::Config`].
 //! - [`cluster`]: identity (cluster and member IDs) and the data dir's metadata.
+//! - [`disk`]: the data dir's sled database, with flushes that survive a power cut.
 //! - [`server`]: binds listeners and owns the lifetime of every task.
 //! - [`api`]: the etcd v3 gRPC services; they validate, propose or read, and map results.
 //! - [`raft`]: openraft glue: log store, state machine adapter, network, proposals, reads.
@@ -19,6 +20,7 @@ pub mod backup;
 pub mod cluster;
 pub mod config;
 pub mod ctl;
+pub mod disk;
 pub mod error;
 pub mod faults;
 pub mod kv;

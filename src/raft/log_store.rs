@@ -16,6 +16,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::{storage_error, LogId, NodeId, StorageError, TypeConfig};
+use crate::disk::Db;
 
 type Entry = openraft::Entry<TypeConfig>;
 
@@ -36,7 +37,7 @@ pub fn flushes() -> u64 {
 
 #[derive(Clone)]
 pub struct LogStore {
-    db: sled::Db,
+    db: Db,
     tree: sled::Tree,
 }
 
@@ -99,7 +100,7 @@ impl CommitWatermark {
 }
 
 impl LogStore {
-    pub fn new(db: sled::Db, tree: sled::Tree) -> LogStore {
+    pub fn new(db: Db, tree: sled::Tree) -> LogStore {
         LogStore { db, tree }
     }
 
@@ -263,7 +264,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // and sled's flush_async only hands it to sled's thread pool and back, which cost a
         // single client's put a third of its latency (benches/cluster, put-1).
         FLUSHES.fetch_add(1, Ordering::Relaxed);
-        let flushed = self.db.flush().map(|_| ()).map_err(std::io::Error::other);
+        let flushed = self.db.flush().map_err(std::io::Error::other);
         let failed = flushed.as_ref().err().map(|e| write_err(ErrorSubject::Logs, e));
         callback.log_io_completed(flushed);
         failed.map_or(Ok(()), Err)

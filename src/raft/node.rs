@@ -27,6 +27,7 @@ use tonic::transport::Channel;
 use super::network::Peers;
 use super::{Members, NodeId, PeerNode, Proposal, Raft};
 use crate::cluster::DataDir;
+use crate::disk::Db;
 use crate::kv::KvStore;
 use crate::lease::Lessor;
 use crate::pb::peer_client::PeerClient;
@@ -77,7 +78,7 @@ pub struct Node {
     pub cluster_id: u64,
     pub raft: Raft,
     pub kv: KvStore,
-    pub db: sled::Db,
+    pub db: Db,
     pub(super) peers: Peers,
     writes: mpsc::Sender<PendingWrite>,
     forwarded_writes: mpsc::Sender<ForwardedWrite>,

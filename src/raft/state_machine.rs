@@ -29,6 +29,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::Mutex;
 
 use super::{storage_error, Applied, LogId, NodeId, PeerNode, Proposal, StorageError, TypeConfig};
+use crate::disk::Db;
 use crate::kv::KvStore;
 use crate::pb;
 use crate::watch::{self, WatchHub};
@@ -70,7 +71,7 @@ pub fn applied_state(kv: &KvStore) -> crate::Result<(Option<LogId>, Membership)>
 #[derive(Clone)]
 pub struct StateMachine {
     kv: KvStore,
-    db: sled::Db,
+    db: Db,
     snapshot_dir: PathBuf,
     /// Held while applying and while copying a snapshot, so a snapshot sees whole batches only.
     /// A tokio mutex because the snapshot copy holds it across a blocking task.
@@ -82,7 +83,7 @@ pub struct StateMachine {
 }
 
 impl StateMachine {
-    pub fn new(kv: KvStore, db: sled::Db, snapshot_dir: PathBuf, watchers: WatchHub) -> StateMachine {
+    pub fn new(kv: KvStore, db: Db, snapshot_dir: PathBuf, watchers: WatchHub) -> StateMachine {
         let fence = Arc::new(CopyFence::default());
         StateMachine { kv, db, snapshot_dir, apply_lock: Arc::new(Mutex::new(())), watchers, fence }
     }

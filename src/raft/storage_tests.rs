@@ -15,6 +15,7 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 use super::log_store::LogStore;
 use super::state_machine::StateMachine;
 use super::{storage_error, LogId, PeerNode, Proposal, StorageError, TypeConfig};
+use crate::disk::Db;
 use crate::kv::KvStore;
 use crate::pb::{self, command};
 use crate::watch::WatchHub;
@@ -27,7 +28,7 @@ struct Member {
 }
 
 fn open(dir: &Path) -> crate::Result<(LogStore, StateMachine, KvStore)> {
-    let db = sled::Config::new().path(dir.join("db")).open()?;
+    let db = Db::open(&dir.join("db"), 64 << 20)?;
     let kv = KvStore::open(db.open_tree("kv")?)?;
     let log = LogStore::new(db.clone(), db.open_tree("raft")?);
     let sm = StateMachine::new(kv.clone(), db, dir.join("snap"), WatchHub::default());
