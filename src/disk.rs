@@ -10,17 +10,23 @@
 //! file under `blobs/`, which it never syncs. Only its background thread fsyncs, every 500 ms, so
 //! a power cut could take back acknowledged writes. So after sled's flush this module does what
 //! etcd does after each write to its WAL: an fdatasync of the log file, plus an fsync of each
-//! blob file it has not synced yet and of their directory.
+//! blob file that is new or has grown since it was last synced, and of their directory.
+//!
+//! After a failed sync the kernel may have dropped the dirty pages and reports the failure only
+//! once, so a later sync could succeed over lost data: the first failure poisons the database,
+//! and every flush after it fails, as etcd (which exits) and PostgreSQL do.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::ffi::OsString;
 use std::fs::{self, File};
 use std::io;
 use std::ops::Deref;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
-/// sled's database, whose flushes are durable. Dereferences to [`sled::Db`] for everything else.
+/// sled's database, whose flushes are durable. Dereferences to [`sled::Db`] for everything else;
+/// clippy.toml forbids sled's own flush outside this module.
 #[derive(Clone)]
 pub struct Db {
     sled: sled::Db,
@@ -33,35 +39,46 @@ struct Files {
     log: File,
     /// Where sled writes large values, one file each.
     blobs: PathBuf,
-    /// The blob files known to be synced. Held while syncing, so two flushes never race to
-    /// report a blob synced that the other is still writing out.
-    synced_blobs: Mutex<HashSet<OsString>>,
+    /// Each blob file's length when it was last synced. sled writes a blob in several writes
+    /// while its insert runs, so a flush racing that insert may sync it part way: the length
+    /// tells the insert's own flush, which comes after the blob is whole, to sync it again.
+    synced_blobs: Mutex<HashMap<OsString, u64>>,
+    /// Set by the first failed sync; see the module doc.
+    poisoned: AtomicBool,
 }
 
 impl Db {
-    /// Opens (or creates) sled's database in `dir`, then syncs whatever an earlier process may
-    /// have left unsynced, so that every blob sled can see is known to be on disk.
+    /// Opens (or creates) sled's database in `dir`, then syncs what sled or an earlier process
+    /// may have left unsynced: the blobs, sled's config file, and the names of `dir` itself and
+    /// in it, so that a fresh database cannot vanish with a power cut.
     pub fn open(dir: &Path, cache_bytes: u64) -> sled::Result<Db> {
         let sled = sled::Config::new().path(dir).cache_capacity(cache_bytes).open()?;
         let files = Files {
             log: File::open(dir.join("db"))?,
             blobs: dir.join("blobs"),
-            synced_blobs: Mutex::new(HashSet::new()),
+            synced_blobs: Mutex::new(HashMap::new()),
+            poisoned: AtomicBool::new(false),
         };
         let db = Db { sled, files: Arc::new(files) };
         db.sync_files()?;
+        File::open(dir.join("conf"))?.sync_all()?;
         sync_dir(dir)?;
+        if let Some(parent) = dir.parent() {
+            sync_dir(parent)?;
+        }
         Ok(db)
     }
 
     /// Flushes sled and syncs its files; blocks the calling thread for the disk's round trips.
     pub fn flush(&self) -> sled::Result<()> {
+        #[allow(clippy::disallowed_methods)] // the one place sled's flush is completed
         self.sled.flush()?;
         Ok(self.sync_files()?)
     }
 
     /// [`Db::flush`] off the async runtime's threads.
     pub async fn flush_async(&self) -> sled::Result<()> {
+        #[allow(clippy::disallowed_methods)] // the one place sled's flush is completed
         self.sled.flush_async().await?;
         let db = self.clone();
         tokio::task::spawn_blocking(move || db.sync_files()).await.map_err(io::Error::other)??;
@@ -69,46 +86,26 @@ impl Db {
     }
 
     fn sync_files(&self) -> io::Result<()> {
-        self.sync_new_blobs()?;
-        self.files.log.sync_data()
+        if self.files.poisoned.load(Ordering::Acquire) {
+            return Err(io::Error::other(
+                "an earlier sync of the data dir failed, so written data may be lost; restart the member",
+            ));
+        }
+        let synced = self.sync_blobs().and_then(|()| self.files.log.sync_data());
+        if synced.is_err() {
+            self.files.poisoned.store(true, Ordering::Release);
+        }
+        synced
     }
 
-    /// Syncs the blob files not synced yet and, if there were any, the directory naming them.
-    /// Forgets the ones sled has removed since, so the set only holds what is on disk.
-    fn sync_new_blobs(&self) -> io::Result<()> {
+    fn sync_blobs(&self) -> io::Result<()> {
         let mut synced = self.files.synced_blobs.lock().unwrap_or_else(PoisonError::into_inner);
-        let listing = match fs::read_dir(&self.files.blobs) {
-            Ok(listing) => listing,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(e),
-        };
-        let mut present = HashSet::new();
-        let mut any_new = false;
-        for entry in listing {
-            let entry = entry?;
-            let name = entry.file_name();
-            if !synced.contains(&name) {
-                match File::open(entry.path()) {
-                    Ok(blob) => blob.sync_all()?,
-                    // sled removed it between the listing and the open: nothing left to sync.
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                    Err(e) => return Err(e),
-                }
-                any_new = true;
-            }
-            present.insert(name);
-        }
-        if any_new {
-            sync_dir(&self.files.blobs)?;
-        }
-        *synced = present;
-        Ok(())
+        sync_changed_files(&self.files.blobs, &mut synced).map(|_| ())
     }
 
-    /// How many blob files are known to be synced, for tests.
     #[cfg(test)]
-    fn synced_blob_count(&self) -> usize {
-        self.files.synced_blobs.lock().unwrap_or_else(PoisonError::into_inner).len()
+    fn poison(&self) {
+        self.files.poisoned.store(true, Ordering::Release);
     }
 }
 
@@ -120,6 +117,45 @@ impl Deref for Db {
     }
 }
 
+/// Syncs each file in `dir` that `synced` does not list at its current length, then `dir`
+/// itself if a file was new; forgets the files no longer there. Returns how many it synced.
+fn sync_changed_files(dir: &Path, synced: &mut HashMap<OsString, u64>) -> io::Result<usize> {
+    let listing = match fs::read_dir(dir) {
+        Ok(listing) => listing,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(e),
+    };
+    let mut present = HashMap::with_capacity(synced.len());
+    let (mut changed, mut any_new) = (0, false);
+    for entry in listing {
+        let entry = entry?;
+        let name = entry.file_name();
+        let file = match File::open(entry.path()) {
+            Ok(file) => file,
+            // sled removed it between the listing and the open: nothing left to sync.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        // The length is read before the sync, so a write landing in between makes the next
+        // flush sync again rather than be skipped.
+        let len = file.metadata()?.len();
+        match synced.get(&name) {
+            Some(&synced_len) if synced_len == len => {}
+            known => {
+                file.sync_all()?;
+                any_new |= known.is_none();
+                changed += 1;
+            }
+        }
+        present.insert(name, len);
+    }
+    if any_new {
+        sync_dir(dir)?;
+    }
+    *synced = present;
+    Ok(changed)
+}
+
 /// Makes the names in `dir` durable: a new file is only reachable after a crash once its
 /// directory is synced.
 fn sync_dir(dir: &Path) -> io::Result<()> {
@@ -128,6 +164,8 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
 
 #[cfg(test)]
 mod tests {
+    use std::io::Write;
+
     use super::*;
 
     /// Over 128 KiB, sled's blob threshold with its default 512 KiB segments.
@@ -137,25 +175,41 @@ mod tests {
         fs::read_dir(dir.join("blobs")).map(|listing| listing.count()).unwrap_or(0)
     }
 
+    fn synced_blobs(db: &Db) -> usize {
+        db.files.synced_blobs.lock().unwrap_or_else(PoisonError::into_inner).len()
+    }
+
     #[test]
-    fn a_flush_syncs_every_blob_sled_wrote_and_forgets_the_removed_ones() -> sled::Result<()> {
+    fn only_new_and_grown_files_are_synced_and_removed_ones_forgotten() -> io::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let mut synced = HashMap::new();
+        assert_eq!(sync_changed_files(&dir.path().join("absent"), &mut synced)?, 0);
+
+        fs::write(dir.path().join("1"), b"part")?;
+        fs::write(dir.path().join("2"), b"whole")?;
+        assert_eq!(sync_changed_files(dir.path(), &mut synced)?, 2);
+        assert_eq!(sync_changed_files(dir.path(), &mut synced)?, 0, "nothing changed");
+
+        // A blob synced while sled was still writing it is synced again once it has grown.
+        fs::OpenOptions::new().append(true).open(dir.path().join("1"))?.write_all(b" and the rest")?;
+        assert_eq!(sync_changed_files(dir.path(), &mut synced)?, 1);
+
+        fs::remove_file(dir.path().join("2"))?;
+        assert_eq!(sync_changed_files(dir.path(), &mut synced)?, 0);
+        assert_eq!(synced.keys().collect::<Vec<_>>(), [&OsString::from("1")]);
+        Ok(())
+    }
+
+    #[test]
+    fn a_flush_syncs_the_blob_files_sled_wrote() -> sled::Result<()> {
         let dir = tempfile::tempdir()?;
         let db = Db::open(dir.path(), 1 << 20)?;
-        db.insert(b"small", vec![1u8; 64])?;
-        db.flush()?;
-        assert_eq!(db.synced_blob_count(), 0);
-
         db.insert(b"large-1", vec![2u8; LARGE])?;
         db.insert(b"large-2", vec![3u8; LARGE])?;
         db.flush()?;
         let blobs = blob_files(dir.path());
         assert!(blobs >= 2, "sled wrote {blobs} blob files for two large values");
-        assert_eq!(db.synced_blob_count(), blobs);
-
-        db.remove(b"large-1")?;
-        db.remove(b"large-2")?;
-        db.flush()?;
-        assert_eq!(db.synced_blob_count(), blob_files(dir.path()));
+        assert_eq!(synced_blobs(&db), blobs);
         Ok(())
     }
 
@@ -165,12 +219,25 @@ mod tests {
         let db = Db::open(dir.path(), 1 << 20)?;
         db.insert(b"large", vec![4u8; LARGE])?;
         db.flush_async().await?;
-        assert_eq!(db.synced_blob_count(), blob_files(dir.path()));
+        assert_eq!(synced_blobs(&db), blob_files(dir.path()));
         drop(db);
 
         let reopened = Db::open(dir.path(), 1 << 20)?;
         assert_eq!(reopened.get(b"large")?.map(|value| value.len()), Some(LARGE));
-        assert_eq!(reopened.synced_blob_count(), blob_files(dir.path()));
+        assert_eq!(synced_blobs(&reopened), blob_files(dir.path()));
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn after_a_failed_sync_every_flush_fails() -> sled::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let db = Db::open(dir.path(), 1 << 20)?;
+        db.insert(b"key", b"value")?;
+        db.flush()?;
+        db.poison();
+        let error = db.flush().expect_err("a flush after a failed sync must fail").to_string();
+        assert!(error.contains("an earlier sync of the data dir failed"), "{error}");
+        assert!(db.flush_async().await.is_err());
         Ok(())
     }
 }
