@@ -159,9 +159,10 @@ impl KvStore {
         self.outside_installs(|| decode_bincode(self.meta(META_MEMBERS)?))
     }
 
-    /// IDs of members removed from the cluster: never to be used or heard from again.
+    /// IDs of members removed from the cluster: never to be used or heard from again (refused
+    /// during an install, as `revision`: a half-loaded store would forget some of them).
     pub fn removed_members(&self) -> Result<std::collections::BTreeSet<u64>> {
-        decode_bincode(self.meta(META_REMOVED_MEMBERS)?)
+        self.outside_installs(|| decode_bincode(self.meta(META_REMOVED_MEMBERS)?))
     }
 
     /// The active alarms (refused during an install, as `revision`).

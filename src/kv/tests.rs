@@ -1105,6 +1105,7 @@ fn a_read_during_a_snapshot_install_is_refused_not_answered_from_half_a_store() 
         // What response headers, watches, MemberList, alarms and the lease requests read.
         assert!(matches!(f.store.revision(), Err(Error::Installing)));
         assert!(matches!(f.store.members(), Err(Error::Installing)));
+        assert!(matches!(f.store.removed_members(), Err(Error::Installing)));
         assert!(matches!(f.store.alarms(), Err(Error::Installing)));
         assert!(matches!(f.store.leases(), Err(Error::Installing)));
         assert!(matches!(f.store.lease(7), Err(Error::Installing)));
