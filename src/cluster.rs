@@ -321,7 +321,7 @@ impl DataDir {
     /// dir of the older format.
     fn open_db_with(path: PathBuf, mut meta: DataDirMeta) -> Result<DataDir> {
         check_format(&path, &meta)?;
-        let db = open_db(&path)?;
+        let db = open_db(&path, &meta)?;
         let kv = KvStore::open(db.open_tree(KV_TREE)?)?;
         if meta.format != FORMAT {
             db.flush()?;
@@ -371,10 +371,24 @@ pub fn fenced_off(data_dir: &Path, reason: &str) -> Error {
 }
 
 /// Opens the data dir's database; sled locks it, so this fails while a member runs on it.
-fn open_db(path: &Path) -> Result<Db> {
+fn open_db(path: &Path, meta: &DataDirMeta) -> Result<Db> {
     Db::open(&path.join("db"), SLED_CACHE_BYTES).map_err(|e| {
-        Error::Config(format!("cannot open data dir {}: {e} (is a member running on it?)", path.display()))
+        if crate::disk::is_locked(&e) {
+            Error::Config(in_use(path, meta))
+        } else {
+            Error::Config(format!("cannot open data dir {}: {e}", path.display()))
+        }
     })
+}
+
+/// Why a data dir whose database another process holds open is refused.
+pub fn in_use(path: &Path, meta: &DataDirMeta) -> String {
+    format!(
+        "data dir {} is in use by member {} ({:x}), which is running: stop it first",
+        path.display(),
+        meta.name,
+        meta.member_id
+    )
 }
 
 fn read_meta(path: &Path) -> Result<Option<DataDirMeta>> {

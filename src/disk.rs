@@ -47,6 +47,12 @@ struct Files {
     poisoned: AtomicBool,
 }
 
+/// Whether opening sled's database failed because another process has it open: sled holds a
+/// lock on its file for as long as a database is open, and says so only in its message.
+pub fn is_locked(err: &sled::Error) -> bool {
+    matches!(err, sled::Error::Io(io) if io.to_string().starts_with("could not acquire lock"))
+}
+
 impl Db {
     /// Opens (or creates) sled's database in `dir`, then syncs what sled or an earlier process
     /// may have left unsynced: the blobs, sled's config file, and the names of `dir` itself and
@@ -170,6 +176,19 @@ mod tests {
 
     fn synced_blobs(db: &Db) -> usize {
         db.files.synced_blobs.lock().unwrap_or_else(PoisonError::into_inner).len()
+    }
+
+    #[test]
+    fn a_database_another_handle_holds_open_is_told_apart_from_other_failures() -> sled::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let _held = Db::open(&dir.path().join("db"), 1 << 20)?;
+        let second = Db::open(&dir.path().join("db"), 1 << 20).err().expect("sled's lock refuses a second open");
+        assert!(is_locked(&second), "{second}");
+
+        fs::write(dir.path().join("file"), b"not a directory")?;
+        let other = Db::open(&dir.path().join("file"), 1 << 20).err().expect("a file is not a database");
+        assert!(!is_locked(&other), "{other}");
+        Ok(())
     }
 
     #[test]

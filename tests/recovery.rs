@@ -174,6 +174,16 @@ async fn a_member_that_lost_its_quorum_says_so_refuses_fast_and_recovers_when_it
     }
     let reset = format!("phoenixctl disaster --data-dir {}", cluster.members[survivor].data_dir.display());
     assert!(errors.contains(&reset), "{errors}");
+    // Run while the member still runs, the reset is refused before it changes anything.
+    let data_dir = cluster.members[survivor].data_dir.display().to_string();
+    let early = run(PHOENIXCTL, &["disaster", "--data-dir", &data_dir]);
+    let in_use = format!("data dir {data_dir} is in use by member {} (", cluster.members[survivor].name);
+    assert!(!early.status.success(), "{}", stdout(&early));
+    assert!(
+        stderr(&early).contains(&in_use) && stderr(&early).contains("which is running: stop it first"),
+        "{}",
+        stderr(&early)
+    );
     assert!(errors.contains(&format!("phoenixctl disaster plan --endpoints={endpoint}")), "{errors}");
 
     // So do etcd's /health, gRPC health and the log.

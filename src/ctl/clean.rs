@@ -121,12 +121,7 @@ fn ensure_stopped(dir: &Path, meta: &DataDirMeta) -> Result<(), CtlError> {
     }
     match sled::Config::new().path(&db).open() {
         Ok(_) => Ok(()),
-        Err(e) if e.to_string().contains("could not acquire lock") => Err(failed(format!(
-            "data dir {} is in use by member {} ({:x}), which is running: stop it first",
-            dir.display(),
-            meta.name,
-            meta.member_id
-        ))),
+        Err(e) if crate::disk::is_locked(&e) => Err(failed(crate::cluster::in_use(dir, meta))),
         Err(e) => Err(failed(format!(
             "cannot open {} to check that member {} ({:x}) is stopped: {e}; the data dir is left alone",
             db.display(),
