@@ -209,6 +209,14 @@ impl From<Error> for Status {
 /// What tonic says when the connection under a call fails.
 const TONIC_TRANSPORT_ERROR: &str = "transport error";
 
+/// Whether tonic made `status` from a connection that failed under the call, rather than the
+/// peer sending it: tonic reports some of those as Unknown, "transport error" or an h2 error,
+/// and keeps the failure as the status's source, which a status the peer sent never has.
+pub fn broke_mid_call(status: &Status) -> bool {
+    status.code() == Code::Unknown
+        && (status.message() == TONIC_TRANSPORT_ERROR || std::error::Error::source(status).is_some())
+}
+
 impl From<Status> for Error {
     fn from(status: Status) -> Error {
         match status.code() {
@@ -217,12 +225,9 @@ impl From<Status> for Error {
                 Error::from_status(status.code() as i32, status.message())
             }
             // A connection to the peer that broke mid-call (it died or is stopping) leaves the
-            // outcome unknown; tonic reports some of those as Unknown, "transport error" or an
-            // h2 error. Such a status was made here from the failure, which it keeps as its
-            // source; one the peer sent has none.
+            // outcome unknown.
             Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled => Error::Timeout,
-            Code::Unknown if status.message() == TONIC_TRANSPORT_ERROR => Error::Timeout,
-            Code::Unknown if std::error::Error::source(&status).is_some() => Error::Timeout,
+            _ if broke_mid_call(&status) => Error::Timeout,
             code => Error::from_status(code as i32, status.message()),
         }
     }

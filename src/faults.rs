@@ -5,7 +5,8 @@
 //! its environment names a fault (`PHOENIX_TEST_FAULTS=a,b`): `stale-reads` serves linearizable
 //! reads from local state without a read index; `lost-renewals` answers lease keep-alives
 //! without renewing the lease; `failing-storage` fails every state machine apply, as a broken
-//! disk would.
+//! disk would; `failing-reports` answers the Recovery service's `Survivor` with an error, as a
+//! member that cannot read its own log would.
 //!
 //! `PHOENIX_TEST_PEER_ROUTES=URL=PROXY,...` sends this member's Raft traffic for the member at
 //! peer URL `URL` through `PROXY` instead, so a test can cut any one direction of any link.

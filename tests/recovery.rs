@@ -445,6 +445,40 @@ async fn five_members_lose_three() {
     }
 }
 
+/// A member of the old configuration that runs but answers with an error instead of its report
+/// might be ahead or have a leader: the reset is refused until it stops, and the plan says it
+/// gave no report (and that a dead one gave no answer).
+#[tokio::test]
+async fn a_member_that_runs_but_gives_no_report_holds_a_reset_back() {
+    let mut cluster = Cluster::start(3, TEST_TIMINGS).await;
+    let mut client = cluster.client(0).await;
+    write_keys(&mut client, "k", 5, &mut Vec::new()).await;
+    cluster.kill(2);
+    cluster.members[2].add_env("PHOENIX_TEST_FAULTS", "failing-reports");
+    cluster.restart(2).await;
+    cluster.kill(0);
+    cluster.kill(1);
+    let (dead, failing) = (cluster.members[1].name.clone(), cluster.members[2].name.clone());
+    let dir = cluster.members[0].data_dir.display().to_string();
+
+    let refused = run(PHOENIXCTL, &["disaster", "--data-dir", &dir]);
+    assert_eq!(refused.status.code(), Some(1), "{}", stdout(&refused));
+    let said = stderr(&refused);
+    assert!(said.contains(&format!("member {failing} (")) && said.contains(") gave no report ("), "{said}");
+    assert!(said.contains("injected failure (PHOENIX_TEST_FAULTS=failing-reports)"), "{said}");
+    assert!(said.contains("a reset could lose writes or split the cluster") && said.contains("--force"), "{said}");
+
+    let plan = run(PHOENIXCTL, &["disaster", "plan", "--data-dir", &dir]);
+    assert!(stdout(&plan).contains(&format!("no report: member {failing} (")), "{}", stdout(&plan));
+    assert!(stdout(&plan).contains(&format!("no answer: member {dead} (")), "{}", stdout(&plan));
+    assert!(!stdout(&plan).contains("Recommended survivor"), "{}", stdout(&plan));
+    assert!(stderr(&plan).contains("so no survivor is recommended"), "{}", stderr(&plan));
+
+    cluster.kill(2);
+    let reset = run(PHOENIXCTL, &["disaster", "--data-dir", &dir]);
+    assert!(reset.status.success(), "{}", stderr(&reset));
+}
+
 #[tokio::test]
 async fn a_survivor_reset_offline_can_start_at_a_new_address() {
     let mut cluster = Cluster::start(3, TEST_TIMINGS).await;

@@ -4,12 +4,13 @@
 //! by `--data-dir`), and every other member their reports name, where it stands; prints one line
 //! per member and recommends the most advanced by Raft's rule (highest last log term, then
 //! index), with the commands to run next. It refuses to recommend anything while a member still
-//! has a leader.
+//! has a leader, or runs but answers with an error instead of its report.
 //!
 //! `disaster --data-dir DIR` resets a stopped survivor offline into a one-member cluster that
 //! keeps all of its data ([`crate::recovery`]), after asking the other members of its old
-//! configuration: it refuses when one that answers holds a more advanced log or still has a
-//! leader, and when the data dir was reset already, unless `--force` is given.
+//! configuration: it refuses when one that answers holds a more advanced log, still has a
+//! leader, or runs but gives no report, and when the data dir was reset already, unless
+//! `--force` is given.
 
 use std::collections::BTreeSet;
 use std::io::Write;
@@ -24,7 +25,7 @@ use super::{Ctx, Io};
 use crate::cluster::DataDir;
 use crate::config::{parse_urls, revision_bump, url_string};
 use crate::pb::SurvivorReport;
-use crate::recovery::survivor::{ask, inspect, log_position, most_advanced, possibly_lost};
+use crate::recovery::survivor::{ask, inspect, log_position, most_advanced, possibly_lost, NoReport};
 
 /// The endpoint phoenixctl talks to when none is given; `disaster plan` skips it when data dirs
 /// are given instead.
@@ -40,11 +41,11 @@ struct Seen {
 pub async fn plan(ctx: &Ctx, args: PlanArgs, io: &mut Io<'_>) -> Result<(), CtlError> {
     let timeout = ctx.flags.dial_timeout.max(Duration::from_secs(1));
     let mut seen: Vec<Seen> = Vec::new();
-    let mut silent: Vec<String> = Vec::new();
+    let mut silent: Vec<NoReport> = Vec::new();
     for dir in &args.data_dirs {
         match DataDir::open_stopped(dir).and_then(|data| inspect(&data)) {
             Ok(report) => seen.push(Seen { source: dir.display().to_string(), report, running: false }),
-            Err(e) => silent.push(e.to_string()),
+            Err(e) => silent.push(NoReport::Failed(e.to_string())),
         }
     }
     let only_default = ctx.endpoints() == [DEFAULT_ENDPOINT];
@@ -53,16 +54,20 @@ pub async fn plan(ctx: &Ctx, args: PlanArgs, io: &mut Io<'_>) -> Result<(), CtlE
             let url = endpoint_url(endpoint)?;
             match ask(&url, timeout).await {
                 Ok(report) => add(&mut seen, Seen { source: url, report, running: true }),
-                Err(e) => silent.push(e.to_string()),
+                Err(no_report) => silent.push(no_report),
             }
         }
     }
     ask_named_members(&mut seen, &mut silent, timeout).await;
     print_table(io.out, &seen).map_err(write_error)?;
-    for failure in &silent {
-        writeln!(io.out, "no answer: {failure}").map_err(write_error)?;
+    for no_report in &silent {
+        let said = match no_report {
+            NoReport::Unreachable(_) => "no answer",
+            NoReport::Failed(_) => "no report",
+        };
+        writeln!(io.out, "{said}: {no_report}").map_err(write_error)?;
     }
-    recommend(io.out, &seen)
+    recommend(io.out, &seen, &silent)
 }
 
 /// Adds `new` unless the member was seen already (asked on another URL).
@@ -74,24 +79,27 @@ fn add(seen: &mut Vec<Seen>, new: Seen) {
 }
 
 /// Asks, on their peer URLs, the members the reports name that were not asked yet.
-async fn ask_named_members(seen: &mut Vec<Seen>, silent: &mut Vec<String>, timeout: Duration) {
+async fn ask_named_members(seen: &mut Vec<Seen>, silent: &mut Vec<NoReport>, timeout: Duration) {
     let mut asked: BTreeSet<u64> = seen.iter().map(|s| s.report.member_id).collect();
     let named: Vec<_> = seen.iter().flat_map(|s| s.report.members.clone()).collect();
     for member in named {
         if !asked.insert(member.id) {
             continue;
         }
-        let mut answer = None;
+        let who = format!("member {} ({:x})", member.name, member.id);
+        let mut no_report = Some(NoReport::Unreachable(format!("{who} at {}", member.peer_ur_ls.join(","))));
         for url in &member.peer_ur_ls {
-            if let Ok(report) = ask(url, timeout).await {
-                answer = Some(Seen { source: url.clone(), report, running: true });
-                break;
+            match ask(url, timeout).await {
+                Ok(report) => {
+                    add(seen, Seen { source: url.clone(), report, running: true });
+                    no_report = None;
+                    break;
+                }
+                Err(NoReport::Failed(why)) => no_report = Some(NoReport::Failed(format!("{who} at {why}"))),
+                Err(NoReport::Unreachable(_)) => {}
             }
         }
-        match answer {
-            Some(answer) => add(seen, answer),
-            None => silent.push(format!("member {} ({:x}) at {}", member.name, member.id, member.peer_ur_ls.join(","))),
-        }
+        silent.extend(no_report);
     }
 }
 
@@ -145,11 +153,18 @@ fn state(seen: &Seen) -> String {
 }
 
 /// Names the survivor to reset and what to run, or says why there is none.
-fn recommend(out: &mut dyn Write, seen: &[Seen]) -> Result<(), CtlError> {
+fn recommend(out: &mut dyn Write, seen: &[Seen], silent: &[NoReport]) -> Result<(), CtlError> {
     if let Some(led) = seen.iter().find(|s| s.report.has_leader) {
         return Err(failed(format!(
             "quorum is not lost: member {} ({:x}) has a leader; no reset is needed",
             led.report.name, led.report.member_id
+        )));
+    }
+    // The reset itself would refuse, for the same reason.
+    if let Some(failure) = silent.iter().find(|s| matches!(s, NoReport::Failed(_))) {
+        return Err(failed(format!(
+            "{failure}: it may hold a more advanced log or have a leader, so no survivor is recommended; \
+             stop it and plan again, giving its data dir with --data-dir"
         )));
     }
     let clusters: BTreeSet<u64> = seen.iter().map(|s| s.report.cluster_id).collect();

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tonic::transport::Endpoint;
-use tonic::{Request, Response, Status};
+use tonic::{Code, Request, Response, Status};
 
 use crate::cluster::DataDir;
 use crate::pb::{self, recovery_client::RecoveryClient, recovery_server::Recovery};
@@ -36,6 +36,9 @@ impl RecoveryService {
     }
 
     async fn report(&self) -> Result<pb::SurvivorReport> {
+        if crate::faults::enabled("failing-reports") {
+            return Err(Error::Storage("injected failure (PHOENIX_TEST_FAULTS=failing-reports)".into()));
+        }
         let node = &self.node;
         let state = self.log.survivor_state().map_err(|e| Error::Storage(e.to_string()))?;
         let applied = node.raft.metrics().borrow().last_applied;
@@ -116,39 +119,86 @@ pub fn most_advanced(reports: &[pb::SurvivorReport]) -> Option<usize> {
     best
 }
 
-/// Asks the member at `url` (a client or peer URL) where it stands.
-pub async fn ask(url: &str, timeout: Duration) -> Result<pb::SurvivorReport> {
-    let endpoint = Endpoint::from_shared(url.to_string())
-        .map_err(|e| Error::Config(format!("bad URL {url:?}: {e}")))?
-        .connect_timeout(timeout)
-        .timeout(timeout);
-    let channel = endpoint.connect().await.map_err(|e| Error::Config(format!("{url}: unreachable: {e}")))?;
-    let report = RecoveryClient::new(channel)
-        .survivor(pb::SurvivorRequest {})
-        .await
-        .map_err(|status| Error::Config(format!("{url}: {}", status.message())))?;
-    Ok(report.into_inner())
+/// Why asking a member where it stands gave no report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NoReport {
+    /// No running Phoenix member answered there: nothing listens, the call failed or timed out,
+    /// the member is stopping, or what answers has no Recovery service. Taken for dead.
+    Unreachable(String),
+    /// A running member answered with an error instead of its report.
+    Failed(String),
 }
 
-/// What the other members of `this` survivor's last configuration say, for those that answer
-/// on any of their peer URLs; unreachable members are taken for dead.
-pub async fn ask_other_members(this: &pb::SurvivorReport, timeout: Duration) -> Vec<pb::SurvivorReport> {
-    let mut answers = Vec::new();
+impl std::fmt::Display for NoReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NoReport::Unreachable(why) | NoReport::Failed(why) => f.write_str(why),
+        }
+    }
+}
+
+/// Asks the member at `url` (a client or peer URL) where it stands.
+pub async fn ask(url: &str, timeout: Duration) -> std::result::Result<pb::SurvivorReport, NoReport> {
+    let endpoint = Endpoint::from_shared(url.to_string())
+        .map_err(|e| NoReport::Unreachable(format!("bad URL {url:?}: {e}")))?
+        .connect_timeout(timeout)
+        .timeout(timeout);
+    let channel = endpoint.connect().await.map_err(|e| NoReport::Unreachable(format!("{url}: unreachable: {e}")))?;
+    match RecoveryClient::new(channel).survivor(pb::SurvivorRequest {}).await {
+        Ok(report) => Ok(report.into_inner()),
+        Err(status) if sent_by_a_running_member(&status) => {
+            Err(NoReport::Failed(format!("{url}: it runs, but answered: {}", status.message())))
+        }
+        Err(status) => Err(NoReport::Unreachable(format!("{url}: {}", status.message()))),
+    }
+}
+
+/// Whether an error answer shows a member running there: not a call that broke or timed out,
+/// not a member whose Raft stopped (it exits), and not something without a Recovery service.
+fn sent_by_a_running_member(status: &Status) -> bool {
+    let gone = [Code::Unavailable, Code::DeadlineExceeded, Code::Cancelled, Code::Unimplemented];
+    !gone.contains(&status.code()) && !crate::error::broke_mid_call(status)
+}
+
+/// What the other members of a survivor's last configuration said.
+#[derive(Debug, Default)]
+pub struct Answers {
+    /// The reports of those that gave one.
+    pub reports: Vec<pb::SurvivorReport>,
+    /// One line for each member that runs but answered with an error on every peer URL that
+    /// answered at all.
+    pub failures: Vec<String>,
+}
+
+/// What the other members of `this` survivor's last configuration say, asked on each of their
+/// peer URLs until one gives a report; members that no URL answers for are taken for dead.
+pub async fn ask_other_members(this: &pb::SurvivorReport, timeout: Duration) -> Answers {
+    let mut answers = Answers::default();
     for member in this.members.iter().filter(|m| m.id != this.member_id) {
+        let mut failure = None;
         for url in &member.peer_ur_ls {
-            if let Ok(report) = ask(url, timeout).await {
-                answers.push(report);
-                break;
+            match ask(url, timeout).await {
+                Ok(report) => {
+                    answers.reports.push(report);
+                    failure = None;
+                    break;
+                }
+                Err(NoReport::Failed(why)) => failure = Some(why),
+                Err(NoReport::Unreachable(_)) => {}
             }
+        }
+        if let Some(why) = failure {
+            answers.failures.push(format!("member {} ({:x}) gave no report ({why})", member.name, member.id));
         }
     }
     answers
 }
 
-/// Why `this` survivor must not be reset given what the `others` say, if it must not: another
-/// is more advanced, or the cluster still has a leader.
-pub fn objection(this: &pb::SurvivorReport, others: &[pb::SurvivorReport]) -> Option<String> {
-    let same_cluster = others.iter().filter(|o| o.cluster_id == this.cluster_id && o.member_id != this.member_id);
+/// Why `this` survivor must not be reset given what the others answered, if it must not: another
+/// is more advanced, the cluster still has a leader, or a member that runs would not say which.
+pub fn objection(this: &pb::SurvivorReport, answers: &Answers) -> Option<String> {
+    let same_cluster =
+        answers.reports.iter().filter(|o| o.cluster_id == this.cluster_id && o.member_id != this.member_id);
     for other in same_cluster {
         if other.has_leader {
             return Some(format!(
@@ -172,5 +222,45 @@ pub fn objection(this: &pb::SurvivorReport, others: &[pb::SurvivorReport]) -> Op
             ));
         }
     }
-    None
+    answers.failures.first().map(|failure| {
+        format!(
+            "{failure}: it may hold a more advanced log or have a leader, so a reset could lose writes or split \
+             the cluster; stop it, and compare the survivors with `phoenixctl disaster plan --data-dir <dir> \
+             --data-dir <dir>`"
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(member_id: u64, last_log_index: u64) -> pb::SurvivorReport {
+        pb::SurvivorReport { member_id, cluster_id: 7, last_log_term: 2, last_log_index, ..Default::default() }
+    }
+
+    #[test]
+    fn a_member_that_runs_but_gives_no_report_is_an_objection_and_a_silent_one_is_not() {
+        let this = report(1, 10);
+        assert_eq!(objection(&this, &Answers::default()), None, "the others are taken for dead");
+        let behind = Answers { reports: vec![report(2, 9)], failures: Vec::new() };
+        assert_eq!(objection(&this, &behind), None);
+        let failing =
+            Answers { reports: vec![report(2, 9)], failures: vec!["member c (3) gave no report (why)".into()] };
+        let said = objection(&this, &failing).expect("a member that runs and will not say where it stands");
+        assert!(said.starts_with("member c (3) gave no report (why): it may hold a more advanced log"), "{said}");
+        let ahead = Answers { reports: vec![report(2, 11)], failures: failing.failures.clone() };
+        let said = objection(&this, &ahead).expect("a more advanced member");
+        assert!(said.contains("holds a more advanced log"), "{said}");
+    }
+
+    #[test]
+    fn only_errors_a_running_member_sends_show_it_runs() {
+        assert!(sent_by_a_running_member(&Status::unknown("storage failed")));
+        assert!(sent_by_a_running_member(&Status::data_loss("corrupt")));
+        for gone in [Code::Unavailable, Code::DeadlineExceeded, Code::Cancelled, Code::Unimplemented] {
+            assert!(!sent_by_a_running_member(&Status::new(gone, "x")), "{gone:?}");
+        }
+        assert!(!sent_by_a_running_member(&Status::unknown("transport error")));
+    }
 }
