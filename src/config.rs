@@ -404,9 +404,15 @@ pub fn revision_bump(by: u64, mark_compacted: bool) -> Result<crate::pb::Revisio
     if mark_compacted && by == 0 {
         return Err(Error::Config("--mark-compacted needs --bump-revision greater than 0".into()));
     }
-    let by = i64::try_from(by).map_err(|_| Error::Config(format!("--bump-revision {by} is too large")))?;
-    Ok(crate::pb::RevisionBump { by, mark_compacted })
+    if by > MAX_REVISION_BUMP {
+        return Err(Error::Config(format!("--bump-revision {by} is too large: at most {MAX_REVISION_BUMP}")));
+    }
+    Ok(crate::pb::RevisionBump { by: by as i64, mark_compacted })
 }
+
+/// The largest revision bump: half of a revision's range, leaving the other half to the store
+/// (a revision past i64's range could not be applied, and the bump is written to the log).
+const MAX_REVISION_BUMP: u64 = 1 << 62;
 
 #[cfg(test)]
 mod tests {
@@ -415,6 +421,14 @@ mod tests {
     fn config(args: &[&str]) -> Result<Config> {
         let args = normalize_args(std::iter::once("phoenix").chain(args.iter().copied()).map(String::from));
         Config::from_flags(Flags::try_parse_from(args).map_err(|e| Error::Config(e.to_string()))?)
+    }
+
+    #[test]
+    fn a_revision_bump_past_half_a_revisions_range_is_refused() {
+        assert_eq!(revision_bump(1 << 62, true).map(|b| b.by).ok(), Some(1 << 62));
+        let err = revision_bump((1 << 62) + 1, false).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(err.contains("--bump-revision 4611686018427387905 is too large"), "{err}");
+        assert!(revision_bump(u64::MAX, false).is_err());
     }
 
     #[test]

@@ -430,7 +430,9 @@ impl<'a> WriteTxn<'a> {
         if bump.by < 0 {
             return Err(Error::Internal(format!("revision bump by {} is negative", bump.by)));
         }
-        self.revision += bump.by;
+        self.revision = self.revision.checked_add(bump.by).ok_or_else(|| {
+            Error::Internal(format!("revision bump by {} overflows revision {}", bump.by, self.revision))
+        })?;
         if bump.mark_compacted && self.revision > self.compacted {
             self.compacted = self.revision;
             self.compaction_requested = true;

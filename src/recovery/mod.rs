@@ -117,8 +117,13 @@ pub async fn examine_survivor(data_dir: &Path) -> Result<(pb::SurvivorReport, Op
 /// Copies the survivor's data dir aside before the reset changes it; the reset is aborted if
 /// this fails. Returns where the copy is.
 pub fn back_up(data_dir: &Path) -> Result<PathBuf> {
+    let aborted = |e: std::io::Error| Error::Config(format!("reset aborted: cannot copy {}: {e}", data_dir.display()));
+    // Named by its full path, so that `.` or `dir/..` is copied beside itself, not into itself.
+    let data_dir = &fs::canonicalize(data_dir).map_err(aborted)?;
     let seconds = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs();
-    let mut name = data_dir.file_name().unwrap_or_default().to_os_string();
+    let Some(mut name) = data_dir.file_name().map(|name| name.to_os_string()) else {
+        return Err(Error::Config(format!("reset aborted: {} cannot be copied beside itself", data_dir.display())));
+    };
     name.push(format!(".before-reset-{seconds}"));
     let backup = data_dir.with_file_name(name);
     copy_dir(data_dir, &backup).map_err(|e| {
@@ -198,4 +203,23 @@ fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
         }
     }
     fs::File::open(to)?.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_data_dir_named_through_dot_dot_is_backed_up_beside_itself() -> std::io::Result<()> {
+        let parent = tempfile::tempdir()?;
+        let data = parent.path().join("data");
+        fs::create_dir_all(data.join("sub"))?;
+        fs::write(data.join("db"), b"records")?;
+        let backup = back_up(&data.join("sub/..")).map_err(std::io::Error::other)?;
+        assert_eq!(backup.parent(), Some(fs::canonicalize(parent.path())?.as_path()));
+        assert!(backup.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("data.before-reset-")));
+        assert_eq!(fs::read(backup.join("db"))?, b"records");
+        assert_eq!(fs::read_dir(&data)?.count(), 2, "nothing was copied into the data dir");
+        Ok(())
+    }
 }
