@@ -445,6 +445,41 @@ async fn five_members_lose_three() {
     }
 }
 
+/// A learner never campaigns, so it would go on naming a dead leader: it counts the leader only
+/// while it hears from it, says there is none once the voters' quorum is gone, and so lets the
+/// plan go ahead instead of claiming the quorum is not lost.
+#[tokio::test]
+async fn a_learner_whose_voters_lost_their_quorum_knows_no_leader() {
+    let mut cluster = Cluster::start(3, TEST_TIMINGS).await;
+    let leader = cluster.leader().await;
+    let mut client = cluster.client(leader).await;
+    let ports = free_ports(2);
+    let peer = format!("http://127.0.0.1:{}", ports[1]);
+    let learner = etcd_client::MemberAddOptions::new().with_is_learner();
+    client.member_add([peer.clone()], Some(learner)).await.unwrap();
+    let mut initial = cluster.initial_cluster(&[0, 1, 2]);
+    initial.push_str(&format!(",m4={peer}"));
+    let mut flags = vec!["--initial-cluster", &initial, "--initial-cluster-state", "existing"];
+    flags.extend(TEST_TIMINGS);
+    let learner = cluster.spawn_member("m4".to_string(), ports[0], ports[1], &flags);
+    let endpoint = cluster.members[learner].endpoint();
+    let health = |want: u16| {
+        let endpoint = endpoint.clone();
+        async move { (http_get(&endpoint, "/health").await.ok()?.0 == want).then_some(()) }
+    };
+    poll_until(READY_TIMEOUT, "the learner to know its leader", || health(200)).await;
+
+    cluster.kill(leader);
+    cluster.kill((leader + 1) % 3);
+    poll_until(READY_TIMEOUT, "the learner to know no leader", || health(503)).await;
+    // The surviving voter forgets the leader when it campaigns, an election timeout later.
+    let endpoints = format!("--endpoints={endpoint}");
+    poll_until(READY_TIMEOUT, "the plan to recommend a survivor", || async {
+        stdout(&run(PHOENIXCTL, &["disaster", "plan", &endpoints])).contains("Recommended survivor: ").then_some(())
+    })
+    .await;
+}
+
 /// A member of the old configuration that runs but answers with an error instead of its report
 /// might be ahead or have a leader: the reset is refused until it stops, and the plan says it
 /// gave no report (and that a dead one gave no answer).

@@ -367,16 +367,22 @@ impl Node {
     /// Whether this member knows a leader it can count on. A leader that has not heard from a
     /// quorum for an election timeout counts as none: etcd's leader steps down then
     /// (CheckQuorum), but openraft 0.9 keeps leading, so its followers' acknowledgements decide.
+    /// A voter whose leader falls silent campaigns and so forgets it; a learner never campaigns,
+    /// so for one the leader counts only while it has been heard from within an election timeout.
     pub fn has_leader(&self) -> bool {
-        let receiver = self.raft.metrics();
-        let metrics = receiver.borrow();
-        match metrics.current_leader {
+        let (id, leader, millis_since_quorum_ack) = {
+            let metrics = self.raft.metrics();
+            let metrics = metrics.borrow();
+            (metrics.id, metrics.current_leader, metrics.millis_since_quorum_ack)
+        };
+        let config = self.raft.config();
+        match leader {
             None => false,
-            Some(leader) if leader == metrics.id => {
-                let patience = self.raft.config().election_timeout_min;
-                metrics.millis_since_quorum_ack.is_some_and(|ms| ms <= patience)
+            Some(leader) if leader == id => millis_since_quorum_ack.is_some_and(|ms| ms <= config.election_timeout_min),
+            Some(leader) => {
+                let patience = Duration::from_millis(config.election_timeout_max);
+                !self.is_learner() || self.peers.last_contact(leader).is_some_and(|at| at.elapsed() < patience)
             }
-            Some(_) => true,
         }
     }
 
