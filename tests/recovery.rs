@@ -420,8 +420,19 @@ async fn five_members_lose_three() {
     assert!(stdout(&offline_plan).contains(&recommendation), "{}", stdout(&offline_plan));
     assert!(stdout(&offline_plan).contains(&behind_name), "{}", stdout(&offline_plan));
 
-    // Reset the one ahead offline, and start it with its usual flags.
+    // Reset the one ahead offline, once no old member runs, and start it with its usual flags.
     assert_eq!(cluster.members[ahead].terminate(), Some(0));
+    cluster.members[behind].spawn_again();
+    let behind_endpoint = cluster.members[behind].endpoint();
+    poll_until(READY_TIMEOUT, "the member behind to serve", || async {
+        http_get(&behind_endpoint, "/health").await.ok().map(|_| ())
+    })
+    .await;
+    let refused = run(PHOENIXCTL, &["disaster", "--data-dir", &ahead_dir]);
+    assert_eq!(refused.status.code(), Some(1), "{}", stdout(&refused));
+    assert!(stderr(&refused).contains(&format!("member {behind_name} (")), "{}", stderr(&refused));
+    assert!(stderr(&refused).contains("of the old cluster is still running: stop it"), "{}", stderr(&refused));
+    assert_eq!(cluster.members[behind].terminate(), Some(0));
     let reset = run(PHOENIXCTL, &["disaster", "--data-dir", &ahead_dir]);
     assert!(reset.status.success(), "{}", stderr(&reset));
     assert!(stdout(&reset).contains("no acknowledged write lost"), "{}", stdout(&reset));

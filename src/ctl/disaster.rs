@@ -9,7 +9,7 @@
 //! `disaster --data-dir DIR` resets a stopped survivor offline into a one-member cluster that
 //! keeps all of its data ([`crate::recovery`]), after asking the other members of its old
 //! configuration: it refuses when one that answers holds a more advanced log, still has a
-//! leader, or runs but gives no report, and when the data dir was reset already, unless
+//! leader, gives no report, or runs at all, and when the data dir was reset already, unless
 //! `--force` is given.
 
 use std::collections::BTreeSet;
@@ -201,8 +201,15 @@ fn write_recommendation(out: &mut dyn Write, best: &Seen, seen: &[Seen]) -> std:
         )?,
     }
     writeln!(out, "Next:")?;
-    let stop =
-        if best.running { format!("stop {} (its data dir is {}), then ", r.name, r.data_dir) } else { String::new() };
+    // Every old member still running must stop: the reset refuses otherwise.
+    let running: Vec<&str> = seen.iter().filter(|s| s.running).map(|s| s.report.name.as_str()).collect();
+    let stop = match (running.is_empty(), best.running) {
+        (true, _) => String::new(),
+        (false, true) => {
+            format!("stop {} (still running; {}'s data dir is {}), then ", running.join(", "), r.name, r.data_dir)
+        }
+        (false, false) => format!("stop {} (still running), then ", running.join(", ")),
+    };
     writeln!(
         out,
         "  1. {stop}run `phoenixctl disaster --data-dir {}` on its host (or start it once with --force-new-cluster);",

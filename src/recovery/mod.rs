@@ -92,8 +92,8 @@ pub fn recorded_reset(data_dir: &Path) -> Result<Option<LossReport>> {
 
 /// Where the stopped survivor in `data_dir` stands, and why it must not be reset, if so: a
 /// member of its old configuration that answers holds a more advanced log, still has a leader,
-/// or runs but answers with an error instead of its report. A data dir whose member was fenced
-/// off is refused outright.
+/// answers with an error instead of its report, or runs at all. A data dir whose member was
+/// fenced off is refused outright.
 pub async fn examine_survivor(data_dir: &Path) -> Result<(pb::SurvivorReport, Option<String>)> {
     let data = DataDir::open_stopped(data_dir)?;
     // Half a store may have lost the membership, and a reset would then ask no one.

@@ -195,11 +195,12 @@ pub async fn ask_other_members(this: &pb::SurvivorReport, timeout: Duration) -> 
 }
 
 /// Why `this` survivor must not be reset given what the others answered, if it must not: another
-/// is more advanced, the cluster still has a leader, or a member that runs would not say which.
+/// is more advanced, the cluster still has a leader, a member that runs would not say which, or
+/// another member of the old cluster still runs at all.
 pub fn objection(this: &pb::SurvivorReport, answers: &Answers) -> Option<String> {
     let same_cluster =
         answers.reports.iter().filter(|o| o.cluster_id == this.cluster_id && o.member_id != this.member_id);
-    for other in same_cluster {
+    for other in same_cluster.clone() {
         if other.has_leader {
             return Some(format!(
                 "member {} ({:x}) still has a leader: quorum is not lost, and a reset would split the cluster",
@@ -222,13 +223,24 @@ pub fn objection(this: &pb::SurvivorReport, answers: &Answers) -> Option<String>
             ));
         }
     }
-    answers.failures.first().map(|failure| {
-        format!(
+    if let Some(failure) = answers.failures.first() {
+        return Some(format!(
             "{failure}: it may hold a more advanced log or have a leader, so a reset could lose writes or split \
              the cluster; stop it, and compare the survivors with `phoenixctl disaster plan --data-dir <dir> \
              --data-dir <dir>`"
-        )
-    })
+        ));
+    }
+    // It is fenced off only once it reaches the reset member; until then, with another old member
+    // that comes back, it could still elect a leader of the old cluster and take writes there.
+    same_cluster
+        .map(|other| {
+            format!(
+                "member {} ({:x}) of the old cluster is still running: stop it before the reset (with another old \
+             member that comes back it could still elect a leader of the old cluster)",
+                other.name, other.member_id
+            )
+        })
+        .next()
 }
 
 #[cfg(test)]
@@ -240,11 +252,14 @@ mod tests {
     }
 
     #[test]
-    fn a_member_that_runs_but_gives_no_report_is_an_objection_and_a_silent_one_is_not() {
+    fn a_member_that_runs_is_an_objection_and_a_silent_one_is_not() {
         let this = report(1, 10);
         assert_eq!(objection(&this, &Answers::default()), None, "the others are taken for dead");
         let behind = Answers { reports: vec![report(2, 9)], failures: Vec::new() };
-        assert_eq!(objection(&this, &behind), None);
+        let said = objection(&this, &behind).expect("a member of the old cluster that still runs");
+        assert!(said.contains("of the old cluster is still running: stop it before the reset"), "{said}");
+        let other_cluster = pb::SurvivorReport { cluster_id: 8, ..report(2, 11) };
+        assert_eq!(objection(&this, &Answers { reports: vec![other_cluster], failures: Vec::new() }), None);
         let failing =
             Answers { reports: vec![report(2, 9)], failures: vec!["member c (3) gave no report (why)".into()] };
         let said = objection(&this, &failing).expect("a member that runs and will not say where it stands");
