@@ -11,11 +11,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
-use openraft::{ErrorSubject, ErrorVerb, RaftLogReader, Vote};
+use openraft::{EntryPayload, ErrorSubject, ErrorVerb, Membership, RaftLogReader, Vote};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::{storage_error, LogId, NodeId, StorageError, TypeConfig};
+use super::{storage_error, LogId, NodeId, PeerNode, StorageError, TypeConfig};
 use crate::disk::Db;
 
 type Entry = openraft::Entry<TypeConfig>;
@@ -148,6 +148,24 @@ impl LogStore {
             committed,
             leader_commit: self.read_meta(LEADER_COMMIT)?.unwrap_or(0),
         })
+    }
+
+    /// The newest configuration in the entries after `applied`, if one of them holds one: a
+    /// stopped member's newest configuration, which its state machine may not have reached.
+    pub fn membership_after(
+        &self,
+        applied: Option<LogId>,
+    ) -> Result<Option<Membership<NodeId, PeerNode>>, StorageError> {
+        let first = applied.map_or(0, |id| id.index + 1);
+        let mut newest = None;
+        for item in self.tree.range(entry_key(first)..=LAST_ENTRY) {
+            let (_, bytes) = item.map_err(|e| read_err(ErrorSubject::Logs, e))?;
+            let entry: Entry = bincode::deserialize(&bytes).map_err(|e| read_err(ErrorSubject::Logs, e))?;
+            if let EntryPayload::Membership(membership) = entry.payload {
+                newest = Some(membership);
+            }
+        }
+        Ok(newest)
     }
 
     /// The record of the highest commit index leaders announced, to be fed by the peer service.

@@ -228,3 +228,26 @@ async fn an_interrupted_snapshot_load_is_finished_before_raft_starts() {
     assert_eq!(follower.sm.applied_state().await.unwrap(), leader.sm.applied_state().await.unwrap());
     assert!(!snap_dir.join("LOADING").exists());
 }
+
+/// A stopped survivor asks the members of the newest configuration its log holds, which its
+/// state machine may not have reached.
+#[test]
+fn the_newest_configuration_after_the_applied_entry_is_found_in_the_log() -> crate::Result<()> {
+    let dir = TempDir::new()?;
+    let (log, _, _) = open(dir.path())?;
+    let node = |port: u16| PeerNode { name: String::new(), peer_urls: vec![format!("http://n:{port}")], voter: true };
+    let one = Membership::new(vec![[1].into()], BTreeMap::from([(1, node(1))]));
+    let two = Membership::new(vec![[1, 2].into()], BTreeMap::from([(1, node(1)), (2, node(2))]));
+    let entries = [
+        entry(1, EntryPayload::Membership(one)),
+        commands(2, vec![put("k", "v")]),
+        entry(3, EntryPayload::Membership(two.clone())),
+        commands(4, vec![put("k", "w")]),
+    ];
+    let storage = |e: StorageError| crate::Error::Storage(e.to_string());
+    log.append_reset(&entries, &openraft::Vote::new_committed(1, 1)).map_err(storage)?;
+    assert_eq!(log.membership_after(Some(log_id(1))).map_err(storage)?, Some(two.clone()));
+    assert_eq!(log.membership_after(None).map_err(storage)?, Some(two));
+    assert_eq!(log.membership_after(Some(log_id(3))).map_err(storage)?, None, "applied already");
+    Ok(())
+}

@@ -71,7 +71,13 @@ pub fn inspect(data: &DataDir) -> Result<pb::SurvivorReport> {
     report.name = data.meta.name.clone();
     report.member_id = data.meta.member_id;
     report.cluster_id = data.meta.cluster_id;
-    report.members = describe_members(membership_with_votes(membership.membership()), &kv.members()?);
+    // Every member of the applied configuration and of a newer one in the log: the newer may
+    // have been committed without this member hearing so, and its members may be ahead.
+    let mut members = membership_with_votes(membership.membership());
+    if let Some(newer) = log.membership_after(applied).map_err(|e| Error::Storage(e.to_string()))? {
+        members.extend(membership_with_votes(&newer));
+    }
+    report.members = describe_members(members, &kv.members()?);
     report.fenced = data.fenced_reason().unwrap_or_default();
     Ok(report)
 }
