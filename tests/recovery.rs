@@ -271,7 +271,7 @@ async fn three_members_lose_two() {
     assert!(revision > old_revision + 1000, "the revision did not move on: {revision}");
     // endpoint status shows the loss report.
     let status = client.status().await.unwrap();
-    assert!(status.errors().iter().any(|e| e.contains("no acknowledged write lost")), "{:?}", status.errors());
+    assert!(status.errors().iter().any(|e| e.contains("no acknowledged write known lost")), "{:?}", status.errors());
 
     // The flag left in place is ignored: the reset happens once.
     assert_eq!(cluster.members[survivor].terminate(), Some(0));
@@ -435,7 +435,7 @@ async fn five_members_lose_three() {
     assert_eq!(cluster.members[behind].terminate(), Some(0));
     let reset = run(PHOENIXCTL, &["disaster", "--data-dir", &ahead_dir]);
     assert!(reset.status.success(), "{}", stderr(&reset));
-    assert!(stdout(&reset).contains("no acknowledged write lost"), "{}", stdout(&reset));
+    assert!(stdout(&reset).contains("no acknowledged write known lost"), "{}", stdout(&reset));
     cluster.restart(ahead).await;
     assert_holds_all(&keys_held(&cluster, ahead).await.unwrap(), &acknowledged, "the reset survivor");
 
@@ -625,7 +625,7 @@ async fn a_cluster_whose_members_all_died_is_rebuilt_from_their_disks_on_new_hos
         ["disaster", "--data-dir", &disks[chosen], "--name", name, "--initial-advertise-peer-urls", &peer_url];
     let reset = run(PHOENIXCTL, &reset_args);
     assert!(reset.status.success(), "{}", stderr(&reset));
-    assert!(stdout(&reset).contains("no acknowledged write lost"), "{}", stdout(&reset));
+    assert!(stdout(&reset).contains("no acknowledged write known lost"), "{}", stdout(&reset));
     let initial = format!("{name}={peer_url}");
     let mut flags = vec!["--initial-cluster", initial.as_str()];
     flags.extend(TEST_TIMINGS);

@@ -193,7 +193,11 @@ fn write_recommendation(out: &mut dyn Write, best: &Seen, seen: &[Seen]) -> std:
         writeln!(out, "{} ({:x}) holds the same log; either will do.", other.report.name, other.report.member_id)?;
     }
     match possibly_lost(r) {
-        0 => writeln!(out, "No leader ever announced a commit past its log: no acknowledged write is lost.")?,
+        0 => writeln!(
+            out,
+            "No leader announced a commit past its log: no acknowledged write is known lost (members that \
+             never answered may have committed more without it)."
+        )?,
         n => writeln!(
             out,
             "A leader announced commits up to index {}, past its log: up to {n} acknowledged entries may be lost.",

@@ -61,7 +61,7 @@ pub struct LossReport {
 impl LossReport {
     pub fn summary(&self) -> String {
         let loss = match self.lost_entries {
-            0 => "no acknowledged write lost".to_string(),
+            0 => "no acknowledged write known lost".to_string(),
             n => format!("up to {n} acknowledged entries lost"),
         };
         let bump = match (self.revision_bump, self.mark_compacted) {
@@ -164,7 +164,6 @@ pub fn reset(
             payload: EntryPayload::Normal(Proposal(pb::CommandBatch { commands: vec![command] })),
         });
     }
-    log.append_reset(&entries, &Vote::new(new_term, self_id)).map_err(|e| Error::Storage(e.to_string()))?;
     let known_commit = state.committed.map_or(0, |c| c.index).max(state.leader_commit);
     let report = LossReport {
         last_log_index: last_index,
@@ -176,7 +175,17 @@ pub fn reset(
         mark_compacted: bump.mark_compacted,
         backup,
     };
+    // The record goes first: it is what stops a second reset (a --force-new-cluster left in a
+    // unit file) from removing the members added since, so a reset must never land without it.
+    // A crash between the two leaves a record of a reset that did not happen, which only asks
+    // for --force.
     write_record(&data.path, &report)?;
+    if let Err(e) = log.append_reset(&entries, &Vote::new(new_term, self_id)) {
+        if let Err(cleanup) = fs::remove_file(data.path.join(RESET_FILE)) {
+            tracing::warn!(error = %cleanup, "could not remove the record of a reset that failed");
+        }
+        return Err(Error::Storage(e.to_string()));
+    }
     Ok(report)
 }
 
