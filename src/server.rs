@@ -178,8 +178,9 @@ async fn identity(config: &Config) -> Result<Identity> {
 
 /// For --force-new-cluster: refuses a data dir with nothing to recover, ignores the flag on one
 /// that was reset already (so members added since stay), refuses to reset a survivor when
-/// another member that answers is more advanced or still has a leader, and otherwise backs the
-/// data dir up before anything opens it. Returns the backup when a reset is to be done.
+/// another member of its cluster objects (see [`crate::recovery::examine_survivor`]), and
+/// otherwise backs the data dir up before the reset changes it. Returns the backup when a reset
+/// is to be done.
 async fn prepare_reset(config: &Config) -> Result<Option<std::path::PathBuf>> {
     if !config.force_new_cluster {
         return Ok(None);
@@ -197,14 +198,15 @@ async fn prepare_reset(config: &Config) -> Result<Option<std::path::PathBuf>> {
         );
         return Ok(None);
     }
-    if let (_, Some(objection)) = crate::recovery::examine_survivor(&config.data_dir).await? {
+    let data = DataDir::open_stopped(&config.data_dir)?;
+    if let (_, Some(objection)) = crate::recovery::examine_survivor(&data).await? {
         return Err(Error::Config(format!(
             "--force-new-cluster refused: {objection}; to reset this member anyway, stop it and run \
              `phoenixctl disaster --force --data-dir {}`",
             config.data_dir.display()
         )));
     }
-    crate::recovery::back_up(&config.data_dir).map(Some)
+    crate::recovery::back_up(&data).map(Some)
 }
 
 /// A member removed from the cluster never runs again with its data: it could disturb the

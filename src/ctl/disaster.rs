@@ -236,7 +236,9 @@ pub async fn reset(args: DisasterArgs, io: &mut Io<'_>) -> Result<(), CtlError> 
         ));
     };
     let bump = revision_bump(args.bump_revision, args.mark_compacted).map_err(bad_args)?;
-    let (report, objection) = crate::recovery::examine_survivor(dir).await.map_err(failed)?;
+    // Held open (sled locks it) from the examination to the reset: no member starts on it between.
+    let data = DataDir::open_stopped(dir).map_err(failed)?;
+    let (report, objection) = crate::recovery::examine_survivor(&data).await.map_err(failed)?;
     if !report.reset.is_empty() && !args.force {
         return Err(failed(format!(
             "data dir {} was reset already ({}); start it as it is, or pass --force to reset it again \
@@ -250,8 +252,7 @@ pub async fn reset(args: DisasterArgs, io: &mut Io<'_>) -> Result<(), CtlError> 
     }
     let peer_urls = peer_urls(&args, &report, dir)?;
     let name = args.name.clone().unwrap_or_else(|| report.name.clone());
-    let backup = crate::recovery::back_up(dir).map_err(failed)?;
-    let data = DataDir::open_stopped(dir).map_err(failed)?;
+    let backup = crate::recovery::back_up(&data).map_err(failed)?;
     let loss = crate::recovery::reset(&data, &name, peer_urls.clone(), backup, bump).map_err(failed)?;
     drop(data);
     let out = &mut io.out;

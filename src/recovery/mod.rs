@@ -94,8 +94,8 @@ pub fn recorded_reset(data_dir: &Path) -> Result<Option<LossReport>> {
 /// member of its old configuration that answers holds a more advanced log, still has a leader,
 /// answers with an error instead of its report, or runs at all. A data dir whose member was
 /// fenced off is refused outright.
-pub async fn examine_survivor(data_dir: &Path) -> Result<(pb::SurvivorReport, Option<String>)> {
-    let data = DataDir::open_stopped(data_dir)?;
+pub async fn examine_survivor(data: &DataDir) -> Result<(pb::SurvivorReport, Option<String>)> {
+    let data_dir = &data.path;
     // Half a store may have lost the membership, and a reset would then ask no one.
     if crate::raft::state_machine::install_interrupted(&data.snapshot_dir()) {
         return Err(Error::Config(format!(
@@ -105,7 +105,7 @@ pub async fn examine_survivor(data_dir: &Path) -> Result<(pb::SurvivorReport, Op
             data_dir.display()
         )));
     }
-    let report = survivor::inspect(&data)?;
+    let report = survivor::inspect(data)?;
     if !report.fenced.is_empty() {
         return Err(crate::cluster::fenced_off(data_dir, &report.fenced));
     }
@@ -115,8 +115,15 @@ pub async fn examine_survivor(data_dir: &Path) -> Result<(pb::SurvivorReport, Op
 }
 
 /// Copies the survivor's data dir aside before the reset changes it; the reset is aborted if
-/// this fails. Returns where the copy is.
-pub fn back_up(data_dir: &Path) -> Result<PathBuf> {
+/// this fails. Returns where the copy is. The caller holds the data dir open from its
+/// examination to its reset, so that no member starts on it in between (sled locks it).
+pub fn back_up(data: &DataDir) -> Result<PathBuf> {
+    data.db.flush()?;
+    copy_beside(&data.path)
+}
+
+/// Copies `data_dir` to `<its name>.before-reset-<unix time>` beside it.
+fn copy_beside(data_dir: &Path) -> Result<PathBuf> {
     let aborted = |e: std::io::Error| Error::Config(format!("reset aborted: cannot copy {}: {e}", data_dir.display()));
     // Named by its full path, so that `.` or `dir/..` is copied beside itself, not into itself.
     let data_dir = &fs::canonicalize(data_dir).map_err(aborted)?;
@@ -224,7 +231,7 @@ mod tests {
         let data = parent.path().join("data");
         fs::create_dir_all(data.join("sub"))?;
         fs::write(data.join("db"), b"records")?;
-        let backup = back_up(&data.join("sub/..")).map_err(std::io::Error::other)?;
+        let backup = copy_beside(&data.join("sub/..")).map_err(std::io::Error::other)?;
         assert_eq!(backup.parent(), Some(fs::canonicalize(parent.path())?.as_path()));
         assert!(backup.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("data.before-reset-")));
         assert_eq!(fs::read(backup.join("db"))?, b"records");
