@@ -154,6 +154,11 @@ fn state(seen: &Seen) -> String {
 
 /// Names the survivor to reset and what to run, or says why there is none.
 fn recommend(out: &mut dyn Write, seen: &[Seen], silent: &[NoReport]) -> Result<(), CtlError> {
+    // First: a leader in another cluster (a mistyped endpoint) says nothing about this one.
+    let clusters: BTreeSet<u64> = seen.iter().map(|s| s.report.cluster_id).collect();
+    if clusters.len() > 1 {
+        return Err(failed("the survivors belong to different clusters; plan for one cluster at a time"));
+    }
     if let Some(led) = seen.iter().find(|s| s.report.has_leader) {
         return Err(failed(format!(
             "quorum is not lost: member {} ({:x}) has a leader; no reset is needed",
@@ -166,10 +171,6 @@ fn recommend(out: &mut dyn Write, seen: &[Seen], silent: &[NoReport]) -> Result<
             "{failure}: it may hold a more advanced log or have a leader, so no survivor is recommended; \
              stop it and plan again, giving its data dir with --data-dir"
         )));
-    }
-    let clusters: BTreeSet<u64> = seen.iter().map(|s| s.report.cluster_id).collect();
-    if clusters.len() > 1 {
-        return Err(failed("the survivors belong to different clusters; plan for one cluster at a time"));
     }
     let candidates: Vec<&Seen> = seen.iter().filter(|s| s.report.fenced.is_empty()).collect();
     let reports: Vec<SurvivorReport> = candidates.iter().map(|s| s.report.clone()).collect();
