@@ -47,7 +47,8 @@ pub fn clean(args: CleanArgs, io: &mut Io<'_>) -> Result<(), CtlError> {
         }
         Found::Member(meta) => meta,
     };
-    ensure_stopped(&dir, &meta)?;
+    // Held until the data dir is gone from its place, so that no member starts on it meanwhile.
+    let _locked = ensure_stopped(&dir, &meta)?;
     let mut member = format!("member {} ({:x}) of cluster {:x}", meta.name, meta.member_id, meta.cluster_id);
     if let Ok(reason) = fs::read_to_string(dir.join(FENCED_FILE)) {
         member.push_str(&format!(", fenced off ({})", reason.trim()));
@@ -114,13 +115,14 @@ fn inspect(dir: &Path) -> Result<Found, CtlError> {
 }
 
 /// Refuses a data dir whose member is running: sled locks the database while it is open.
-fn ensure_stopped(dir: &Path, meta: &DataDirMeta) -> Result<(), CtlError> {
+/// Returns the database opened, whose lock keeps a member from starting on it while it is held.
+fn ensure_stopped(dir: &Path, meta: &DataDirMeta) -> Result<Option<sled::Db>, CtlError> {
     let db = dir.join("db");
     if !db.exists() {
-        return Ok(());
+        return Ok(None);
     }
     match sled::Config::new().path(&db).open() {
-        Ok(_) => Ok(()),
+        Ok(opened) => Ok(Some(opened)),
         Err(e) if crate::disk::is_locked(&e) => Err(failed(crate::cluster::in_use(dir, meta))),
         Err(e) => Err(failed(format!(
             "cannot open {} to check that member {} ({:x}) is stopped: {e}; the data dir is left alone",
