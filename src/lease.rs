@@ -36,6 +36,19 @@ impl Lessor {
         self.deadlines().insert(id, Instant::now() + ttl(ttl_seconds));
     }
 
+    /// A keepalive: restarts the countdown and returns true, unless the deadline has passed
+    /// already. An expired lease is not brought back: its revoke is due (or on its way), and the
+    /// keepalive is answered TTL 0, as etcd answers it.
+    pub fn keep_alive(&self, id: i64, ttl_seconds: i64) -> bool {
+        let now = Instant::now();
+        let mut deadlines = self.deadlines();
+        if deadlines.get(&id).is_some_and(|deadline| *deadline <= now) {
+            return false;
+        }
+        deadlines.insert(id, now + ttl(ttl_seconds));
+        true
+    }
+
     /// Time left before the lease expires; a lease not seen yet has its whole TTL.
     pub fn remaining(&self, id: i64, ttl_seconds: i64) -> Duration {
         let deadline = *self.deadlines().entry(id).or_insert_with(|| Instant::now() + ttl(ttl_seconds));
@@ -131,6 +144,18 @@ mod tests {
         tokio::time::advance(Duration::from_secs(3)).await;
         assert_eq!(lessor.expired(&leases), [1]);
         assert_eq!(lessor.remaining(2, 5), Duration::from_secs(2));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_keepalive_after_the_deadline_does_not_bring_the_lease_back() {
+        let lessor = Lessor::default();
+        let leases = [(3, 2)];
+        assert!(lessor.keep_alive(3, 2), "a countdown not started yet starts");
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert!(lessor.keep_alive(3, 2));
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert!(!lessor.keep_alive(3, 2), "renewed after its deadline");
+        assert_eq!(lessor.expired(&leases), [3]);
     }
 
     #[tokio::test(start_paused = true)]

@@ -134,3 +134,31 @@ async fn leases_survive_a_leader_failure_only_while_kept_alive() {
     assert!(exists(&mut c, "kept").await, "a lease kept alive expired during the failover");
     keepalive.abort();
 }
+
+/// A leader cut off from its quorum renews no lease, not even for a follower that still forwards
+/// keepalives to it: the rest of the cluster may have elected a leader whose countdown runs on.
+#[tokio::test]
+async fn a_leader_without_its_quorum_renews_no_lease() {
+    let mut cluster = Cluster::start(5, TEST_TIMINGS).await;
+    let leader = cluster.leader().await;
+    let follower = (leader + 1) % 5;
+    let c = cluster.client(follower).await;
+    let lease = c.clone().lease_grant(60, None).await.unwrap().id();
+    for i in (0..5).filter(|&i| i != leader && i != follower) {
+        cluster.kill(i);
+    }
+    poll_until(READY_TIMEOUT, "keepalives through the follower to be refused", || {
+        let mut c = c.clone();
+        async move {
+            let Ok((mut keeper, mut answers)) = c.lease_keep_alive(lease).await else { return Some(()) };
+            if keeper.keep_alive().await.is_err() {
+                return Some(());
+            }
+            match answers.message().await {
+                Ok(Some(answer)) if answer.ttl() > 0 => None,
+                _ => Some(()),
+            }
+        }
+    })
+    .await;
+}

@@ -324,15 +324,16 @@ impl Node {
 
     pub fn lease_keep_alive_local(&self, id: i64) -> Result<i64> {
         self.ensure_leading()?;
-        match self.kv.lease(id)? {
-            Some(ttl) => {
-                if !crate::faults::enabled("lost-renewals") {
-                    self.lessor.renew(id, ttl);
-                }
-                Ok(ttl)
-            }
-            None => Ok(0),
+        // A leader cut off from its quorum may have been replaced, and the new leader counts the
+        // lease down: renewing here would tell the client it lives on (etcd's leader checks too).
+        if !self.has_leader() {
+            return Err(Error::NotLeader);
         }
+        let Some(ttl) = self.kv.lease(id)? else { return Ok(0) };
+        if crate::faults::enabled("lost-renewals") {
+            return Ok(ttl);
+        }
+        Ok(if self.lessor.keep_alive(id, ttl) { ttl } else { 0 })
     }
 
     /// Lease `id`'s remaining and granted TTL, as the leader counts them; TTL -1 if unknown.
