@@ -215,6 +215,8 @@ async fn request_size_and_quota_limits() {
     assert_eq!(alarms.alarms().len(), 1);
     assert_eq!(alarms.alarms()[0].alarm(), etcd_client::AlarmType::Nospace);
     assert_eq!(c.status().await.unwrap().errors().len(), 1);
+    let grant = c.lease_grant(60, None).await.unwrap_err();
+    assert_eq!(status_of(grant), (Code::ResourceExhausted, "etcdserver: mvcc: database space exceeded".into()));
 
     let member = alarms.alarms()[0].member_id();
     let mut disarm = etcd_client::AlarmOptions::new();

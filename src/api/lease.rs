@@ -45,6 +45,7 @@ impl Lease for LeaseService {
             return Err(Error::LeaseTtlTooLarge.into());
         }
         req.ttl = req.ttl.max(self.min_ttl());
+        self.ctx.check_quota().await?;
         match self.ctx.propose(command::Op::LeaseGrant(req)).await? {
             command_result::Result::LeaseGrant(mut response) => {
                 self.ctx.node.lessor.renew(response.id, response.ttl);

@@ -71,7 +71,8 @@ fn check_txn_shape(req: &TxnRequest, max_ops: usize) -> Result<()> {
             Some(request_op::Request::RequestRange(r)) => range(r)?,
             Some(request_op::Request::RequestPut(p)) => put(p)?,
             Some(request_op::Request::RequestDeleteRange(d)) => delete_range(d)?,
-            Some(request_op::Request::RequestTxn(t)) => check_txn_shape(t, max_ops)?,
+            // As etcd counts them: a nested txn gets only the operations this one left.
+            Some(request_op::Request::RequestTxn(t)) => check_txn_shape(t, max_ops - ops)?,
             // etcd refuses an empty operation this way before proposing it.
             None => return Err(Error::KeyNotFound),
         }
@@ -188,6 +189,20 @@ mod tests {
     fn the_same_key_in_both_branches_is_fine() {
         let txn = TxnRequest { success: vec![put_op("a")], failure: vec![put_op("a")], ..Default::default() };
         assert_eq!(super::txn(&txn, &limits()), Ok(()));
+    }
+
+    #[test]
+    fn a_nested_txn_gets_only_the_operations_its_parent_left() {
+        let nested = |keys: &[&str]| RequestOp {
+            request: Some(request_op::Request::RequestTxn(TxnRequest {
+                success: keys.iter().map(|k| put_op(k)).collect(),
+                ..Default::default()
+            })),
+        };
+        let fits = TxnRequest { success: vec![put_op("a"), nested(&["b"])], ..Default::default() };
+        assert_eq!(super::txn(&fits, &limits()), Ok(()));
+        let too_many = TxnRequest { success: vec![put_op("a"), nested(&["b", "c"])], ..Default::default() };
+        assert_eq!(super::txn(&too_many, &limits()), Err(Error::TooManyOps));
     }
 
     #[test]

@@ -109,7 +109,11 @@ impl<'a> WriteTxn<'a> {
             Op::Compaction(req) => R::Compaction(self.compact(req)?),
             Op::Alarm(req) => R::Alarm(self.alarm(req)?),
             Op::MemberAttributes(attrs) => R::MemberAttributes(self.set_member_attributes(attrs)?),
-            Op::LeaseGrant(req) => R::LeaseGrant(self.lease_grant(req)?),
+            Op::LeaseGrant(req) => {
+                // etcd's capped applier refuses grants too while the NOSPACE alarm is raised.
+                self.refuse_when_out_of_space()?;
+                R::LeaseGrant(self.lease_grant(req)?)
+            }
             Op::LeaseRevoke(req) => R::LeaseRevoke(self.lease_revoke(req)?),
             Op::RevisionBump(bump) => R::RevisionBump(self.bump_revision(bump)?),
         })
