@@ -520,8 +520,13 @@ fn read_frame(input: &mut impl Read) -> std::io::Result<Option<Vec<u8>>> {
     if len == END_OF_ENTRIES {
         return Ok(None);
     }
-    let mut bytes = vec![0u8; len as usize];
-    input.read_exact(&mut bytes)?;
+    // Read through `take`, not into a buffer of the stated length: a damaged length (the CRC is
+    // checked only at the end) must not allocate gigabytes before the file runs out.
+    let mut bytes = Vec::new();
+    input.take(u64::from(len)).read_to_end(&mut bytes)?;
+    if bytes.len() != len as usize {
+        return Err(std::io::ErrorKind::UnexpectedEof.into());
+    }
     Ok(Some(bytes))
 }
 
@@ -662,5 +667,21 @@ impl<W: Write> Write for ChecksumWriter<W> {
 
     fn flush(&mut self) -> std::io::Result<()> {
         self.inner.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_frame_the_file_ends_inside_is_an_error() {
+        let mut frame = (END_OF_ENTRIES - 1).to_be_bytes().to_vec();
+        frame.extend_from_slice(b"short");
+        let err = read_frame(&mut frame.as_slice()).expect_err("the file ends inside the frame");
+        assert_eq!(err.kind(), std::io::ErrorKind::UnexpectedEof);
+        let mut whole = 3u32.to_be_bytes().to_vec();
+        whole.extend_from_slice(b"abc");
+        assert_eq!(read_frame(&mut whole.as_slice()).ok().flatten(), Some(b"abc".to_vec()));
     }
 }
