@@ -210,19 +210,6 @@ fn phoenixctl_prints_what_etcdctl_prints() {
 const PHOENIX_DIFFERENCES: &[(&str, &str)] = &[
     ("alarm list -w json", "Phoenix fills the Alarm header as etcd 3.5 does; etcd 3.4 sends none"),
     (
-        "watch foo --rev 2 -w json",
-        "Phoenix's compaction cancel carries the store revision in its header; etcd 3.4's has revision 0",
-    ),
-    (
-        "watch foo --rev 2 -w fields",
-        "Phoenix's compaction cancel carries the store revision in its header; etcd 3.4's has revision 0",
-    ),
-    (
-        "watch foo --rev -1",
-        "Phoenix refuses a negative start revision as etcd 3.5 does (created+canceled, watch ID -1, reason \
-         `mvcc: required revision has been compacted`); etcd 3.4 creates the watch and cancels it for compaction",
-    ),
-    (
         "member update <x> --peer-urls=<px2> -w json",
         "etcd 3.4 lists a learner whose peer URLs were updated as a voter (its MemberUpdate replaces the member's \
          raft attributes, isLearner included); Phoenix keeps listing it as the learner it is",
