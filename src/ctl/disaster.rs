@@ -25,7 +25,7 @@ use super::{Ctx, Io};
 use crate::cluster::DataDir;
 use crate::config::{parse_urls, revision_bump, url_string};
 use crate::pb::SurvivorReport;
-use crate::recovery::survivor::{ask, inspect, log_position, most_advanced, possibly_lost, NoReport};
+use crate::recovery::survivor::{ask, ask_member, inspect, log_position, most_advanced, possibly_lost, NoReport};
 
 /// The endpoint phoenixctl talks to when none is given; `disaster plan` skips it when data dirs
 /// are given instead.
@@ -87,19 +87,11 @@ async fn ask_named_members(seen: &mut Vec<Seen>, silent: &mut Vec<NoReport>, tim
             continue;
         }
         let who = format!("member {} ({:x})", member.name, member.id);
-        let mut no_report = Some(NoReport::Unreachable(format!("{who} at {}", member.peer_ur_ls.join(","))));
-        for url in &member.peer_ur_ls {
-            match ask(url, timeout).await {
-                Ok(report) => {
-                    add(seen, Seen { source: url.clone(), report, running: true });
-                    no_report = None;
-                    break;
-                }
-                Err(NoReport::Failed(why)) => no_report = Some(NoReport::Failed(format!("{who} at {why}"))),
-                Err(NoReport::Unreachable(_)) => {}
-            }
+        match ask_member(&member, timeout).await {
+            Ok((url, report)) => add(seen, Seen { source: url, report, running: true }),
+            Err(NoReport::Failed(why)) => silent.push(NoReport::Failed(format!("{who} at {why}"))),
+            Err(NoReport::Unreachable(urls)) => silent.push(NoReport::Unreachable(format!("{who} at {urls}"))),
         }
-        silent.extend(no_report);
     }
 }
 

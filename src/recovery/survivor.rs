@@ -176,25 +176,34 @@ pub struct Answers {
     pub failures: Vec<String>,
 }
 
-/// What the other members of `this` survivor's last configuration say, asked on each of their
-/// peer URLs until one gives a report; members that no URL answers for are taken for dead.
+/// Asks `member` on each of its peer URLs until one gives its report (returned with that URL).
+/// Otherwise the last error answer, if a URL gave one (the member runs), or the URLs tried.
+pub async fn ask_member(
+    member: &pb::Member,
+    timeout: Duration,
+) -> std::result::Result<(String, pb::SurvivorReport), NoReport> {
+    let mut no_report = NoReport::Unreachable(member.peer_ur_ls.join(","));
+    for url in &member.peer_ur_ls {
+        match ask(url, timeout).await {
+            Ok(report) => return Ok((url.clone(), report)),
+            Err(failed @ NoReport::Failed(_)) => no_report = failed,
+            Err(NoReport::Unreachable(_)) => {}
+        }
+    }
+    Err(no_report)
+}
+
+/// What the other members of `this` survivor's last configuration say ([`ask_member`]);
+/// members that no URL answers for are taken for dead.
 pub async fn ask_other_members(this: &pb::SurvivorReport, timeout: Duration) -> Answers {
     let mut answers = Answers::default();
     for member in this.members.iter().filter(|m| m.id != this.member_id) {
-        let mut failure = None;
-        for url in &member.peer_ur_ls {
-            match ask(url, timeout).await {
-                Ok(report) => {
-                    answers.reports.push(report);
-                    failure = None;
-                    break;
-                }
-                Err(NoReport::Failed(why)) => failure = Some(why),
-                Err(NoReport::Unreachable(_)) => {}
+        match ask_member(member, timeout).await {
+            Ok((_, report)) => answers.reports.push(report),
+            Err(NoReport::Failed(why)) => {
+                answers.failures.push(format!("member {} ({:x}) gave no report ({why})", member.name, member.id))
             }
-        }
-        if let Some(why) = failure {
-            answers.failures.push(format!("member {} ({:x}) gave no report ({why})", member.name, member.id));
+            Err(NoReport::Unreachable(_)) => {}
         }
     }
     answers
@@ -204,7 +213,7 @@ pub async fn ask_other_members(this: &pb::SurvivorReport, timeout: Duration) -> 
 /// is more advanced, the cluster still has a leader, a member that runs would not say which, or
 /// another member of the old cluster still runs at all.
 pub fn objection(this: &pb::SurvivorReport, answers: &Answers) -> Option<String> {
-    let same_cluster =
+    let mut same_cluster =
         answers.reports.iter().filter(|o| o.cluster_id == this.cluster_id && o.member_id != this.member_id);
     for other in same_cluster.clone() {
         if other.has_leader {
@@ -238,15 +247,13 @@ pub fn objection(this: &pb::SurvivorReport, answers: &Answers) -> Option<String>
     }
     // It is fenced off only once it reaches the reset member; until then, with another old member
     // that comes back, it could still elect a leader of the old cluster and take writes there.
-    same_cluster
-        .map(|other| {
-            format!(
-                "member {} ({:x}) of the old cluster is still running: stop it before the reset (with another old \
+    same_cluster.next().map(|other| {
+        format!(
+            "member {} ({:x}) of the old cluster is still running: stop it before the reset (with another old \
              member that comes back it could still elect a leader of the old cluster)",
-                other.name, other.member_id
-            )
-        })
-        .next()
+            other.name, other.member_id
+        )
+    })
 }
 
 #[cfg(test)]
