@@ -156,16 +156,22 @@ impl LogStore {
         &self,
         applied: Option<LogId>,
     ) -> Result<Option<Membership<NodeId, PeerNode>>, StorageError> {
-        let first = applied.map_or(0, |id| id.index + 1);
+        let first = entry_key(applied.map_or(0, |id| id.index + 1));
         let mut newest = None;
-        for item in self.tree.range(entry_key(first)..=LAST_ENTRY) {
-            let (_, bytes) = item.map_err(|e| read_err(ErrorSubject::Logs, e))?;
-            let entry: Entry = bincode::deserialize(&bytes).map_err(|e| read_err(ErrorSubject::Logs, e))?;
-            if let EntryPayload::Membership(membership) = entry.payload {
+        for entry in self.entries(first, Bound::Included(LAST_ENTRY)) {
+            if let EntryPayload::Membership(membership) = entry?.payload {
                 newest = Some(membership);
             }
         }
         Ok(newest)
+    }
+
+    /// The entries from key `first` to `end`, decoded one at a time.
+    fn entries(&self, first: [u8; 9], end: Bound<[u8; 9]>) -> impl Iterator<Item = Result<Entry, StorageError>> + '_ {
+        self.tree.range((Bound::Included(first), end)).map(|item| {
+            let (_, bytes) = item.map_err(|e| read_err(ErrorSubject::Logs, e))?;
+            bincode::deserialize(&bytes).map_err(|e| read_err(ErrorSubject::Logs, e))
+        })
     }
 
     /// The record of the highest commit index leaders announced, to be fed by the peer service.
@@ -227,13 +233,7 @@ impl RaftLogReader<TypeConfig> for LogStore {
             Bound::Excluded(&i) => Bound::Excluded(entry_key(i)),
             Bound::Unbounded => Bound::Included(LAST_ENTRY),
         };
-        self.tree
-            .range((Bound::Included(start), end))
-            .map(|item| {
-                let (_, bytes) = item.map_err(|e| read_err(ErrorSubject::Logs, e))?;
-                bincode::deserialize(&bytes).map_err(|e| read_err(ErrorSubject::Logs, e))
-            })
-            .collect()
+        self.entries(start, end).collect()
     }
 }
 
