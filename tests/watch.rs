@@ -725,3 +725,67 @@ async fn a_watch_that_stops_reading_falls_behind_and_catches_up_without_loss() {
         "the stream never fell behind; the test no longer covers catching up"
     );
 }
+
+#[tokio::test]
+async fn a_watch_without_a_start_revision_starts_after_the_stores_revision_not_its_streams() {
+    use phoenix::pb::{watch_client::WatchClient, watch_request::RequestUnion, WatchCreateRequest, WatchRequest};
+    let (cluster, mut c) = single(&[]).await;
+    // As in the test above, a client that reads nothing backs its stream up, so that the
+    // stream's queue of applied batches grows (but stays within the hub's buffer). A watch
+    // created then arrives while the batch of a put its client already saw acknowledged still
+    // waits in that queue: the watch must start after the store's revision, as in etcd, and
+    // never deliver that put.
+    let channel = tonic::transport::Endpoint::from_shared(cluster.members[0].endpoint())
+        .unwrap()
+        .initial_stream_window_size(65_535)
+        .initial_connection_window_size(65_535)
+        .connect()
+        .await
+        .unwrap();
+    let create = |key: &str, watch_id: i64| WatchRequest {
+        request_union: Some(RequestUnion::CreateRequest(WatchCreateRequest {
+            key: key.as_bytes().to_vec(),
+            range_end: if key == "busy/" { b"busy0".to_vec() } else { Vec::new() },
+            watch_id,
+            ..Default::default()
+        })),
+    };
+    let (requests, queued) = tokio::sync::mpsc::channel(4);
+    requests.send(create("busy/", 1)).await.unwrap();
+    let mut responses = WatchClient::new(channel)
+        .watch(tokio_stream::wrappers::ReceiverStream::new(queued))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut receive = async || tokio::time::timeout(WAIT, responses.message()).await.unwrap().unwrap().unwrap();
+    assert!(receive().await.created);
+    let value = "x".repeat(200);
+    for i in 0..700 {
+        c.put(format!("busy/{}", i % 7), value.as_str(), None).await.unwrap();
+    }
+    let acknowledged = c.put("k", "before", None).await.unwrap().header().unwrap().revision();
+    requests.send(create("k", 2)).await.unwrap();
+    let created = loop {
+        let resp = receive().await;
+        if resp.watch_id == 2 {
+            break resp;
+        }
+        assert_eq!(resp.watch_id, 1, "{resp:?}");
+    };
+    assert!(created.created && !created.canceled, "{created:?}");
+    let at = created.header.unwrap().revision;
+    assert!(at >= acknowledged, "created at {at}, before the acknowledged put at {acknowledged}");
+    c.put("k", "after", None).await.unwrap();
+    let delivered = loop {
+        let resp = receive().await;
+        if resp.watch_id == 2 {
+            break resp;
+        }
+    };
+    let values: Vec<_> = delivered.events.iter().map(|e| e.kv.as_ref().unwrap().value.clone()).collect();
+    assert_eq!(values, [b"after".to_vec()], "the watch's first events");
+    assert!(
+        !cluster.members[0].log_text().contains("fell behind the applied events"),
+        "the stream fell behind the hub and caught up from the store: the test no longer makes it lag"
+    );
+}

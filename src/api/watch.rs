@@ -189,10 +189,13 @@ impl WatchStream {
             Ok(id) => id,
             Err(reason) => return self.send_refusal(reason).await,
         };
-        let next = if req.start_revision == 0 { self.seen + 1 } else { req.start_revision };
+        // As in etcd, a watch without a start revision starts after the store's revision, not
+        // after what this stream has handled: a put the client already saw acknowledged may
+        // still wait in the stream's queue, and the new watch must not deliver it.
+        let current = self.ctx.node.kv.last_revision().max(self.seen);
+        let next = if req.start_revision == 0 { current + 1 } else { req.start_revision };
         self.watchers.insert(id, Watcher::new(id, &req, next));
-        let created =
-            WatchResponse { header: self.header(self.seen), watch_id: id, created: true, ..Default::default() };
+        let created = WatchResponse { header: self.header(current), watch_id: id, created: true, ..Default::default() };
         self.send(created).await?;
         self.catch_up(id).await
     }
