@@ -4,7 +4,9 @@
 //! nothing of time. The leader keeps a deadline per lease here and, when one passes, proposes
 //! a revoke, which deletes the lease's keys in one revision. Deadlines live only in the leader's
 //! memory: a new leader starts every lease's countdown afresh (etcd's rule), so a failover never
-//! expires a lease early; it can only make one live up to a TTL longer.
+//! expires a lease early; it can only make one live up to a TTL longer. The state machine tells
+//! the lessor of every grant and revoke it applies, on whichever member took the request, so a
+//! lease revoked and granted again under the same ID never inherits the old lease's countdown.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -20,20 +22,16 @@ use crate::Error;
 /// How often the leader looks for expired leases (etcd checks every 500 ms too).
 const EXPIRY_CHECK_INTERVAL: Duration = Duration::from_millis(500);
 
-/// Deadlines of the leases this member has seen while leading.
-#[derive(Default)]
+/// Deadlines of the leases this member has seen while leading. Clones share the deadlines: the
+/// node counts them down, the state machine forgets those of leases it grants or revokes.
+#[derive(Default, Clone)]
 pub struct Lessor {
-    deadlines: Mutex<HashMap<i64, Instant>>,
+    deadlines: Arc<Mutex<HashMap<i64, Instant>>>,
 }
 
 impl Lessor {
     fn deadlines(&self) -> std::sync::MutexGuard<'_, HashMap<i64, Instant>> {
         self.deadlines.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    /// Restarts a lease's countdown (a grant or a keepalive).
-    pub fn renew(&self, id: i64, ttl_seconds: i64) {
-        self.deadlines().insert(id, Instant::now() + ttl(ttl_seconds));
     }
 
     /// A keepalive: restarts the countdown and returns true, unless the deadline has passed
@@ -55,6 +53,8 @@ impl Lessor {
         deadline.saturating_duration_since(Instant::now())
     }
 
+    /// Drops a lease's countdown: it was revoked, or granted anew (its countdown starts when
+    /// the leader next looks at it, in full).
     pub fn forget(&self, id: i64) {
         self.deadlines().remove(&id);
     }
@@ -140,7 +140,7 @@ mod tests {
         let leases = [(1, 5), (2, 5)];
         assert!(lessor.expired(&leases).is_empty());
         tokio::time::advance(Duration::from_secs(3)).await;
-        lessor.renew(2, 5);
+        assert!(lessor.keep_alive(2, 5));
         tokio::time::advance(Duration::from_secs(3)).await;
         assert_eq!(lessor.expired(&leases), [1]);
         assert_eq!(lessor.remaining(2, 5), Duration::from_secs(2));
@@ -169,5 +169,17 @@ mod tests {
         assert!(lessor.expired(&leases).is_empty(), "expired early after a leadership change");
         tokio::time::advance(Duration::from_secs(2)).await;
         assert_eq!(lessor.expired(&leases), [7]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lease_granted_again_under_its_id_gets_a_fresh_countdown() {
+        let lessor = Lessor::default();
+        lessor.expired(&[(9, 2)]);
+        tokio::time::advance(Duration::from_millis(1900)).await;
+        // Revoked and granted again: the state machine forgets the old countdown.
+        lessor.forget(9);
+        tokio::time::advance(Duration::from_millis(200)).await;
+        assert!(lessor.expired(&[(9, 2)]).is_empty(), "expired at the old lease's deadline");
+        assert_eq!(lessor.remaining(9, 2), Duration::from_secs(2));
     }
 }

@@ -23,6 +23,7 @@ use url::Url;
 use crate::api::{self, Context, Limits};
 use crate::cluster::{DataDir, Identity};
 use crate::config::{url_string, ClusterState, Config};
+use crate::lease::Lessor;
 use crate::pb::{self, recovery_server::RecoveryServer};
 use crate::raft::network::{
     Peers, MAX_PEER_MESSAGE_BYTES, PEER_CONNECTION_WINDOW_BYTES, PEER_FRAME_BYTES, PEER_WINDOW_BYTES,
@@ -256,14 +257,16 @@ async fn start_node(config: &Config, data: &DataDir, watchers: WatchHub) -> Resu
     let kv = data.kv_store();
     let log = data.log_store()?;
     let started_with = started_with(&log)?;
-    let state_machine = StateMachine::new(kv, data.db.clone(), data.snapshot_dir(), watchers);
+    let lessor = Lessor::default();
+    let state_machine = StateMachine::new(kv, data.db.clone(), data.snapshot_dir(), watchers, lessor.clone());
     state_machine.finish_interrupted_install()?;
     let peers = Peers::new(cluster_id, id);
     let raft_config = raft_config(config)?;
     let raft = Raft::new(id, Arc::new(raft_config), peers.clone(), log, state_machine.clone())
         .await
         .map_err(|e| Error::Storage(format!("cannot start Raft: {e}")))?;
-    Ok((Node::new(id, cluster_id, raft, data, started_with, peers, config.request_timeout()), state_machine))
+    let node = Node::new(raft, data, started_with, peers, lessor, config.request_timeout());
+    Ok((node, state_machine))
 }
 
 /// The term and the end of the log this member starts with (see [`StartedWith`]).

@@ -116,7 +116,8 @@ pub fn restore(path: &Path, target: RestoreTarget) -> Result<Restored> {
             return Err(Error::Corrupt(format!("{}: changed while it was restored", path.display())));
         }
         revision = kv.revision()?;
-        let state_machine = StateMachine::new(kv, data.db.clone(), data.snapshot_dir(), Default::default());
+        let state_machine =
+            StateMachine::new(kv, data.db.clone(), data.snapshot_dir(), Default::default(), Default::default());
         let first = state_machine.seed_restored(members)?;
         data.log_store()?.seed_restored(first).map_err(|e| Error::Storage(e.to_string()))
     };

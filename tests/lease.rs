@@ -162,3 +162,22 @@ async fn a_leader_without_its_quorum_renews_no_lease() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_lease_revoked_and_granted_again_through_a_follower_gets_its_whole_ttl() {
+    let cluster = Cluster::start(3, TEST_TIMINGS).await;
+    let leader = cluster.leader().await;
+    let mut c = cluster.client((leader + 1) % 3).await;
+    let with_id = || Some(etcd_client::LeaseGrantOptions::new().with_id(7));
+    c.lease_grant(6, with_id()).await.unwrap();
+    // Let the leader's countdown of the first lease run down to its last seconds.
+    poll_until(READY_TIMEOUT, "the lease's countdown to pass 3 s", || {
+        let mut c = c.clone();
+        async move { (c.lease_time_to_live(7, None).await.ok()?.ttl() <= 3).then_some(()) }
+    })
+    .await;
+    c.lease_revoke(7).await.unwrap();
+    c.lease_grant(6, with_id()).await.unwrap();
+    let ttl = c.lease_time_to_live(7, None).await.unwrap().ttl();
+    assert!(ttl >= 5, "the new lease 7 kept the old one's countdown: {ttl} s left of 6");
+}

@@ -48,7 +48,6 @@ impl Lease for LeaseService {
         self.ctx.check_quota().await?;
         match self.ctx.propose(command::Op::LeaseGrant(req)).await? {
             command_result::Result::LeaseGrant(mut response) => {
-                self.ctx.node.lessor.renew(response.id, response.ttl);
                 response.header = self.ctx.header(response.header);
                 Ok(Response::new(response))
             }

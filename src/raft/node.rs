@@ -100,12 +100,11 @@ pub struct Node {
 
 impl Node {
     pub fn new(
-        id: NodeId,
-        cluster_id: u64,
         raft: Raft,
         data: &DataDir,
         started_with: StartedWith,
         peers: Peers,
+        lessor: Lessor,
         request_timeout: Duration,
     ) -> Arc<Node> {
         let (writes, write_queue) = mpsc::channel(4 * MAX_BATCH_COMMANDS);
@@ -117,8 +116,8 @@ impl Node {
         tokio::spawn(run_read_index(raft.clone(), read_queue, started_with));
         tokio::spawn(run_forwarded_reads(forwarded_queue, request_timeout));
         Arc::new(Node {
-            id,
-            cluster_id,
+            id: data.meta.member_id,
+            cluster_id: data.meta.cluster_id,
             raft,
             kv: data.kv_store(),
             db: data.db.clone(),
@@ -128,7 +127,7 @@ impl Node {
             reads,
             forwarded_reads,
             request_timeout,
-            lessor: Lessor::default(),
+            lessor,
             transferring: AtomicBool::new(false),
             leaderless_since: Mutex::new(None),
             db_size: Mutex::new(None),

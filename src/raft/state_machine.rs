@@ -31,7 +31,8 @@ use tokio::sync::Mutex;
 use super::{storage_error, Applied, LogId, NodeId, PeerNode, Proposal, StorageError, TypeConfig};
 use crate::disk::Db;
 use crate::kv::KvStore;
-use crate::pb;
+use crate::lease::Lessor;
+use crate::pb::{self, command, command_result};
 use crate::watch::{self, WatchHub};
 
 const META_APPLIED: &str = "raft_applied";
@@ -78,14 +79,25 @@ pub struct StateMachine {
     apply_lock: Arc<Mutex<()>>,
     /// Told about every applied change, once it is in the store.
     watchers: WatchHub,
+    /// Told about every lease granted or revoked, once it is in the store.
+    lessor: Lessor,
     /// Holds physical compaction (and snapshot installs) off while copies are being made.
     pub(super) fence: Arc<CopyFence>,
 }
 
+/// The lease a command granted or revoked, if it did.
+fn granted_or_revoked((command, result): (&pb::Command, &pb::CommandResult)) -> Option<i64> {
+    match (&command.op, &result.result) {
+        (Some(command::Op::LeaseGrant(_)), Some(command_result::Result::LeaseGrant(granted))) => Some(granted.id),
+        (Some(command::Op::LeaseRevoke(revoked)), Some(command_result::Result::LeaseRevoke(_))) => Some(revoked.id),
+        _ => None,
+    }
+}
+
 impl StateMachine {
-    pub fn new(kv: KvStore, db: Db, snapshot_dir: PathBuf, watchers: WatchHub) -> StateMachine {
+    pub fn new(kv: KvStore, db: Db, snapshot_dir: PathBuf, watchers: WatchHub, lessor: Lessor) -> StateMachine {
         let fence = Arc::new(CopyFence::default());
-        StateMachine { kv, db, snapshot_dir, apply_lock: Arc::new(Mutex::new(())), watchers, fence }
+        StateMachine { kv, db, snapshot_dir, apply_lock: Arc::new(Mutex::new(())), watchers, lessor, fence }
     }
 
     fn read_state(&self) -> crate::Result<(Option<LogId>, Membership)> {
@@ -98,12 +110,15 @@ impl StateMachine {
         let mut last_applied = None;
         let mut membership = None;
         let mut members: BTreeSet<NodeId> = self.read_state()?.1.nodes().map(|(id, _)| *id).collect();
+        let mut leases_changed = Vec::new();
         for entry in entries {
             last_applied = Some(entry.log_id);
             let reply = match entry.payload {
                 EntryPayload::Blank => Applied::default(),
                 EntryPayload::Normal(Proposal(batch)) => {
-                    let results = batch.commands.iter().map(|c| txn.execute(c)).collect::<crate::Result<_>>()?;
+                    let results: Vec<_> =
+                        batch.commands.iter().map(|c| txn.execute(c)).collect::<crate::Result<_>>()?;
+                    leases_changed.extend(batch.commands.iter().zip(&results).filter_map(granted_or_revoked));
                     Applied(pb::CommandResults { results })
                 }
                 EntryPayload::Membership(m) => {
@@ -128,6 +143,9 @@ impl StateMachine {
             self.fence.compact(&self.kv)?;
         }
         self.watchers.publish(watch::Applied { revision: committed.revision, events: committed.events, reset: false });
+        for id in leases_changed {
+            self.lessor.forget(id);
+        }
         Ok(replies)
     }
 

@@ -31,7 +31,7 @@ fn open(dir: &Path) -> crate::Result<(LogStore, StateMachine, KvStore)> {
     let db = Db::open(&dir.join("db"), 64 << 20)?;
     let kv = KvStore::open(db.open_tree("kv")?)?;
     let log = LogStore::new(db.clone(), db.open_tree("raft")?);
-    let sm = StateMachine::new(kv.clone(), db, dir.join("snap"), WatchHub::default());
+    let sm = StateMachine::new(kv.clone(), db, dir.join("snap"), WatchHub::default(), Default::default());
     Ok((log, sm, kv))
 }
 
