@@ -526,6 +526,36 @@ async fn a_member_that_runs_but_gives_no_report_holds_a_reset_back() {
 }
 
 #[tokio::test]
+async fn a_stopped_member_that_holds_its_port_holds_a_reset_back() {
+    let mut cluster = Cluster::start(3, TEST_TIMINGS).await;
+    let mut client = cluster.client(0).await;
+    write_keys(&mut client, "k", 5, &mut Vec::new()).await;
+    // SIGSTOP: the kernel still takes connections on its ports, but it answers nothing, and
+    // it may resume (with the most advanced log, for all a reset could tell).
+    let frozen = cluster.members[2].pid().expect("member 2 runs");
+    let stop = std::process::Command::new("sh").args(["-c", &format!("kill -STOP {frozen}")]).status().unwrap();
+    assert!(stop.success());
+    cluster.kill(1);
+    cluster.kill(0);
+    let dir = cluster.members[0].data_dir.display().to_string();
+
+    let refused = run(PHOENIXCTL, &["disaster", "--data-dir", &dir]);
+    assert_eq!(refused.status.code(), Some(1), "{}", stdout(&refused));
+    let said = stderr(&refused);
+    let name = &cluster.members[2].name;
+    assert!(
+        said.contains(&format!("member {name} (")) && said.contains("took the connection but gave no answer"),
+        "{said}"
+    );
+    let plan = run(PHOENIXCTL, &["disaster", "plan", "--data-dir", &dir]);
+    assert!(stdout(&plan).contains(&format!("no report: member {name} (")), "{}", stdout(&plan));
+
+    cluster.kill(2);
+    let reset = run(PHOENIXCTL, &["disaster", "--data-dir", &dir]);
+    assert!(reset.status.success(), "{}", stderr(&reset));
+}
+
+#[tokio::test]
 async fn a_survivor_reset_offline_can_start_at_a_new_address() {
     let mut cluster = Cluster::start(3, TEST_TIMINGS).await;
     let leader = cluster.leader().await;

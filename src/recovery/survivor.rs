@@ -128,10 +128,13 @@ pub fn most_advanced(reports: &[pb::SurvivorReport]) -> Option<usize> {
 /// Why asking a member where it stands gave no report.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NoReport {
-    /// No running Phoenix member answered there: nothing listens, the call failed or timed out,
-    /// the member is stopping, or what answers has no Recovery service. Taken for dead.
+    /// No running Phoenix member answered there: nothing listens (or no connection could be
+    /// made in time), the call broke, the member is stopping, or what answers has no Recovery
+    /// service. Taken for dead.
     Unreachable(String),
-    /// A running member answered with an error instead of its report.
+    /// A running member answered with an error instead of its report, or took the connection
+    /// and gave no answer in time: a process holds the port but is stopped (SIGSTOP) or hung,
+    /// and may resume holding the most advanced log.
     Failed(String),
 }
 
@@ -143,19 +146,25 @@ impl std::fmt::Display for NoReport {
     }
 }
 
-/// Asks the member at `url` (a client or peer URL) where it stands.
+/// Asks the member at `url` (a client or peer URL) where it stands, giving it `timeout` to
+/// take the connection and as long again to answer.
 pub async fn ask(url: &str, timeout: Duration) -> std::result::Result<pb::SurvivorReport, NoReport> {
     let endpoint = Endpoint::from_shared(url.to_string())
         .map_err(|e| NoReport::Unreachable(format!("bad URL {url:?}: {e}")))?
-        .connect_timeout(timeout)
-        .timeout(timeout);
+        .connect_timeout(timeout);
     let channel = endpoint.connect().await.map_err(|e| NoReport::Unreachable(format!("{url}: unreachable: {e}")))?;
-    match RecoveryClient::new(channel).survivor(pb::SurvivorRequest {}).await {
-        Ok(report) => Ok(report.into_inner()),
-        Err(status) if sent_by_a_running_member(&status) => {
+    let mut client = RecoveryClient::new(channel);
+    match tokio::time::timeout(timeout, client.survivor(pb::SurvivorRequest {})).await {
+        Ok(Ok(report)) => Ok(report.into_inner()),
+        Ok(Err(status)) if sent_by_a_running_member(&status) => {
             Err(NoReport::Failed(format!("{url}: it runs, but answered: {}", status.message())))
         }
-        Err(status) => Err(NoReport::Unreachable(format!("{url}: {}", status.message()))),
+        Ok(Err(status)) => Err(NoReport::Unreachable(format!("{url}: {}", status.message()))),
+        // The port took the connection, so a process holds it: one that is stopped or hung, not
+        // a dead one, and it may resume.
+        Err(_) => Err(NoReport::Failed(format!(
+            "{url}: it took the connection but gave no answer within {timeout:?}: stopped or hung? kill it first"
+        ))),
     }
 }
 
