@@ -217,6 +217,12 @@ async fn request_size_and_quota_limits() {
     assert_eq!(c.status().await.unwrap().errors().len(), 1);
     let grant = c.lease_grant(60, None).await.unwrap_err();
     assert_eq!(status_of(grant), (Code::ResourceExhausted, "etcdserver: mvcc: database space exceeded".into()));
+    // As in etcd, only a txn's own puts cost space: a txn of deletes can still free some.
+    let deletes = etcd_client::Txn::new().and_then([etcd_client::TxnOp::delete("k", None)]);
+    assert!(c.txn(deletes).await.unwrap().succeeded());
+    let puts = etcd_client::Txn::new().and_then([etcd_client::TxnOp::put("k", "v", None)]);
+    let full = c.txn(puts).await.unwrap_err();
+    assert_eq!(status_of(full), (Code::ResourceExhausted, "etcdserver: mvcc: database space exceeded".into()));
 
     let member = alarms.alarms()[0].member_id();
     let mut disarm = etcd_client::AlarmOptions::new();

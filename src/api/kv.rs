@@ -93,7 +93,9 @@ impl Kv for KvService {
             }
             self.ctx.wait_out_installs(|| ready(self.ctx.node.kv.read_only_txn(&req))).await?
         } else {
-            self.ctx.check_quota().await?;
+            if crate::kv::takes_space(&req) {
+                self.ctx.check_quota().await?;
+            }
             match self.ctx.propose(command::Op::Txn(req)).await? {
                 command_result::Result::Txn(response) => response,
                 _ => return Err(unexpected("txn").into()),

@@ -49,6 +49,13 @@ pub struct WriteTxn<'a> {
     compaction_requested: bool,
 }
 
+/// Whether a txn is charged against the space quota: as in etcd (its quota's `costTxn` and its
+/// capped applier), only if it holds a put of its own; deletes and nested txns' puts cost
+/// nothing, so a client can still free space with a txn of deletes.
+pub fn takes_space(txn: &pb::TxnRequest) -> bool {
+    txn.success.iter().chain(&txn.failure).any(|op| matches!(op.request, Some(request_op::Request::RequestPut(_))))
+}
+
 impl<'a> WriteTxn<'a> {
     pub(super) fn new(store: &'a KvStore) -> Result<WriteTxn<'a>> {
         let revision = store.revision()?;
@@ -100,8 +107,7 @@ impl<'a> WriteTxn<'a> {
             }
             Op::DeleteRange(req) => R::DeleteRange(self.delete_range(req)?),
             Op::Txn(req) => {
-                // etcd's capped applier looks at the txn's own puts, not at nested txns' puts.
-                if req.success.iter().chain(&req.failure).any(|op| matches!(op.request, Some(Request::RequestPut(_)))) {
+                if takes_space(req) {
                     self.refuse_when_out_of_space()?;
                 }
                 R::Txn(self.txn(req)?)
