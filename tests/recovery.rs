@@ -169,6 +169,7 @@ async fn a_member_that_lost_its_quorum_says_so_refuses_fast_and_recovers_when_it
         }
     })
     .await;
+    assert!(errors.starts_with("etcdserver: no leader\n"), "etcd lists a missing leader first: {errors}");
     for &i in &dead {
         assert!(errors.contains(&cluster.members[i].peer_url()), "{errors}");
     }

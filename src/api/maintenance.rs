@@ -62,19 +62,24 @@ impl Maintenance for MaintenanceService {
         let committed = node.raft.with_raft_state(|state| state.committed).await.map_err(|_| crate::Error::Stopped)?;
         let metrics = node.raft.metrics().borrow().clone();
         let db_size = node.kv.size_on_disk(&node.db)? as i64;
+        // A leader that lost its quorum keeps the title in openraft 0.9 but leads nobody.
+        let leader = node.usable_leader().unwrap_or(0);
+        // etcd lists a missing leader first, then the alarms.
+        let mut errors: Vec<String> = Vec::new();
+        if leader == 0 {
+            errors.push(crate::Error::NoLeader.to_string());
+        }
         // Status still answers while a snapshot install hides the alarms; it says so instead.
-        let mut errors: Vec<String> = match self.alarm_list(pb::AlarmType::None as i32) {
+        match self.alarm_list(pb::AlarmType::None as i32) {
             Ok(alarms) => {
-                alarms.iter().map(|a| format!("memberID:{} alarm:{} ", a.member_id, alarm_name(a.alarm))).collect()
+                errors.extend(alarms.iter().map(|a| format!("memberID:{} alarm:{} ", a.member_id, alarm_name(a.alarm))))
             }
-            Err(installing @ crate::Error::Installing) => vec![installing.to_string()],
+            Err(installing @ crate::Error::Installing) => errors.push(installing.to_string()),
             Err(e) => return Err(e.into()),
-        };
+        }
         errors.extend(quorum_loss(node).map(|loss| loss.explain(&self.ctx.data_dir)));
         errors.extend(self.ctx.reset_summary.as_ref().map(|summary| format!("reset: {summary}")));
         errors.extend(self.ctx.backups.as_ref().and_then(|backups| backups.status_line()));
-        // A leader that lost its quorum keeps the title in openraft 0.9 but leads nobody.
-        let leader = node.usable_leader().unwrap_or(0);
         Ok(Response::new(pb::StatusResponse {
             header: self.ctx.current_header(),
             version: crate::ETCD_API_VERSION.to_string(),
