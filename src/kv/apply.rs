@@ -98,7 +98,6 @@ impl<'a> WriteTxn<'a> {
     fn dispatch(&mut self, command: &pb::Command) -> Result<command_result::Result> {
         use command::Op;
         use command_result::Result as R;
-        use request_op::Request;
         let Some(op) = &command.op else { return Err(Error::Corrupt("empty command".into())) };
         Ok(match op {
             Op::Put(req) => {
