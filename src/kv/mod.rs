@@ -232,7 +232,15 @@ impl KvStore {
     /// A hash of the logical MVCC history up to `revision` (0 = current): members holding the same
     /// data return the same hash, however far their physical compaction has progressed.
     pub fn hash_kv(&self, revision: i64) -> Result<(u32, i64, i64)> {
-        self.outside_installs(|| self.compute_hash_kv(revision))
+        self.outside_installs(|| loop {
+            let hashed = self.compute_hash_kv(revision)?;
+            // A compaction applied meanwhile may have removed records the hash read at the old
+            // compaction point, and skipped: hash again at the new one. Physical compaction only
+            // follows the new point being recorded, so an unchanged one means nothing was missed.
+            if self.compacted_revision()? == hashed.1 {
+                return Ok(hashed);
+            }
+        })
     }
 
     fn compute_hash_kv(&self, revision: i64) -> Result<(u32, i64, i64)> {
