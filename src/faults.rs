@@ -6,7 +6,8 @@
 //! reads from local state without a read index; `lost-renewals` answers lease keep-alives
 //! without renewing the lease; `failing-storage` fails every state machine apply, as a broken
 //! disk would; `failing-reports` answers the Recovery service's `Survivor` with an error, as a
-//! member that cannot read its own log would.
+//! member that cannot read its own log would; `slow-snapshot-export` waits 6 s before it copies
+//! the store for a Snapshot call, as the copy of a large store would take.
 //!
 //! `PHOENIX_TEST_PEER_ROUTES=URL=PROXY,...` sends this member's Raft traffic for the member at
 //! peer URL `URL` through `PROXY` instead, so a test can cut any one direction of any link.

@@ -59,6 +59,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         Some(schedule) => Some(Arc::new(crate::backup::Backups::new(schedule, config.name.clone())?)),
         None => None,
     };
+    crate::snapshot::remove_stale_exports(&data.path)?;
     let watchers = WatchHub::default();
     let (node, state_machine) = start_node(&config, &data, watchers.clone()).await?;
     tracing::info!(

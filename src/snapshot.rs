@@ -190,6 +190,23 @@ fn seal(path: &Path) -> Result<()> {
 
 /// Distinguishes concurrent exports in one data dir.
 static EXPORTS: AtomicU64 = AtomicU64::new(0);
+/// How an export's file in the data dir is named: `snapshot-export-<pid>-<n>.tmp`.
+const EXPORT_PREFIX: &str = "snapshot-export-";
+const EXPORT_SUFFIX: &str = ".tmp";
+
+/// Removes the exports a member killed mid-stream left in `data_dir`: each is a whole copy of
+/// the store, and no later start would reuse its name. Called before the member serves.
+pub fn remove_stale_exports(data_dir: &Path) -> Result<()> {
+    for dirent in std::fs::read_dir(data_dir)? {
+        let path = dirent?.path();
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        if name.starts_with(EXPORT_PREFIX) && name.ends_with(EXPORT_SUFFIX) {
+            tracing::info!(path = %path.display(), "removing a snapshot export left by an earlier run");
+            std::fs::remove_file(&path)?;
+        }
+    }
+    Ok(())
+}
 
 /// A file that is removed when dropped: an export lives only as long as its stream.
 struct TempFile(PathBuf);
@@ -211,7 +228,10 @@ pub async fn stream(
     header: pb::ResponseHeader,
 ) -> Result<mpsc::Receiver<std::result::Result<pb::SnapshotResponse, Status>>> {
     let n = EXPORTS.fetch_add(1, Ordering::Relaxed);
-    let file = TempFile(data_dir.join(format!("snapshot-export-{}-{n}.tmp", std::process::id())));
+    let file = TempFile(data_dir.join(format!("{EXPORT_PREFIX}{}-{n}{EXPORT_SUFFIX}", std::process::id())));
+    if crate::faults::enabled("slow-snapshot-export") {
+        tokio::time::sleep(std::time::Duration::from_secs(6)).await;
+    }
     state_machine.export(file.0.clone()).await?;
     let (tx, rx) = mpsc::channel(4);
     tokio::spawn(async move {

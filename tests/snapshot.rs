@@ -160,11 +160,11 @@ async fn a_snapshot_streams_from_any_member_while_writes_go_on() {
         assert!(err.starts_with("Error: ") && err.contains(why), "{name}: {err}");
     }
 
-    // A save that fails leaves nothing behind.
+    // A save that fails leaves nothing behind, and exits 5 as etcdctl's does.
     let nowhere = format!("127.0.0.1:{}", free_ports(1)[0]);
     let failed = cluster.dir().join("failed.db").to_string_lossy().into_owned();
     let (code, _, _) = phoenixctl(&["--endpoints", &nowhere, "--dial-timeout", "1s", "snapshot", "save", &failed]);
-    assert_eq!(code, Some(1));
+    assert_eq!(code, Some(5));
     assert!(!cluster.dir().join("failed.db").exists() && !cluster.dir().join("failed.db.part").exists());
 
     // The copies the members streamed from are gone.
@@ -462,4 +462,33 @@ async fn a_restore_that_bumps_and_compacts_the_revision_tells_old_watchers_to_re
     } else {
         eprintln!("SKIPPED the etcdctl watcher: etcdctl is not installed");
     }
+}
+
+#[tokio::test]
+async fn a_save_waits_for_a_slow_member_unless_bounded_and_a_failed_one_exits_as_etcdctl_does() {
+    // The member takes 6 s before it answers a Snapshot call: past --command-timeout's 5 s
+    // default, which etcdctl does not apply to a save.
+    let cluster = Cluster::start_with_env(1, TEST_TIMINGS, &[("PHOENIX_TEST_FAULTS", "slow-snapshot-export")]).await;
+    let endpoint = cluster.members[0].endpoint();
+    let file = cluster.dir().join("slow.db");
+    let (code, out, err) = phoenixctl(&["--endpoints", &endpoint, "snapshot", "save", file.to_str().unwrap()]);
+    assert_eq!((code, out.as_str()), (Some(0), format!("Snapshot saved at {}\n", file.display()).as_str()), "{err}");
+
+    // Bounded, it fails as etcdctl fails: exit 5, and no file, whole or part.
+    let bounded = cluster.dir().join("bounded.db");
+    let args = ["--endpoints", &endpoint, "--command-timeout", "1s", "snapshot", "save", bounded.to_str().unwrap()];
+    let (code, _, err) = phoenixctl(&args);
+    assert_eq!((code, err.as_str()), (Some(5), "Error: context deadline exceeded\n"));
+    assert!(!bounded.exists() && !cluster.dir().join("bounded.db.part").exists());
+}
+
+#[tokio::test]
+async fn an_export_left_by_a_killed_member_is_removed_when_it_starts_again() {
+    let mut cluster = Cluster::start(1, TEST_TIMINGS).await;
+    cluster.kill(0);
+    // What a member killed while it streamed a snapshot leaves: a whole copy of its store.
+    let left = cluster.members[0].data_dir.join("snapshot-export-4242-0.tmp");
+    std::fs::write(&left, vec![7u8; 4096]).unwrap();
+    cluster.restart(0).await;
+    assert!(!left.exists(), "{} is still there", left.display());
 }

@@ -36,9 +36,9 @@ pub struct GlobalFlags {
     /// dial timeout for client connections
     #[arg(long, global = true, env = "ETCDCTL_DIAL_TIMEOUT", default_value = "2s", value_parser = parse_duration)]
     pub dial_timeout: Duration,
-    /// timeout for short running command (excluding dial timeout)
-    #[arg(long, global = true, env = "ETCDCTL_COMMAND_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
-    pub command_timeout: Duration,
+    /// timeout for short running command (excluding dial timeout) [default: 5s; snapshot save: none]
+    #[arg(long, global = true, env = "ETCDCTL_COMMAND_TIMEOUT", value_parser = parse_duration)]
+    pub command_timeout: Option<Duration>,
     /// keepalive time for client connections
     #[arg(long, global = true, env = "ETCDCTL_KEEPALIVE_TIME", default_value = "2s", value_parser = parse_duration)]
     pub keepalive_time: Duration,
@@ -51,6 +51,16 @@ pub struct GlobalFlags {
     /// print byte strings as hex encoded strings
     #[arg(long, global = true, env = "ETCDCTL_HEX", action = ArgAction::SetTrue, value_parser = parse_bool)]
     pub hex: bool,
+}
+
+/// etcdctl's `--command-timeout` when it is not given.
+const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
+
+impl GlobalFlags {
+    /// How long a command may take (`--command-timeout`, 5 s unless given).
+    pub fn command_timeout(&self) -> Duration {
+        self.command_timeout.unwrap_or(DEFAULT_COMMAND_TIMEOUT)
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -582,7 +592,7 @@ mod tests {
         assert_eq!(cli.global.write_out, "json");
         assert_eq!(cli.global.endpoints, ["a:1", "b:2"]);
         assert!(cli.global.hex);
-        assert_eq!(cli.global.command_timeout, Duration::from_secs(5));
+        assert_eq!(cli.global.command_timeout(), Duration::from_secs(5));
     }
 
     #[test]

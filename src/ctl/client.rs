@@ -190,11 +190,12 @@ impl Client {
 
     /// Opens the snapshot stream; `deadline` bounds its start only, since a backup takes as long
     /// as the store is big.
-    pub async fn snapshot(&mut self, deadline: Instant) -> Result<tonic::Streaming<pb::SnapshotResponse>, CtlError> {
-        self.call(deadline, Retry::Repeatable, |ch| async move {
-            maintenance(ch).snapshot(pb::SnapshotRequest::default()).await
-        })
-        .await
+    /// Opens the snapshot stream once connected (by `connect_by`), however long the server
+    /// takes to answer: it copies the whole store first. The caller bounds the save if asked to.
+    pub async fn snapshot(&mut self, connect_by: Instant) -> Result<tonic::Streaming<pb::SnapshotResponse>, CtlError> {
+        let channel = self.channel(connect_by).await?;
+        let stream = maintenance(channel).snapshot(pb::SnapshotRequest::default()).await;
+        stream.map(tonic::Response::into_inner).map_err(|status| CtlError::status(&status))
     }
 
     pub async fn hash_kv(&mut self, deadline: Instant, revision: i64) -> Result<pb::HashKvResponse, CtlError> {

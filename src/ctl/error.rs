@@ -13,7 +13,7 @@ pub const EXIT_BAD_CONNECTION: u8 = 2;
 pub const EXIT_INVALID_INPUT: u8 = 3;
 /// A valid flag with an unsupported value, such as an unknown output format.
 pub const EXIT_BAD_FEATURE: u8 = 4;
-/// The server ended a `watch`.
+/// The server ended a `watch`, or a `snapshot save` failed.
 pub const EXIT_INTERRUPTED: u8 = 5;
 /// Wrong arguments for a command.
 pub const EXIT_BAD_ARGS: u8 = 128;

@@ -118,7 +118,7 @@ impl Ctx {
     async fn conn(&self) -> Result<concurrency::Conn, CtlError> {
         let mut client = self.client()?;
         client.connect(self.deadline()).await?;
-        Ok(concurrency::Conn { client, timeout: self.flags.command_timeout })
+        Ok(concurrency::Conn { client, timeout: self.flags.command_timeout() })
     }
 
     /// How long a new keep-alive waits for its first renewal: clientv3 allows `--dial-timeout`
@@ -136,7 +136,7 @@ impl Ctx {
 
     /// When a request started now must have finished (`--command-timeout`).
     fn deadline(&self) -> Instant {
-        Instant::now() + self.flags.command_timeout
+        Instant::now() + self.flags.command_timeout()
     }
 }
 

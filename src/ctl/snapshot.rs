@@ -17,7 +17,7 @@ use clap::{CommandFactory, FromArgMatches};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::cli::{RestoreArgs, SnapshotCommand};
-use super::error::{CtlError, EXIT_BAD_ARGS, EXIT_ERROR};
+use super::error::{CtlError, EXIT_BAD_ARGS, EXIT_ERROR, EXIT_INTERRUPTED};
 use super::printer::write_error;
 use super::{Ctx, Io};
 use crate::cluster::Identity;
@@ -53,11 +53,20 @@ async fn save(ctx: &Ctx, file: &str, io: &mut Io<'_>) -> Result<(), CtlError> {
         ));
     }
     let part = format!("{file}.part");
-    if let Err(e) = download(ctx, &part).await {
+    // As etcdctl 3.4: a save of a large store takes as long as it takes, unless
+    // --command-timeout is given, which then bounds all of it; every failure exits 5.
+    let downloaded = match ctx.flags.command_timeout {
+        Some(limit) => {
+            tokio::time::timeout(limit, download(ctx, &part)).await.unwrap_or_else(|_| Err(CtlError::deadline()))
+        }
+        None => download(ctx, &part).await,
+    };
+    if let Err(e) = downloaded {
         let _ = std::fs::remove_file(&part);
-        return Err(e);
+        return Err(CtlError { code: EXIT_INTERRUPTED, ..e });
     }
-    crate::snapshot::publish(Path::new(&part), Path::new(file)).map_err(|e| failed(e.to_string()))?;
+    crate::snapshot::publish(Path::new(&part), Path::new(file))
+        .map_err(|e| CtlError::new(EXIT_INTERRUPTED, e.to_string()))?;
     writeln!(io.out, "Snapshot saved at {file}").map_err(write_error)
 }
 

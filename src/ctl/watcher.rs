@@ -282,7 +282,7 @@ mod tests {
         let flags = GlobalFlags {
             endpoints: vec![],
             dial_timeout: Duration::from_secs(1),
-            command_timeout: Duration::from_secs(1),
+            command_timeout: Some(Duration::from_secs(1)),
             keepalive_time: Duration::from_secs(1),
             keepalive_timeout: Duration::from_secs(1),
             write_out: "simple".into(),
