@@ -683,6 +683,18 @@ async fn a_watch_that_requires_a_leader_lives_on_while_there_is_one() {
     }
 }
 
+/// A connection to the first member with HTTP/2's smallest windows: a watch stream on it whose
+/// client reads nothing backs up through the transport within a few hundred responses.
+async fn narrow_channel(cluster: &Cluster) -> tonic::transport::Channel {
+    tonic::transport::Endpoint::from_shared(cluster.members[0].endpoint())
+        .unwrap()
+        .initial_stream_window_size(65_535)
+        .initial_connection_window_size(65_535)
+        .connect()
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
 async fn a_watch_that_stops_reading_falls_behind_and_catches_up_without_loss() {
     use phoenix::pb::{watch_client::WatchClient, watch_request::RequestUnion, WatchCreateRequest, WatchRequest};
@@ -691,13 +703,7 @@ async fn a_watch_that_stops_reading_falls_behind_and_catches_up_without_loss() {
     // The watch's client reads nothing while the writes go on. With a small HTTP/2 window its
     // stream backs up through the transport and the stream's queue until it falls behind the
     // hub's buffer of applied batches, and must catch up from the store.
-    let channel = tonic::transport::Endpoint::from_shared(cluster.members[0].endpoint())
-        .unwrap()
-        .initial_stream_window_size(65_535)
-        .initial_connection_window_size(65_535)
-        .connect()
-        .await
-        .unwrap();
+    let channel = narrow_channel(&cluster).await;
     let create = WatchRequest {
         request_union: Some(RequestUnion::CreateRequest(WatchCreateRequest {
             key: b"lag/".to_vec(),
@@ -735,13 +741,7 @@ async fn a_watch_without_a_start_revision_starts_after_the_stores_revision_not_i
     // created then arrives while the batch of a put its client already saw acknowledged still
     // waits in that queue: the watch must start after the store's revision, as in etcd, and
     // never deliver that put.
-    let channel = tonic::transport::Endpoint::from_shared(cluster.members[0].endpoint())
-        .unwrap()
-        .initial_stream_window_size(65_535)
-        .initial_connection_window_size(65_535)
-        .connect()
-        .await
-        .unwrap();
+    let channel = narrow_channel(&cluster).await;
     let create = |key: &str, watch_id: i64| WatchRequest {
         request_union: Some(RequestUnion::CreateRequest(WatchCreateRequest {
             key: key.as_bytes().to_vec(),
