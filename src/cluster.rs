@@ -147,6 +147,19 @@ fn identity_in(info: crate::pb::ClusterInfoReply, peer_urls: &[String]) -> Resul
             mine.join(",")
         )));
     };
+    // A member publishes its name when it first starts. One that has, and now starts with no
+    // data, lost the log and the votes it held: as a voter under its old ID it could help elect a
+    // leader that lacks writes it helped commit. It must rejoin as a new member.
+    if !me.name.is_empty() {
+        return Err(Error::Config(format!(
+            "member {} ({:x}) with peer URLs {} has run before and this one starts with no data: remove it first \
+             (etcdctl member remove {:x}), then start this one again to join as a new member",
+            me.name,
+            me.id,
+            mine.join(","),
+            me.id
+        )));
+    }
     Ok(Identity { cluster_id: info.cluster_id, member_id: me.id, initial_members: BTreeMap::new() })
 }
 

@@ -299,6 +299,14 @@ async fn join_adds_a_clean_host_that_is_promoted_once_caught_up() {
     cluster.members[joined].kill();
     cluster.restart(joined).await;
     holds(&cluster, joined, "pre/", 1_000).await;
+
+    // Wiped, it must not take its old ID back: it lost the log and votes it held as a voter.
+    cluster.members[joined].start_afresh(&flags);
+    assert_eq!(cluster.members[joined].wait_exit(READY_TIMEOUT), Some(1));
+    let said = cluster.members[joined].log_text();
+    assert!(said.contains(&format!("member m4 ({id:x})")) && said.contains("has run before"), "{said}");
+    let members = c.member_list().await.unwrap();
+    assert!(members.members().iter().any(|m| m.id() == id && m.name() == "m4"), "the member list changed");
 }
 
 #[tokio::test]
