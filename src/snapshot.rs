@@ -197,12 +197,14 @@ const EXPORT_SUFFIX: &str = ".tmp";
 /// Removes the exports a member killed mid-stream left in `data_dir`: each is a whole copy of
 /// the store, and no later start would reuse its name. Called before the member serves.
 pub fn remove_stale_exports(data_dir: &Path) -> Result<()> {
-    for dirent in std::fs::read_dir(data_dir)? {
-        let path = dirent?.path();
+    let failed =
+        |what: &str, path: &Path, e: std::io::Error| Error::Storage(format!("cannot {what} {}: {e}", path.display()));
+    for dirent in std::fs::read_dir(data_dir).map_err(|e| failed("list", data_dir, e))? {
+        let path = dirent.map_err(|e| failed("list", data_dir, e))?.path();
         let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
         if name.starts_with(EXPORT_PREFIX) && name.ends_with(EXPORT_SUFFIX) {
             tracing::info!(path = %path.display(), "removing a snapshot export left by an earlier run");
-            std::fs::remove_file(&path)?;
+            std::fs::remove_file(&path).map_err(|e| failed("remove the snapshot export left at", &path, e))?;
         }
     }
     Ok(())
