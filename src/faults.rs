@@ -7,7 +7,9 @@
 //! without renewing the lease; `failing-storage` fails every state machine apply, as a broken
 //! disk would; `failing-reports` answers the Recovery service's `Survivor` with an error, as a
 //! member that cannot read its own log would; `slow-snapshot-export` waits 6 s before it copies
-//! the store for a Snapshot call, as the copy of a large store would take.
+//! the store for a Snapshot call, as the copy of a large store would take;
+//! `half-membership-changes` gives up on every membership change once its joint configuration
+//! is applied, as a caller cut off by its deadline between openraft's two steps would.
 //!
 //! `PHOENIX_TEST_PEER_ROUTES=URL=PROXY,...` sends this member's Raft traffic for the member at
 //! peer URL `URL` through `PROXY` instead, so a test can cut any one direction of any link.
@@ -68,4 +70,42 @@ pub fn hold_install() {}
 #[cfg(not(feature = "test-faults"))]
 pub fn enabled(_fault: &str) -> bool {
     false
+}
+
+/// Counts the joint configurations this process has applied, for `half-membership-changes`.
+#[cfg(feature = "test-faults")]
+static JOINT_CONFIGURATIONS_APPLIED: std::sync::LazyLock<tokio::sync::watch::Sender<u64>> =
+    std::sync::LazyLock::new(|| tokio::sync::watch::channel(0).0);
+
+/// Called by the state machine when it applies a joint configuration.
+#[cfg(feature = "test-faults")]
+pub fn joint_configuration_applied() {
+    JOINT_CONFIGURATIONS_APPLIED.send_modify(|count| *count += 1);
+}
+
+/// Nothing to count, in a build without `test-faults`.
+#[cfg(not(feature = "test-faults"))]
+pub fn joint_configuration_applied() {}
+
+/// Runs the membership change `change` to its end, or with `half-membership-changes`, gives up on
+/// it (`None`) once its joint configuration is applied. openraft answers the first step only
+/// after applying it, and proposes the second only when `change` is polled again; this looks for
+/// the applied joint configuration first, so it always gives up before the second step.
+#[cfg(feature = "test-faults")]
+pub async fn maybe_give_up_halfway<F: std::future::Future>(change: F) -> Option<F::Output> {
+    if !enabled("half-membership-changes") {
+        return Some(change.await);
+    }
+    let mut applied = JOINT_CONFIGURATIONS_APPLIED.subscribe();
+    tokio::select! {
+        biased;
+        _ = applied.changed() => None,
+        output = change => Some(output),
+    }
+}
+
+/// Runs `change` to its end, in a build without `test-faults`.
+#[cfg(not(feature = "test-faults"))]
+pub async fn maybe_give_up_halfway<F: std::future::Future>(change: F) -> Option<F::Output> {
+    Some(change.await)
 }

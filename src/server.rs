@@ -109,7 +109,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     }
     let mut fenced = node.peers().fenced();
     let mut background = vec![
-        tokio::spawn(crate::raft::membership::promote_caught_up_members(node.clone(), stop_rx.clone())),
+        tokio::spawn(crate::raft::membership::complete_membership_changes(node.clone(), stop_rx.clone())),
         tokio::spawn(crate::raft::membership::notice_removal(node.clone(), stop_rx.clone())),
         tokio::spawn(publish_attributes(node.clone(), config.clone(), stop_rx.clone())),
         tokio::spawn(break_split_votes(node.raft.clone(), config.election_timeout, stop_rx.clone())),
@@ -221,18 +221,34 @@ fn refuse_if_removed(data: &DataDir) -> Result<()> {
     Ok(())
 }
 
-/// Completes once this member sees itself removed from the applied membership.
+/// Completes once this member has applied its own removal (the state machine tombstones removed
+/// members). A configuration without it takes effect in openraft once appended, and one only
+/// appended may yet be truncated away: fencing on it could fence a member that stays in the
+/// cluster.
 async fn removed_from_membership(node: Arc<Node>) {
     // Server metrics change only with leadership and membership; the full metrics are sent on
     // every turn of openraft's core loop, and watching them would wake this task on every write.
     let mut metrics = node.raft.server_metrics();
-    let mut was_member = false;
     loop {
-        let is_member = metrics.borrow_and_update().membership_config.membership().get_node(&node.id).is_some();
-        if was_member && !is_member {
-            return;
+        let membership = metrics.borrow_and_update().membership_config.clone();
+        let without_me = membership.membership().get_node(&node.id).is_none();
+        if let (true, Some(log_id)) = (without_me, membership.log_id()) {
+            let wait = node.raft.wait(None);
+            let applied = wait.applied_index_at_least(Some(log_id.index), "own removal applied");
+            tokio::select! {
+                _ = applied => {
+                    if node.kv.removed_members().is_ok_and(|removed| removed.contains(&node.id)) {
+                        return;
+                    }
+                }
+                changed = metrics.changed() => {
+                    if changed.is_err() {
+                        return std::future::pending().await;
+                    }
+                    continue;
+                }
+            }
         }
-        was_member |= is_member;
         if metrics.changed().await.is_err() {
             return std::future::pending().await;
         }

@@ -275,6 +275,29 @@ async fn a_removed_member_is_fenced_off_and_refuses_to_start_again() {
 }
 
 #[tokio::test]
+async fn a_removal_cut_off_halfway_is_finished_by_the_leader_and_fences_the_member_off() {
+    let faults = [("PHOENIX_TEST_FAULTS", "half-membership-changes")];
+    let mut cluster = Cluster::start_with_env(3, TEST_TIMINGS, &faults).await;
+    let leader = cluster.leader().await;
+    let victim = (leader + 1) % 3;
+    let mut c = cluster.client(leader).await;
+    let victim_id = cluster.client(victim).await.status().await.unwrap().header().unwrap().member_id();
+
+    // The fault gives up on the change between openraft's two steps, as a caller's deadline can.
+    let cut_off = c.member_remove(victim_id).await.unwrap_err();
+    assert_eq!(status_of(cut_off), (Code::Unavailable, "etcdserver: request timed out".into()));
+    poll_until(READY_TIMEOUT, "the removal to be finished", || {
+        let mut c = c.clone();
+        async move { (c.member_list().await.ok()?.members().len() == 2).then_some(()) }
+    })
+    .await;
+    assert_eq!(cluster.members[victim].wait_exit(READY_TIMEOUT), Some(1), "the removed member kept running");
+    let log = cluster.members[victim].log_text();
+    assert!(log.contains(&format!("member {victim_id:x} was removed")), "{log}");
+    c.put("after-removal", "v", None).await.unwrap();
+}
+
+#[tokio::test]
 async fn join_adds_a_clean_host_that_is_promoted_once_caught_up() {
     let mut cluster = Cluster::start(3, TEST_TIMINGS).await;
     let mut c = Client::connect(cluster.endpoints(), None).await.unwrap();

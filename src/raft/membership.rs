@@ -2,11 +2,13 @@
 //! the leader (other members forward them).
 //!
 //! - An added voter joins as a Raft learner marked `voter`, and the leader promotes it once it
-//!   has caught up ([`promote_caught_up_members`]). Unlike etcd, an empty member never counts
+//!   has caught up ([`complete_membership_changes`]). Unlike etcd, an empty member never counts
 //!   toward the quorum, so adding one cannot make the cluster unavailable.
 //! - A new member ID is derived as etcd derives it (peer URLs, cluster token, the time), and is
 //!   never one the cluster has used: removed IDs are tombstoned by the state machine.
 //! - A removal that would leave fewer reachable voters than a quorum is refused.
+//! - openraft changes voters in two steps, through a joint configuration; the leader finishes a
+//!   change left between them ([`complete_membership_changes`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -219,12 +221,33 @@ impl Node {
         Ok(still_to_promote)
     }
 
+    /// Finishes a change left in openraft's joint configuration, unless a change in progress
+    /// will; whether it did. openraft makes a change's second, uniform step in its caller's
+    /// future: a caller cut off between the steps (a client's deadline, the request timeout) or
+    /// a leader that died there leaves the joint configuration behind, with a removed member
+    /// still listed and never fenced off.
+    async fn finish_joint_configuration(&self) -> Result<bool> {
+        let Ok(_one_at_a_time) = self.membership_changes.try_lock() else { return Ok(false) };
+        let is_joint = |state: &openraft::RaftState<NodeId, PeerNode, _>| {
+            state.membership_state.effective().membership().get_joint_config().len() > 1
+        };
+        if !self.raft.with_raft_state(is_joint).await.map_err(|_| Error::Stopped)? {
+            return Ok(false);
+        }
+        // From a joint configuration, adding no voter moves to its newer half.
+        let finish = self.commit_change(ChangeMembers::AddVoterIds(BTreeSet::new()));
+        tokio::time::timeout(self.request_timeout(), finish).await.map_err(|_| Error::Timeout)??;
+        Ok(true)
+    }
+
     /// Commits `changes`, waiting for a change still in progress to finish first, and returns the
     /// configuration they made (with whether each member votes).
     async fn commit_change(&self, changes: ChangeMembers<NodeId, PeerNode>) -> Result<Members> {
         let deadline = Instant::now() + self.request_timeout();
         loop {
-            match self.raft.change_membership(changes.clone(), false).await {
+            let change = crate::faults::maybe_give_up_halfway(self.raft.change_membership(changes.clone(), false));
+            let Some(outcome) = change.await else { return Err(Error::Timeout) };
+            match outcome {
                 // openraft answers a membership change with the configuration it committed.
                 Ok(committed) => {
                     return Ok(committed
@@ -263,8 +286,9 @@ fn normalized_urls(urls: &[String]) -> Result<Vec<String>> {
         .collect()
 }
 
-/// Runs on every member; while it leads, promotes members added as voters once they caught up.
-pub async fn promote_caught_up_members(node: Arc<Node>, mut stop: watch::Receiver<bool>) {
+/// Runs on every member; while it leads, finishes membership changes: one left halfway, and the
+/// promotion of members added as voters once they caught up.
+pub async fn complete_membership_changes(node: Arc<Node>, mut stop: watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(PROMOTION_CHECK_INTERVAL);
     loop {
         tokio::select! {
@@ -273,6 +297,11 @@ pub async fn promote_caught_up_members(node: Arc<Node>, mut stop: watch::Receive
         }
         if node.ensure_leading().is_err() {
             continue;
+        }
+        match node.finish_joint_configuration().await {
+            Ok(true) => tracing::info!("finished a membership change left in its joint configuration"),
+            Ok(false) => {}
+            Err(e) => tracing::warn!(error = %e, "could not finish a joint configuration; will retry"),
         }
         let ready: Vec<NodeId> = node
             .members()

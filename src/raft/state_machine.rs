@@ -135,10 +135,14 @@ impl StateMachine {
             return Ok(replies);
         }
         txn.put_meta(META_APPLIED, bincode::serialize(&last_applied)?);
+        let joint = membership.as_ref().is_some_and(|m| m.membership().get_joint_config().len() > 1);
         if let Some(membership) = membership {
             txn.put_meta(META_MEMBERSHIP, bincode::serialize(&membership)?);
         }
         let committed = txn.commit()?;
+        if joint {
+            crate::faults::joint_configuration_applied();
+        }
         if committed.compacted {
             self.fence.compact(&self.kv)?;
         }
