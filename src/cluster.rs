@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use sha1::{Digest, Sha1};
@@ -118,10 +119,14 @@ pub async fn discover(config: &Config) -> Result<Identity> {
     Err(Error::Config(format!("cannot join: no member of --initial-cluster answered ({last_error})")))
 }
 
-/// A connection to another member for the few calls made before this one runs.
+/// A connection to another member for the few calls made before this one runs. Each call is
+/// bounded too: a member that is stopped (SIGSTOP) or hung takes the connection and answers
+/// nothing, and must not hold this one's start up for ever when another could answer. The
+/// bound leaves room for a member add, which commits through Raft.
 async fn connect(url: String) -> std::result::Result<tonic::transport::Channel, String> {
     let endpoint = tonic::transport::Endpoint::from_shared(url).map_err(|e| e.to_string())?;
-    endpoint.connect_timeout(std::time::Duration::from_secs(2)).connect().await.map_err(|e| e.to_string())
+    let endpoint = endpoint.connect_timeout(Duration::from_secs(2)).timeout(Duration::from_secs(10));
+    endpoint.connect().await.map_err(|e| e.to_string())
 }
 
 async fn ask_cluster_info(peer_url: &str) -> std::result::Result<crate::pb::ClusterInfoReply, String> {

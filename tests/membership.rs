@@ -298,6 +298,36 @@ async fn a_removal_cut_off_halfway_is_finished_by_the_leader_and_fences_the_memb
 }
 
 #[tokio::test]
+async fn a_removed_learner_notices_its_removal_while_a_peer_is_frozen() {
+    let mut cluster = Cluster::start(3, TEST_TIMINGS).await;
+    let mut c = Client::connect(cluster.endpoints(), None).await.unwrap();
+    let ports = free_ports(2);
+    let learner_url = format!("http://127.0.0.1:{}", ports[1]);
+    let added = c.member_add([learner_url], Some(MemberAddOptions::new().with_is_learner())).await.unwrap();
+    let learner_id = added.member().unwrap().id();
+    let learner = start_added_member(&mut cluster, "m4", &ports);
+    cluster.wait_ready(learner).await;
+
+    // The learner asks its peers in ID order: the first one it asks answers nothing.
+    let mut voters = Vec::new();
+    for i in 0..3 {
+        voters.push((cluster.client(i).await.status().await.unwrap().header().unwrap().member_id(), i));
+    }
+    voters.sort();
+    cluster.members[voters[0].1].freeze();
+    let mut c = cluster.client(voters[1].1).await;
+    poll_until(READY_TIMEOUT, "the learner's removal", || {
+        let mut c = c.clone();
+        async move { c.member_remove(learner_id).await.ok() }
+    })
+    .await;
+    assert_eq!(cluster.members[learner].wait_exit(READY_TIMEOUT), Some(1), "the removed learner kept running");
+    let log = cluster.members[learner].log_text();
+    assert!(log.contains(&format!("member {learner_id:x} was removed")), "{log}");
+    c.put("after-removal", "v", None).await.unwrap();
+}
+
+#[tokio::test]
 async fn join_adds_a_clean_host_that_is_promoted_once_caught_up() {
     let mut cluster = Cluster::start(3, TEST_TIMINGS).await;
     let mut c = Client::connect(cluster.endpoints(), None).await.unwrap();

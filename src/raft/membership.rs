@@ -334,14 +334,23 @@ pub async fn notice_removal(node: Arc<Node>, mut stop: watch::Receiver<bool>) {
             _ = stop.wait_for(|stop| *stop) => return,
             _ = tick.tick() => {}
         }
-        for (peer, (node_info, _)) in node.members().into_iter().filter(|(id, _)| *id != node.id) {
-            let Ok(mut client) = node.peers.client(peer, &node_info) else { continue };
-            let Ok(info) = client.cluster_info(pb::ClusterInfoRequest {}).await else { continue };
-            let info = info.into_inner();
-            if info.cluster_id == node.cluster_id && info.removed.contains(&node.id) {
-                node.peers.fence(format!("member {:x} was removed from cluster {:x}", node.id, node.cluster_id));
-                return;
-            }
+        // All at once and each bounded: one peer that is stopped or hung must not keep the
+        // others from being asked.
+        let peers = node.members().into_iter().filter(|(id, _)| *id != node.id);
+        let asks = peers.map(|(peer, (peer_node, _))| {
+            tokio::time::timeout(REMOVAL_CHECK_INTERVAL, says_removed(&node, peer, peer_node))
+        });
+        if futures::future::join_all(asks).await.into_iter().any(|said| said == Ok(true)) {
+            node.peers.fence(format!("member {:x} was removed from cluster {:x}", node.id, node.cluster_id));
+            return;
         }
     }
+}
+
+/// Whether `peer` says this member was removed from their cluster; not if it cannot be asked.
+async fn says_removed(node: &Node, peer: NodeId, peer_node: PeerNode) -> bool {
+    let Ok(mut client) = node.peers.client(peer, &peer_node) else { return false };
+    let Ok(info) = client.cluster_info(pb::ClusterInfoRequest {}).await else { return false };
+    let info = info.into_inner();
+    info.cluster_id == node.cluster_id && info.removed.contains(&node.id)
 }

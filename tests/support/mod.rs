@@ -133,6 +133,14 @@ impl Member {
         self.wait_exit(READY_TIMEOUT)
     }
 
+    /// SIGSTOP: the kernel still takes connections on the member's ports, but it answers
+    /// nothing, as a hung process would.
+    pub fn freeze(&mut self) {
+        let pid = self.child.as_ref().expect("the member runs").id().to_string();
+        let sent = Command::new("kill").args(["-STOP", &pid]).status().expect("run kill");
+        assert!(sent.success(), "could not stop {}", self.name);
+    }
+
     /// kill -9: no chance to flush or say goodbye.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
