@@ -80,6 +80,8 @@ pub enum Error {
     TooManyLearners,
     #[error("etcdserver: re-configuration failed due to not enough started members")]
     NotEnoughStartedMembers,
+    #[error("etcdserver: unhealthy cluster")]
+    Unhealthy,
     #[error("etcdserver: rpc not supported for learner")]
     NotSupportedForLearner,
     #[error("etcdserver: bad leader transferee")]
@@ -148,6 +150,7 @@ const FIXED_STATUSES: &[Error] = &[
     Error::LearnerNotReady,
     Error::TooManyLearners,
     Error::NotEnoughStartedMembers,
+    Error::Unhealthy,
     Error::NotSupportedForLearner,
     Error::BadLeaderTransferee,
     Error::ElectionNoLeader,
@@ -172,10 +175,12 @@ impl Error {
             | LearnerNotReady
             | TooManyLearners
             | NotEnoughStartedMembers
-            | NotSupportedForLearner
             | BadLeaderTransferee => Code::FailedPrecondition,
             NotLeader | LeaseExists => Code::FailedPrecondition,
-            NoLeader | LeaderChanged | Timeout | Stopped | Installing => Code::Unavailable,
+            // A learner's refusal sends the client on to another member, as in etcd 3.4.
+            NoLeader | LeaderChanged | Timeout | Stopped | Installing | NotSupportedForLearner | Unhealthy => {
+                Code::Unavailable
+            }
             Unimplemented(_) => Code::Unimplemented,
             Remote { code, .. } => Code::from_i32(*code),
             Config(_) => Code::InvalidArgument,

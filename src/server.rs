@@ -20,7 +20,7 @@ use tonic_health::server::{HealthReporter, HealthService};
 use tonic_health::ServingStatus;
 use url::Url;
 
-use crate::api::{self, Context, Limits};
+use crate::api::{self, Context, Limits, OnLearner};
 use crate::cluster::{DataDir, Identity};
 use crate::config::{url_string, ClusterState, Config};
 use crate::lease::Lessor;
@@ -435,7 +435,8 @@ async fn serve_clients(
 ) {
     let limit = max_request_bytes + GRPC_OVERHEAD_BYTES;
     let ctx = services.ctx;
-    let check = api::leader_check(ctx.node.clone());
+    let check = api::call_check(ctx.node.clone(), OnLearner::ByCall);
+    let refused_on_learner = api::call_check(ctx.node.clone(), OnLearner::Refused);
     let health = HealthServer::new(HealthService::from_health_reporter(services.health));
     let kv = pb::kv_server::KvServer::new(api::KvService::new(ctx.clone())).max_decoding_message_size(limit);
     let watch = pb::watch_server::WatchServer::from_arc(services.watch).max_decoding_message_size(limit);
@@ -445,12 +446,12 @@ async fn serve_clients(
     let lock = pb::v3lockpb::lock_server::LockServer::from_arc(services.lock);
     let election = pb::v3electionpb::election_server::ElectionServer::from_arc(services.election);
     let grpc = Routes::new(InterceptedService::new(kv, check.clone()))
-        .add_service(InterceptedService::new(watch, check.clone()))
-        .add_service(InterceptedService::new(lease, check.clone()))
-        .add_service(InterceptedService::new(cluster, check.clone()))
-        .add_service(InterceptedService::new(maintenance, check.clone()))
-        .add_service(InterceptedService::new(lock, check.clone()))
-        .add_service(InterceptedService::new(election, check))
+        .add_service(InterceptedService::new(maintenance, check))
+        .add_service(InterceptedService::new(watch, refused_on_learner.clone()))
+        .add_service(InterceptedService::new(lease, refused_on_learner.clone()))
+        .add_service(InterceptedService::new(cluster, refused_on_learner.clone()))
+        .add_service(InterceptedService::new(lock, refused_on_learner.clone()))
+        .add_service(InterceptedService::new(election, refused_on_learner))
         .add_service(pb::auth_server::AuthServer::new(api::AuthService))
         .add_service(RecoveryServer::from_arc(services.recovery))
         .add_service(health);

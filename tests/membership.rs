@@ -98,10 +98,17 @@ async fn a_learner_catches_up_from_a_snapshot_and_is_promoted() {
     holds(&cluster, learner, "big/", 100_000).await;
     assert!(cluster.members[learner].log_text().contains("installed snapshot"), "caught up without a snapshot");
     let mut on_learner = cluster.client(learner).await;
-    let refused = on_learner.put("k", "v", None).await.unwrap_err();
-    assert_eq!(status_of(refused), (Code::FailedPrecondition, "etcdserver: rpc not supported for learner".into()));
+    // As etcd 3.4: Unavailable, so that clients go on to another member.
+    let not_for_learner = (Code::Unavailable, "etcdserver: rpc not supported for learner".to_string());
+    assert_eq!(status_of(on_learner.put("k", "v", None).await.unwrap_err()), not_for_learner);
+    assert_eq!(status_of(on_learner.get("k", None).await.unwrap_err()), not_for_learner);
+    assert_eq!(status_of(on_learner.member_list().await.unwrap_err()), not_for_learner);
+    assert_eq!(status_of(on_learner.lease_grant(10, None).await.unwrap_err()), not_for_learner);
+    assert_eq!(status_of(on_learner.hash_kv(0).await.unwrap_err()), not_for_learner);
+    assert_eq!(status_of(on_learner.watch("k", None).await.unwrap_err()), not_for_learner);
     let local = on_learner.get("big/000000", Some(GetOptions::new().with_serializable())).await.unwrap();
     assert_eq!(local.kvs().len(), 1, "a learner serves serializable reads");
+    assert!(on_learner.status().await.unwrap().is_learner(), "a learner serves Status");
     poll_until(READY_TIMEOUT, "the learner's promotion", || {
         let mut c = c.clone();
         async move { c.member_promote(id).await.ok() }
@@ -136,6 +143,29 @@ async fn membership_errors_are_etcds() {
 
 /// Membership changes that arrive together are checked one after the other: of two adds of one
 /// peer URL at the same moment, one is refused as etcd refuses it, and the URL is listed once.
+/// etcd's `--strict-reconfig-check`: a removal that would leave fewer connected voters than a
+/// quorum is refused as an unhealthy cluster.
+#[tokio::test]
+async fn a_removal_that_would_leave_too_few_connected_voters_is_refused() {
+    let mut cluster = Cluster::start(3, TEST_TIMINGS).await;
+    cluster.kill(2);
+    // Restarted, the other two have never heard from member 2.
+    cluster.kill(0);
+    cluster.kill(1);
+    cluster.members[0].spawn_again();
+    cluster.members[1].spawn_again();
+    cluster.wait_ready(0).await;
+    cluster.wait_ready(1).await;
+    let leader = cluster.leader().await;
+    let mut c = cluster.client(leader).await;
+    let other = cluster.client(1 - leader).await.status().await.unwrap().header().unwrap().member_id();
+
+    let refused = c.member_remove(other).await.unwrap_err();
+    assert_eq!(status_of(refused), (Code::Unavailable, "etcdserver: unhealthy cluster".into()));
+    assert_eq!(c.member_list().await.unwrap().members().len(), 3);
+    c.put("still", "writable", None).await.unwrap();
+}
+
 #[tokio::test]
 async fn concurrent_adds_of_one_peer_url_add_it_once() {
     let cluster = Cluster::start(1, TEST_TIMINGS).await;

@@ -43,6 +43,7 @@ pub(super) fn alarm_name(alarm: i32) -> &'static str {
 #[tonic::async_trait]
 impl Maintenance for MaintenanceService {
     async fn alarm(&self, request: Request<pb::AlarmRequest>) -> Result<Response<pb::AlarmResponse>, Status> {
+        self.ctx.refuse_on_learner()?;
         let req = request.into_inner();
         if req.action == AlarmAction::Get as i32 {
             let alarms = self.ctx.wait_out_installs(|| ready(self.alarm_list(req.alarm))).await?;
@@ -107,6 +108,7 @@ impl Maintenance for MaintenanceService {
     }
 
     async fn defragment(&self, _: Request<pb::DefragmentRequest>) -> Result<Response<pb::DefragmentResponse>, Status> {
+        self.ctx.refuse_on_learner()?;
         // sled compacts its segments continuously; there is nothing to rewrite, only to flush.
         self.ctx.node.db.flush_async().await.map_err(crate::Error::from)?;
         Ok(Response::new(pb::DefragmentResponse { header: self.ctx.current_header() }))
@@ -116,16 +118,19 @@ impl Maintenance for MaintenanceService {
         &self,
         request: Request<pb::MoveLeaderRequest>,
     ) -> Result<Response<pb::MoveLeaderResponse>, Status> {
+        self.ctx.refuse_on_learner()?;
         self.ctx.node.move_leader(request.into_inner().target_id).await?;
         Ok(Response::new(pb::MoveLeaderResponse { header: self.ctx.current_header() }))
     }
 
     async fn hash(&self, _: Request<pb::HashRequest>) -> Result<Response<pb::HashResponse>, Status> {
+        self.ctx.refuse_on_learner()?;
         let (hash, _, _) = self.ctx.wait_out_installs(|| ready(self.ctx.node.kv.hash_kv(0))).await?;
         Ok(Response::new(pb::HashResponse { header: self.ctx.current_header(), hash }))
     }
 
     async fn hash_kv(&self, request: Request<pb::HashKvRequest>) -> Result<Response<pb::HashKvResponse>, Status> {
+        self.ctx.refuse_on_learner()?;
         let revision = request.get_ref().revision;
         let hashed = self.ctx.wait_out_installs(|| ready(self.ctx.node.kv.hash_kv(revision))).await?;
         let (hash, compact_revision, hash_revision) = hashed;

@@ -88,8 +88,9 @@ impl Context {
         }
     }
 
-    /// etcd's learners serve only serializable reads (and maintenance): refuse anything else.
-    /// A member added as a voter and still catching up is not a learner in this sense.
+    /// etcd's learners serve only serializable ranges, Status and Snapshot: refuse anything
+    /// else (see [`call_check`] for whole services). A member added as a voter and still
+    /// catching up is not a learner in this sense.
     fn refuse_on_learner(&self) -> Result<()> {
         if self.node.is_learner() {
             return Err(Error::NotSupportedForLearner);
@@ -132,11 +133,25 @@ pub fn requires_leader(metadata: &tonic::metadata::MetadataMap) -> bool {
     metadata.get("hasleader").is_some_and(|v| v == "true")
 }
 
-/// Refuses calls that require a leader while this member has none, as etcd's interceptor does.
-pub fn leader_check(
+/// Whether a service serves its calls on a learner, or leaves it to each call to decide.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum OnLearner {
+    /// The service refuses every call on a learner.
+    Refused,
+    /// Each call decides (KV serves serializable ranges, Maintenance serves Status and Snapshot).
+    ByCall,
+}
+
+/// Refuses what etcd's interceptors refuse: every call of a service a learner does not serve,
+/// on a learner, and calls that require a leader while this member has none.
+pub fn call_check(
     node: Arc<Node>,
+    on_learner: OnLearner,
 ) -> impl Fn(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> + Clone {
     move |request| {
+        if on_learner == OnLearner::Refused && node.is_learner() {
+            return Err(Error::NotSupportedForLearner.into());
+        }
         if requires_leader(request.metadata()) && !node.has_leader() {
             return Err(Error::NoLeader.into());
         }

@@ -61,10 +61,8 @@ impl Watch for WatchService {
         &self,
         request: Request<Streaming<pb::WatchRequest>>,
     ) -> Result<Response<BoxStream<WatchResponse>>, Status> {
-        // etcd's stream interceptor refuses every stream but Snapshot on a learner.
-        self.ctx.refuse_on_learner()?;
-        // The leader_check interceptor has refused the stream if it needs a leader and this
-        // member knows none; a leader cut off from its quorum is refused here.
+        // The call_check interceptor has refused the stream on a learner, and if it needs a
+        // leader and this member knows none; a leader cut off from its quorum is refused here.
         let require_leader = super::requires_leader(request.metadata());
         if require_leader && !self.ctx.node.has_leader() {
             return Err(Error::NoLeader.into());

@@ -6,7 +6,8 @@
 //!   toward the quorum, so adding one cannot make the cluster unavailable.
 //! - A new member ID is derived as etcd derives it (peer URLs, cluster token, the time), and is
 //!   never one the cluster has used: removed IDs are tombstoned by the state machine.
-//! - A removal that would leave fewer reachable voters than a quorum is refused.
+//! - A removal that would leave fewer started, or fewer reachable, voters than a quorum is
+//!   refused, as etcd's `--strict-reconfig-check` does.
 //! - openraft changes voters in two steps, through a joint configuration; the leader finishes a
 //!   change left between them ([`complete_membership_changes`]).
 
@@ -162,10 +163,16 @@ impl Node {
         if !is_voter {
             return Ok(ChangeMembers::RemoveNodes(BTreeSet::from([id])));
         }
+        // etcd's two checks: enough of the remaining voters have ever started (published
+        // their names), and enough are connected now.
         let remaining: Vec<NodeId> = members.iter().filter(|(m, (_, v))| *v && **m != id).map(|(m, _)| *m).collect();
-        let reachable = remaining.iter().filter(|m| self.is_reachable(**m)).count();
-        if remaining.is_empty() || reachable < remaining.len() / 2 + 1 {
+        let quorum = remaining.len() / 2 + 1;
+        let named = self.known_attributes()?;
+        if remaining.iter().filter(|m| named.get(*m).is_some_and(|a| !a.name.is_empty())).count() < quorum {
             return Err(Error::NotEnoughStartedMembers);
+        }
+        if remaining.iter().filter(|m| self.is_reachable(**m)).count() < quorum {
+            return Err(Error::Unhealthy);
         }
         Ok(ChangeMembers::RemoveVoters(BTreeSet::from([id])))
     }
