@@ -133,6 +133,16 @@ async fn membership_errors_are_etcds() {
     c.member_add(["http://127.0.0.1:1"], Some(learner.clone())).await.unwrap();
     let second = c.member_add(["http://127.0.0.1:2"], Some(learner)).await.unwrap_err();
     assert_eq!(status_of(second), (Code::FailedPrecondition, "etcdserver: too many learner members in cluster".into()));
+    let bad_urls = (Code::InvalidArgument, "etcdserver: given member URLs are invalid".to_string());
+    assert_eq!(status_of(c.member_add(["http://127.0.0.1:3/path"], None).await.unwrap_err()), bad_urls);
+    assert_eq!(status_of(c.member_add(["http://127.0.0.1"], None).await.unwrap_err()), bad_urls);
+    // A default port that is written out is a port.
+    let voter = c.member_add(["http://localhost:80"], None).await.unwrap().member().unwrap().id();
+    let not_learner = c.member_promote(voter).await.unwrap_err();
+    assert_eq!(
+        status_of(not_learner),
+        (Code::FailedPrecondition, "etcdserver: can only promote a learner member".into())
+    );
     let me = c.status().await.unwrap().header().unwrap().member_id();
     let alone = c.member_remove(me).await.unwrap_err();
     assert_eq!(

@@ -1,6 +1,6 @@
-//! The peer URL checks clientv3 makes before it sends `MemberAdd` or `MemberUpdate`, with Go's
-//! error texts: etcd's `types.NewURLs` over Go's `url.Parse` and `net.SplitHostPort`
-//! (etcd-io/etcd v3.4 `pkg/types/urls.go`, Go's `net/url`).
+//! The peer URL checks etcd makes on `MemberAdd` and `MemberUpdate` (clientv3 before it sends
+//! them, and the server again), with Go's error texts: etcd's `types.NewURLs` over Go's
+//! `url.Parse` and `net.SplitHostPort` (etcd-io/etcd v3.4 `pkg/types/urls.go`, Go's `net/url`).
 //!
 //! Only what decides whether a URL passes, and which error it fails with, is modelled: the
 //! scheme, the authority (host, port, which characters user info may hold), the path and

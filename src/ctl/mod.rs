@@ -24,7 +24,7 @@ mod error;
 mod exec;
 mod gofmt;
 mod goparse;
-mod gourl;
+pub(crate) mod gourl;
 mod keepalive;
 mod kv;
 mod lease;

@@ -191,8 +191,10 @@ impl Node {
     }
 
     fn promotion(&self, id: NodeId, members: &Members) -> Result<ChangeMembers<NodeId, PeerNode>> {
-        let (_, is_voter) = members.get(&id).cloned().ok_or(Error::MemberNotFound)?;
-        if is_voter {
+        let (node, is_voter) = members.get(&id).cloned().ok_or(Error::MemberNotFound)?;
+        // A member added as a voter is listed as one, as etcd lists it, and is promoted by the
+        // leader once it has caught up.
+        if is_voter || node.voter {
             return Err(Error::MemberNotLearner);
         }
         if !self.in_sync(id) {
@@ -277,15 +279,14 @@ impl Node {
     }
 }
 
-/// Peer URLs as etcd compares them: parsed, http only, without a trailing slash.
+/// Peer URLs as etcd's server takes them (`types.NewURLs`: `host:port`, no path) and as
+/// Phoenix's peers speak (plain http), as etcd compares them: parsed, without a trailing slash.
 fn normalized_urls(urls: &[String]) -> Result<Vec<String>> {
-    if urls.is_empty() {
-        return Err(Error::MemberBadUrls);
-    }
+    crate::ctl::gourl::check_urls(urls).map_err(|_| Error::MemberBadUrls)?;
     urls.iter()
         .map(|u| {
-            let url = url::Url::parse(u).map_err(|_| Error::MemberBadUrls)?;
-            if url.scheme() != "http" || url.host_str().is_none() || url.port().is_none() {
+            let url = url::Url::parse(u.trim()).map_err(|_| Error::MemberBadUrls)?;
+            if url.scheme() != "http" {
                 return Err(Error::MemberBadUrls);
             }
             Ok(crate::config::url_string(&url))
