@@ -232,6 +232,35 @@ async fn request_size_and_quota_limits() {
     assert!(after.alarms().is_empty());
 }
 
+/// etcd's way out of NOSPACE: compact, defragment, disarm. sled never shrinks its file, so the
+/// quota must then count what the store holds, not the file's size.
+#[tokio::test]
+async fn a_store_over_its_quota_takes_writes_again_once_compacted_defragmented_and_disarmed() {
+    let cluster = Cluster::start(1, &["--quota-backend-bytes", "4000000"]).await;
+    let mut c = cluster.client(0).await;
+    let value = vec![b'x'; 100_000];
+    let mut refused = None;
+    for i in 0..200 {
+        if let Err(e) = c.put(format!("k{}", i % 5), value.clone(), None).await {
+            refused = Some(e);
+            break;
+        }
+    }
+    let full = refused.expect("200 puts of 100 kB fit in a quota of 4 MB");
+    assert_eq!(status_of(full), (Code::ResourceExhausted, "etcdserver: mvcc: database space exceeded".into()));
+
+    let revision = c.status().await.unwrap().header().unwrap().revision();
+    c.compact(revision, Some(etcd_client::CompactionOptions::new().with_physical())).await.unwrap();
+    c.defragment().await.unwrap();
+    let member = c.status().await.unwrap().header().unwrap().member_id();
+    let mut disarm = etcd_client::AlarmOptions::new();
+    disarm.with_member(member);
+    c.alarm(etcd_client::AlarmAction::Deactivate, etcd_client::AlarmType::Nospace, Some(disarm)).await.unwrap();
+    c.put("k0", value, None).await.unwrap();
+    let alarms = c.alarm(etcd_client::AlarmAction::Get, etcd_client::AlarmType::None, None).await.unwrap();
+    assert!(alarms.alarms().is_empty(), "the put raised NOSPACE again");
+}
+
 #[tokio::test]
 async fn maintenance_answers_and_unwritten_services_say_unimplemented() {
     let (_cluster, mut c) = single().await;

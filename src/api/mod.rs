@@ -113,8 +113,13 @@ impl Context {
     }
 
     /// etcd refuses writes once the backend passes its quota, and raises NOSPACE for the cluster.
+    /// Once sled's file has passed the quota, what counts is the space the store takes: the file
+    /// never shrinks, and a store compacted, defragmented and disarmed (etcd's way out of
+    /// NOSPACE) must take writes again.
     async fn check_quota(&self) -> Result<()> {
-        if self.node.recent_db_size()? <= self.quota_backend_bytes {
+        let quota = self.quota_backend_bytes;
+        let file_bytes = self.node.recent_db_size()?;
+        if file_bytes <= quota || self.node.recent_size_in_use(file_bytes).await? <= quota {
             return Ok(());
         }
         let alarm = pb::AlarmRequest {

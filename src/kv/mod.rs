@@ -404,6 +404,16 @@ impl KvStore {
     pub fn size_on_disk(&self, db: &sled::Db) -> Result<u64> {
         Ok(db.size_on_disk()?)
     }
+
+    /// Bytes the store's keys and values take, every kept revision included: about what etcd's
+    /// bbolt file shrinks to when defragmented. sled reuses the space compaction frees but never
+    /// gives its file back, so only this drops after a compaction. A scan of the whole store.
+    pub fn size_in_use(&self) -> Result<u64> {
+        self.tree.iter().try_fold(0u64, |total, entry| {
+            let (key, value) = entry?;
+            Ok(total + (key.len() + value.len()) as u64)
+        })
+    }
 }
 
 /// Whether any range of the txn, in either branch and in nested txns, reads a revision below

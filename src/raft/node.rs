@@ -49,6 +49,20 @@ const ELECTIONS_BEFORE_FAILING_FAST: u32 = 3;
 /// How stale the database size the write quota is checked against may be. Measuring it costs
 /// several system calls (sled stats its file and lists its blob dir), which every put paid.
 const DB_SIZE_MAX_AGE: Duration = Duration::from_millis(100);
+/// How stale the store's size in use may be. Measuring it scans the whole store, which only
+/// members whose database file has passed the quota do.
+const SIZE_IN_USE_MAX_AGE: Duration = Duration::from_secs(2);
+
+/// A measurement of the store's size in use (see [`Node::recent_size_in_use`]).
+#[derive(Clone, Copy)]
+struct SizeInUse {
+    at: Instant,
+    bytes: u64,
+    /// The database file's size then.
+    file_bytes: u64,
+    /// The compacted revision then.
+    compacted: Option<i64>,
+}
 
 struct PendingWrite {
     command: pb::Command,
@@ -93,6 +107,9 @@ pub struct Node {
     leaderless_since: Mutex<Option<Instant>>,
     /// The database size and when it was measured, for [`Node::recent_db_size`].
     db_size: Mutex<Option<(Instant, u64)>>,
+    /// The store's last measured size in use, for [`Node::recent_size_in_use`]; held while it
+    /// is measured.
+    size_in_use: tokio::sync::Mutex<Option<SizeInUse>>,
     /// Held by a membership change on this leader from its checks to its commit, so that each
     /// is checked against the configuration the one before it made.
     pub(super) membership_changes: tokio::sync::Mutex<()>,
@@ -131,6 +148,7 @@ impl Node {
             transferring: AtomicBool::new(false),
             leaderless_since: Mutex::new(None),
             db_size: Mutex::new(None),
+            size_in_use: tokio::sync::Mutex::new(None),
             membership_changes: tokio::sync::Mutex::new(()),
         })
     }
@@ -294,6 +312,27 @@ impl Node {
         let size = self.kv.size_on_disk(&self.db)?;
         *lock() = Some((Instant::now(), size));
         Ok(size)
+    }
+
+    /// The bytes the store's keys and values take, given the database file's size now: measured
+    /// at most [`SIZE_IN_USE_MAX_AGE`] ago and before no later compaction, plus what the file
+    /// has grown by since (new records, for all this can tell). One measurement at a time:
+    /// requests meanwhile wait for its result.
+    pub async fn recent_size_in_use(&self, file_bytes: u64) -> Result<u64> {
+        // A snapshot install hides the compacted revision; the measurement is then retaken.
+        let compacted = self.kv.compacted_revision().ok();
+        let mut measured = self.size_in_use.lock().await;
+        if let Some(m) = *measured {
+            if m.at.elapsed() < SIZE_IN_USE_MAX_AGE && compacted.is_some() && m.compacted == compacted {
+                return Ok(m.bytes + file_bytes.saturating_sub(m.file_bytes));
+            }
+        }
+        let kv = self.kv.clone();
+        let bytes = tokio::task::spawn_blocking(move || kv.size_in_use())
+            .await
+            .map_err(|e| Error::Internal(format!("measuring the store's size: {e}")))??;
+        *measured = Some(SizeInUse { at: Instant::now(), bytes, file_bytes, compacted });
+        Ok(bytes)
     }
 
     /// How long without a leader counts as more than an election going on.
