@@ -60,6 +60,13 @@ async fn is_learner(client: &mut Client, id: u64) -> Option<bool> {
     members.members().iter().find(|m| m.id() == id).map(|m| m.is_learner())
 }
 
+/// Waits for member `i` (ID `id`) to stop by itself, fenced off as removed.
+fn stops_fenced_off(cluster: &mut Cluster, i: usize, id: u64) {
+    assert_eq!(cluster.members[i].wait_exit(READY_TIMEOUT), Some(1), "removed member {id:x} kept running");
+    let log = cluster.members[i].log_text();
+    assert!(log.contains(&format!("member {id:x} was removed")), "{log}");
+}
+
 /// Starts a new member that was added with `member add`, etcd's way.
 fn start_added_member(cluster: &mut Cluster, name: &str, ports: &[u16]) -> usize {
     let mut initial = cluster.initial_cluster(&(0..cluster.members.len()).collect::<Vec<_>>());
@@ -331,9 +338,7 @@ async fn a_removal_cut_off_halfway_is_finished_by_the_leader_and_fences_the_memb
         async move { (c.member_list().await.ok()?.members().len() == 2).then_some(()) }
     })
     .await;
-    assert_eq!(cluster.members[victim].wait_exit(READY_TIMEOUT), Some(1), "the removed member kept running");
-    let log = cluster.members[victim].log_text();
-    assert!(log.contains(&format!("member {victim_id:x} was removed")), "{log}");
+    stops_fenced_off(&mut cluster, victim, victim_id);
     c.put("after-removal", "v", None).await.unwrap();
 }
 
@@ -361,9 +366,7 @@ async fn a_removed_learner_notices_its_removal_while_a_peer_is_frozen() {
         async move { c.member_remove(learner_id).await.ok() }
     })
     .await;
-    assert_eq!(cluster.members[learner].wait_exit(READY_TIMEOUT), Some(1), "the removed learner kept running");
-    let log = cluster.members[learner].log_text();
-    assert!(log.contains(&format!("member {learner_id:x} was removed")), "{log}");
+    stops_fenced_off(&mut cluster, learner, learner_id);
     c.put("after-removal", "v", None).await.unwrap();
 }
 
