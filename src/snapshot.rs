@@ -221,14 +221,54 @@ impl Drop for TempFile {
     }
 }
 
+/// Space an export leaves free on the data dir's disk besides its own size: a member whose disk
+/// fills can no longer write its log or apply, so a backup must never fill it.
+const EXPORT_HEADROOM_BYTES: u64 = 256 * 1024 * 1024;
+/// What the exports under way in this process are expected to take on disk.
+static EXPORT_BYTES_RESERVED: AtomicU64 = AtomicU64::new(0);
+
+/// Free space claimed for one export, given back when dropped (with the export's file).
+struct SpaceReservation(u64);
+
+impl Drop for SpaceReservation {
+    fn drop(&mut self) {
+        EXPORT_BYTES_RESERVED.fetch_sub(self.0, Ordering::Relaxed);
+    }
+}
+
+/// Claims `size` bytes of `data_dir`'s disk for an export, or refuses it if that, with the other
+/// exports under way and [`EXPORT_HEADROOM_BYTES`], is more than is free.
+fn reserve_export_space(data_dir: &Path, size: u64) -> Result<SpaceReservation> {
+    let free = fs2::available_space(data_dir).map_err(|e| Error::Storage(format!("{}: {e}", data_dir.display())))?;
+    let others = EXPORT_BYTES_RESERVED.fetch_add(size, Ordering::Relaxed);
+    let reservation = SpaceReservation(size);
+    export_fits(free, others, size).map_err(|why| Error::Storage(format!("{}: {why}", data_dir.display())))?;
+    Ok(reservation)
+}
+
+/// Whether a copy of about `size` bytes fits in `free`, beside `others` and the headroom.
+fn export_fits(free: u64, others: u64, size: u64) -> std::result::Result<(), String> {
+    let needed = size.saturating_add(others).saturating_add(EXPORT_HEADROOM_BYTES);
+    if free < needed {
+        return Err(format!(
+            "not enough space for a snapshot copy: {free} bytes free, the copy needs about {size}, \
+             copies under way {others}, and {EXPORT_HEADROOM_BYTES} stay free for the member's own writes"
+        ));
+    }
+    Ok(())
+}
+
 /// Copies the store to a file in `data_dir` (see [`StateMachine::export`]) and returns a
 /// channel that streams it as etcd does: chunks with the bytes still to come, padding, and a last
-/// message with the SHA-256. `header` goes on every message.
+/// message with the SHA-256. `header` goes on every message. `size` is what the copy is expected
+/// to take: it is refused if the disk has not that much free and more.
 pub async fn stream(
     state_machine: &StateMachine,
     data_dir: &Path,
+    size: u64,
     header: pb::ResponseHeader,
 ) -> Result<mpsc::Receiver<std::result::Result<pb::SnapshotResponse, Status>>> {
+    let space = reserve_export_space(data_dir, size)?;
     let n = EXPORTS.fetch_add(1, Ordering::Relaxed);
     let file = TempFile(data_dir.join(format!("{EXPORT_PREFIX}{}-{n}{EXPORT_SUFFIX}", std::process::id())));
     if crate::faults::enabled("slow-snapshot-export") {
@@ -240,6 +280,7 @@ pub async fn stream(
         if let Err(e) = send_file(&file.0, header, &tx).await {
             let _ = tx.send(Err(Status::from(e))).await;
         }
+        drop((file, space));
     });
     Ok(rx)
 }
@@ -272,4 +313,19 @@ async fn send_file(
         pb::SnapshotResponse { header: Some(header), blob: hasher.finalize().to_vec(), ..Default::default() };
     let _ = tx.send(Ok(checksum)).await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_export_must_leave_the_headroom_free_beside_the_copies_under_way() {
+        let size = 1_000_000;
+        assert!(export_fits(size + EXPORT_HEADROOM_BYTES, 0, size).is_ok());
+        assert!(export_fits(size + EXPORT_HEADROOM_BYTES - 1, 0, size).is_err());
+        let why = export_fits(2 * size + EXPORT_HEADROOM_BYTES - 1, size, size).unwrap_err();
+        assert!(why.contains("copies under way 1000000"), "{why}");
+        assert!(export_fits(u64::MAX - 1, u64::MAX, size).is_err(), "no overflow");
+    }
 }

@@ -103,7 +103,9 @@ impl Maintenance for MaintenanceService {
         _: Request<pb::SnapshotRequest>,
     ) -> Result<Response<BoxStream<pb::SnapshotResponse>>, Status> {
         let header = self.ctx.current_header().unwrap_or_default();
-        let chunks = crate::snapshot::stream(&self.ctx.state_machine, &self.ctx.data_dir, header).await?;
+        // The copy holds the store's records, which the database file holds and more.
+        let size = self.ctx.node.kv.size_on_disk(&self.ctx.node.db)?;
+        let chunks = crate::snapshot::stream(&self.ctx.state_machine, &self.ctx.data_dir, size, header).await?;
         Ok(Response::new(Box::pin(ReceiverStream::new(chunks))))
     }
 
