@@ -110,7 +110,7 @@ pub async fn discover(config: &Config) -> Result<Identity> {
             continue;
         }
         for url in urls {
-            match ask_cluster_info(&crate::config::url_string(url)).await {
+            match ask_cluster_info(&crate::config::url_string(url), config).await {
                 Ok(info) => return identity_in(info, &mine),
                 Err(e) => last_error = format!("{}: {e}", crate::config::url_string(url)),
             }
@@ -122,15 +122,17 @@ pub async fn discover(config: &Config) -> Result<Identity> {
 /// A connection to another member for the few calls made before this one runs. Each call is
 /// bounded too: a member that is stopped (SIGSTOP) or hung takes the connection and answers
 /// nothing, and must not hold this one's start up for ever when another could answer. The
-/// bound leaves room for a member add, which commits through Raft.
-async fn connect(url: String) -> std::result::Result<tonic::transport::Channel, String> {
+/// bound is the cluster's request timeout and a little more, so that a member add, which
+/// commits through Raft, is given up only after the member answering it would have.
+async fn connect(url: String, config: &Config) -> std::result::Result<tonic::transport::Channel, String> {
     let endpoint = tonic::transport::Endpoint::from_shared(url).map_err(|e| e.to_string())?;
-    let endpoint = endpoint.connect_timeout(Duration::from_secs(2)).timeout(Duration::from_secs(10));
+    let call_timeout = config.request_timeout() + Duration::from_secs(1);
+    let endpoint = endpoint.connect_timeout(Duration::from_secs(2)).timeout(call_timeout);
     endpoint.connect().await.map_err(|e| e.to_string())
 }
 
-async fn ask_cluster_info(peer_url: &str) -> std::result::Result<crate::pb::ClusterInfoReply, String> {
-    let channel = connect(peer_url.to_string()).await?;
+async fn ask_cluster_info(peer_url: &str, config: &Config) -> std::result::Result<crate::pb::ClusterInfoReply, String> {
+    let channel = connect(peer_url.to_string(), config).await?;
     let mut client = crate::pb::peer_client::PeerClient::new(channel);
     let reply = client.cluster_info(crate::pb::ClusterInfoRequest {}).await.map_err(|e| e.message().to_string())?;
     Ok(reply.into_inner())
@@ -174,7 +176,7 @@ pub async fn join(config: &Config, endpoints: &[String]) -> Result<Identity> {
     let mine = config.peer_urls_of(&config.name);
     let mut last_error = String::from("--join lists no endpoint");
     for endpoint in endpoints {
-        match add_self(endpoint, &mine).await {
+        match add_self(endpoint, &mine, config).await {
             Ok(identity) => return Ok(identity),
             Err(e) => last_error = format!("{endpoint}: {e}"),
         }
@@ -182,9 +184,9 @@ pub async fn join(config: &Config, endpoints: &[String]) -> Result<Identity> {
     Err(Error::Config(format!("cannot join through {}: {last_error}", endpoints.join(","))))
 }
 
-async fn add_self(endpoint: &str, peer_urls: &[String]) -> std::result::Result<Identity, String> {
+async fn add_self(endpoint: &str, peer_urls: &[String], config: &Config) -> std::result::Result<Identity, String> {
     let endpoint = if endpoint.contains("://") { endpoint.to_string() } else { format!("http://{endpoint}") };
-    let channel = connect(endpoint).await?;
+    let channel = connect(endpoint, config).await?;
     let mut client = crate::pb::cluster_client::ClusterClient::new(channel);
     let request = crate::pb::MemberAddRequest { peer_ur_ls: peer_urls.to_vec(), is_learner: false };
     match client.member_add(request).await {

@@ -451,10 +451,13 @@ async fn serve_clients(
         .add_service(InterceptedService::new(lease, refused_on_learner.clone()))
         .add_service(InterceptedService::new(cluster, refused_on_learner.clone()))
         .add_service(InterceptedService::new(lock, refused_on_learner.clone()))
-        .add_service(InterceptedService::new(election, refused_on_learner))
-        .add_service(pb::auth_server::AuthServer::new(api::AuthService))
-        .add_service(RecoveryServer::from_arc(services.recovery))
-        .add_service(health);
+        .add_service(InterceptedService::new(election, refused_on_learner.clone()))
+        .add_service(InterceptedService::new(
+            pb::auth_server::AuthServer::new(api::AuthService),
+            refused_on_learner.clone(),
+        ))
+        .add_service(InterceptedService::new(health, refused_on_learner))
+        .add_service(RecoveryServer::from_arc(services.recovery));
     let routes = api::http::routes(grpc.into_axum_router(), ctx.clone());
     let result = Server::builder()
         .accept_http1(true)

@@ -37,9 +37,12 @@ fn is_serializable(txn: &pb::TxnRequest) -> bool {
 impl Kv for KvService {
     async fn range(&self, request: Request<pb::RangeRequest>) -> Result<Response<pb::RangeResponse>, Status> {
         let req = request.into_inner();
-        validate::range(&req)?;
+        // As etcd's interceptor, before anything else looks at the request.
         if !req.serializable {
             self.ctx.refuse_on_learner()?;
+        }
+        validate::range(&req)?;
+        if !req.serializable {
             self.ctx.node.linearize().await?;
         }
         let mut response = self.ctx.wait_out_installs(|| ready(self.ctx.node.kv.range(&req))).await?;
@@ -48,9 +51,9 @@ impl Kv for KvService {
     }
 
     async fn put(&self, request: Request<pb::PutRequest>) -> Result<Response<pb::PutResponse>, Status> {
+        self.ctx.refuse_on_learner()?;
         let req = request.into_inner();
         validate::put(&req)?;
-        self.ctx.refuse_on_learner()?;
         validate::size(&req, &self.ctx.limits)?;
         self.ctx.check_quota().await?;
         match self.ctx.propose(command::Op::Put(req)).await? {
@@ -66,9 +69,9 @@ impl Kv for KvService {
         &self,
         request: Request<pb::DeleteRangeRequest>,
     ) -> Result<Response<pb::DeleteRangeResponse>, Status> {
+        self.ctx.refuse_on_learner()?;
         let req = request.into_inner();
         validate::delete_range(&req)?;
-        self.ctx.refuse_on_learner()?;
         match self.ctx.propose(command::Op::DeleteRange(req)).await? {
             command_result::Result::DeleteRange(mut response) => {
                 response.header = self.ctx.header(response.header);
@@ -79,16 +82,14 @@ impl Kv for KvService {
     }
 
     async fn txn(&self, request: Request<pb::TxnRequest>) -> Result<Response<pb::TxnResponse>, Status> {
+        // etcd's learners serve no txn, not even a serializable read-only one.
+        self.ctx.refuse_on_learner()?;
         let req = request.into_inner();
         validate::txn(&req, &self.ctx.limits)?;
-        let (read_only, serializable) = (is_read_only(&req), is_serializable(&req));
-        if !(read_only && serializable) {
-            self.ctx.refuse_on_learner()?;
-        }
         validate::size(&req, &self.ctx.limits)?;
-        let mut response = if read_only {
+        let mut response = if is_read_only(&req) {
             // A read-only txn changes nothing, so like a Range it needs only a read index.
-            if !serializable {
+            if !is_serializable(&req) {
                 self.ctx.node.linearize().await?;
             }
             self.ctx.wait_out_installs(|| ready(self.ctx.node.kv.read_only_txn(&req))).await?

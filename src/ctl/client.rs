@@ -1,7 +1,8 @@
 //! The gRPC client phoenixctl speaks through: Phoenix's generated tonic clients over one channel,
 //! with etcd 3.4 clientv3's connection and retry behaviour.
 //!
-//! - Endpoints are `host:port` or `http://host:port`; the first that accepts a connection is used.
+//! - Endpoints are `host:port` or `http://host:port`; the first that accepts a connection is used,
+//!   until it answers a repeatable call `Unavailable`: the retry goes to another.
 //! - Calls wait for a connection until the command deadline (`--command-timeout`), then fail with
 //!   `context deadline exceeded`, as clientv3's wait-for-ready calls do; `--dial-timeout` bounds
 //!   each connection attempt.
@@ -69,7 +70,10 @@ enum Retry {
 #[derive(Clone)]
 pub struct Client {
     endpoints: Vec<Endpoint>,
-    channel: Option<Channel>,
+    /// The connection, and which of the endpoints it goes to.
+    connected: Option<(usize, Channel)>,
+    /// The endpoint that last answered `Unavailable`, tried last when connecting again.
+    unavailable: Option<usize>,
 }
 
 impl Client {
@@ -80,7 +84,7 @@ impl Client {
         if endpoints.is_empty() {
             return Err(CtlError::new(EXIT_BAD_CONNECTION, "etcdclient: no available endpoints"));
         }
-        Ok(Client { endpoints, channel: None })
+        Ok(Client { endpoints, connected: None, unavailable: None })
     }
 
     pub async fn range(&mut self, deadline: Instant, request: pb::RangeRequest) -> Result<pb::RangeResponse, CtlError> {
@@ -298,25 +302,36 @@ impl Client {
                 return Err(CtlError::status(&status));
             }
             retries += 1;
+            // Retried elsewhere, as clientv3's balancer moves on: a learner, a member that is
+            // stopping or one cut off from its leader may not serve the call, and another may.
+            if self.endpoints.len() > 1 {
+                self.unavailable = self.connected.take().map(|(i, _)| i);
+            }
             pause(RETRY_PAUSE, deadline).await?;
         }
     }
 
-    /// The connection, made now if there is none: every endpoint is tried at once, again and
-    /// again, until one answers or the deadline passes.
+    /// The connection, made now if there is none: every endpoint is tried at once (but the one
+    /// that last answered `Unavailable`, while there are others), again and again, until one
+    /// answers or the deadline passes.
     async fn channel(&mut self, deadline: Instant) -> Result<Channel, CtlError> {
-        if let Some(channel) = &self.channel {
+        if let Some((_, channel)) = &self.connected {
             return Ok(channel.clone());
         }
         loop {
-            let attempts = self.endpoints.iter().map(|e| Box::pin(e.connect()));
+            let candidates = self.endpoints.iter().enumerate().filter(|(i, _)| Some(*i) != self.unavailable);
+            let attempts = candidates.map(|(i, e)| Box::pin(async move { e.connect().await.map(|ch| (i, ch)) }));
             match timeout_at(deadline, select_ok(attempts)).await {
                 Err(_) => return Err(CtlError::deadline()),
-                Ok(Ok((channel, _))) => {
-                    self.channel = Some(channel.clone());
+                Ok(Ok(((i, channel), _))) => {
+                    self.connected = Some((i, channel.clone()));
                     return Ok(channel);
                 }
-                Ok(Err(_)) => pause(RECONNECT_PAUSE, deadline).await?,
+                Ok(Err(_)) => {
+                    // None of the others answers: the one left out may again.
+                    self.unavailable = None;
+                    pause(RECONNECT_PAUSE, deadline).await?
+                }
             }
         }
     }
@@ -353,7 +368,6 @@ async fn pause(length: Duration, deadline: Instant) -> Result<(), CtlError> {
     Ok(())
 }
 
-/// A tonic endpoint for an etcdctl endpoint string.
 /// An endpoint as a URL: `host:port` means plain http, the only scheme phoenixctl speaks.
 pub fn endpoint_url(address: &str) -> Result<String, CtlError> {
     match address.split_once("://") {
@@ -366,6 +380,7 @@ pub fn endpoint_url(address: &str) -> Result<String, CtlError> {
     }
 }
 
+/// A tonic endpoint for an etcdctl endpoint string.
 fn endpoint(address: &str, flags: &GlobalFlags) -> Result<Endpoint, CtlError> {
     let uri = endpoint_url(address)?;
     let endpoint = Endpoint::from_shared(uri)

@@ -134,7 +134,7 @@ impl Node {
     }
 
     fn new_member(&self, req: pb::MemberAddRequest, members: &Members) -> Result<(NodeId, PeerNode)> {
-        let peer_urls = normalized_urls(&req.peer_ur_ls)?;
+        let peer_urls = checked_peer_urls(&req.peer_ur_ls)?;
         if members.values().any(|(node, _)| node.peer_urls.iter().any(|u| peer_urls.contains(u))) {
             return Err(Error::PeerUrlExists);
         }
@@ -178,7 +178,7 @@ impl Node {
     }
 
     fn update(&self, req: pb::MemberUpdateRequest, members: &Members) -> Result<ChangeMembers<NodeId, PeerNode>> {
-        let peer_urls = normalized_urls(&req.peer_ur_ls)?;
+        let peer_urls = checked_peer_urls(&req.peer_ur_ls)?;
         let (node, _) = members.get(&req.id).ok_or(Error::MemberNotFound)?;
         let taken = members
             .iter()
@@ -192,13 +192,17 @@ impl Node {
 
     fn promotion(&self, id: NodeId, members: &Members) -> Result<ChangeMembers<NodeId, PeerNode>> {
         let (node, is_voter) = members.get(&id).cloned().ok_or(Error::MemberNotFound)?;
-        // A member added as a voter is listed as one, as etcd lists it, and is promoted by the
-        // leader once it has caught up.
-        if is_voter || node.voter {
+        if is_voter {
             return Err(Error::MemberNotLearner);
         }
+        // etcd checks that the member has caught up before that it is a learner: a member added
+        // as a voter (listed as one, as etcd lists it; the leader promotes it once it has caught
+        // up) is refused as not ready until then.
         if !self.in_sync(id) {
             return Err(Error::LearnerNotReady);
+        }
+        if node.voter {
+            return Err(Error::MemberNotLearner);
         }
         Ok(ChangeMembers::AddVoterIds(BTreeSet::from([id])))
     }
@@ -280,16 +284,17 @@ impl Node {
 }
 
 /// Peer URLs as etcd's server takes them (`types.NewURLs`: `host:port`, no path) and as
-/// Phoenix's peers speak (plain http), as etcd compares them: parsed, without a trailing slash.
-fn normalized_urls(urls: &[String]) -> Result<Vec<String>> {
+/// Phoenix's peers speak (plain http), kept as given (trimmed), as etcd keeps them: a port
+/// written out stays, even the scheme's default.
+fn checked_peer_urls(urls: &[String]) -> Result<Vec<String>> {
     crate::ctl::gourl::check_urls(urls).map_err(|_| Error::MemberBadUrls)?;
     urls.iter()
         .map(|u| {
-            let url = url::Url::parse(u.trim()).map_err(|_| Error::MemberBadUrls)?;
-            if url.scheme() != "http" {
+            let u = u.trim();
+            if url::Url::parse(u).map_err(|_| Error::MemberBadUrls)?.scheme() != "http" {
                 return Err(Error::MemberBadUrls);
             }
-            Ok(crate::config::url_string(&url))
+            Ok(u.to_string())
         })
         .collect()
 }
