@@ -55,7 +55,7 @@ impl Kv for KvService {
         let req = request.into_inner();
         validate::put(&req)?;
         validate::size(&req, &self.ctx.limits)?;
-        self.ctx.check_quota().await?;
+        self.ctx.check_quota(crate::kv::put_cost(&req)).await?;
         match self.ctx.propose(command::Op::Put(req)).await? {
             command_result::Result::Put(mut response) => {
                 response.header = self.ctx.header(response.header);
@@ -94,9 +94,7 @@ impl Kv for KvService {
             }
             self.ctx.wait_out_installs(|| ready(self.ctx.node.kv.read_only_txn(&req))).await?
         } else {
-            if crate::kv::takes_space(&req) {
-                self.ctx.check_quota().await?;
-            }
+            self.ctx.check_quota(crate::kv::txn_cost(&req)).await?;
             match self.ctx.propose(command::Op::Txn(req)).await? {
                 command_result::Result::Txn(response) => response,
                 _ => return Err(unexpected("txn").into()),

@@ -45,7 +45,7 @@ impl Lease for LeaseService {
             return Err(Error::LeaseTtlTooLarge.into());
         }
         req.ttl = req.ttl.max(self.min_ttl());
-        self.ctx.check_quota().await?;
+        self.ctx.check_quota(crate::kv::LEASE_OVERHEAD_BYTES).await?;
         match self.ctx.propose(command::Op::LeaseGrant(req)).await? {
             command_result::Result::LeaseGrant(mut response) => {
                 response.header = self.ctx.header(response.header);

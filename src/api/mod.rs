@@ -112,14 +112,17 @@ impl Context {
         Some(self.node.header(self.node.kv.revision().map_or(last, |current| current.max(last))))
     }
 
-    /// etcd refuses writes once the backend passes its quota, and raises NOSPACE for the cluster.
-    /// Once sled's file has passed the quota, what counts is the space the store takes: the file
-    /// never shrinks, and a store compacted, defragmented and disarmed (etcd's way out of
-    /// NOSPACE) must take writes again.
-    async fn check_quota(&self) -> Result<()> {
-        let quota = self.quota_backend_bytes;
+    /// etcd refuses a write that costs space (see [`crate::kv::put_cost`]) once the backend and it would
+    /// pass the quota, and raises NOSPACE for the cluster. Once sled's file has passed the quota,
+    /// what counts is the space the store takes: the file never shrinks, and a store compacted,
+    /// defragmented and disarmed (etcd's way out of NOSPACE) must take writes again.
+    async fn check_quota(&self, cost: u64) -> Result<()> {
+        if cost == 0 {
+            return Ok(());
+        }
+        let fits = |size: u64| size.saturating_add(cost) < self.quota_backend_bytes;
         let file_bytes = self.node.recent_db_size()?;
-        if file_bytes <= quota || self.node.recent_size_in_use(file_bytes).await? <= quota {
+        if fits(file_bytes) || fits(self.node.recent_size_in_use(file_bytes).await?) {
             return Ok(());
         }
         let alarm = pb::AlarmRequest {

@@ -49,11 +49,29 @@ pub struct WriteTxn<'a> {
     compaction_requested: bool,
 }
 
-/// Whether a txn is charged against the space quota: as in etcd (its quota's `costTxn` and its
-/// capped applier), only if it holds a put of its own; deletes and nested txns' puts cost
-/// nothing, so a client can still free space with a txn of deletes.
-pub fn takes_space(txn: &pb::TxnRequest) -> bool {
-    txn.success.iter().chain(&txn.failure).any(|op| matches!(op.request, Some(request_op::Request::RequestPut(_))))
+/// etcd's estimate of what a key's metadata takes in its backend (its quota's `kvOverhead`).
+const KV_OVERHEAD_BYTES: u64 = 256;
+/// etcd's estimate of what a lease takes in its backend (`leaseOverhead`).
+pub const LEASE_OVERHEAD_BYTES: u64 = 64;
+
+/// What a put costs against the quota, as etcd's `costPut` estimates it.
+pub fn put_cost(put: &pb::PutRequest) -> u64 {
+    KV_OVERHEAD_BYTES + put.key.len() as u64 + put.value.len() as u64
+}
+
+/// What a txn costs against the quota, as etcd's `costTxn`: its costlier branch's own puts.
+/// Deletes and nested txns cost nothing, so a client can still free space with a txn of
+/// deletes, under NOSPACE too (etcd's capped applier refuses only txns that cost something).
+pub fn txn_cost(txn: &pb::TxnRequest) -> u64 {
+    let branch = |ops: &[pb::RequestOp]| -> u64 {
+        ops.iter()
+            .filter_map(|op| match &op.request {
+                Some(request_op::Request::RequestPut(put)) => Some(put_cost(put)),
+                _ => None,
+            })
+            .sum()
+    };
+    branch(&txn.success).max(branch(&txn.failure))
 }
 
 impl<'a> WriteTxn<'a> {
@@ -106,7 +124,7 @@ impl<'a> WriteTxn<'a> {
             }
             Op::DeleteRange(req) => R::DeleteRange(self.delete_range(req)?),
             Op::Txn(req) => {
-                if takes_space(req) {
+                if txn_cost(req) > 0 {
                     self.refuse_when_out_of_space()?;
                 }
                 R::Txn(self.txn(req)?)

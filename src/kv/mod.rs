@@ -31,7 +31,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::pb::{self, KeyValue};
 use crate::{Error, Result};
-pub use apply::{takes_space, Committed, WriteTxn};
+pub use apply::{put_cost, txn_cost, Committed, WriteTxn, LEASE_OVERHEAD_BYTES};
 pub use history::lacks_prev_kv;
 
 /// A member's attributes as the state machine keeps them (published through the log).

@@ -1131,3 +1131,17 @@ fn a_read_an_install_began_under_is_refused() {
     assert!(matches!(overlapped, Err(Error::Installing)));
     assert_eq!(show_read(f.store.range(&get("a"))), "rev=2 count=1 [a=1@2/2/v1]");
 }
+
+#[test]
+fn a_txn_costs_its_costlier_branchs_own_puts_as_in_etcd() {
+    assert_eq!(super::put_cost(&put("ab", "xyz")), 256 + 2 + 3);
+    let nested = TxnRequest { success: vec![put("n", "v").op()], ..Default::default() };
+    let txn = TxnRequest {
+        success: vec![put("a", "1").op(), del("b", "").op(), nested.op()],
+        failure: vec![put("c", "22").op(), put("d", "3").op()],
+        ..Default::default()
+    };
+    assert_eq!(super::txn_cost(&txn), 2 * 256 + (1 + 2) + (1 + 1), "the failure branch, 517 against 259");
+    let deletes = TxnRequest { success: vec![del("a", "").op(), get("b").op()], ..Default::default() };
+    assert_eq!(super::txn_cost(&deletes), 0, "a txn of deletes costs nothing");
+}
