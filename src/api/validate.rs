@@ -80,7 +80,9 @@ fn check_txn_shape(req: &TxnRequest, max_ops: usize) -> Result<()> {
     Ok(())
 }
 
-/// The keys one branch writes: single keys put, and ranges deleted.
+/// The keys one branch writes: the keys it puts, and the ranges it deletes as `[start, end)`, a
+/// single key's as `[key, key + "\0")`. As in etcd 3.4 (its interval tree), the ends are
+/// compared as the bytes they are, so a delete from a key onwards (end `"\0"`) overlaps nothing.
 #[derive(Default)]
 struct Writes {
     puts: BTreeSet<Vec<u8>>,
@@ -88,33 +90,17 @@ struct Writes {
 }
 
 impl Writes {
-    fn covers(&self, key: &[u8]) -> bool {
-        self.deletes.iter().any(|(start, end)| in_range(key, start, end))
+    fn deletes(&self, key: &[u8]) -> bool {
+        self.deletes.iter().any(|(start, end)| start.as_slice() <= key && key < end.as_slice())
     }
 
-    /// Adds another branch's writes; a key written by both is a duplicate.
-    fn merge(&mut self, other: Writes) -> Result<()> {
-        for key in &other.puts {
-            if self.puts.contains(key) || self.covers(key) {
-                return Err(Error::DuplicateKey);
-            }
+    /// Adds a put of `key`, which this branch must not write already.
+    fn put(&mut self, key: &[u8]) -> Result<()> {
+        if self.puts.contains(key) || self.deletes(key) {
+            return Err(Error::DuplicateKey);
         }
-        for key in &self.puts {
-            if other.covers(key) {
-                return Err(Error::DuplicateKey);
-            }
-        }
-        self.puts.extend(other.puts);
-        self.deletes.extend(other.deletes);
+        self.puts.insert(key.to_vec());
         Ok(())
-    }
-}
-
-fn in_range(key: &[u8], start: &[u8], end: &[u8]) -> bool {
-    match end {
-        [] => key == start,
-        [0] => key >= start,
-        end => key >= start && key < end,
     }
 }
 
@@ -125,29 +111,39 @@ fn check_no_duplicate_writes(req: &TxnRequest) -> Result<()> {
     Ok(())
 }
 
+/// One branch's writes, checked in etcd's order (v3rpc's `checkIntervals`), which decides what
+/// counts as written twice: the branch's own deletes first; then each nested txn's puts,
+/// against those deletes, the deletes of the nested txns before it, and their puts (a key
+/// put by both branches of one nested txn is fine: only one runs); then the branch's own puts,
+/// against all of that.
 fn branch_writes(ops: &[RequestOp]) -> Result<Writes> {
     let mut writes = Writes::default();
     for op in ops {
-        let mut op_writes = Writes::default();
-        match &op.request {
-            Some(request_op::Request::RequestPut(p)) => {
-                op_writes.puts.insert(p.key.clone());
-            }
-            Some(request_op::Request::RequestDeleteRange(d)) => {
-                op_writes.deletes.push((d.key.clone(), d.range_end.clone()));
-            }
-            Some(request_op::Request::RequestTxn(t)) => {
-                // Only one nested branch runs, so each is checked alone against this branch.
-                let success = branch_writes(&t.success)?;
-                let failure = branch_writes(&t.failure)?;
-                let mut either = Writes::default();
-                either.puts.extend(success.puts.iter().chain(&failure.puts).cloned());
-                either.deletes.extend(success.deletes.into_iter().chain(failure.deletes));
-                op_writes = either;
-            }
-            _ => {}
+        if let Some(request_op::Request::RequestDeleteRange(d)) = &op.request {
+            let end = if d.range_end.is_empty() { [d.key.as_slice(), &[0]].concat() } else { d.range_end.clone() };
+            writes.deletes.push((d.key.clone(), end));
         }
-        writes.merge(op_writes)?;
+    }
+    for op in ops {
+        let Some(request_op::Request::RequestTxn(nested)) = &op.request else { continue };
+        let then = branch_writes(&nested.success)?;
+        let otherwise = branch_writes(&nested.failure)?;
+        for key in &then.puts {
+            writes.put(key)?;
+        }
+        for key in &otherwise.puts {
+            let put_before = writes.puts.contains(key) && !then.puts.contains(key);
+            if put_before || writes.deletes(key) {
+                return Err(Error::DuplicateKey);
+            }
+            writes.puts.insert(key.clone());
+        }
+        writes.deletes.extend(then.deletes.into_iter().chain(otherwise.deletes));
+    }
+    for op in ops {
+        if let Some(request_op::Request::RequestPut(p)) = &op.request {
+            writes.put(&p.key)?;
+        }
     }
     Ok(writes)
 }
@@ -183,6 +179,30 @@ mod tests {
         assert_eq!(super::txn(&txn(vec![put_op("b"), delete_op("a", "c")]), &limits()), Err(Error::DuplicateKey));
         assert_eq!(super::txn(&txn(vec![put_op("a"), put_op("b")]), &limits()), Ok(()));
         assert_eq!(super::txn(&txn(vec![delete_op("a", "c"), delete_op("b", "d")]), &limits()), Ok(()));
+    }
+
+    #[test]
+    fn a_delete_from_a_key_onwards_overlaps_nothing_as_in_etcd() {
+        let txn = TxnRequest { success: vec![put_op("b"), delete_op("a", "\0")], ..Default::default() };
+        assert_eq!(super::txn(&txn, &limits()), Ok(()));
+    }
+
+    #[test]
+    fn nested_writes_are_checked_in_etcds_order() {
+        let nested = |op: RequestOp| RequestOp {
+            request: Some(request_op::Request::RequestTxn(TxnRequest { success: vec![op], ..Default::default() })),
+        };
+        let txn = |ops: Vec<RequestOp>| TxnRequest { success: ops, ..Default::default() };
+        // The branch's own deletes are known before any nested put.
+        let deleted_after = txn(vec![nested(put_op("b")), delete_op("a", "c")]);
+        assert_eq!(super::txn(&deleted_after, &limits()), Err(Error::DuplicateKey));
+        // A nested delete is known only to the nested txns after it and the branch's own puts.
+        let deleted_later = txn(vec![nested(put_op("b")), nested(delete_op("b", ""))]);
+        assert_eq!(super::txn(&deleted_later, &limits()), Ok(()));
+        let deleted_first = txn(vec![nested(delete_op("b", "")), nested(put_op("b"))]);
+        assert_eq!(super::txn(&deleted_first, &limits()), Err(Error::DuplicateKey));
+        let put_after = txn(vec![put_op("b"), nested(delete_op("b", ""))]);
+        assert_eq!(super::txn(&put_after, &limits()), Err(Error::DuplicateKey));
     }
 
     #[test]

@@ -275,9 +275,21 @@ impl<'a> WriteTxn<'a> {
         Ok(())
     }
 
+    /// Whether the current request has written `key` already. The store keeps one record per
+    /// key and revision, so a txn may change a key only once: etcd's checks let a few through
+    /// that change it twice (a put, then a delete from a key onwards covering it, or a nested
+    /// txn's delete of a key an earlier nested txn put), which are refused here, as their
+    /// executed path is seen, with etcd's error for a key written twice.
+    fn written_in_request(&self, key: &[u8]) -> bool {
+        self.pending.contains_key(&keys::record_key(key, self.write_revision()))
+    }
+
     fn put(&mut self, req: &pb::PutRequest) -> Result<pb::PutResponse> {
         if req.lease != 0 && !self.lease_exists(req.lease)? {
             return Err(Error::LeaseNotFound);
+        }
+        if self.written_in_request(&req.key) {
+            return Err(Error::DuplicateKey);
         }
         // Only these flags need the previous value itself; otherwise its life is enough, which
         // the key index answers without reading the store. Watchers that want a put's previous
@@ -317,6 +329,9 @@ impl<'a> WriteTxn<'a> {
     fn delete_range(&mut self, req: &pb::DeleteRangeRequest) -> Result<pb::DeleteRangeResponse> {
         let doomed: Vec<KeyValue> =
             self.reader().scan(&req.key, &req.range_end, self.read_revision()).collect::<Result<_>>()?;
+        if doomed.iter().any(|kv| self.written_in_request(&kv.key)) {
+            return Err(Error::DuplicateKey);
+        }
         for kv in &doomed {
             self.write_delete(kv.clone());
         }

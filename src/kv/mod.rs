@@ -172,19 +172,14 @@ impl KvStore {
 
     /// etcd's Range, served from local state (the caller has done any linearizable round).
     pub fn range(&self, req: &pb::RangeRequest) -> Result<pb::RangeResponse> {
-        let refused = |compacted| req.revision > 0 && req.revision < compacted;
         self.outside_installs(|| {
-            self.read_past_compaction(refused, |current| {
-                range::range(&self.reader(), req, current, self.compacted_revision()?)
-            })
+            self.read_past_compaction(|current, compacted| range::range(&self.reader(), req, current, compacted))
         })
     }
 
     /// Runs a txn that writes nothing against local state, without Raft.
     pub fn read_only_txn(&self, req: &pb::TxnRequest) -> Result<pb::TxnResponse> {
-        self.outside_installs(|| {
-            self.read_past_compaction(|compacted| reads_below(req, compacted), |_| self.write()?.txn(req))
-        })
+        self.outside_installs(|| self.read_past_compaction(|_, _| self.write()?.txn(req)))
     }
 
     /// Runs `read` and answers what it found, unless a snapshot install replaced the store
@@ -206,19 +201,18 @@ impl KvStore {
         result
     }
 
-    /// Runs `read` at the current store revision, which it is given. A compaction applied while
-    /// it went on may have removed records it needed (see [`index`]): a read at a chosen revision
-    /// below the compacted one (`refused`) then fails as it would have a moment later, and one at
-    /// the current revision runs again, at or above the compacted revision.
-    fn read_past_compaction<T>(&self, refused: impl Fn(i64) -> bool, read: impl Fn(i64) -> Result<T>) -> Result<T> {
+    /// Runs `read` at the current store revision and compaction point, which it is given. A
+    /// compaction applied while it went on may have removed records it needed (see [`index`]),
+    /// so a read during which the compaction point moved runs again, and its checks then see the
+    /// new point: a read at a chosen revision below it fails as it would have a moment later.
+    /// Only what the read itself checks counts, so a txn's branch not taken can read anything.
+    fn read_past_compaction<T>(&self, read: impl Fn(i64, i64) -> Result<T>) -> Result<T> {
         loop {
-            let current = self.revision()?;
-            let result = read(current);
+            // In this order, the revision is at or above the compaction point.
             let compacted = self.compacted_revision()?;
-            if refused(compacted) {
-                return Err(Error::Compacted);
-            }
-            if current >= compacted {
+            let current = self.revision()?;
+            let result = read(current, compacted);
+            if self.compacted_revision()? == compacted {
                 return result;
             }
         }
@@ -414,17 +408,6 @@ impl KvStore {
             Ok(total + (key.len() + value.len()) as u64)
         })
     }
-}
-
-/// Whether any range of the txn, in either branch and in nested txns, reads a revision below
-/// `compacted`.
-fn reads_below(req: &pb::TxnRequest, compacted: i64) -> bool {
-    use pb::request_op::Request;
-    req.success.iter().chain(&req.failure).any(|op| match &op.request {
-        Some(Request::RequestRange(range)) => range.revision > 0 && range.revision < compacted,
-        Some(Request::RequestTxn(nested)) => reads_below(nested, compacted),
-        _ => false,
-    })
 }
 
 /// Moves records from where data dirs of format 1 stored them (under their logical keys) to
