@@ -3,8 +3,9 @@
 //! The state machine knows which leases exist, their granted TTL and their keys; it knows
 //! nothing of time. The leader keeps a deadline per lease here and, when one passes, proposes
 //! a revoke, which deletes the lease's keys in one revision. Deadlines live only in the leader's
-//! memory: a new leader starts every lease's countdown afresh (etcd's rule), so a failover never
-//! expires a lease early; it can only make one live up to a TTL longer. The state machine tells
+//! memory: a new leader starts every lease's countdown afresh, plus an election timeout (etcd's
+//! rule), so a failover never expires a lease early; it can only make one live up to a TTL and
+//! an election timeout longer. The state machine tells
 //! the lessor of every grant and revoke it applies, on whichever member took the request, so a
 //! lease revoked and granted again under the same ID never inherits the old lease's countdown.
 
@@ -59,9 +60,12 @@ impl Lessor {
         self.deadlines().remove(&id);
     }
 
-    /// Leadership moved: every countdown restarts when this member next leads.
-    pub fn clear(&self) {
-        self.deadlines().clear();
+    /// This member now leads: every lease's countdown restarts at its TTL plus `extension` (an
+    /// election timeout), as etcd's `lessor.Promote` extends them, so that a failover costs no
+    /// lease whose keepalive was on its way to the old leader.
+    pub fn promote(&self, leases: &[(i64, i64)], extension: Duration) {
+        let now = Instant::now();
+        *self.deadlines() = leases.iter().map(|&(id, seconds)| (id, now + ttl(seconds) + extension)).collect();
     }
 
     /// Given every lease that exists (ID and TTL), starts countdowns for new ones, drops
@@ -86,11 +90,19 @@ impl Lessor {
 /// Runs on every member; while it leads, revokes expired leases through Raft.
 pub async fn expire_leases(node: Arc<Node>, mut stop: watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(EXPIRY_CHECK_INTERVAL);
+    // Leadership changes show in the server metrics: a new leader restarts the countdowns at
+    // once, not up to a tick later, after answering TimeToLive from countdowns never extended.
+    let mut metrics = node.raft.server_metrics();
     let mut leading_term = None;
     loop {
         tokio::select! {
             _ = stop.wait_for(|stop| *stop) => return,
             _ = tick.tick() => {}
+            changed = metrics.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+            }
         }
         let (leader, term) = {
             let metrics = node.raft.metrics();
@@ -102,8 +114,13 @@ pub async fn expire_leases(node: Arc<Node>, mut stop: watch::Receiver<bool>) {
             continue;
         }
         if leading_term != Some(term) {
-            // Newly leading: every lease gets its full TTL from now.
-            node.lessor.clear();
+            match node.kv.leases() {
+                Ok(leases) => node.lessor.promote(&leases, node.election_timeout()),
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not read the leases to restart their countdowns; will retry");
+                    continue;
+                }
+            }
             leading_term = Some(term);
         }
         if let Err(e) = revoke_expired(&node).await {
@@ -159,15 +176,16 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_new_leader_restarts_every_countdown() {
+    async fn a_new_leader_restarts_every_countdown_with_an_election_timeout_more() {
         let lessor = Lessor::default();
         let leases = [(7, 2)];
         lessor.expired(&leases);
         tokio::time::advance(Duration::from_secs(1)).await;
-        lessor.clear();
-        tokio::time::advance(Duration::from_millis(1500)).await;
+        lessor.promote(&leases, Duration::from_secs(1));
+        tokio::time::advance(Duration::from_millis(2500)).await;
         assert!(lessor.expired(&leases).is_empty(), "expired early after a leadership change");
-        tokio::time::advance(Duration::from_secs(2)).await;
+        assert_eq!(lessor.remaining(7, 2), Duration::from_millis(500));
+        tokio::time::advance(Duration::from_millis(500)).await;
         assert_eq!(lessor.expired(&leases), [7]);
     }
 

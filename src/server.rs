@@ -37,7 +37,7 @@ use crate::watch::WatchHub;
 use crate::{Error, Result};
 
 /// gRPC allows this much more than --max-request-bytes on the wire, as etcd's server does.
-const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
+pub(crate) const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
 /// How long a stopping member waits for in-flight requests before closing every connection.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 

@@ -135,6 +135,21 @@ async fn leases_survive_a_leader_failure_only_while_kept_alive() {
     keepalive.abort();
 }
 
+/// As etcd's lessor does when promoted, a member that becomes leader gives every lease its TTL
+/// plus an election timeout from then, so a restarted one-member cluster answers TimeToLive
+/// with the whole TTL (for up to an election timeout).
+#[tokio::test]
+async fn a_new_leader_gives_every_lease_its_ttl_and_an_election_timeout() {
+    let mut cluster = Cluster::start(1, &["--election-timeout", "3000"]).await;
+    let mut c = cluster.client(0).await;
+    let ttl = 20;
+    let id = c.lease_grant(ttl, None).await.unwrap().id();
+    cluster.restart_gracefully(0).await;
+    let mut c = cluster.client(0).await;
+    let answered = c.lease_time_to_live(id, None).await.unwrap().ttl();
+    assert!(answered >= ttl, "TimeToLive answered {answered} s of a {ttl} s lease after the restart");
+}
+
 /// A leader cut off from its quorum renews no lease, not even for a follower that still forwards
 /// keepalives to it: the rest of the cluster may have elected a leader whose countdown runs on.
 #[tokio::test]

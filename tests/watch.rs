@@ -491,8 +491,11 @@ async fn progress_notify_reports_the_revision_of_an_idle_watch() {
 #[tokio::test]
 async fn fragments_split_a_large_revision_under_max_request_bytes() {
     use phoenix::pb::{watch_client::WatchClient, watch_request::RequestUnion, WatchCreateRequest, WatchRequest};
-    let (cluster, mut c) = single(&["--max-request-bytes", "2048"]).await;
-    let value = "v".repeat(500);
+    // As etcd's, a watch response may take 512 KiB more than --max-request-bytes.
+    const MAX_REQUEST_BYTES: usize = 100_000;
+    const LIMIT: usize = MAX_REQUEST_BYTES + 512 * 1024;
+    let (cluster, mut c) = single(&["--max-request-bytes", &MAX_REQUEST_BYTES.to_string()]).await;
+    let value = "v".repeat(90_000);
     for i in 0..10 {
         c.put(format!("big/{i}"), value.as_str(), None).await.unwrap();
     }
@@ -527,9 +530,10 @@ async fn fragments_split_a_large_revision_under_max_request_bytes() {
             other => panic!("response for unknown watch {other}"),
         }
     }
-    assert!(fragments.len() > 1, "10 deletes with 500-byte previous values fit in one 2 KiB response");
+    assert!(fragments.len() > 1, "10 deletes with 90 KB previous values fit in one response");
     for part in &fragments {
-        assert!(part.events.len() == 1 || prost::Message::encoded_len(part) < 2048, "a fragment over the limit");
+        assert!(part.events.len() == 1 || prost::Message::encoded_len(part) < LIMIT, "a fragment over the limit");
+        assert!(prost::Message::encoded_len(part) > MAX_REQUEST_BYTES, "fragments split below etcd's limit");
         assert_eq!(part.header.as_ref().unwrap().revision, rev);
     }
     let joined: Vec<_> = fragments.iter().flat_map(|r| r.events.clone()).collect();

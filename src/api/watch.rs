@@ -377,7 +377,8 @@ impl WatchStream {
         let fragment = self.watchers.get(&id).is_some_and(|w| w.fragment);
         let header = self.header(revision);
         let response = WatchResponse { header, watch_id: id, events, ..Default::default() };
-        let limit = self.ctx.limits.max_request_bytes;
+        // etcd's watch server allows what its gRPC server takes: --max-request-bytes plus 512 KiB.
+        let limit = self.ctx.limits.max_request_bytes + crate::server::GRPC_OVERHEAD_BYTES;
         // etcd's sendFragments: only a response of two or more events at or over the limit.
         if !fragment || response.events.len() < 2 || response.encoded_len() < limit {
             return self.send(response).await;

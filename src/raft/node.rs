@@ -335,9 +335,14 @@ impl Node {
         Ok(bytes)
     }
 
+    /// The shortest election timeout (`--election-timeout`).
+    pub fn election_timeout(&self) -> Duration {
+        Duration::from_millis(self.raft.config().election_timeout_min)
+    }
+
     /// How long without a leader counts as more than an election going on.
     pub fn leaderless_patience(&self) -> Duration {
-        Duration::from_millis(self.raft.config().election_timeout_min) * ELECTIONS_BEFORE_FAILING_FAST
+        self.election_timeout() * ELECTIONS_BEFORE_FAILING_FAST
     }
 
     pub(super) fn peer_node(&self, id: NodeId) -> Result<PeerNode> {
