@@ -54,6 +54,27 @@ impl Drop for Etcd {
     }
 }
 
+/// A one-member etcd and a one-member Phoenix; none, said visibly, where etcd is not installed.
+async fn etcd_and_phoenix() -> Option<(Etcd, Cluster)> {
+    if !Path::new(ETCD).exists() {
+        eprintln!("SKIPPED: {ETCD} is not installed (apt-get install etcd-server); .ci/run installs it");
+        return None;
+    }
+    Some((Etcd::start().await, Cluster::start(1, &[]).await))
+}
+
+/// The two systems' outcomes of the same steps, compared step by step.
+fn assert_same_outcomes(expected: &[String], actual: &[String]) {
+    assert_eq!(expected.len(), actual.len(), "the two runs took different numbers of steps");
+    let mut differences = Vec::new();
+    for (step, (want, got)) in expected.iter().zip(actual).enumerate() {
+        if want != got {
+            differences.push(format!("step {step}:\n  etcd:    {want}\n  phoenix: {got}"));
+        }
+    }
+    assert!(differences.is_empty(), "{} differences from etcd:\n{}", differences.len(), differences.join("\n"));
+}
+
 /// Replaces the numbers after the fields that differ between any two clusters.
 fn normalize(text: &str) -> String {
     let mut out = text.to_string();
@@ -157,21 +178,10 @@ async fn workload(mut c: Client) -> Vec<String> {
 
 #[tokio::test]
 async fn kv_responses_match_real_etcd() {
-    if !Path::new(ETCD).exists() {
-        eprintln!("SKIPPED: {ETCD} is not installed (apt-get install etcd-server); .ci/run installs it");
-        return;
-    }
-    let etcd = Etcd::start().await;
-    let phoenix = Cluster::start(1, &[]).await;
+    let Some((etcd, phoenix)) = etcd_and_phoenix().await else { return };
     let expected = workload(Client::connect([etcd.endpoint.clone()], None).await.unwrap()).await;
     let actual = workload(phoenix.client(0).await).await;
-    let mut differences = Vec::new();
-    for (step, (want, got)) in expected.iter().zip(&actual).enumerate() {
-        if want != got {
-            differences.push(format!("step {step}:\n  etcd:    {want}\n  phoenix: {got}"));
-        }
-    }
-    assert!(differences.is_empty(), "{} differences from etcd:\n{}", differences.len(), differences.join("\n"));
+    assert_same_outcomes(&expected, &actual);
 }
 
 /// How long a watch response may take; etcd syncs unsynced watchers every 100 ms.
@@ -252,21 +262,10 @@ async fn watch_session(mut c: Client) -> Vec<String> {
 
 #[tokio::test]
 async fn watch_responses_match_real_etcd() {
-    if !Path::new(ETCD).exists() {
-        eprintln!("SKIPPED: {ETCD} is not installed (apt-get install etcd-server); .ci/run installs it");
-        return;
-    }
-    let etcd = Etcd::start().await;
-    let phoenix = Cluster::start(1, &[]).await;
+    let Some((etcd, phoenix)) = etcd_and_phoenix().await else { return };
     let expected = watch_session(Client::connect([etcd.endpoint.clone()], None).await.unwrap()).await;
     let actual = watch_session(phoenix.client(0).await).await;
-    let mut differences = Vec::new();
-    for (step, (want, got)) in expected.iter().zip(&actual).enumerate() {
-        if want != got {
-            differences.push(format!("step {step}:\n  etcd:    {want}\n  phoenix: {got}"));
-        }
-    }
-    assert!(differences.is_empty(), "{} differences from etcd:\n{}", differences.len(), differences.join("\n"));
+    assert_same_outcomes(&expected, &actual);
 }
 
 /// Keys the random requests use: neighbours, keys that are prefixes of others, a zero byte and
@@ -618,12 +617,7 @@ const RANDOM_REQUESTS_PER_SEED: usize = 400;
 /// A difference in one request can make every later one differ, so the first few are shown.
 #[tokio::test]
 async fn random_kv_requests_match_real_etcd() {
-    if !Path::new(ETCD).exists() {
-        eprintln!("SKIPPED: {ETCD} is not installed (apt-get install etcd-server); .ci/run installs it");
-        return;
-    }
-    let etcd = Etcd::start().await;
-    let phoenix = Cluster::start(1, &[]).await;
+    let Some((etcd, phoenix)) = etcd_and_phoenix().await else { return };
     let mut expected_client = Client::connect([etcd.endpoint.clone()], None).await.unwrap();
     let mut actual_client = phoenix.client(0).await;
     for c in [&mut expected_client, &mut actual_client] {
