@@ -54,6 +54,14 @@ impl Lessor {
         deadline.saturating_duration_since(Instant::now())
     }
 
+    /// Sorts leases (ID and TTL) soonest deadline first, as etcd lists them; a lease whose
+    /// countdown has not started yet counts from now.
+    pub fn sort_by_expiry(&self, leases: &mut [(i64, i64)]) {
+        let now = Instant::now();
+        let deadlines = self.deadlines();
+        leases.sort_by_key(|&(id, seconds)| (deadlines.get(&id).copied().unwrap_or(now + ttl(seconds)), id));
+    }
+
     /// Drops a lease's countdown: it was revoked, or granted anew (its countdown starts when
     /// the leader next looks at it, in full).
     pub fn forget(&self, id: i64) {
@@ -187,6 +195,18 @@ mod tests {
         assert_eq!(lessor.remaining(7, 2), Duration::from_millis(500));
         tokio::time::advance(Duration::from_millis(500)).await;
         assert_eq!(lessor.expired(&leases), [7]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn leases_are_listed_soonest_expiry_first() {
+        let lessor = Lessor::default();
+        lessor.expired(&[(1, 10), (2, 30)]);
+        tokio::time::advance(Duration::from_secs(8)).await;
+        assert!(lessor.keep_alive(1, 10));
+        // Deadlines: 1 at 18 s, 2 at 30 s, 3 (not counted down yet) at 8 + 5 s.
+        let mut leases = [(2, 30), (1, 10), (3, 5)];
+        lessor.sort_by_expiry(&mut leases);
+        assert_eq!(leases, [(3, 5), (1, 10), (2, 30)]);
     }
 
     #[tokio::test(start_paused = true)]

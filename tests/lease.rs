@@ -49,6 +49,13 @@ async fn lease_calls_answer_as_etcd_does() {
     assert!(ttl.ttl() > 50 && ttl.ttl() <= 60);
     let ids: Vec<i64> = c.leases().await.unwrap().leases().iter().map(|l| l.id()).collect();
     assert!(ids.contains(&42) && ids.contains(&granted.id()));
+    // As etcd's leader lists them: soonest expiry first.
+    for (id, ttl) in [(7, 300), (8, 100), (9, 200)] {
+        c.lease_grant(ttl, Some(etcd_client::LeaseGrantOptions::new().with_id(id))).await.unwrap();
+    }
+    let listed = c.leases().await.unwrap();
+    let ordered: Vec<i64> = listed.leases().iter().map(|l| l.id()).filter(|id| (7..=9).contains(id)).collect();
+    assert_eq!(ordered, [8, 9, 7]);
 
     let (mut keeper, mut answers) = c.lease_keep_alive(42).await.unwrap();
     keeper.keep_alive().await.unwrap();

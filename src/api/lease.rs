@@ -105,7 +105,12 @@ impl Lease for LeaseService {
         _: Request<pb::LeaseLeasesRequest>,
     ) -> Result<Response<pb::LeaseLeasesResponse>, Status> {
         self.ctx.node.linearize().await?;
-        let leases = self.ctx.wait_out_installs(|| ready(self.ctx.node.kv.leases())).await?;
+        let mut leases = self.ctx.wait_out_installs(|| ready(self.ctx.node.kv.leases())).await?;
+        // etcd lists leases soonest expiry first, as its lessor counts them down: the leader's
+        // does; a follower's counts none down and lists them in no set order (here, by ID).
+        if self.ctx.node.usable_leader() == Some(self.ctx.node.id) {
+            self.ctx.node.lessor.sort_by_expiry(&mut leases);
+        }
         let leases = leases.into_iter().map(|(id, _)| pb::LeaseStatus { id }).collect();
         Ok(Response::new(pb::LeaseLeasesResponse { header: self.ctx.current_header(), leases }))
     }
