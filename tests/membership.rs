@@ -436,6 +436,26 @@ async fn join_adds_a_clean_host_that_is_promoted_once_caught_up() {
     assert!(members.members().iter().any(|m| m.id() == id && m.name() == "m4"), "the member list changed");
 }
 
+/// `--join` tries its endpoints in turn, each call bounded (the request timeout and a second): a
+/// member that takes the connection and never answers (stopped) must not hold the join up.
+#[tokio::test]
+async fn join_goes_on_past_a_frozen_endpoint() {
+    let mut cluster = Cluster::start(3, TEST_TIMINGS).await;
+    let mut c = Client::connect(cluster.endpoints(), None).await.unwrap();
+    write_keys(&mut c, "pre/", 10).await;
+    let frozen = (cluster.leader().await + 1) % 3;
+    let mut endpoints = vec![cluster.members[frozen].endpoint()];
+    endpoints.extend((0..3).filter(|&i| i != frozen).map(|i| cluster.members[i].endpoint()));
+    let endpoints = endpoints.join(",");
+    cluster.members[frozen].freeze();
+    let ports = free_ports(2);
+    let initial = format!("m4=http://127.0.0.1:{}", ports[1]);
+    let mut flags = vec!["--join", &endpoints, "--initial-cluster", &initial];
+    flags.extend(TEST_TIMINGS);
+    let joined = cluster.spawn_member("m4".into(), ports[0], ports[1], &flags);
+    holds(&cluster, joined, "pre/", 10).await;
+}
+
 #[tokio::test]
 async fn move_leader_hands_leadership_to_the_chosen_voter() {
     let cluster = Cluster::start(3, TEST_TIMINGS).await;
