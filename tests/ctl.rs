@@ -79,6 +79,9 @@ const SCENARIO: &[Step] = &[
     step("get --from-key k2 --keys-only"),
     step("get k --prefix --limit 2 -w json"),
     step("get k --prefix --limit 2 -w fields"),
+    // A flag takes the next word as its value, as pflag's do; a limit below 0 is none.
+    step("get k --prefix --limit -1"),
+    step("get foo --rev -1 -w json"),
     step("get k --prefix --sort-by VALUE --order DESCEND"),
     step("get _ --prefix --sort-by MODIFY --keys-only -w json"),
     step("get foo --rev 3 -w json"),
@@ -121,6 +124,7 @@ const SCENARIO: &[Step] = &[
     step("get"),
     step("get a b --prefix"),
     step("get foo --order UP"),
+    step("get foo --order -x"),
     step("get foo --consistency x"),
     step("get foo -w table"),
     step("get foo -w yaml"),
@@ -288,6 +292,23 @@ fn endpoints_come_from_the_environment() {
     let (expected, actual) = (run(ETCDCTL), run(PHOENIXCTL));
     assert!(expected.status.success(), "etcdctl failed: {}", String::from_utf8_lossy(&expected.stderr));
     assert_eq!(String::from_utf8_lossy(&actual.stdout), String::from_utf8_lossy(&expected.stdout));
+}
+
+#[test]
+fn a_flag_its_variable_gives_too_is_refused() {
+    let Some(etcd) = Server::etcd() else { return };
+    let run = |bin: &str| {
+        let mut command = Command::new(bin);
+        command.env_clear().env("ETCDCTL_HEX", "true");
+        command.args(["--endpoints", &etcd.endpoint, "get", "foo", "--hex=false"]).output().expect("run the client")
+    };
+    let (expected, actual) = (run(ETCDCTL), run(PHOENIXCTL));
+    let said = "conflicting environment variable \"ETCDCTL_HEX\" is shadowed by corresponding command-line flag \
+                (either unset environment variable or disable flag)";
+    for (client, output) in [("etcdctl", &expected), ("phoenixctl", &actual)] {
+        assert_eq!(output.status.code(), Some(1), "{client}");
+        assert!(String::from_utf8_lossy(&output.stderr).contains(said), "{client}: {output:?}");
+    }
 }
 
 fn assert_same_sessions(expected: &Transcript, actual: &Transcript, what: &str) {

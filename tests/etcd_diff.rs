@@ -166,7 +166,7 @@ async fn workload(mut c: Client) -> Vec<String> {
     out.push(outcome(c.get("a", Some(GetOptions::new().with_revision(5))).await));
     out.push(outcome(c.get("\0", Some(GetOptions::new().with_from_key())).await));
     // The hashes differ by design (etcd hashes its bbolt records); what they name must not.
-    for revision in [0, 6, 2, 1000] {
+    for revision in [0, 5, 6, 2, 1000] {
         let hashed = c.hash_kv(revision).await.map(|resp| {
             let header_revision = resp.header().map(|h| h.revision());
             format!("hashkv header revision {header_revision:?}, compact revision {}", resp.compact_version())
@@ -412,7 +412,7 @@ impl RequestGenerator {
         RandomGet {
             key: self.key(),
             span: self.span(),
-            limit: if self.one_in(3) { self.rng.below(4) as i64 } else { 0 },
+            limit: if self.one_in(3) { self.rng.below(5) as i64 - 1 } else { 0 },
             revision: if self.one_in(4) { self.revision() } else { 0 },
             sort: self.one_in(3).then(|| (sorts[self.rng.below(5)], orders[self.rng.below(3)])),
             serializable: self.one_in(4),

@@ -2,12 +2,14 @@
 
 use std::process::ExitCode;
 
-use clap::{CommandFactory, Parser};
 use phoenix::ctl::{self, cli::Cli};
 
 fn main() -> ExitCode {
-    let args = ctl::cli::normalize_args(&Cli::command(), std::env::args_os());
-    match Cli::try_parse_from(args) {
+    let args: Vec<_> = std::env::args_os().collect();
+    if let Some(conflict) = ctl::cli::shadowed_variable(&args) {
+        return ctl::refuse(conflict);
+    }
+    match ctl::cli::parse::<Cli>(args) {
         Ok(cli) => ctl::run(cli),
         Err(error) => ctl::usage_error(&error),
     }

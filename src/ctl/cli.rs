@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::error::{ContextKind, ContextValue, ErrorKind};
-use clap::{ArgAction, Args, Parser, Subcommand};
+use clap::{ArgAction, Args, CommandFactory, Parser, Subcommand};
 
 use super::error::{CtlError, EXIT_ERROR};
 use super::gofmt::quote;
@@ -492,6 +492,54 @@ fn go_int(s: &str) -> Result<i64, String> {
     parse_int(s, 0)
 }
 
+/// etcdctl refuses a command line that gives a flag its `ETCDCTL_*` variable gives too (the
+/// variable would be ignored); `None` if `args` gives none of those.
+pub fn shadowed_variable(args: &[OsString]) -> Option<CtlError> {
+    let command = Cli::command();
+    let given = |arg: &clap::Arg| {
+        let long = arg.get_long().map(|long| format!("--{long}"));
+        let short = arg.get_short().map(|short| format!("-{short}"));
+        args.iter().skip(1).take_while(|a| *a != "--").filter_map(|a| a.to_str()).any(|a| {
+            long.as_deref().is_some_and(|long| a == long || a.starts_with(&format!("{long}=")))
+                || short.as_deref().is_some_and(|short| a.starts_with(short) && !a.starts_with("--"))
+        })
+    };
+    let variable = command
+        .get_arguments()
+        .filter_map(|arg| Some((arg.get_env()?.to_str()?, arg)))
+        .find(|(name, arg)| std::env::var_os(name).is_some_and(|value| !value.is_empty()) && given(arg))?;
+    Some(CtlError::new(
+        EXIT_ERROR,
+        format!(
+            "conflicting environment variable {} is shadowed by corresponding command-line flag (either unset \
+             environment variable or disable flag)",
+            quote(variable.0.as_bytes())
+        ),
+    ))
+}
+
+/// Parses `args` as pflag would: see [`normalize_args`] and [`pflag_values`].
+pub fn parse<P: Parser>(args: impl IntoIterator<Item = OsString>) -> Result<P, clap::Error> {
+    let mut command = pflag_values(P::command());
+    let matches = command.try_get_matches_from_mut(normalize_args(&command, args))?;
+    P::from_arg_matches(&matches).map_err(|e| e.format(&mut command))
+}
+
+/// As pflag does, a flag that takes a value takes the next word whatever it starts with
+/// (`--rev -1`, `--order -x`), in `command` and its subcommands.
+fn pflag_values(command: clap::Command) -> clap::Command {
+    command
+        .mut_args(|arg| {
+            let takes_value = matches!(arg.get_action(), ArgAction::Set | ArgAction::Append);
+            if takes_value && !arg.is_positional() {
+                arg.allow_hyphen_values(true)
+            } else {
+                arg
+            }
+        })
+        .mut_subcommands(pflag_values)
+}
+
 /// Rewrites pflag's `--flag=true` to `--flag` and drops `--flag=false` for `command`'s boolean
 /// flags, which clap takes only bare.
 pub fn normalize_args(command: &clap::Command, args: impl IntoIterator<Item = OsString>) -> Vec<OsString> {
@@ -572,8 +620,7 @@ mod tests {
     use super::*;
 
     fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
-        let args = args.iter().map(OsString::from);
-        Cli::try_parse_from(normalize_args(&Cli::command(), args))
+        super::parse(args.iter().map(OsString::from))
     }
 
     fn error(args: &[&str]) -> String {
@@ -583,7 +630,17 @@ mod tests {
 
     #[test]
     fn the_cli_is_well_formed() {
-        Cli::command().debug_assert();
+        pflag_values(Cli::command()).debug_assert();
+    }
+
+    #[test]
+    fn a_flag_takes_the_next_word_whatever_it_starts_with() {
+        let cli =
+            parse(&["phoenixctl", "get", "a", "--rev", "-1", "--limit", "-1", "--order", "-x", "-w", "-y"]).unwrap();
+        let Command::Get(get) = cli.command else { panic!("not a get") };
+        assert_eq!((get.rev, get.limit, get.order.as_deref()), (-1, -1, Some("-x")));
+        assert_eq!(cli.global.write_out, "-y");
+        assert!(error(&["phoenixctl", "get", "a", "-x"]).contains("unknown shorthand flag: 'x' in -x"));
     }
 
     #[test]

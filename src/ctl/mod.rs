@@ -69,8 +69,13 @@ pub fn usage_error(error: &clap::Error) -> ExitCode {
             let _ = error.print();
             ExitCode::SUCCESS
         }
-        Some(failure) => exit(Err(failure), &mut std::io::stderr()),
+        Some(failure) => refuse(failure),
     }
+}
+
+/// Reports a failure found before any command ran.
+pub fn refuse(failure: CtlError) -> ExitCode {
+    exit(Err(failure), &mut std::io::stderr())
 }
 
 fn exit(result: Result<(), CtlError>, err: &mut dyn Write) -> ExitCode {

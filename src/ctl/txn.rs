@@ -14,9 +14,9 @@
 use std::ffi::OsString;
 use std::io::{BufRead, Write};
 
-use clap::{CommandFactory, Parser, Subcommand};
+use clap::{Parser, Subcommand};
 
-use super::cli::{normalize_args, DelArgs, GetArgs, PutArgs, TxnArgs};
+use super::cli::{parse, DelArgs, GetArgs, PutArgs, TxnArgs};
 use super::error::{CtlError, EXIT_BAD_ARGS, EXIT_INVALID_INPUT};
 use super::gofmt::quote;
 use super::goparse::{parse_int, unquote};
@@ -210,8 +210,8 @@ fn parse_op(line: &[u8]) -> Result<pb::RequestOp, CtlError> {
     if args.len() < 2 {
         return Err(invalid_input(format!("invalid txn compare request: {text}")));
     }
-    let args = normalize_args(&OpLine::command(), args.into_iter().map(os_string));
-    let line = OpLine::try_parse_from(args).map_err(|_| invalid_input(format!("invalid txn request: {text}")))?;
+    let line = parse::<OpLine>(args.into_iter().map(os_string))
+        .map_err(|_| invalid_input(format!("invalid txn request: {text}")))?;
     let request = match line.op {
         Op::Get(args) => Request::RequestRange(range_request(&args)?),
         Op::Put(args) => Request::RequestPut(put_request(&args, None)?),

@@ -18,10 +18,10 @@
 use std::ffi::OsString;
 use std::io::{BufRead, Write};
 
-use clap::{CommandFactory, Parser};
+use clap::Parser;
 use tokio::sync::mpsc;
 
-use super::cli::{normalize_args, usage_message, WatchArgs};
+use super::cli::{parse, usage_message, WatchArgs};
 use super::error::{CtlError, EXIT_BAD_ARGS, EXIT_ERROR, EXIT_INTERRUPTED, EXIT_INVALID_INPUT};
 use super::exec;
 use super::gofmt::quote;
@@ -199,8 +199,7 @@ struct WatchLine {
 }
 
 fn parse_line(args: &[OsString]) -> Result<WatchArgs, CtlError> {
-    let args = normalize_args(&WatchLine::command(), args.iter().cloned());
-    let line = WatchLine::try_parse_from(args).map_err(|error| {
+    let line = parse::<WatchLine>(args.iter().cloned()).map_err(|error| {
         let message = usage_message(&error).and_then(|e| e.message).unwrap_or_default();
         CtlError::new(EXIT_BAD_ARGS, message)
     })?;

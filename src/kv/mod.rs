@@ -240,11 +240,12 @@ impl KvStore {
     fn compute_hash_kv(&self, revision: i64) -> Result<(u32, i64, i64)> {
         let current = self.revision()?;
         let compacted = self.compacted_revision()?;
-        let revision = if revision <= 0 { current } else { revision };
+        // etcd refuses a revision asked for at the compaction point too (not the current one).
+        let (revision, refused_up_to) = if revision <= 0 { (current, compacted - 1) } else { (revision, compacted) };
         if revision > current {
             return Err(Error::FutureRevision);
         }
-        if revision < compacted {
+        if revision <= refused_up_to {
             return Err(Error::Compacted);
         }
         let mut hasher = crc32fast::Hasher::new();

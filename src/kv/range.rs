@@ -12,15 +12,17 @@ pub(crate) fn range(reader: &dyn Reader, req: &RangeRequest, current: i64, compa
     let revision = read_revision(req.revision, current, compacted)?;
     // Like etcd, the scan stops early (one extra key tells `more`) when the request asks for no
     // sort order and no filters, even if a target other than KEY then sorts what was fetched.
+    // A limit of 0 or below is none, as in etcd.
     let unsorted = req.sort_order == SortOrder::None as i32;
-    let early_limit = (unsorted && !has_filters(req) && req.limit > 0).then_some(req.limit as usize + 1);
+    let limit = usize::try_from(req.limit).ok().filter(|&limit| limit > 0);
+    let early_limit = limit.filter(|_| unsorted && !has_filters(req)).map(|limit| limit.saturating_add(1));
     let fetched = if req.count_only { 0 } else { early_limit.unwrap_or(usize::MAX) };
     let (count, mut kvs) = reader.scan_counted(&req.key, &req.range_end, revision, fetched)?;
     kvs.retain(|kv| passes_filters(req, kv));
     sort(req, &mut kvs)?;
-    let more = req.limit > 0 && kvs.len() > req.limit as usize;
-    if more {
-        kvs.truncate(req.limit as usize);
+    let more = limit.is_some_and(|limit| kvs.len() > limit);
+    if let Some(limit) = limit.filter(|_| more) {
+        kvs.truncate(limit);
     }
     if req.keys_only {
         kvs.iter_mut().for_each(|kv| kv.value.clear());
