@@ -310,7 +310,9 @@ async fn acknowledged_writes_survive_kill_9_of_the_leader_mid_stream() {
     .await;
     cluster.kill(leader);
     let acknowledged = writer.await.unwrap();
-    assert!(acknowledged.len() >= 50, "the writer stopped early");
+    // The writer sends one put at a time, so 50 keys on a follower mean 49 answered at least:
+    // the 50th may be applied there before the leader's answer reaches the writer.
+    assert!(acknowledged.len() >= 49, "the writer stopped early");
 
     cluster.restart(leader).await;
     for member in 0..3 {

@@ -272,8 +272,12 @@ async fn watch_responses_match_real_etcd() {
 /// 0xff bytes (whose prefix ranges have no upper end).
 const RANDOM_KEYS: [&[u8]; 9] = [b"a", b"ab", b"b", b"b/1", b"b/2", b"c", b"c\0", b"\xff", b"\xff\xff"];
 const RANDOM_VALUES: [&str; 4] = ["", "v", "w", "xyz"];
-/// The one lease the random requests attach keys to; granted with the same ID on both systems.
+/// The lease granted, with the same ID on both systems, before the random requests, which
+/// grant, revoke and attach keys to it and to others of these IDs; the last is never granted.
 const RANDOM_LEASE: i64 = 0x1234;
+const RANDOM_LEASES: [i64; 4] = [RANDOM_LEASE, 0x1235, 0x1236, 0x9999];
+/// Long enough that no random lease expires during a run.
+const RANDOM_LEASE_TTL: i64 = 3600;
 
 /// Which keys a request names besides its key.
 #[derive(Debug, Clone)]
@@ -328,6 +332,9 @@ struct RandomTxn {
 enum RandomRequest {
     Op(RandomOp),
     Compact { revision: i64, physical: bool },
+    LeaseGrant(i64),
+    LeaseRevoke(i64),
+    LeaseTimeToLive(i64),
 }
 
 /// Draws requests from a seed; `revision` is the store's latest revision as last answered, so
@@ -347,6 +354,10 @@ impl RequestGenerator {
             return Vec::new();
         }
         RANDOM_KEYS[self.rng.below(RANDOM_KEYS.len())].to_vec()
+    }
+
+    fn lease(&mut self) -> i64 {
+        RANDOM_LEASES[self.rng.below(RANDOM_LEASES.len())]
     }
 
     fn value(&mut self) -> &'static str {
@@ -371,8 +382,12 @@ impl RequestGenerator {
     }
 
     fn request(&mut self) -> RandomRequest {
-        if self.one_in(40) {
-            return RandomRequest::Compact { revision: self.revision(), physical: self.one_in(2) };
+        match self.rng.below(40) {
+            0 => return RandomRequest::Compact { revision: self.revision(), physical: self.one_in(2) },
+            1 => return RandomRequest::LeaseGrant(self.lease()),
+            2 => return RandomRequest::LeaseRevoke(self.lease()),
+            3 | 4 => return RandomRequest::LeaseTimeToLive(self.lease()),
+            _ => {}
         }
         loop {
             let op = self.op(0);
@@ -388,7 +403,7 @@ impl RequestGenerator {
             0..=6 => RandomOp::Put {
                 key: self.key(),
                 value: self.value(),
-                lease: [RANDOM_LEASE, 0x9999, 0, 0, 0][self.rng.below(5)],
+                lease: if self.one_in(2) { self.lease() } else { 0 },
                 prev_kv: self.one_in(3),
                 ignore_value: self.one_in(8),
                 ignore_lease: self.one_in(8),
@@ -431,7 +446,7 @@ impl RequestGenerator {
                 target: self.rng.below(5),
                 number: match self.rng.below(3) {
                     0 => self.rng.below(4) as i64,
-                    1 => RANDOM_LEASE,
+                    1 => self.lease(),
                     _ => self.revision(),
                 },
                 value: self.value(),
@@ -597,6 +612,21 @@ async fn run_request(c: &mut Client, request: &RandomRequest) -> (String, Option
         RandomRequest::Op(RandomOp::Txn(txn)) => {
             outcome(c.txn(build_txn(txn)).await.inspect(|r| seen = revision(r.header())))
         }
+        RandomRequest::LeaseGrant(id) => {
+            let options = etcd_client::LeaseGrantOptions::new().with_id(*id);
+            outcome(c.lease_grant(RANDOM_LEASE_TTL, Some(options)).await.inspect(|r| seen = revision(r.header())))
+        }
+        RandomRequest::LeaseRevoke(id) => outcome(c.lease_revoke(*id).await.inspect(|r| seen = revision(r.header()))),
+        // The time left differs by when each system counted, and etcd lists keys in no set order.
+        RandomRequest::LeaseTimeToLive(id) => {
+            let options = etcd_client::LeaseTimeToLiveOptions::new().with_keys();
+            outcome(c.lease_time_to_live(*id, Some(options)).await.map(|r| {
+                let mut keys = r.keys().to_vec();
+                keys.sort();
+                let left = if r.ttl() > 0 { "some" } else { "none" };
+                format!("lease {:x} granted {} s, {left} left, keys {keys:?}", r.id(), r.granted_ttl())
+            }))
+        }
     };
     (text, seen)
 }
@@ -613,7 +643,8 @@ fn random_seeds() -> Vec<u64> {
 const RANDOM_REQUESTS_PER_SEED: usize = 400;
 
 /// Random KV requests (puts with and without leases, ranges with every option, deletes,
-/// nested txns, compactions), each sent to etcd and then to Phoenix, their answers compared.
+/// nested txns, compactions) and lease grants, revokes and TimeToLives, each sent to etcd and
+/// then to Phoenix, their answers compared.
 /// A difference in one request can make every later one differ, so the first few are shown.
 #[tokio::test]
 async fn random_kv_requests_match_real_etcd() {
@@ -621,7 +652,8 @@ async fn random_kv_requests_match_real_etcd() {
     let mut expected_client = Client::connect([etcd.endpoint.clone()], None).await.unwrap();
     let mut actual_client = phoenix.client(0).await;
     for c in [&mut expected_client, &mut actual_client] {
-        let grant = c.lease_grant(3600, Some(etcd_client::LeaseGrantOptions::new().with_id(RANDOM_LEASE))).await;
+        let options = etcd_client::LeaseGrantOptions::new().with_id(RANDOM_LEASE);
+        let grant = c.lease_grant(RANDOM_LEASE_TTL, Some(options)).await;
         assert_eq!(grant.unwrap().id(), RANDOM_LEASE);
     }
     let mut differences = Vec::new();
