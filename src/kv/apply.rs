@@ -277,9 +277,9 @@ impl<'a> WriteTxn<'a> {
 
     /// Whether the current request has written `key` already. The store keeps one record per
     /// key and revision, so a txn may change a key only once: etcd's checks let a few through
-    /// that change it twice (a put, then a delete from a key onwards covering it, or a nested
-    /// txn's delete of a key an earlier nested txn put), which are refused here, as their
-    /// executed path is seen, with etcd's error for a key written twice.
+    /// that change it twice (a put and a delete from a key onwards covering it, in either
+    /// order, or a nested txn's delete of a key an earlier nested txn put), which are refused
+    /// here, on the path the txn runs, with etcd's error for a key written twice.
     fn written_in_request(&self, key: &[u8]) -> bool {
         self.pending.contains_key(&keys::record_key(key, self.write_revision()))
     }
