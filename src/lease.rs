@@ -5,9 +5,9 @@
 //! a revoke, which deletes the lease's keys in one revision. Deadlines live only in the leader's
 //! memory: a new leader starts every lease's countdown afresh, plus an election timeout (etcd's
 //! rule), so a failover never expires a lease early; it can only make one live up to a TTL and
-//! an election timeout longer. The state machine tells
-//! the lessor of every grant and revoke it applies, on whichever member took the request, so a
-//! lease revoked and granted again under the same ID never inherits the old lease's countdown.
+//! an election timeout longer. The state machine tells the lessor of every grant and revoke it
+//! applies, on whichever member took the request, so a lease revoked and granted again under
+//! the same ID never inherits the old lease's countdown.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
