@@ -4,11 +4,14 @@
 
 mod support;
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 
 use etcd_client::{
     Client, Compare, CompareOp, DeleteOptions, GetOptions, PutOptions, SortOrder, SortTarget, Txn, TxnOp,
+    WatchFilterType, WatchOptions, WatchRequestSender, WatchResponse,
 };
 use support::{free_ports, poll_until, Cluster, Rng, READY_TIMEOUT};
 
@@ -198,7 +201,6 @@ async fn next_response(stream: &mut etcd_client::WatchStream) -> String {
 /// A watch session: history with prev_kv, live events, filters, IDs, cancel, progress and
 /// compaction; every response in order.
 async fn watch_session(mut c: Client) -> Vec<String> {
-    use etcd_client::{WatchFilterType, WatchOptions};
     let mut out = Vec::new();
     out.push(outcome(c.put("a", "1", None).await)); // 2
     out.push(outcome(c.put("a", "2", None).await)); // 3
@@ -645,7 +647,6 @@ const RANDOM_REQUESTS_PER_SEED: usize = 400;
 /// Random KV requests (puts with and without leases, ranges with every option, deletes,
 /// nested txns, compactions) and lease grants, revokes and TimeToLives, each sent to etcd and
 /// then to Phoenix, their answers compared.
-/// A difference in one request can make every later one differ, so the first few are shown.
 #[tokio::test]
 async fn random_kv_requests_match_real_etcd() {
     let Some((etcd, phoenix)) = etcd_and_phoenix().await else { return };
@@ -661,22 +662,256 @@ async fn random_kv_requests_match_real_etcd() {
         let mut generator = RequestGenerator { rng: Rng::new(seed), revision: 2 };
         for step in 0..RANDOM_REQUESTS_PER_SEED {
             let request = generator.request();
-            let (want, revision) = run_request(&mut expected_client, &request).await;
-            let (got, _) = run_request(&mut actual_client, &request).await;
-            if let Some(revision) = revision {
-                generator.revision = revision;
-            }
-            if want != got {
-                differences.push(format!("seed {seed} step {step}: {request:?}\n  etcd:    {want}\n  phoenix: {got}"));
-            }
+            let clients = [&mut expected_client, &mut actual_client];
+            differences.extend(compare_request(&mut generator, clients, &request, seed, step).await);
         }
     }
-    let shown: Vec<&String> = differences.iter().take(8).collect();
+    assert_no_differences(&differences);
+}
+
+/// Sends `request` to etcd and then to Phoenix, and notes the revision etcd answered in
+/// `generator`; the difference between the two answers, if any.
+async fn compare_request(
+    generator: &mut RequestGenerator,
+    [etcd, phoenix]: [&mut Client; 2],
+    request: &RandomRequest,
+    seed: u64,
+    step: usize,
+) -> Option<String> {
+    let (want, revision) = run_request(etcd, request).await;
+    let (got, _) = run_request(phoenix, request).await;
+    if let Some(revision) = revision {
+        generator.revision = revision;
+    }
+    (want != got).then(|| format!("seed {seed} step {step}: {request:?}\n  etcd:    {want}\n  phoenix: {got}"))
+}
+
+/// A difference in one request can make every later one differ, so the first few are shown.
+fn assert_no_differences(differences: &[String]) {
+    let shown: Vec<&str> = differences.iter().take(8).map(String::as_str).collect();
     assert!(
         differences.is_empty(),
         "{} differences from etcd, the first {}:\n{}",
         differences.len(),
         shown.len(),
-        shown.iter().map(|s| s.as_str()).collect::<Vec<_>>().join("\n")
+        shown.join("\n")
     );
+}
+
+/// A random watcher: its ID, the same on both systems, what it watches and from where.
+#[derive(Debug, Clone)]
+struct RandomWatch {
+    id: i64,
+    key: Vec<u8>,
+    span: Span,
+    /// 0 is the next revision; otherwise one the store has not reached yet. A start in the
+    /// past is left to `watch_responses_match_real_etcd`: whether a compaction sent just after
+    /// it cancels the watcher depends on when each system replays the history.
+    start_revision: i64,
+    prev_kv: bool,
+    filter: Option<WatchFilterType>,
+}
+
+impl RequestGenerator {
+    fn watch(&mut self, id: i64) -> RandomWatch {
+        RandomWatch {
+            id,
+            key: self.key(),
+            span: self.span(),
+            start_revision: if self.one_in(2) { 0 } else { self.revision + 1 + self.rng.below(10) as i64 },
+            prev_kv: self.one_in(2),
+            filter: [None, None, Some(WatchFilterType::NoPut), Some(WatchFilterType::NoDelete)][self.rng.below(4)],
+        }
+    }
+}
+
+fn watch_options(watch: &RandomWatch) -> WatchOptions {
+    let mut options = match &watch.span {
+        Span::One => WatchOptions::new(),
+        Span::Prefix => WatchOptions::new().with_prefix(),
+        Span::FromKey => WatchOptions::new().with_from_key(),
+        Span::To(end) => WatchOptions::new().with_range(end.clone()),
+    };
+    options = options.with_watch_id(watch.id).with_start_revision(watch.start_revision);
+    if watch.prev_kv {
+        options = options.with_prev_key();
+    }
+    if let Some(filter) = watch.filter {
+        options = options.with_filters([filter]);
+    }
+    options
+}
+
+/// Whether `watch` is sent the changes of `key`: etcd watches `"\0"` for an empty key.
+fn watch_covers(watch: &RandomWatch, key: &[u8]) -> bool {
+    match (&watch.span, watch.key.is_empty()) {
+        (Span::Prefix | Span::FromKey, true) => true,
+        (span, true) => covers(b"\0", span, key),
+        (span, false) => covers(&watch.key, span, key),
+    }
+}
+
+/// Everything one system sent its random watchers, by watch ID.
+#[derive(Default)]
+struct WatchLog {
+    /// Each watcher's responses, one line per creation, event and cancellation; progress
+    /// notifications are left out (when they come is the server's choice).
+    seen: BTreeMap<i64, Vec<String>>,
+    /// The revision of the last event each watcher was sent.
+    last_event: BTreeMap<i64, i64>,
+    canceled: BTreeSet<i64>,
+    /// The watcher asked for last: the test waits for its answer before it asks for another.
+    creating: i64,
+}
+
+impl WatchLog {
+    fn record(&mut self, response: &WatchResponse) {
+        // A refused watch is answered as watch -1, created and canceled at once.
+        let id = match response.watch_id() {
+            -1 if response.created() => self.creating,
+            id => id,
+        };
+        let seen = self.seen.entry(id).or_default();
+        if response.created() {
+            seen.push(format!("created as {}", response.watch_id()));
+        }
+        for event in response.events() {
+            seen.push(format!("{:?} {:?} prev {:?}", event.event_type(), event.kv(), event.prev_kv()));
+            if let Some(kv) = event.kv() {
+                self.last_event.insert(id, kv.mod_revision());
+            }
+        }
+        if response.canceled() {
+            seen.push(format!("canceled, compacted at {}: {}", response.compact_revision(), response.cancel_reason()));
+            self.canceled.insert(id);
+        }
+    }
+}
+
+/// One system's random watchers: a few watch streams, each read into the log by a task.
+struct Watchers {
+    client: Client,
+    senders: Vec<WatchRequestSender>,
+    log: Arc<Mutex<WatchLog>>,
+}
+
+const RANDOM_WATCH_STREAMS: usize = 4;
+
+impl Watchers {
+    fn new(client: Client) -> Watchers {
+        Watchers { client, senders: Vec::new(), log: Arc::default() }
+    }
+
+    /// Asks for `watch`, on a new stream while there are fewer than RANDOM_WATCH_STREAMS.
+    async fn watch(&mut self, watch: &RandomWatch) {
+        let options = watch_options(watch);
+        self.log.lock().unwrap().creating = watch.id;
+        if self.senders.len() < RANDOM_WATCH_STREAMS {
+            let (sender, mut stream) = self.client.watch(watch.key.clone(), Some(options)).await.unwrap().split();
+            let log = self.log.clone();
+            tokio::spawn(async move {
+                while let Ok(Some(response)) = stream.message().await {
+                    log.lock().unwrap().record(&response);
+                }
+            });
+            self.senders.push(sender);
+        } else {
+            let sender = &mut self.senders[watch.id as usize % RANDOM_WATCH_STREAMS];
+            sender.watch(watch.key.clone(), Some(options)).await.unwrap();
+        }
+    }
+
+    fn answered(&self, id: i64) -> bool {
+        self.log.lock().unwrap().seen.contains_key(&id)
+    }
+
+    /// Whether `watch` has been sent all it will be: its cancellation, or the first of the
+    /// closing put and delete (at `closing`) that it is sent.
+    fn done(&self, watch: &RandomWatch, closing: [(i64, WatchFilterType); 2]) -> bool {
+        let log = self.log.lock().unwrap();
+        let covers_any = RANDOM_KEYS.iter().any(|key| watch_covers(watch, key));
+        let last = closing
+            .into_iter()
+            .find(|&(revision, kind)| covers_any && revision >= watch.start_revision && watch.filter != Some(kind));
+        log.canceled.contains(&watch.id)
+            || last.map_or(log.seen.contains_key(&watch.id), |(revision, _)| {
+                log.last_event.get(&watch.id).is_some_and(|&seen| seen >= revision)
+            })
+    }
+}
+
+const RANDOM_WATCHES_PER_SEED: usize = 6;
+
+/// Random watchers (ranges, prefixes, from-keys, filters, prev_kv, start revisions now and
+/// ahead) on etcd and on Phoenix, while the random requests of the KV test run, some
+/// watchers joining midway; at the end a put and a delete of every key tell each watcher it has
+/// been sent everything, and each watcher's events are compared.
+#[tokio::test]
+async fn random_watchers_match_real_etcd() {
+    let Some((etcd, phoenix)) = etcd_and_phoenix().await else { return };
+    let mut expected_client = Client::connect([etcd.endpoint.clone()], None).await.unwrap();
+    let mut actual_client = phoenix.client(0).await;
+    let mut expected = Watchers::new(expected_client.clone());
+    let mut actual = Watchers::new(actual_client.clone());
+    let mut watches = Vec::new();
+    let mut differences = Vec::new();
+    for seed in random_seeds() {
+        let mut generator = RequestGenerator { rng: Rng::new(seed), revision: 1 };
+        for step in 0..RANDOM_REQUESTS_PER_SEED {
+            if step < RANDOM_WATCHES_PER_SEED || generator.one_in(25) {
+                let watch = generator.watch(watches.len() as i64 + 1);
+                // Created on both before the next write, so that both send it the same events.
+                expected.watch(&watch).await;
+                actual.watch(&watch).await;
+                let what = format!("{watch:?} created");
+                poll_until(WATCH_WAIT, &what, || async {
+                    (expected.answered(watch.id) && actual.answered(watch.id)).then_some(())
+                })
+                .await;
+                watches.push(watch);
+            }
+            let mut request = generator.request();
+            // A compaction past a revision whose events a watcher may not have been sent yet
+            // would race with its prev_kv read, on both systems.
+            if let RandomRequest::Compact { revision, .. } = &mut request {
+                *revision = (*revision).min(generator.revision - 5);
+            }
+            let clients = [&mut expected_client, &mut actual_client];
+            differences.extend(compare_request(&mut generator, clients, &request, seed, step).await);
+        }
+    }
+    let closing = close_random_watchers([&mut expected_client, &mut actual_client]).await;
+    let deadline = std::time::Instant::now() + WATCH_WAIT;
+    let unfinished = || -> Vec<i64> {
+        let done = |w: &RandomWatch| expected.done(w, closing) && actual.done(w, closing);
+        watches.iter().filter(|w| !done(w)).map(|w| w.id).collect()
+    };
+    while !unfinished().is_empty() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(support::POLL_INTERVAL).await;
+    }
+    let unfinished = unfinished();
+    let (expected, actual) = (expected.log.lock().unwrap(), actual.log.lock().unwrap());
+    for watch in &watches {
+        let (want, got) = (expected.seen.get(&watch.id), actual.seen.get(&watch.id));
+        if want != got {
+            differences.push(format!("{watch:?}\n  etcd:    {want:?}\n  phoenix: {got:?}"));
+        }
+    }
+    assert_no_differences(&differences);
+    assert!(unfinished.is_empty(), "watchers {unfinished:?} were not sent the closing writes");
+}
+
+/// Puts every random key in one revision and then deletes them all in the next, on both
+/// systems; those revisions, with the filter that hides each.
+async fn close_random_watchers(clients: [&mut Client; 2]) -> [(i64, WatchFilterType); 2] {
+    let mut revisions = Vec::new();
+    for c in clients {
+        let put_all = Txn::new().and_then(RANDOM_KEYS.iter().map(|k| TxnOp::put(*k, "end", None)).collect::<Vec<_>>());
+        let put = c.txn(put_all).await.unwrap().header().unwrap().revision();
+        let delete = c.delete("\0", Some(DeleteOptions::new().with_from_key())).await.unwrap();
+        revisions.push((put, delete.header().unwrap().revision()));
+    }
+    assert_eq!(revisions[0], revisions[1], "the closing writes' revisions differ");
+    let (put, delete) = revisions[0];
+    [(put, WatchFilterType::NoPut), (delete, WatchFilterType::NoDelete)]
 }

@@ -279,9 +279,10 @@ impl<'a> WriteTxn<'a> {
     /// key and revision, so a txn may change a key only once: etcd's checks let a few through
     /// that change it twice (a put and a delete from a key onwards covering it, in either
     /// order, or a nested txn's delete of a key an earlier nested txn put), which are refused
-    /// here, on the path the txn runs, with etcd's error for a key written twice.
+    /// here, on the path the txn runs, with etcd's error for a key written twice. A request
+    /// that has written nothing yet (every plain put and delete) skips the lookup.
     fn written_in_request(&self, key: &[u8]) -> bool {
-        self.pending.contains_key(&keys::record_key(key, self.write_revision()))
+        self.request_changed && self.pending.contains_key(&keys::record_key(key, self.write_revision()))
     }
 
     fn put(&mut self, req: &pb::PutRequest) -> Result<pb::PutResponse> {

@@ -21,7 +21,7 @@ pub(crate) fn range(reader: &dyn Reader, req: &RangeRequest, current: i64, compa
     kvs.retain(|kv| passes_filters(req, kv));
     sort(req, &mut kvs)?;
     let more = limit.is_some_and(|limit| kvs.len() > limit);
-    if let Some(limit) = limit.filter(|_| more) {
+    if let Some(limit) = limit {
         kvs.truncate(limit);
     }
     if req.keys_only {
