@@ -60,7 +60,7 @@ impl Backups {
     /// `.part` file a save this member was making when it crashed may have left.
     pub fn new(schedule: BackupSchedule, member: String) -> Result<Backups> {
         let dir = &schedule.dir;
-        fs::create_dir_all(dir)
+        crate::disk::create_private_dir_all(dir)
             .map_err(|e| Error::Config(format!("--backup-dir: cannot create {}: {e}", dir.display())))?;
         let backups = Backups { schedule, member, report: Mutex::new(BackupReport::default()) };
         for (_, path) in backups.files(".phoenix-", ".db.part")? {

@@ -18,7 +18,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use sha1::{Digest, Sha1};
 
-use crate::config::{ClusterState, Config};
+use crate::config::Config;
 use crate::disk::Db;
 use crate::kv::KvStore;
 use crate::raft::log_store::LogStore;
@@ -117,6 +117,33 @@ pub async fn discover(config: &Config) -> Result<Identity> {
         }
     }
     Err(Error::Config(format!("cannot join: no member of --initial-cluster answered ({last_error})")))
+}
+
+/// Refuses to bootstrap a member that its cluster knows has run (published its name): its data
+/// dir was lost or wiped and it starts again with its first flags, as etcd refuses it. With no
+/// log and no vote it could help elect a leader that lacks writes it helped commit. Every other
+/// member of --initial-cluster is asked at once; one that does not answer says nothing.
+pub async fn refuse_if_bootstrapped_before(config: &Config, identity: &Identity) -> Result<()> {
+    let others = config.initial_cluster.iter().filter(|(name, _)| **name != config.name);
+    let asks = others
+        .flat_map(|(_, urls)| urls)
+        .map(|url| async move { ask_cluster_info(&crate::config::url_string(url), config).await.ok() });
+    let answers = futures::future::join_all(asks).await;
+    let has_run = |info: &crate::pb::ClusterInfoReply| {
+        info.cluster_id == identity.cluster_id
+            && info.members.iter().any(|m| m.id == identity.member_id && !m.name.is_empty())
+    };
+    if answers.iter().flatten().any(has_run) {
+        return Err(Error::Config(format!(
+            "member {:x} has already been bootstrapped, and data dir {} holds nothing: if this member's data was \
+             lost, remove it (etcdctl member remove {:x}) and add this host back as a new member (phoenix --join, \
+             or etcdctl member add and --initial-cluster-state existing)",
+            identity.member_id,
+            config.data_dir.display(),
+            identity.member_id
+        )));
+    }
+    Ok(())
 }
 
 /// A connection to another member for the few calls made before this one runs. Each call is
@@ -223,6 +250,10 @@ pub struct DataDirMeta {
     /// cluster ID (see [`Identity::restored_from`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restored_from: Option<u32>,
+    /// Set once the member holds Raft state: from then on a log found empty was lost (a wiped
+    /// or damaged database), and the member must not bootstrap a cluster again.
+    #[serde(default)]
+    pub bootstrapped: bool,
 }
 
 /// Format 2 stores the state machine's records by revision; opening a data dir of format 1
@@ -258,6 +289,15 @@ impl DataDir {
         Ok(read_meta(path)?.is_some())
     }
 
+    /// Records that the member holds Raft state (see [`DataDirMeta::bootstrapped`]).
+    pub fn mark_bootstrapped(&mut self) -> Result<()> {
+        if !self.meta.bootstrapped {
+            self.meta.bootstrapped = true;
+            write_meta(&self.path, &self.meta)?;
+        }
+        Ok(())
+    }
+
     /// Opens the data dir for `identity`, creating it when absent. Refuses one that belongs to
     /// another member or cluster, or that holds something other than Phoenix data.
     pub fn open(config: &Config, identity: &Identity) -> Result<DataDir> {
@@ -268,7 +308,7 @@ impl DataDir {
         }
         let meta = match existing {
             Some(meta) => {
-                check_belongs(&path, &meta, config, identity)?;
+                check_belongs(&path, &meta, config)?;
                 meta
             }
             None => {
@@ -278,6 +318,7 @@ impl DataDir {
                     cluster_id: identity.cluster_id,
                     member_id: identity.member_id,
                     restored_from: None,
+                    bootstrapped: false,
                 };
                 create(&path, &meta)?;
                 meta
@@ -309,9 +350,10 @@ impl DataDir {
             cluster_id: identity.cluster_id,
             member_id: identity.member_id,
             restored_from: Some(backup_hash),
+            bootstrapped: false,
         };
         let restored = (|| {
-            fs::create_dir_all(path)?;
+            crate::disk::create_private_dir_all(path)?;
             let data = DataDir::open_db_with(path.to_path_buf(), meta.clone())?;
             fill(&data)?;
             data.db.flush()?;
@@ -442,26 +484,23 @@ fn check_format(path: &Path, meta: &DataDirMeta) -> Result<()> {
     Ok(())
 }
 
-fn check_belongs(path: &Path, meta: &DataDirMeta, config: &Config, identity: &Identity) -> Result<()> {
-    // A reset data dir is a one-member cluster of its own, perhaps at a new address: the
-    // --initial-cluster it was first started with no longer describes it.
+/// A data dir restarts as the member it holds, whatever --initial-cluster and the token now
+/// say (etcd ignores them on restart: they are often refreshed after a member add), but only
+/// under its own name: a data dir copied from another member, or a wrong --data-dir, would
+/// otherwise run a second member under the same ID.
+fn check_belongs(path: &Path, meta: &DataDirMeta, config: &Config) -> Result<()> {
+    // A reset data dir may have been given a new name (`phoenixctl disaster --name`).
     let reset = crate::recovery::recorded_reset(path)?.is_some();
-    let expected = match meta.restored_from {
-        Some(backup_hash) => identity.clone().restored_from(backup_hash),
-        None => identity.clone(),
-    };
-    if config.initial_cluster_state == ClusterState::New
-        && !reset
-        && (meta.cluster_id != expected.cluster_id || meta.member_id != expected.member_id)
-    {
+    if !reset && meta.name != config.name {
         return Err(Error::Config(format!(
-            "data dir {} belongs to member {:x} of cluster {:x}, but the flags describe member {:x} of cluster {:x}; \
-             use another --data-dir, or move this one aside",
+            "data dir {} belongs to member {} ({:x}) of cluster {:x}, but --name is {}; start it with --name {}, or \
+             use another --data-dir",
             path.display(),
+            meta.name,
             meta.member_id,
             meta.cluster_id,
-            expected.member_id,
-            expected.cluster_id
+            config.name,
+            meta.name
         )));
     }
     Ok(())
@@ -469,7 +508,8 @@ fn check_belongs(path: &Path, meta: &DataDirMeta, config: &Config, identity: &Id
 
 /// Creates the data dir with its identity file, written whole or not at all.
 fn create(path: &Path, meta: &DataDirMeta) -> Result<()> {
-    fs::create_dir_all(path).map_err(|e| Error::Config(format!("cannot create data dir {}: {e}", path.display())))?;
+    crate::disk::create_private_dir_all(path)
+        .map_err(|e| Error::Config(format!("cannot create data dir {}: {e}", path.display())))?;
     write_meta(path, meta)
 }
 

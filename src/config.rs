@@ -9,7 +9,8 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Parser, ValueEnum};
+use clap::parser::ValueSource;
+use clap::{ArgMatches, CommandFactory, Parser, ValueEnum};
 use url::Url;
 
 use crate::{Error, Result};
@@ -182,6 +183,59 @@ pub struct Config {
 
 const DEFAULT_QUOTA_BYTES: u64 = 2 * 1024 * 1024 * 1024;
 
+/// etcd's bound on the election timeout (`maxElectionMs`).
+const MAX_ELECTION_TIMEOUT: Duration = Duration::from_millis(50_000);
+
+/// Unsets the flags' environment variables that are set but empty: etcd takes them for unset.
+/// Call it before any thread starts (the environment is process-wide).
+pub fn unset_empty_variables() {
+    let command = Flags::command();
+    let empty = command
+        .get_arguments()
+        .filter_map(|arg| arg.get_env())
+        .filter(|name| std::env::var_os(name).is_some_and(|value| value.is_empty()));
+    for name in empty {
+        std::env::remove_var(name);
+    }
+}
+
+/// The `ETCD_*` variables set that name no flag Phoenix takes, which it ignores (etcd warns of
+/// those it does not know; Phoenix also lacks some of etcd's, such as its TLS flags).
+pub fn ignored_variables() -> Vec<String> {
+    let command = Flags::command();
+    let known: Vec<&std::ffi::OsStr> = command.get_arguments().filter_map(|arg| arg.get_env()).collect();
+    std::env::vars_os()
+        .filter_map(|(name, _)| name.into_string().ok())
+        .filter(|name| name.starts_with("ETCD_") && !known.contains(&std::ffi::OsStr::new(name)))
+        .collect()
+}
+
+/// What etcd checks of where the flags came from: a flag also set by its environment variable
+/// is refused, and client URLs listened on explicitly must be advertised explicitly.
+pub fn check_sources(matches: &ArgMatches) -> Result<()> {
+    let command = Flags::command();
+    for arg in command.get_arguments() {
+        let (Some(variable), Some(ValueSource::CommandLine)) =
+            (arg.get_env(), matches.value_source(arg.get_id().as_str()))
+        else {
+            continue;
+        };
+        if std::env::var_os(variable).is_some() {
+            return Err(Error::Config(format!(
+                "conflicting environment variable {variable:?} is shadowed by corresponding command-line flag (either \
+                 unset environment variable or disable flag)"
+            )));
+        }
+    }
+    let explicit = |id: &str| matches.value_source(id).is_some_and(|source| source != ValueSource::DefaultValue);
+    if explicit("listen_client_urls") && !explicit("advertise_client_urls") {
+        return Err(Error::Config(
+            "--advertise-client-urls is required when --listen-client-urls is set explicitly".into(),
+        ));
+    }
+    Ok(())
+}
+
 /// Rewrites Go-style `-flag` into `--flag`; leaves values and `--flag` alone.
 pub fn normalize_args(args: impl IntoIterator<Item = String>) -> Vec<String> {
     let mut out = Vec::new();
@@ -265,6 +319,13 @@ impl Config {
         }
         if self.heartbeat_interval.is_zero() {
             return Err(Error::Config("--heartbeat-interval must be greater than 0".into()));
+        }
+        if self.election_timeout >= MAX_ELECTION_TIMEOUT {
+            return Err(Error::Config(format!(
+                "--election-timeout[{}ms] is too long, and should be set less than {}ms",
+                self.election_timeout.as_millis(),
+                MAX_ELECTION_TIMEOUT.as_millis()
+            )));
         }
         if self.election_timeout < self.heartbeat_interval * 5 {
             return Err(Error::Config(format!(
@@ -394,6 +455,11 @@ fn parse_initial_cluster(spec: &str) -> Result<BTreeMap<String, Vec<Url>>> {
     }
     if members.is_empty() {
         return Err(Error::Config("--initial-cluster must list at least one member".into()));
+    }
+    let mut urls: Vec<&str> = members.values().flatten().map(Url::as_str).collect();
+    urls.sort_unstable();
+    if urls.windows(2).any(|pair| pair[0] == pair[1]) {
+        return Err(Error::Config(format!("initial cluster {spec} has duplicate url")));
     }
     Ok(members)
 }

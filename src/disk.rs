@@ -15,6 +15,9 @@
 //! After a failed sync the kernel may have dropped the dirty pages and reports the failure only
 //! once, so a later sync could succeed over lost data: the first failure poisons the database,
 //! and every flush after it fails, as etcd (which exits) and PostgreSQL do.
+//!
+//! The directories and snapshot files Phoenix creates are its user's alone (0700 and 0600, as
+//! etcd makes them): a store holds secrets.
 
 use std::collections::HashMap;
 use std::ffi::OsString;
@@ -159,6 +162,18 @@ fn sync_changed_files(dir: &Path, synced: &mut HashMap<OsString, u64>) -> io::Re
 /// directory is synced.
 fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
+}
+
+/// Creates `path` and any missing parent, each readable by this user only.
+pub fn create_private_dir_all(path: &Path) -> io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    fs::DirBuilder::new().recursive(true).mode(0o700).create(path)
+}
+
+/// Creates (or truncates) the file `path`, readable by this user only.
+pub fn create_private_file(path: &Path) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)
 }
 
 #[cfg(test)]

@@ -222,6 +222,12 @@ pub fn broke_mid_call(status: &Status) -> bool {
         && (status.message() == TONIC_TRANSPORT_ERROR || std::error::Error::source(status).is_some())
 }
 
+/// Whether a call to a peer failed before anything was sent: its connection could not be made
+/// (the peer is down). Such a call may be retried elsewhere without doing anything twice.
+pub fn never_sent(status: &Status) -> bool {
+    status.code() == Code::Unavailable && status.message().contains("tcp connect error")
+}
+
 impl From<Status> for Error {
     fn from(status: Status) -> Error {
         match status.code() {

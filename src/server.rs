@@ -46,15 +46,25 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let client_listeners = bind_all("--listen-client-urls", &config.listen_client_urls).await?;
     let peer_listeners = bind_all("--listen-peer-urls", &config.listen_peer_urls).await?;
     let identity = identity(&config).await?;
-    let backup = prepare_reset(&config).await?;
-    let data = DataDir::open(&config, &identity)?;
+    let reset = prepare_reset(&config).await?;
+    let mut data = DataDir::open(&config, &identity)?;
     refuse_if_removed(&data)?;
-    if let Some(backup) = backup {
+    if let Some(basis) = reset {
         let peer_urls = config.peer_urls_of(&config.name);
-        let report = crate::recovery::reset(&data, &config.name, peer_urls, backup, config.revision_bump)?;
+        let report = crate::recovery::reset(&data, &config.name, peer_urls, basis, config.revision_bump)?;
         tracing::warn!(report = %report.summary(), "reset into a one-member cluster (--force-new-cluster)");
     }
-    let needs_bootstrap = config.initial_cluster_state == ClusterState::New && holds_no_raft_state(&data)?;
+    let no_raft_state = holds_no_raft_state(&data)?;
+    if no_raft_state && data.meta.bootstrapped {
+        return Err(Error::Config(format!(
+            "data dir {} has lost its Raft log: its member ran before, and its database now holds nothing (wiped or \
+             damaged); remove this member (etcdctl member remove {:x}) and add the host back as a new member with an \
+             empty data dir, or, if it was the only member, restore the cluster from a backup",
+            data.path.display(),
+            data.meta.member_id
+        )));
+    }
+    let needs_bootstrap = config.initial_cluster_state == ClusterState::New && no_raft_state;
     let backups = match config.backup.clone() {
         Some(schedule) => Some(Arc::new(crate::backup::Backups::new(schedule, config.name.clone())?)),
         None => None,
@@ -95,6 +105,13 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     health.set_service_status("", ServingStatus::Serving).await;
     let services = ClientServices::new(ctx, watch, recipes, recovery, health.clone());
     let watch_streams = services.watch.clone();
+    // Clients wait until the peers have been asked whether this member was removed: two old
+    // members restarted together after a reset are a quorum of the old configuration, and
+    // would otherwise acknowledge writes that the reset cluster never sees.
+    if let Some(reason) = crate::raft::membership::removed_by_peers(&node).await {
+        node.raft.shutdown().await.map_err(|e| Error::Internal(format!("raft shutdown: {e}")))?;
+        return Err(data.fence(&reason));
+    }
     for listener in client_listeners {
         servers.push(tokio::spawn(serve_clients(
             listener,
@@ -106,6 +123,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
 
     if needs_bootstrap {
         bootstrap(&node.raft, &identity).await?;
+    }
+    if needs_bootstrap || !no_raft_state {
+        data.mark_bootstrapped()?;
     }
     let mut fenced = node.peers().fenced();
     let mut background = vec![
@@ -136,6 +156,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     tracing::info!("stopping");
     if outcome.is_ok() {
         hand_over_leadership(&node).await;
+    } else {
+        // A fenced or removed member must commit nothing more, not even the writes its clients
+        // still wait for while they drain below: they fail instead of being acknowledged.
+        node.raft.shutdown().await.map_err(|e| Error::Internal(format!("raft shutdown: {e}")))?;
     }
     let _ = stop_tx.send(true);
     watch_streams.shutdown();
@@ -166,13 +190,18 @@ async fn hand_over_leadership(node: &Node) {
 }
 
 /// Who this member is: from the flags for a new cluster, or from the running cluster for one
-/// joining it (`--initial-cluster-state existing` after `member add`, or `--join`).
+/// joining it (`--initial-cluster-state existing` after `member add`, or `--join`). A member
+/// with no data dir that its cluster knows has run before is refused either way.
 async fn identity(config: &Config) -> Result<Identity> {
     if DataDir::exists(&config.data_dir)? {
         return Ok(Identity::from_config(config));
     }
     match (config.initial_cluster_state, config.join.is_empty()) {
-        (ClusterState::New, _) => Ok(Identity::from_config(config)),
+        (ClusterState::New, _) => {
+            let identity = Identity::from_config(config);
+            crate::cluster::refuse_if_bootstrapped_before(config, &identity).await?;
+            Ok(identity)
+        }
         (ClusterState::Existing, true) => crate::cluster::discover(config).await,
         (ClusterState::Existing, false) => crate::cluster::join(config, &config.join).await,
     }
@@ -181,9 +210,9 @@ async fn identity(config: &Config) -> Result<Identity> {
 /// For --force-new-cluster: refuses a data dir with nothing to recover, ignores the flag on one
 /// that was reset already (so members added since stay), refuses to reset a survivor when
 /// another member of its cluster objects (see [`crate::recovery::examine_survivor`]), and
-/// otherwise backs the data dir up before the reset changes it. Returns the backup when a reset
-/// is to be done.
-async fn prepare_reset(config: &Config) -> Result<Option<std::path::PathBuf>> {
+/// otherwise backs the data dir up before the reset changes it. Returns what the reset starts
+/// from, when one is to be done.
+async fn prepare_reset(config: &Config) -> Result<Option<crate::recovery::ResetBasis>> {
     if !config.force_new_cluster {
         return Ok(None);
     }
@@ -201,14 +230,16 @@ async fn prepare_reset(config: &Config) -> Result<Option<std::path::PathBuf>> {
         return Ok(None);
     }
     let data = DataDir::open_stopped(&config.data_dir)?;
-    if let (_, Some(objection)) = crate::recovery::examine_survivor(&data).await? {
+    let examination = crate::recovery::examine_survivor(&data).await?;
+    if let Some(objection) = examination.objection {
         return Err(Error::Config(format!(
             "--force-new-cluster refused: {objection}; to reset this member anyway, stop it and run \
              `phoenixctl disaster --force --data-dir {}`",
             config.data_dir.display()
         )));
     }
-    crate::recovery::back_up(&data).map(Some)
+    let backup = crate::recovery::back_up(&data)?;
+    Ok(Some(crate::recovery::ResetBasis { backup, not_asked: examination.not_asked }))
 }
 
 /// A member removed from the cluster never runs again with its data: it could disturb the
@@ -282,7 +313,8 @@ async fn start_node(config: &Config, data: &DataDir, watchers: WatchHub) -> Resu
     let raft = Raft::new(id, Arc::new(raft_config), peers.clone(), log, state_machine.clone())
         .await
         .map_err(|e| Error::Storage(format!("cannot start Raft: {e}")))?;
-    let node = Node::new(raft, data, started_with, peers, lessor, config.request_timeout());
+    let client_urls = config.advertise_client_urls.iter().map(url_string).collect();
+    let node = Node::new(raft, data, started_with, peers, lessor, config.request_timeout(), client_urls);
     Ok((node, state_machine))
 }
 
@@ -472,11 +504,8 @@ async fn serve_clients(
 /// Announces this member's name and client URLs through the log, as etcd members do on start,
 /// retrying until it is committed or the member stops.
 async fn publish_attributes(node: Arc<Node>, config: Config, stop: watch::Receiver<bool>) {
-    let attributes = pb::MemberAttributes {
-        id: node.id,
-        name: config.name.clone(),
-        client_urls: config.advertise_client_urls.iter().map(url_string).collect(),
-    };
+    let attributes =
+        pb::MemberAttributes { id: node.id, name: config.name.clone(), client_urls: node.client_urls.clone() };
     let published =
         crate::kv::MemberAttributes { name: attributes.name.clone(), client_urls: attributes.client_urls.clone() };
     loop {

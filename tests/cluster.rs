@@ -63,6 +63,9 @@ async fn writes_continue_after_the_leader_is_killed() {
     }
 
     cluster.kill(old_leader);
+    // Sent before the survivors notice, a write waits for the next leader, as etcd's does: its
+    // forward to the dead leader never left, so it is not failed as one whose outcome is unknown.
+    client.put("during-the-election", "v", None).await.unwrap();
     let new_leader = cluster.leader().await;
     assert_ne!(new_leader, old_leader);
     poll_until(READY_TIMEOUT, "a write after failover", || {

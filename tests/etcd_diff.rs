@@ -650,13 +650,7 @@ const RANDOM_REQUESTS_PER_SEED: usize = 400;
 #[tokio::test]
 async fn random_kv_requests_match_real_etcd() {
     let Some((etcd, phoenix)) = etcd_and_phoenix().await else { return };
-    let mut expected_client = Client::connect([etcd.endpoint.clone()], None).await.unwrap();
-    let mut actual_client = phoenix.client(0).await;
-    for c in [&mut expected_client, &mut actual_client] {
-        let options = etcd_client::LeaseGrantOptions::new().with_id(RANDOM_LEASE);
-        let grant = c.lease_grant(RANDOM_LEASE_TTL, Some(options)).await;
-        assert_eq!(grant.unwrap().id(), RANDOM_LEASE);
-    }
+    let [mut expected_client, mut actual_client] = random_request_clients(&etcd, &phoenix).await;
     let mut differences = Vec::new();
     for seed in random_seeds() {
         let mut generator = RequestGenerator { rng: Rng::new(seed), revision: 2 };
@@ -667,6 +661,17 @@ async fn random_kv_requests_match_real_etcd() {
         }
     }
     assert_no_differences(&differences);
+}
+
+/// Clients of etcd and of Phoenix for the random requests, each system holding RANDOM_LEASE.
+async fn random_request_clients(etcd: &Etcd, phoenix: &Cluster) -> [Client; 2] {
+    let mut clients = [Client::connect([etcd.endpoint.clone()], None).await.unwrap(), phoenix.client(0).await];
+    for c in &mut clients {
+        let options = etcd_client::LeaseGrantOptions::new().with_id(RANDOM_LEASE);
+        let grant = c.lease_grant(RANDOM_LEASE_TTL, Some(options)).await;
+        assert_eq!(grant.unwrap().id(), RANDOM_LEASE);
+    }
+    clients
 }
 
 /// Sends `request` to etcd and then to Phoenix, and notes the revision etcd answered in
@@ -849,8 +854,7 @@ const RANDOM_WATCHES_PER_SEED: usize = 6;
 #[tokio::test]
 async fn random_watchers_match_real_etcd() {
     let Some((etcd, phoenix)) = etcd_and_phoenix().await else { return };
-    let mut expected_client = Client::connect([etcd.endpoint.clone()], None).await.unwrap();
-    let mut actual_client = phoenix.client(0).await;
+    let [mut expected_client, mut actual_client] = random_request_clients(&etcd, &phoenix).await;
     let mut expected = Watchers::new(expected_client.clone());
     let mut actual = Watchers::new(actual_client.clone());
     let mut watches = Vec::new();

@@ -10,9 +10,10 @@ mod support;
 
 use std::collections::HashSet;
 use std::process::{Command, Output};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use etcd_client::{Client, GetOptions, WatchOptions};
+use etcd_client::{Client, ConnectOptions, GetOptions, WatchOptions};
 use support::{free_ports, http_get, poll_until, Cluster, READY_TIMEOUT, TEST_TIMINGS};
 use tonic::Code;
 use tonic_health::pb::health_check_response::ServingStatus;
@@ -112,14 +113,56 @@ fn assert_refused_and_clean(cluster: &mut Cluster, old: &[usize]) {
     for &i in old {
         cluster.members[i].spawn_again();
     }
+    // Together they are a quorum of the old configuration: clients writing to them from the
+    // start must not be told a write took, as the reset cluster never sees it.
+    let stop = Arc::new(AtomicBool::new(false));
+    let writers: Vec<_> = old
+        .iter()
+        .map(|&i| {
+            let (endpoint, stop) = (cluster.members[i].endpoint(), stop.clone());
+            std::thread::spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+                runtime.block_on(writes_acknowledged_until(&endpoint, &stop))
+            })
+        })
+        .collect();
     for &i in old {
         let member = &mut cluster.members[i];
         assert_eq!(member.wait_exit(READY_TIMEOUT), Some(1), "old member {} kept running", member.name);
         assert!(member.log_text().contains("phoenixctl clean --data-dir"), "{}", member.log_text());
-        let dir = member.data_dir.to_string_lossy().into_owned();
+    }
+    stop.store(true, Ordering::Relaxed);
+    for writer in writers {
+        let acknowledged = writer.join().unwrap();
+        assert!(acknowledged.is_empty(), "stale members acknowledged writes: {acknowledged:?}");
+    }
+    for &i in old {
+        let dir = cluster.members[i].data_dir.to_string_lossy().into_owned();
         let cleaned = run(PHOENIXCTL, &["clean", "--data-dir", &dir]);
         assert!(cleaned.status.success(), "clean: {}", stderr(&cleaned));
     }
+}
+
+/// Puts keys through `endpoint` until `stop`, reconnecting while it does not answer; the keys
+/// it acknowledged.
+async fn writes_acknowledged_until(endpoint: &str, stop: &AtomicBool) -> Vec<String> {
+    let options = ConnectOptions::new()
+        .with_connect_timeout(std::time::Duration::from_millis(200))
+        .with_timeout(std::time::Duration::from_secs(5));
+    let mut acknowledged = Vec::new();
+    for attempt in 0.. {
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
+        let key = format!("stale/{attempt}");
+        let put =
+            async { Client::connect([endpoint], Some(options.clone())).await?.put(key.as_str(), "v", None).await };
+        match put.await {
+            Ok(_) => acknowledged.push(key),
+            Err(_) => tokio::time::sleep(support::POLL_INTERVAL).await,
+        }
+    }
+    acknowledged
 }
 
 /// Writes `n` keys `prefix/NNN` through `client`, each acknowledged.
@@ -273,6 +316,11 @@ async fn three_members_lose_two() {
     // endpoint status shows the loss report.
     let status = client.status().await.unwrap();
     assert!(status.errors().iter().any(|e| e.contains("no acknowledged write known lost")), "{:?}", status.errors());
+    // The two others were dead: the report says it could not ask them.
+    let not_asked = [follower, leader].map(|i| format!("{} (", cluster.members[i].name));
+    let said =
+        status.errors().iter().any(|e| e.contains("could not be asked") && not_asked.iter().all(|n| e.contains(n)));
+    assert!(said, "{:?}", status.errors());
 
     // The flag left in place is ignored: the reset happens once.
     assert_eq!(cluster.members[survivor].terminate(), Some(0));
@@ -420,6 +468,7 @@ async fn five_members_lose_three() {
     let offline_plan = run(PHOENIXCTL, &["disaster", "plan", "--data-dir", &behind_dir]);
     assert!(stdout(&offline_plan).contains(&recommendation), "{}", stdout(&offline_plan));
     assert!(stdout(&offline_plan).contains(&behind_name), "{}", stdout(&offline_plan));
+    assert!(stdout(&offline_plan).contains("3 member(s) gave no answer"), "{}", stdout(&offline_plan));
 
     // Reset the one ahead offline, once no old member runs, and start it with its usual flags.
     assert_eq!(cluster.members[ahead].terminate(), Some(0));
@@ -437,6 +486,12 @@ async fn five_members_lose_three() {
     let reset = run(PHOENIXCTL, &["disaster", "--data-dir", &ahead_dir]);
     assert!(reset.status.success(), "{}", stderr(&reset));
     assert!(stdout(&reset).contains("no acknowledged write known lost"), "{}", stdout(&reset));
+    // Stopped, the others could not say whether they hold more: the output says how to undo it.
+    assert!(
+        stdout(&reset).contains("Not asked: ") && stdout(&reset).contains("to undo the reset"),
+        "{}",
+        stdout(&reset)
+    );
     cluster.restart(ahead).await;
     assert_holds_all(&keys_held(&cluster, ahead).await.unwrap(), &acknowledged, "the reset survivor");
 
@@ -655,6 +710,12 @@ async fn a_cluster_whose_members_all_died_is_rebuilt_from_their_disks_on_new_hos
     let reset = run(PHOENIXCTL, &reset_args);
     assert!(reset.status.success(), "{}", stderr(&reset));
     assert!(stdout(&reset).contains("no acknowledged write known lost"), "{}", stdout(&reset));
+    // Stopped, the others could not say whether they hold more: the output says how to undo it.
+    assert!(
+        stdout(&reset).contains("Not asked: ") && stdout(&reset).contains("to undo the reset"),
+        "{}",
+        stdout(&reset)
+    );
     let initial = format!("{name}={peer_url}");
     let mut flags = vec!["--initial-cluster", initial.as_str()];
     flags.extend(TEST_TIMINGS);

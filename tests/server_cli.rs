@@ -7,7 +7,7 @@ use support::{free_ports, run_phoenix, run_phoenix_with_env, Cluster, TEST_TIMIN
 /// Flags for a one-member cluster named `name` on the given client and peer URLs.
 fn lone_member_flags(name: &str, client: &str, peer: &str) -> Vec<String> {
     let initial_cluster = format!("{name}={peer}");
-    ["--name", name, "--listen-client-urls", client, "--listen-peer-urls", peer]
+    ["--name", name, "--listen-client-urls", client, "--advertise-client-urls", client, "--listen-peer-urls", peer]
         .into_iter()
         .chain(["--initial-advertise-peer-urls", peer, "--initial-cluster", &initial_cluster])
         .map(str::to_string)
@@ -35,10 +35,20 @@ fn bad_flags_get_one_line_and_write_nothing() {
         (&["--initial-cluster", "other=http://localhost:2380"], "couldn't find local name \"default\""),
         (&["--initial-cluster-state", "sideways"], "sideways"),
         (&["--heartbeat-interval", "500"], "--election-timeout"),
+        (&["--election-timeout", "50000"], "is too long, and should be set less than 50000ms"),
+        (&["--initial-cluster", "default=http://localhost:2380,b=http://localhost:2380"], "has duplicate url"),
+        (&["--listen-client-urls", "http://127.0.0.1:1"], "--advertise-client-urls is required"),
     ];
-    for (args, expected) in cases {
+    type Variables<'a> = &'a [(&'a str, &'a str)];
+    let with_env: &[(&[&str], Variables, &str)] = &[
+        (&["--name", "b"], &[("ETCD_NAME", "a")], "conflicting environment variable \"ETCD_NAME\""),
+        // Empty is unset, as in etcd: the flags' own error comes, not one about the variable.
+        (&["--initial-cluster", "x=http://localhost:1"], &[("ETCD_INITIAL_CLUSTER_STATE", "")], "local name"),
+    ];
+    let cases = cases.iter().map(|(args, expected)| (*args, &[][..], *expected)).chain(with_env.iter().copied());
+    for (args, env, expected) in cases {
         let dir = tempfile::tempdir().unwrap();
-        let output = run_phoenix(args, dir.path());
+        let output = run_phoenix_with_env(args, dir.path(), env);
         let stderr = stderr_of(&output);
         assert!(!output.status.success(), "{args:?} was accepted");
         assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
@@ -73,23 +83,76 @@ fn go_style_single_dash_flags_are_accepted() {
 }
 
 #[tokio::test]
-async fn a_data_dir_of_another_cluster_is_refused() {
+async fn a_data_dir_of_another_member_is_refused() {
     let mut cluster = Cluster::start(1, TEST_TIMINGS).await;
     cluster.kill(0);
     let member = &cluster.members[0];
     let data_dir = member.data_dir.to_string_lossy().to_string();
     let ports = free_ports(2);
     let (client, peer) = (format!("http://127.0.0.1:{}", ports[0]), format!("http://127.0.0.1:{}", ports[1]));
-    let mut args = lone_member_flags("m1", &client, &peer);
-    args.extend(["--data-dir".to_string(), data_dir.clone(), "--initial-cluster-token".into(), "someone-else".into()]);
+    let mut args = lone_member_flags("m2", &client, &peer);
+    args.extend(["--data-dir".to_string(), data_dir.clone()]);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let before = std::fs::read(member.data_dir.join("phoenix.json")).unwrap();
     let output = run_phoenix(&args, cluster.dir());
     let stderr = stderr_of(&output);
     assert!(!output.status.success());
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
-    assert!(stderr.contains("belongs to member") && stderr.contains(&data_dir), "{stderr}");
+    assert!(stderr.contains("belongs to member m1") && stderr.contains(&data_dir), "{stderr}");
+    assert!(stderr.contains("start it with --name m1"), "{stderr}");
     assert_eq!(std::fs::read(member.data_dir.join("phoenix.json")).unwrap(), before);
+}
+
+/// An `ETCD_*` variable that names no flag Phoenix takes is ignored with a warning, as etcd
+/// warns of those it does not know.
+#[tokio::test]
+async fn an_unknown_etcd_variable_is_named_in_a_warning() {
+    let cluster = Cluster::start_with_env(1, TEST_TIMINGS, &[("ETCD_CERT_FILE", "/etc/server.crt")]).await;
+    let log = cluster.members[0].log_text();
+    assert!(log.contains("unrecognized environment variable") && log.contains("ETCD_CERT_FILE"), "{log}");
+}
+
+/// etcd ignores --initial-cluster and its token on a restart: operators refresh them after a
+/// member add. So does Phoenix.
+#[tokio::test]
+async fn a_restart_ignores_a_changed_initial_cluster_and_token() {
+    let mut cluster = Cluster::start(1, TEST_TIMINGS).await;
+    cluster.client(0).await.put("kept", "v", None).await.unwrap();
+    cluster.kill(0);
+    let old = cluster.members.remove(0);
+    let initial = format!("m1={},m9=http://127.0.0.1:1", old.peer_url());
+    let mut flags = vec!["--initial-cluster", &initial, "--initial-cluster-token", "refreshed"];
+    flags.extend(TEST_TIMINGS);
+    let i = cluster.spawn_member(old.name.clone(), old.client_port, old.peer_port, &flags);
+    cluster.wait_ready(i).await;
+    let read = cluster.client(i).await.get("kept", None).await.unwrap();
+    assert_eq!(read.kvs()[0].value(), b"v");
+    assert_eq!(cluster.client(i).await.member_list().await.unwrap().members().len(), 1);
+}
+
+/// A member whose data dir was wiped and that starts again with its first flags is refused, as
+/// etcd refuses it: its cluster knows it ran. Its database emptied under its identity file is
+/// refused too. The leader goes on serving.
+#[tokio::test]
+async fn a_member_that_lost_its_data_is_refused_at_start() {
+    let mut cluster = Cluster::start(3, TEST_TIMINGS).await;
+    let leader = cluster.leader().await;
+    let wiped = (leader + 1) % 3;
+    cluster.client(leader).await.put("before", "v", None).await.unwrap();
+    cluster.kill(wiped);
+    let data_dir = cluster.members[wiped].data_dir.clone();
+    std::fs::remove_dir_all(data_dir.join("db")).unwrap();
+    cluster.members[wiped].spawn_again();
+    assert_eq!(cluster.members[wiped].wait_exit(support::READY_TIMEOUT), Some(1));
+    let log = cluster.members[wiped].log_text();
+    assert!(log.contains("has lost its Raft log"), "{log}");
+    std::fs::remove_dir_all(&data_dir).unwrap();
+    cluster.members[wiped].spawn_again();
+    assert_eq!(cluster.members[wiped].wait_exit(support::READY_TIMEOUT), Some(1));
+    let log = cluster.members[wiped].log_text();
+    assert!(log.contains("has already been bootstrapped"), "{log}");
+    assert!(!data_dir.exists(), "a refused member left a data dir behind");
+    cluster.client(leader).await.put("after", "v", None).await.unwrap();
 }
 
 #[test]

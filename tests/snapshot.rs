@@ -6,11 +6,11 @@
 
 mod support;
 
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-
-use std::path::Path;
 
 use etcd_client::{Client, GetOptions, WatchOptions};
 use sha2::{Digest, Sha256};
@@ -116,6 +116,10 @@ async fn a_snapshot_streams_from_any_member_while_writes_go_on() {
     assert_eq!(code, Some(0), "{err}");
     assert_eq!(out, format!("Snapshot saved at {file_arg}\n"));
     assert!(!cluster.dir().join("phoenix-backup.db.part").exists());
+    // It holds every secret in the store: its user's alone, as etcdctl makes it.
+    assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o600);
+    let data_dir_mode = std::fs::metadata(&cluster.members[follower].data_dir).unwrap().permissions().mode();
+    assert_eq!(data_dir_mode & 0o777, 0o700);
     let after = client.get("k/000", None).await.unwrap().header().unwrap().revision();
     let (code, out, err) = phoenixctl(&["snapshot", "status", &file_arg, "-w", "json"]);
     assert_eq!(code, Some(0), "{err}");

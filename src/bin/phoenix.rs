@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 use phoenix::config::{normalize_args, Config, Flags, LogLevel};
 
 /// mimalloc, not glibc's malloc: a request makes many small allocations (keys, records,
@@ -11,8 +11,12 @@ use phoenix::config::{normalize_args, Config, Flags, LogLevel};
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
-    let flags = match Flags::try_parse_from(normalize_args(std::env::args())) {
-        Ok(flags) => flags,
+    phoenix::config::unset_empty_variables();
+    let parsed = Flags::command()
+        .try_get_matches_from(normalize_args(std::env::args()))
+        .and_then(|matches| Ok((Flags::from_arg_matches(&matches)?, matches)));
+    let (flags, matches) = match parsed {
+        Ok(parsed) => parsed,
         Err(e) if !e.use_stderr() => {
             let _ = e.print();
             return ExitCode::SUCCESS;
@@ -29,14 +33,18 @@ fn main() -> ExitCode {
         println!("etcd API Version: {}", phoenix::ETCD_API_VERSION);
         return ExitCode::SUCCESS;
     }
-    let config = match Config::from_flags(flags) {
-        Ok(config) => config,
-        Err(e) => {
-            eprintln!("phoenix: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
+    let config =
+        match Config::from_flags(flags).and_then(|config| phoenix::config::check_sources(&matches).map(|()| config)) {
+            Ok(config) => config,
+            Err(e) => {
+                eprintln!("phoenix: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
     init_logging(config.log_level);
+    for name in phoenix::config::ignored_variables() {
+        tracing::warn!(variable = %name, "unrecognized environment variable: Phoenix takes no such flag, and ignores it");
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {

@@ -169,10 +169,11 @@ fn recommend(out: &mut dyn Write, seen: &[Seen], silent: &[NoReport]) -> Result<
     let Some(best) = most_advanced(&reports).map(|i| candidates[i]) else {
         return Err(failed("no survivor answered that may be reset"));
     };
-    write_recommendation(out, best, seen).map_err(write_error)
+    let unexamined = silent.iter().filter(|s| matches!(s, NoReport::Unreachable(_))).count();
+    write_recommendation(out, best, seen, unexamined).map_err(write_error)
 }
 
-fn write_recommendation(out: &mut dyn Write, best: &Seen, seen: &[Seen]) -> std::io::Result<()> {
+fn write_recommendation(out: &mut dyn Write, best: &Seen, seen: &[Seen], unexamined: usize) -> std::io::Result<()> {
     let r = &best.report;
     let (term, index) = log_position(r);
     writeln!(out)?;
@@ -197,6 +198,13 @@ fn write_recommendation(out: &mut dyn Write, best: &Seen, seen: &[Seen]) -> std:
             r.leader_commit_index.max(r.commit_index)
         )?,
     }
+    if unexamined > 0 {
+        writeln!(
+            out,
+            "{unexamined} member(s) gave no answer (above): this holds only if none of them is more advanced. Plan \
+             again with their data dirs (--data-dir, once for each), or compare their LAST LOG TERM/INDEX by hand."
+        )?;
+    }
     writeln!(out, "Next:")?;
     // Every old member still running must stop: the reset refuses otherwise.
     let running: Vec<&str> = seen.iter().filter(|s| s.running).map(|s| s.report.name.as_str()).collect();
@@ -207,11 +215,22 @@ fn write_recommendation(out: &mut dyn Write, best: &Seen, seen: &[Seen]) -> std:
         }
         (false, false) => format!("stop {} (still running), then ", running.join(", ")),
     };
-    writeln!(
-        out,
-        "  1. {stop}run `phoenixctl disaster --data-dir {}` on its host (or start it once with --force-new-cluster);",
-        r.data_dir
-    )?;
+    if r.reset.is_empty() {
+        writeln!(
+            out,
+            "  1. {stop}run `phoenixctl disaster --data-dir {}` on its host (or start it once with --force-new-cluster);",
+            r.data_dir
+        )?;
+    } else {
+        // A reset data dir ignores --force-new-cluster, and `disaster` asks for --force: this
+        // is a new quorum loss, after the cluster grew back from the last reset.
+        writeln!(
+            out,
+            "  1. {stop}run `phoenixctl disaster --force --data-dir {}` on its host (it was reset before: --force \
+             resets it again, without the members added since);",
+            r.data_dir
+        )?;
+    }
     writeln!(out, "  2. start {} with its usual flags: it serves alone, with all of its data;", r.name)?;
     writeln!(
         out,
@@ -231,11 +250,12 @@ pub async fn reset(args: DisasterArgs, io: &mut Io<'_>) -> Result<(), CtlError> 
     let bump = revision_bump(args.bump_revision, args.mark_compacted).map_err(bad_args)?;
     // Held open (sled locks it) from the examination to the reset: no member starts on it between.
     let data = DataDir::open_stopped(dir).map_err(failed)?;
-    let (report, objection) = crate::recovery::examine_survivor(&data).await.map_err(failed)?;
+    let examination = crate::recovery::examine_survivor(&data).await.map_err(failed)?;
+    let (report, objection) = (examination.report, examination.objection);
     if !report.reset.is_empty() && !args.force {
         return Err(failed(format!(
-            "data dir {} was reset already ({}); start it as it is, or pass --force to reset it again \
-             (members added since would be removed)",
+            "data dir {} was reset already ({}); start it as it is, or, if its cluster has lost its quorum again \
+             since, pass --force to reset it again (members added since would be removed)",
             dir.display(),
             report.reset
         )));
@@ -246,7 +266,8 @@ pub async fn reset(args: DisasterArgs, io: &mut Io<'_>) -> Result<(), CtlError> 
     let peer_urls = peer_urls(&args, &report, dir)?;
     let name = args.name.clone().unwrap_or_else(|| report.name.clone());
     let backup = crate::recovery::back_up(&data).map_err(failed)?;
-    let loss = crate::recovery::reset(&data, &name, peer_urls.clone(), backup, bump).map_err(failed)?;
+    let basis = crate::recovery::ResetBasis { backup, not_asked: examination.not_asked };
+    let loss = crate::recovery::reset(&data, &name, peer_urls.clone(), basis, bump).map_err(failed)?;
     drop(data);
     let out = &mut io.out;
     let done = format!(
@@ -260,7 +281,20 @@ pub async fn reset(args: DisasterArgs, io: &mut Io<'_>) -> Result<(), CtlError> 
          member's host run `phoenixctl clean --data-dir <its data dir>` and add it back (phoenix --join <{name}'s \
          client URL>, or etcdctl member add and --initial-cluster-state existing)."
     );
-    writeln!(out, "{done}\n{}\n{next}", loss.summary()).map_err(write_error)
+    writeln!(out, "{done}\n{}", loss.summary()).map_err(write_error)?;
+    if !loss.not_asked.is_empty() {
+        writeln!(
+            out,
+            "Not asked: {}. If one of them holds a more advanced log (compare them with `phoenixctl disaster plan \
+             --data-dir` on their disks), the writes only it holds are lost: before starting this member, put {} \
+             back in place of {} to undo the reset.",
+            loss.not_asked.join(", "),
+            loss.backup.display(),
+            dir.display()
+        )
+        .map_err(write_error)?;
+    }
+    writeln!(out, "{next}").map_err(write_error)
 }
 
 /// The peer URLs the reset member will have: given, or the ones it had.
@@ -288,4 +322,43 @@ fn failed(error: impl ToString) -> CtlError {
 
 fn bad_args(error: impl ToString) -> CtlError {
     CtlError::new(EXIT_BAD_ARGS, error.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seen(reset: &str) -> Seen {
+        let report = SurvivorReport {
+            name: "a".into(),
+            member_id: 1,
+            last_log_term: 2,
+            last_log_index: 10,
+            data_dir: "/data/a".into(),
+            reset: reset.into(),
+            ..SurvivorReport::default()
+        };
+        Seen { source: "/data/a".into(), report, running: false }
+    }
+
+    fn recommendation(best: &Seen, unexamined: usize) -> String {
+        let mut out = Vec::new();
+        write_recommendation(&mut out, best, std::slice::from_ref(best), unexamined).unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn a_survivor_reset_before_is_reset_again_with_force() {
+        let first = recommendation(&seen(""), 0);
+        assert!(first.contains("run `phoenixctl disaster --data-dir /data/a`"), "{first}");
+        let again = recommendation(&seen("kept 10 log entries"), 0);
+        assert!(again.contains("run `phoenixctl disaster --force --data-dir /data/a`"), "{again}");
+    }
+
+    #[test]
+    fn members_that_gave_no_answer_qualify_the_recommendation() {
+        assert!(!recommendation(&seen(""), 0).contains("gave no answer"));
+        let text = recommendation(&seen(""), 2);
+        assert!(text.contains("2 member(s) gave no answer (above): this holds only if none of them is more advanced"));
+    }
 }

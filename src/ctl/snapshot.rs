@@ -73,7 +73,8 @@ async fn save(ctx: &Ctx, file: &str, io: &mut Io<'_>) -> Result<(), CtlError> {
 /// Writes the snapshot stream to `path`, synced, showing progress on a terminal.
 async fn download(ctx: &Ctx, path: &str) -> Result<(), CtlError> {
     let mut stream = ctx.client()?.snapshot(ctx.deadline()).await?;
-    let mut out = std::fs::File::create(path).map_err(|e| failed(format!("could not create {path}: {e}")))?;
+    let mut out = crate::disk::create_private_file(std::path::Path::new(path))
+        .map_err(|e| failed(format!("could not create {path}: {e}")))?;
     let progress = progress_bar();
     while let Some(chunk) = stream.message().await.map_err(|status| CtlError::status(&status))? {
         out.write_all(&chunk.blob).map_err(|e| failed(format!("could not write {path}: {e}")))?;

@@ -338,26 +338,33 @@ const REMOVAL_CHECK_INTERVAL: Duration = Duration::from_secs(2);
 /// Runs on every member: asks its peers now and then whether this member was removed, and fences
 /// it off if so. A removed voter also learns it when its votes are refused, but a removed
 /// learner never campaigns, and the leader stops talking to a member as soon as it removes it.
+/// The first check is [`removed_by_peers`], which the member runs before it serves clients.
 pub async fn notice_removal(node: Arc<Node>, mut stop: watch::Receiver<bool>) {
-    // The first check runs at once: two old members restarted together after a reset could
-    // otherwise elect each other before the survivor refuses them.
-    let mut tick = tokio::time::interval(REMOVAL_CHECK_INTERVAL);
+    let first = tokio::time::Instant::now() + REMOVAL_CHECK_INTERVAL;
+    let mut tick = tokio::time::interval_at(first, REMOVAL_CHECK_INTERVAL);
     loop {
         tokio::select! {
             _ = stop.wait_for(|stop| *stop) => return,
             _ = tick.tick() => {}
         }
-        // All at once and each bounded: one peer that is stopped or hung must not keep the
-        // others from being asked.
-        let peers = node.members().into_iter().filter(|(id, _)| *id != node.id);
-        let asks = peers.map(|(peer, (peer_node, _))| {
-            tokio::time::timeout(REMOVAL_CHECK_INTERVAL, says_removed(&node, peer, peer_node))
-        });
-        if futures::future::join_all(asks).await.into_iter().any(|said| said == Ok(true)) {
-            node.peers.fence(format!("member {:x} was removed from cluster {:x}", node.id, node.cluster_id));
+        if let Some(reason) = removed_by_peers(&node).await {
+            node.peers.fence(reason);
             return;
         }
     }
+}
+
+/// Why this member must stop, if a peer says it was removed from their cluster (a reset
+/// survivor says so of every other old member). Every peer is asked at once, each for at most
+/// [`REMOVAL_CHECK_INTERVAL`]: one that is stopped or hung must not keep the others from being
+/// asked.
+pub async fn removed_by_peers(node: &Node) -> Option<String> {
+    let peers = node.members().into_iter().filter(|(id, _)| *id != node.id);
+    let asks = peers.map(|(peer, (peer_node, _))| {
+        tokio::time::timeout(REMOVAL_CHECK_INTERVAL, says_removed(node, peer, peer_node))
+    });
+    let removed = futures::future::join_all(asks).await.into_iter().any(|said| said == Ok(true));
+    removed.then(|| format!("member {:x} was removed from cluster {:x}", node.id, node.cluster_id))
 }
 
 /// Whether `peer` says this member was removed from their cluster; not if it cannot be asked.

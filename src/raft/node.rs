@@ -90,6 +90,9 @@ struct ForwardedRead {
 pub struct Node {
     pub id: NodeId,
     pub cluster_id: u64,
+    /// This member's advertised client URLs (--advertise-client-urls), known before it has
+    /// published them through Raft.
+    pub client_urls: Vec<String>,
     pub raft: Raft,
     pub kv: KvStore,
     pub db: Db,
@@ -123,6 +126,7 @@ impl Node {
         peers: Peers,
         lessor: Lessor,
         request_timeout: Duration,
+        client_urls: Vec<String>,
     ) -> Arc<Node> {
         let (writes, write_queue) = mpsc::channel(4 * MAX_BATCH_COMMANDS);
         let (forwarded_writes, forwarded_write_queue) = mpsc::channel(4 * MAX_BATCH_COMMANDS);
@@ -135,6 +139,7 @@ impl Node {
         Arc::new(Node {
             id: data.meta.member_id,
             cluster_id: data.meta.cluster_id,
+            client_urls,
             raft,
             kv: data.kv_store(),
             db: data.db.clone(),
@@ -598,6 +603,9 @@ async fn forward_batch(writes: Vec<ForwardedWrite>, timeout: Duration) {
     let request = pb::ProposeRequest { header: Some(header), commands };
     let results = match tokio::time::timeout(timeout, client.propose(request)).await {
         Ok(Ok(answer)) => answer.into_inner().results,
+        // The leader is down: the writes wait for the next one, as etcd's do, instead of
+        // failing as if their outcome were unknown.
+        Ok(Err(status)) if crate::error::never_sent(&status) => return fail_all(replies, Error::NotLeader),
         Ok(Err(status)) => return fail_all(replies, Error::from(status)),
         Err(_) => return fail_all(replies, Error::Timeout),
     };

@@ -225,7 +225,7 @@ impl StateMachine {
     /// nothing else uses the store (a restore, before the member first starts).
     fn write_copy(&self, path: &Path, resume: impl FnOnce()) -> std::io::Result<Meta> {
         let (meta, revision) = (self.meta_now()?, self.kv.revision().map_err(std::io::Error::other)?);
-        let mut out = ChecksumWriter::new(BufWriter::new(File::create(path)?));
+        let mut out = ChecksumWriter::new(BufWriter::new(crate::disk::create_private_file(path)?));
         out.write_all(MAGIC)?;
         write_frame(&mut out, &bincode::serialize(&meta).map_err(std::io::Error::other)?)?;
         write_entries(&mut out, self.kv.export_state())?;

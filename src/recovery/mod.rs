@@ -54,6 +54,10 @@ pub struct LossReport {
     pub revision_bump: i64,
     #[serde(default)]
     pub mark_compacted: bool,
+    /// The other members of the old configuration that nothing answered for when the reset
+    /// asked: any of them may hold writes committed without the survivor.
+    #[serde(default)]
+    pub not_asked: Vec<String>,
     /// Where the data dir was copied before the reset.
     pub backup: PathBuf,
 }
@@ -63,6 +67,10 @@ impl LossReport {
         let loss = match self.lost_entries {
             0 => "no acknowledged write known lost".to_string(),
             n => format!("up to {n} acknowledged entries lost"),
+        };
+        let loss = match self.not_asked.as_slice() {
+            [] => loss,
+            names => format!("{loss}, but {} could not be asked", names.join(", ")),
         };
         let bump = match (self.revision_bump, self.mark_compacted) {
             (0, _) => String::new(),
@@ -94,7 +102,7 @@ pub fn recorded_reset(data_dir: &Path) -> Result<Option<LossReport>> {
 /// member of its old configuration that answers holds a more advanced log, still has a leader,
 /// answers with an error instead of its report, or runs at all. A data dir whose member was
 /// fenced off is refused outright.
-pub async fn examine_survivor(data: &DataDir) -> Result<(pb::SurvivorReport, Option<String>)> {
+pub async fn examine_survivor(data: &DataDir) -> Result<Examination> {
     let data_dir = &data.path;
     // Half a store may have lost the membership, and a reset would then ask no one.
     if crate::raft::state_machine::install_interrupted(&data.snapshot_dir()) {
@@ -111,7 +119,23 @@ pub async fn examine_survivor(data: &DataDir) -> Result<(pb::SurvivorReport, Opt
     }
     let others = survivor::ask_other_members(&report, ASK_TIMEOUT).await;
     let objection = survivor::objection(&report, &others);
-    Ok((report, objection))
+    Ok(Examination { report, objection, not_asked: others.unreachable })
+}
+
+/// What [`examine_survivor`] found.
+pub struct Examination {
+    pub report: pb::SurvivorReport,
+    /// Why the survivor must not be reset, if so.
+    pub objection: Option<String>,
+    /// The other members of its old configuration that nothing answered for.
+    pub not_asked: Vec<String>,
+}
+
+/// What a reset starts from: the copy [`back_up`] made, and who [`examine_survivor`] could not
+/// ask (for the loss report).
+pub struct ResetBasis {
+    pub backup: PathBuf,
+    pub not_asked: Vec<String>,
 }
 
 /// Copies the survivor's data dir aside before the reset changes it; the reset is aborted if
@@ -140,13 +164,13 @@ fn copy_beside(data_dir: &Path) -> Result<PathBuf> {
 }
 
 /// Resets the survivor whose data dir is `data` into a one-member cluster of itself at
-/// `peer_urls`; `backup` is the copy [`back_up`] made. A non-zero `bump` is written as a second
-/// entry, applied once everything before it is.
+/// `peer_urls`. A non-zero `bump` is written as a second entry, applied once everything before
+/// it is.
 pub fn reset(
     data: &DataDir,
     name: &str,
     peer_urls: Vec<String>,
-    backup: PathBuf,
+    basis: ResetBasis,
     bump: pb::RevisionBump,
 ) -> Result<LossReport> {
     let log = data.log_store()?;
@@ -180,7 +204,8 @@ pub fn reset(
         new_term,
         revision_bump: bump.by,
         mark_compacted: bump.mark_compacted,
-        backup,
+        not_asked: basis.not_asked,
+        backup: basis.backup,
     };
     // The record goes first: it is what stops a second reset (a --force-new-cluster left in a
     // unit file) from removing the members added since, so a reset must never land without it.
@@ -208,7 +233,8 @@ fn write_record(data_dir: &Path, report: &LossReport) -> Result<()> {
 
 /// Copies a directory tree; refuses to write into an existing destination.
 fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
-    fs::create_dir(to)?;
+    // Its user's alone, as the data dir it copies: it holds the same secrets.
+    std::os::unix::fs::DirBuilderExt::mode(&mut fs::DirBuilder::new(), 0o700).create(to)?;
     for dirent in fs::read_dir(from)? {
         let dirent = dirent?;
         let target = to.join(dirent.file_name());

@@ -65,10 +65,12 @@ pub fn quorum_loss(node: &Node) -> Option<QuorumLoss> {
             last_contact: node.peers().last_contact(*id).map(|t| now - t.elapsed()),
         })
         .collect();
-    let reachable_endpoints = reachable
-        .iter()
-        .filter_map(|(id, _)| attributes.get(id).and_then(|a| a.client_urls.first().cloned()))
-        .collect();
+    // This member's own URLs are known even before it has published them.
+    let client_urls = |id: &NodeId| {
+        let urls = if *id == node.id { Some(&node.client_urls) } else { attributes.get(id).map(|a| &a.client_urls) };
+        urls.and_then(|urls| urls.first().cloned())
+    };
+    let reachable_endpoints = reachable.iter().filter_map(|(id, _)| client_urls(id)).collect();
     Some(QuorumLoss { voters: voters.len(), unreachable, reachable_endpoints })
 }
 

@@ -183,6 +183,8 @@ pub struct Answers {
     /// One line for each member that runs but answered with an error on every peer URL that
     /// answered at all.
     pub failures: Vec<String>,
+    /// The members that nothing answered for ("name (id)"): dead, or stopped.
+    pub unreachable: Vec<String>,
 }
 
 /// Asks `member` on each of its peer URLs until one gives its report (returned with that URL).
@@ -212,7 +214,7 @@ pub async fn ask_other_members(this: &pb::SurvivorReport, timeout: Duration) -> 
             Err(NoReport::Failed(why)) => {
                 answers.failures.push(format!("member {} ({:x}) gave no report ({why})", member.name, member.id))
             }
-            Err(NoReport::Unreachable(_)) => {}
+            Err(NoReport::Unreachable(_)) => answers.unreachable.push(format!("{} ({:x})", member.name, member.id)),
         }
     }
     answers
@@ -277,16 +279,19 @@ mod tests {
     fn a_member_that_runs_is_an_objection_and_a_silent_one_is_not() {
         let this = report(1, 10);
         assert_eq!(objection(&this, &Answers::default()), None, "the others are taken for dead");
-        let behind = Answers { reports: vec![report(2, 9)], failures: Vec::new() };
+        let behind = Answers { reports: vec![report(2, 9)], ..Answers::default() };
         let said = objection(&this, &behind).expect("a member of the old cluster that still runs");
         assert!(said.contains("of the old cluster is still running: stop it before the reset"), "{said}");
         let other_cluster = pb::SurvivorReport { cluster_id: 8, ..report(2, 11) };
-        assert_eq!(objection(&this, &Answers { reports: vec![other_cluster], failures: Vec::new() }), None);
-        let failing =
-            Answers { reports: vec![report(2, 9)], failures: vec!["member c (3) gave no report (why)".into()] };
+        assert_eq!(objection(&this, &Answers { reports: vec![other_cluster], ..Answers::default() }), None);
+        let failing = Answers {
+            reports: vec![report(2, 9)],
+            failures: vec!["member c (3) gave no report (why)".into()],
+            ..Answers::default()
+        };
         let said = objection(&this, &failing).expect("a member that runs and will not say where it stands");
         assert!(said.starts_with("member c (3) gave no report (why): it may hold a more advanced log"), "{said}");
-        let ahead = Answers { reports: vec![report(2, 11)], failures: failing.failures.clone() };
+        let ahead = Answers { reports: vec![report(2, 11)], failures: failing.failures.clone(), ..Answers::default() };
         let said = objection(&this, &ahead).expect("a more advanced member");
         assert!(said.contains("holds a more advanced log"), "{said}");
     }

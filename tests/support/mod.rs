@@ -175,7 +175,25 @@ impl Cluster {
         for i in 0..n {
             cluster.wait_ready(i).await;
         }
+        cluster.wait_names_published().await;
         cluster
+    }
+
+    /// Waits until every member lists every member's name. A member serves before its name is
+    /// published (that goes through Raft, once there is a leader), and tests read member lists.
+    pub async fn wait_names_published(&self) {
+        let n = self.members.len();
+        poll_until(READY_TIMEOUT, "every member's name published", || async {
+            for member in &self.members {
+                let mut client = Client::connect([member.endpoint()], None).await.ok()?;
+                let list = client.member_list().await.ok()?;
+                if list.members().iter().filter(|m| !m.name().is_empty()).count() != n {
+                    return None;
+                }
+            }
+            Some(())
+        })
+        .await
     }
 
     /// Like `start`, with another server binary that takes etcd's flags (etcd itself).
