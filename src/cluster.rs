@@ -233,6 +233,11 @@ async fn add_self(endpoint: &str, peer_urls: &[String], config: &Config) -> std:
             let info = crate::pb::ClusterInfoReply { cluster_id, members: list.members, removed: Vec::new() };
             identity_in(info, peer_urls).map_err(|e| e.to_string())
         }
+        // A member's peer URL answers, but serves only the peer API.
+        Err(status) if status.code() == tonic::Code::Unimplemented => {
+            Err("it serves no etcd Cluster API: --join takes client URLs, not peer URLs".to_string())
+        }
+        Err(status) if status.message().is_empty() => Err(format!("{:?}", status.code())),
         Err(status) => Err(status.message().to_string()),
     }
 }
@@ -410,6 +415,16 @@ impl DataDir {
 
     pub fn snapshot_dir(&self) -> PathBuf {
         self.path.join("snap")
+    }
+
+    /// Removes the record that this member was fenced off, if there is one (see
+    /// [`crate::recovery::reset`]).
+    pub fn clear_fence(&self) -> Result<()> {
+        match fs::remove_file(self.path.join(FENCED_FILE)) {
+            Ok(()) => Ok(fs::File::open(&self.path)?.sync_all()?),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Records that this member was fenced off, so the data dir refuses every later start, and

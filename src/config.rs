@@ -1,16 +1,17 @@
 //! etcd's command line, with etcd's names, defaults and meaning, validated into one [`Config`]
 //! before anything is written or bound.
 //!
-//! Go's flag package accepts `-name` as well as `--name`, and scripts use both; [`normalize_args`]
-//! turns the single-dash form into clap's. Every flag can also come from etcd's `ETCD_*`
-//! environment variable.
+//! Go's flag package accepts `-name` as well as `--name`, `-flag=false` for a boolean, a value
+//! that starts with a hyphen, and a flag given twice (the last wins); [`parse_flags`] does too.
+//! Every flag can also come from etcd's `ETCD_*` environment variable.
 
 use std::collections::BTreeMap;
+use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::parser::ValueSource;
-use clap::{ArgMatches, CommandFactory, Parser, ValueEnum};
+use clap::{ArgAction, ArgMatches, CommandFactory, FromArgMatches, Parser, ValueEnum};
 use url::Url;
 
 use crate::{Error, Result};
@@ -94,7 +95,7 @@ pub struct Flags {
     pub join: Vec<String>,
     /// Turn this member, a survivor of a lost quorum, into a one-member cluster that keeps all
     /// of its data (done once; later starts with the flag still set ignore it).
-    #[arg(long, env = "ETCD_FORCE_NEW_CLUSTER")]
+    #[arg(long, env = "ETCD_FORCE_NEW_CLUSTER", action = ArgAction::SetTrue, value_parser = crate::ctl::goparse::parse_bool)]
     pub force_new_cluster: bool,
     /// With --force-new-cluster: move the revision this far ahead, as etcd's restore does, so
     /// the revisions the old cluster handed out are never reused (Phoenix's own).
@@ -236,16 +237,36 @@ pub fn check_sources(matches: &ArgMatches) -> Result<()> {
     Ok(())
 }
 
-/// Rewrites Go-style `-flag` into `--flag`; leaves values and `--flag` alone.
-pub fn normalize_args(args: impl IntoIterator<Item = String>) -> Vec<String> {
+/// Parses the command line `args` (the program's name first) as Go's flag package, which etcd
+/// uses, reads it: see [`normalize_args`]. The matches say where each value came from.
+pub fn parse_flags(args: impl IntoIterator<Item = OsString>) -> std::result::Result<(Flags, ArgMatches), clap::Error> {
+    // A flag given twice takes its last value, as in Go.
+    let mut command = crate::ctl::cli::pflag_values(Flags::command()).args_override_self(true);
+    let args = normalize_args(&command, args);
+    let matches = command.try_get_matches_from_mut(args)?;
+    let flags = Flags::from_arg_matches(&matches).map_err(|e| e.format(&mut command))?;
+    Ok((flags, matches))
+}
+
+/// Rewrites Go-style `-flag` into `--flag`, leaving the value after a flag that takes one as it
+/// is (`--initial-cluster-token -tok`), and a boolean's `=true`/`=false` as clap takes it (see
+/// [`crate::ctl::cli::normalize_args`], shared with phoenixctl).
+fn normalize_args(command: &clap::Command, args: impl IntoIterator<Item = OsString>) -> Vec<OsString> {
+    let takes_value = |name: &str| {
+        command
+            .get_arguments()
+            .any(|arg| arg.get_long() == Some(name) && matches!(arg.get_action(), ArgAction::Set | ArgAction::Append))
+    };
     let mut out = Vec::new();
-    let mut after_program = false;
+    let mut is_value = true; // the program's name
     for arg in args {
-        let is_single_dash_flag = after_program && arg.starts_with('-') && !arg.starts_with("--") && arg.len() > 2;
-        out.push(if is_single_dash_flag { format!("-{arg}") } else { arg });
-        after_program = true;
+        let text = arg.to_str().unwrap_or_default();
+        let single_dash = !is_value && text.starts_with('-') && !text.starts_with("--") && text.len() > 2;
+        let flag = if single_dash { format!("-{text}") } else { text.to_string() };
+        is_value = !is_value && flag.strip_prefix("--").is_some_and(|name| !name.contains('=') && takes_value(name));
+        out.push(if single_dash { OsString::from(flag) } else { arg });
     }
-    out
+    crate::ctl::cli::normalize_args(command, out)
 }
 
 impl Config {
@@ -485,8 +506,8 @@ mod tests {
     use super::*;
 
     fn config(args: &[&str]) -> Result<Config> {
-        let args = normalize_args(std::iter::once("phoenix").chain(args.iter().copied()).map(String::from));
-        Config::from_flags(Flags::try_parse_from(args).map_err(|e| Error::Config(e.to_string()))?)
+        let args = std::iter::once("phoenix").chain(args.iter().copied()).map(OsString::from);
+        Config::from_flags(parse_flags(args).map_err(|e| Error::Config(e.to_string()))?.0)
     }
 
     #[test]
@@ -511,6 +532,20 @@ mod tests {
         let c = config(&["-name", "n1", "-initial-advertise-peer-urls", "http://127.0.0.1:12380"]).unwrap();
         assert_eq!(c.name, "n1");
         assert_eq!(c.peer_urls_of("n1"), vec!["http://127.0.0.1:12380"]);
+    }
+
+    #[test]
+    fn flags_parse_as_gos_flag_package_parses_them() {
+        // A value that starts with a hyphen is a value, single dash or not.
+        let c =
+            config(&["--initial-cluster-token", "-tok", "-name", "n1", "-initial-cluster", "n1=http://localhost:2380"]);
+        assert_eq!(c.unwrap().initial_cluster_token, "-tok");
+        // A boolean takes =true or =false; a flag given twice keeps its last value.
+        assert!(!config(&["--force-new-cluster=false"]).unwrap().force_new_cluster);
+        assert!(config(&["-force-new-cluster=true"]).unwrap().force_new_cluster);
+        assert_eq!(config(&["--name", "a", "--name", "default"]).unwrap().name, "default");
+        let negative = config(&["--heartbeat-interval", "-50"]).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(negative.contains("-50") && !negative.contains("--50"), "{negative}");
     }
 
     #[test]

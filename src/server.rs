@@ -55,15 +55,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         tracing::warn!(report = %report.summary(), "reset into a one-member cluster (--force-new-cluster)");
     }
     let no_raft_state = holds_no_raft_state(&data)?;
-    if no_raft_state && data.meta.bootstrapped {
-        return Err(Error::Config(format!(
-            "data dir {} has lost its Raft log: its member ran before, and its database now holds nothing (wiped or \
-             damaged); remove this member (etcdctl member remove {:x}) and add the host back as a new member with an \
-             empty data dir, or, if it was the only member, restore the cluster from a backup",
-            data.path.display(),
-            data.meta.member_id
-        )));
-    }
+    refuse_if_log_lost(&data, no_raft_state)?;
     let needs_bootstrap = config.initial_cluster_state == ClusterState::New && no_raft_state;
     let backups = match config.backup.clone() {
         Some(schedule) => Some(Arc::new(crate::backup::Backups::new(schedule, config.name.clone())?)),
@@ -79,6 +71,12 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         data_dir = %data.path.display(),
         "starting member"
     );
+    // What kind of start this is, as etcd's log says ("restarting member ... at commit index").
+    match (needs_bootstrap, no_raft_state) {
+        (true, _) => tracing::info!("bootstrapping a new cluster"),
+        (false, true) => tracing::info!("joining a running cluster"),
+        (false, false) => tracing::info!(revision = data.kv_store().revision()?, "restarting member"),
+    }
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let log = data.log_store()?;
@@ -127,6 +125,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     if needs_bootstrap || !no_raft_state {
         data.mark_bootstrapped()?;
     }
+    warn_of_other_peer_urls(&node, &config);
     let mut fenced = node.peers().fenced();
     let mut background = vec![
         tokio::spawn(crate::raft::membership::complete_membership_changes(node.clone(), stop_rx.clone())),
@@ -230,7 +229,7 @@ async fn prepare_reset(config: &Config) -> Result<Option<crate::recovery::ResetB
         return Ok(None);
     }
     let data = DataDir::open_stopped(&config.data_dir)?;
-    let examination = crate::recovery::examine_survivor(&data).await?;
+    let examination = crate::recovery::examine_survivor(&data, false).await?;
     if let Some(objection) = examination.objection {
         return Err(Error::Config(format!(
             "--force-new-cluster refused: {objection}; to reset this member anyway, stop it and run \
@@ -242,12 +241,52 @@ async fn prepare_reset(config: &Config) -> Result<Option<crate::recovery::ResetB
     Ok(Some(crate::recovery::ResetBasis { backup, not_asked: examination.not_asked }))
 }
 
+/// The cluster reaches a member at the peer URLs its membership holds; as in etcd, a restart
+/// ignores --initial-advertise-peer-urls. Says so when they differ (a typo given to a reset, a
+/// host that moved): the other members cannot reach this one until `member update`.
+fn warn_of_other_peer_urls(node: &Node, config: &Config) {
+    let normalized = |urls: &[String]| {
+        let mut urls: Vec<String> =
+            urls.iter().map(|u| Url::parse(u).map_or_else(|_| u.clone(), |u| url_string(&u))).collect();
+        urls.sort();
+        urls
+    };
+    let Some((known, _)) = node.members().remove(&node.id) else { return };
+    let flagged = normalized(&config.peer_urls_of(&config.name));
+    if normalized(&known.peer_urls) != flagged {
+        tracing::warn!(
+            cluster_knows = %known.peer_urls.join(","),
+            flags_say = %flagged.join(","),
+            "this member's peer URLs differ from --initial-advertise-peer-urls, which a restart ignores; change \
+             them with `etcdctl member update {:x} --peer-urls={}` if the flags are right",
+            node.id,
+            flagged.join(",")
+        );
+    }
+}
+
 /// A member removed from the cluster never runs again with its data: it could disturb the
 /// cluster (an old log, an old vote) or serve stale reads.
 fn refuse_if_removed(data: &DataDir) -> Result<()> {
     let kv = data.kv_store();
     if kv.removed_members()?.contains(&data.meta.member_id) {
         return Err(data.fence(&format!("member {:x} was removed from the cluster", data.meta.member_id)));
+    }
+    Ok(())
+}
+
+/// A member that has held Raft state and now holds none lost its database (wiped, or damaged so
+/// that sled opens it empty): bootstrapping again would start an empty cluster under its old
+/// IDs, or make it a voter with no log and no vote.
+fn refuse_if_log_lost(data: &DataDir, no_raft_state: bool) -> Result<()> {
+    if no_raft_state && data.meta.bootstrapped {
+        return Err(Error::Config(format!(
+            "data dir {} has lost its Raft log: its member ran before, and its database now holds nothing (wiped or \
+             damaged); remove this member (etcdctl member remove {:x}) and add the host back as a new member with an \
+             empty data dir, or, if it was the only member, restore the cluster from a backup",
+            data.path.display(),
+            data.meta.member_id
+        )));
     }
     Ok(())
 }

@@ -640,8 +640,16 @@ async fn a_survivor_reset_offline_can_start_at_a_new_address() {
         stderr(&half_loaded)
     );
     std::fs::remove_file(&loading).unwrap();
-    let reset = run(PHOENIXCTL, &["disaster", "--data-dir", &dir, "--initial-advertise-peer-urls", &peer_url]);
+    // Fenced off (as by a reset cluster of the wrong survivor), it is refused unless --force.
+    let fenced = cluster.members[survivor].data_dir.join("FENCED");
+    std::fs::write(&fenced, "member x was removed from cluster y").unwrap();
+    let refused = run(PHOENIXCTL, &["disaster", "--data-dir", &dir]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(stderr(&refused).contains(&format!("disaster --force --data-dir {dir}")), "{}", stderr(&refused));
+    let args = ["disaster", "--force", "--data-dir", &dir, "--initial-advertise-peer-urls", &peer_url];
+    let reset = run(PHOENIXCTL, &args);
     assert!(reset.status.success(), "{}", stderr(&reset));
+    assert!(!fenced.exists(), "the reset member is a cluster of its own: no longer fenced");
     assert!(stdout(&reset).contains(&format!("one-member cluster at {peer_url}")), "{}", stdout(&reset));
     // A second reset is refused: members added since would be removed.
     let again = run(PHOENIXCTL, &["disaster", "--data-dir", &dir]);

@@ -112,22 +112,28 @@ async fn an_unknown_etcd_variable_is_named_in_a_warning() {
     assert!(log.contains("unrecognized environment variable") && log.contains("ETCD_CERT_FILE"), "{log}");
 }
 
-/// etcd ignores --initial-cluster and its token on a restart: operators refresh them after a
-/// member add. So does Phoenix.
+/// etcd ignores --initial-cluster, its token and --initial-advertise-peer-urls on a restart:
+/// operators refresh them after a member add. So does Phoenix, and it warns when the peer URLs
+/// the cluster knows differ from the flags'.
 #[tokio::test]
 async fn a_restart_ignores_a_changed_initial_cluster_and_token() {
     let mut cluster = Cluster::start(1, TEST_TIMINGS).await;
     cluster.client(0).await.put("kept", "v", None).await.unwrap();
     cluster.kill(0);
     let old = cluster.members.remove(0);
-    let initial = format!("m1={},m9=http://127.0.0.1:1", old.peer_url());
+    let moved = free_ports(1)[0];
+    let initial = format!("m1=http://127.0.0.1:{moved},m9=http://127.0.0.1:1");
     let mut flags = vec!["--initial-cluster", &initial, "--initial-cluster-token", "refreshed"];
     flags.extend(TEST_TIMINGS);
-    let i = cluster.spawn_member(old.name.clone(), old.client_port, old.peer_port, &flags);
+    let i = cluster.spawn_member(old.name.clone(), old.client_port, moved, &flags);
     cluster.wait_ready(i).await;
     let read = cluster.client(i).await.get("kept", None).await.unwrap();
     assert_eq!(read.kvs()[0].value(), b"v");
-    assert_eq!(cluster.client(i).await.member_list().await.unwrap().members().len(), 1);
+    let members = cluster.client(i).await.member_list().await.unwrap();
+    assert_eq!(members.members().len(), 1);
+    assert_eq!(members.members()[0].peer_urls(), [old.peer_url()]);
+    let log = cluster.members[i].log_text();
+    assert!(log.contains("differ from --initial-advertise-peer-urls") && log.contains("member update"), "{log}");
 }
 
 /// A member whose data dir was wiped and that starts again with its first flags is refused, as

@@ -2,8 +2,7 @@
 
 use std::process::ExitCode;
 
-use clap::{CommandFactory, FromArgMatches};
-use phoenix::config::{normalize_args, Config, Flags, LogLevel};
+use phoenix::config::{Config, LogLevel};
 
 /// mimalloc, not glibc's malloc: a request makes many small allocations (keys, records,
 /// messages), and mimalloc serves them faster; Cargo.toml says by how much.
@@ -12,10 +11,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     phoenix::config::unset_empty_variables();
-    let parsed = Flags::command()
-        .try_get_matches_from(normalize_args(std::env::args()))
-        .and_then(|matches| Ok((Flags::from_arg_matches(&matches)?, matches)));
-    let (flags, matches) = match parsed {
+    let (flags, matches) = match phoenix::config::parse_flags(std::env::args_os()) {
         Ok(parsed) => parsed,
         Err(e) if !e.use_stderr() => {
             let _ = e.print();

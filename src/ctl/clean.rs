@@ -6,8 +6,10 @@
 //! moves the data dir aside to `DIR.removed-<UTC yyyymmddThhmmssZ>` next to it (or, with
 //! `--purge`, deletes it) and says what to do next. It refuses, with a one-line error and exit 1,
 //! a DIR that does not exist, is not a directory, is a symbolic link, or is not a Phoenix data
-//! dir (no `phoenix.json`); and a data dir a running member holds, which it finds out by opening
-//! the member's database, as sled locks it while a member runs. An empty DIR is already clean.
+//! dir (no `phoenix.json`); a data dir a running member holds, which it finds out by opening
+//! the member's database, as sled locks it while a member runs; and `--purge` of a reset
+//! survivor that was not fenced off since (perhaps the only copy of its cluster). An empty DIR
+//! is already clean.
 
 use std::ffi::OsString;
 use std::fs;
@@ -50,8 +52,21 @@ pub fn clean(args: CleanArgs, io: &mut Io<'_>) -> Result<(), CtlError> {
     // Held until the data dir is gone from its place, so that no member starts on it meanwhile.
     let _locked = ensure_stopped(&dir, &meta)?;
     let mut member = format!("member {} ({:x}) of cluster {:x}", meta.name, meta.member_id, meta.cluster_id);
-    if let Ok(reason) = fs::read_to_string(dir.join(FENCED_FILE)) {
+    let fenced = fs::read_to_string(dir.join(FENCED_FILE)).ok();
+    if let Some(reason) = &fenced {
         member.push_str(&format!(", fenced off ({})", reason.trim()));
+    }
+    // The survivor of a reset may be the only copy of its cluster's data: never deleted by
+    // mistake for a stale member.
+    let reset = crate::recovery::recorded_reset(&dir).ok().flatten().is_some();
+    if args.purge && reset && fenced.is_none() {
+        return Err(failed(format!(
+            "data dir {} holds the reset survivor of its cluster ({member}), perhaps its only copy: --purge \
+             would delete it; move it aside with `phoenixctl clean --data-dir {}` (without --purge) if that \
+             is what you mean",
+            dir.display(),
+            dir.display()
+        )));
     }
     let done = if args.purge {
         fs::remove_dir_all(&dir).map_err(|e| failed(format!("cannot delete data dir {}: {e}", dir.display())))?;

@@ -527,7 +527,7 @@ pub fn parse<P: Parser>(args: impl IntoIterator<Item = OsString>) -> Result<P, c
 
 /// As pflag does, a flag that takes a value takes the next word whatever it starts with
 /// (`--rev -1`, `--order -x`), in `command` and its subcommands.
-fn pflag_values(command: clap::Command) -> clap::Command {
+pub fn pflag_values(command: clap::Command) -> clap::Command {
     command
         .mut_args(|arg| {
             let takes_value = matches!(arg.get_action(), ArgAction::Set | ArgAction::Append);

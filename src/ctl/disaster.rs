@@ -250,7 +250,7 @@ pub async fn reset(args: DisasterArgs, io: &mut Io<'_>) -> Result<(), CtlError> 
     let bump = revision_bump(args.bump_revision, args.mark_compacted).map_err(bad_args)?;
     // Held open (sled locks it) from the examination to the reset: no member starts on it between.
     let data = DataDir::open_stopped(dir).map_err(failed)?;
-    let examination = crate::recovery::examine_survivor(&data).await.map_err(failed)?;
+    let examination = crate::recovery::examine_survivor(&data, args.force).await.map_err(failed)?;
     let (report, objection) = (examination.report, examination.objection);
     if !report.reset.is_empty() && !args.force {
         return Err(failed(format!(

@@ -23,7 +23,7 @@ mod endpoint;
 mod error;
 mod exec;
 mod gofmt;
-mod goparse;
+pub(crate) mod goparse;
 pub(crate) mod gourl;
 mod keepalive;
 mod kv;

@@ -101,8 +101,9 @@ pub fn recorded_reset(data_dir: &Path) -> Result<Option<LossReport>> {
 /// Where the stopped survivor in `data_dir` stands, and why it must not be reset, if so: a
 /// member of its old configuration that answers holds a more advanced log, still has a leader,
 /// answers with an error instead of its report, or runs at all. A data dir whose member was
-/// fenced off is refused outright.
-pub async fn examine_survivor(data: &DataDir) -> Result<Examination> {
+/// fenced off is refused outright, unless `fenced_too` (`disaster --force`: the wrong survivor
+/// was reset, and this one, fenced off by it, holds writes it lacks).
+pub async fn examine_survivor(data: &DataDir, fenced_too: bool) -> Result<Examination> {
     let data_dir = &data.path;
     // Half a store may have lost the membership, and a reset would then ask no one.
     if crate::raft::state_machine::install_interrupted(&data.snapshot_dir()) {
@@ -114,8 +115,13 @@ pub async fn examine_survivor(data: &DataDir) -> Result<Examination> {
         )));
     }
     let report = survivor::inspect(data)?;
-    if !report.fenced.is_empty() {
-        return Err(crate::cluster::fenced_off(data_dir, &report.fenced));
+    if !report.fenced.is_empty() && !fenced_too {
+        return Err(Error::Config(format!(
+            "{}; if it holds writes the member that fenced it off lacks (the wrong survivor was reset), stop \
+             that member and run `phoenixctl disaster --force --data-dir {}` to reset this one instead",
+            crate::cluster::fenced_off(data_dir, &report.fenced),
+            data_dir.display()
+        )));
     }
     let others = survivor::ask_other_members(&report, ASK_TIMEOUT).await;
     let objection = survivor::objection(&report, &others);
@@ -218,6 +224,8 @@ pub fn reset(
         }
         return Err(Error::Storage(e.to_string()));
     }
+    // A member fenced off by another reset cluster (reset with --force) is a cluster of its own now.
+    data.clear_fence()?;
     Ok(report)
 }
 

@@ -78,6 +78,13 @@ fn clean_moves_a_stopped_members_data_dir_aside_and_refuses_anything_else() {
     assert_eq!(moved, Outcome { stdout: said, stderr: String::new(), code: Some(0) });
     assert!(!data.exists() && backup.join("phoenix.json").exists() && backup.join("db").exists());
 
+    // A reset survivor, perhaps its cluster's only copy, is not deleted as if it were stale.
+    let record = r#"{"last_log_index":1,"known_commit_index":1,"kept_past_commit":0,"lost_entries":0,"new_term":2,"backup":"/b"}"#;
+    std::fs::write(backup.join("reset.json"), record).unwrap();
+    let kept = clean(&["--data-dir", &backup.display().to_string(), "--purge"]);
+    assert_eq!(kept.code, Some(1), "{kept:?}");
+    assert!(kept.stderr.contains("holds the reset survivor of its cluster"), "{kept:?}");
+    std::fs::remove_file(backup.join("reset.json")).unwrap();
     let purged = clean(&["--data-dir", &backup.display().to_string(), "--purge"]);
     let said = format!("Deleted data dir {} of {member}.\n{}", backup.display(), next_steps("default"));
     assert_eq!(purged, Outcome { stdout: said, stderr: String::new(), code: Some(0) });
