@@ -121,19 +121,29 @@ pub async fn discover(config: &Config) -> Result<Identity> {
 
 /// Refuses to bootstrap a member that its cluster knows has run (published its name): its data
 /// dir was lost or wiped and it starts again with its first flags, as etcd refuses it. With no
-/// log and no vote it could help elect a leader that lacks writes it helped commit. Every other
-/// member of --initial-cluster is asked at once; one that does not answer says nothing.
+/// log and no vote it could help elect a leader that lacks writes it helped commit. Refuses one
+/// its cluster removed, too (a host cleaned after a reset, started with its old flags). Every
+/// other member of --initial-cluster is asked at once; one that does not answer says nothing.
 pub async fn refuse_if_bootstrapped_before(config: &Config, identity: &Identity) -> Result<()> {
     let others = config.initial_cluster.iter().filter(|(name, _)| **name != config.name);
     let asks = others
         .flat_map(|(_, urls)| urls)
         .map(|url| async move { ask_cluster_info(&crate::config::url_string(url), config).await.ok() });
     let answers = futures::future::join_all(asks).await;
+    let ours = |info: &&crate::pb::ClusterInfoReply| info.cluster_id == identity.cluster_id;
+    // A host cleaned after a reset and started with its old flags: its old ID was removed.
+    if answers.iter().flatten().filter(ours).any(|info| info.removed.contains(&identity.member_id)) {
+        return Err(Error::Config(format!(
+            "member {:x} was removed from this cluster, and its ID is never used again: add this host back as a new \
+             member (phoenix --join <client URLs of the cluster>, or etcdctl member add and \
+             --initial-cluster-state existing)",
+            identity.member_id
+        )));
+    }
     let has_run = |info: &crate::pb::ClusterInfoReply| {
-        info.cluster_id == identity.cluster_id
-            && info.members.iter().any(|m| m.id == identity.member_id && !m.name.is_empty())
+        info.members.iter().any(|m| m.id == identity.member_id && !m.name.is_empty())
     };
-    if answers.iter().flatten().any(has_run) {
+    if answers.iter().flatten().filter(ours).any(has_run) {
         return Err(Error::Config(format!(
             "member {:x} has already been bootstrapped, and data dir {} holds nothing: if this member's data was \
              lost, remove it (etcdctl member remove {:x}) and add this host back as a new member (phoenix --join, \

@@ -103,6 +103,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     health.set_service_status("", ServingStatus::Serving).await;
     let services = ClientServices::new(ctx, watch, recipes, recovery, health.clone());
     let watch_streams = services.watch.clone();
+    if !no_raft_state {
+        stored_membership_loaded(&node).await;
+    }
     // Clients wait until the peers have been asked whether this member was removed: two old
     // members restarted together after a reset are a quorum of the old configuration, and
     // would otherwise acknowledge writes that the reset cluster never sees.
@@ -239,6 +242,15 @@ async fn prepare_reset(config: &Config) -> Result<Option<crate::recovery::ResetB
     }
     let backup = crate::recovery::back_up(&data)?;
     Ok(Some(crate::recovery::ResetBasis { backup, not_asked: examination.not_asked }))
+}
+
+/// openraft shows the membership it loaded from the data dir only once its core has run: waits
+/// for it (within the request timeout), so that the first checks see this member's peers.
+async fn stored_membership_loaded(node: &Node) {
+    let loaded = |m: &openraft::RaftMetrics<_, _>| m.membership_config.log_id().is_some();
+    if node.raft.wait(Some(node.request_timeout())).metrics(loaded, "the stored membership").await.is_err() {
+        tracing::warn!("openraft has not shown the stored membership yet; going on without it");
+    }
 }
 
 /// The cluster reaches a member at the peer URLs its membership holds; as in etcd, a restart

@@ -141,6 +141,12 @@ fn assert_refused_and_clean(cluster: &mut Cluster, old: &[usize]) {
         let cleaned = run(PHOENIXCTL, &["clean", "--data-dir", &dir]);
         assert!(cleaned.status.success(), "clean: {}", stderr(&cleaned));
     }
+    // A cleaned host started again with its old flags is told to join as a new member.
+    let member = &mut cluster.members[old[0]];
+    member.spawn_again();
+    assert_eq!(member.wait_exit(READY_TIMEOUT), Some(1), "{}", member.log_text());
+    assert!(member.log_text().contains("was removed from this cluster, and its ID is never used again"));
+    assert!(!member.data_dir.exists(), "a refused member left a data dir behind");
 }
 
 /// Puts keys through `endpoint` until `stop`, reconnecting while it does not answer; the keys

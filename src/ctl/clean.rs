@@ -45,7 +45,7 @@ pub fn clean(args: CleanArgs, io: &mut Io<'_>) -> Result<(), CtlError> {
     let meta = match inspect(&dir)? {
         Found::Empty => {
             let done = format!("Data dir {} is empty: there is nothing to clean.", dir.display());
-            return report(io.out, &done, "<name>");
+            return report(io.out, &done, "<name>", None);
         }
         Found::Member(meta) => meta,
     };
@@ -76,12 +76,22 @@ pub fn clean(args: CleanArgs, io: &mut Io<'_>) -> Result<(), CtlError> {
             .map_err(|e| failed(format!("cannot move data dir {} aside: {e}; it is unchanged", dir.display())))?;
         format!("Moved data dir {} of {member} aside to {}.", dir.display(), backup.display())
     };
-    report(io.out, &done, &meta.name)
+    // A member fenced off was removed already; another may still be listed, under the ID its
+    // data dir held, and its peer URLs then refuse a member add.
+    let listed = fenced.is_none().then_some(meta.member_id);
+    report(io.out, &done, &meta.name, listed)
 }
 
 /// Prints what was done and how the host rejoins: empty, under a new member ID.
-fn report(out: &mut dyn Write, done: &str, name: &str) -> Result<(), CtlError> {
+fn report(out: &mut dyn Write, done: &str, name: &str, maybe_listed: Option<u64>) -> Result<(), CtlError> {
     writeln!(out, "{done}").map_err(write_error)?;
+    if let Some(id) = maybe_listed {
+        writeln!(
+            out,
+            "If etcdctl member list still lists member {id:x}, remove it first: etcdctl member remove {id:x}"
+        )
+        .map_err(write_error)?;
+    }
     writeln!(out, "Next, add this host back as a new member, either").map_err(write_error)?;
     writeln!(
         out,

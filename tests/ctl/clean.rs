@@ -74,7 +74,15 @@ fn clean_moves_a_stopped_members_data_dir_aside_and_refuses_anything_else() {
         _ => c.is_ascii_digit(),
     });
     assert!(stamp.len() == 16 && stamped, "not a UTC yyyymmddThhmmssZ stamp: {stamp}");
-    let said = format!("Moved data dir {shown} of {member} aside to {}.\n{}", backup.display(), next_steps("default"));
+    let remove_first = format!(
+        "If etcdctl member list still lists member {:x}, remove it first: etcdctl member remove {:x}\n",
+        ids.member, ids.member
+    );
+    let said = format!(
+        "Moved data dir {shown} of {member} aside to {}.\n{remove_first}{}",
+        backup.display(),
+        next_steps("default")
+    );
     assert_eq!(moved, Outcome { stdout: said, stderr: String::new(), code: Some(0) });
     assert!(!data.exists() && backup.join("phoenix.json").exists() && backup.join("db").exists());
 
@@ -86,7 +94,7 @@ fn clean_moves_a_stopped_members_data_dir_aside_and_refuses_anything_else() {
     assert!(kept.stderr.contains("holds the reset survivor of its cluster"), "{kept:?}");
     std::fs::remove_file(backup.join("reset.json")).unwrap();
     let purged = clean(&["--data-dir", &backup.display().to_string(), "--purge"]);
-    let said = format!("Deleted data dir {} of {member}.\n{}", backup.display(), next_steps("default"));
+    let said = format!("Deleted data dir {} of {member}.\n{remove_first}{}", backup.display(), next_steps("default"));
     assert_eq!(purged, Outcome { stdout: said, stderr: String::new(), code: Some(0) });
     assert!(!backup.exists());
 }
