@@ -652,9 +652,15 @@ async fn a_survivor_reset_offline_can_start_at_a_new_address() {
     let refused = run(PHOENIXCTL, &["disaster", "--data-dir", &dir]);
     assert_eq!(refused.status.code(), Some(1));
     assert!(stderr(&refused).contains(&format!("disaster --force --data-dir {dir}")), "{}", stderr(&refused));
+    let misnamed = run(PHOENIXCTL, &["disaster", "--force", "--data-dir", &dir, "--name", "a=b"]);
+    assert!(!misnamed.status.success() && stderr(&misnamed).contains("a member name"), "{}", stderr(&misnamed));
     let args = ["disaster", "--force", "--data-dir", &dir, "--initial-advertise-peer-urls", &peer_url];
     let reset = run(PHOENIXCTL, &args);
     assert!(reset.status.success(), "{}", stderr(&reset));
+    // At a new address, it is told the flags to start with.
+    let survivor_name = &cluster.members[survivor].name;
+    let start_with = format!("--initial-cluster {survivor_name}={peer_url}");
+    assert!(stdout(&reset).contains(&start_with), "{}", stdout(&reset));
     assert!(!fenced.exists(), "the reset member is a cluster of its own: no longer fenced");
     assert!(stdout(&reset).contains(&format!("one-member cluster at {peer_url}")), "{}", stdout(&reset));
     // A second reset is refused: members added since would be removed.

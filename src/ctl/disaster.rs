@@ -265,6 +265,10 @@ pub async fn reset(args: DisasterArgs, io: &mut Io<'_>) -> Result<(), CtlError> 
     }
     let peer_urls = peer_urls(&args, &report, dir)?;
     let name = args.name.clone().unwrap_or_else(|| report.name.clone());
+    // As etcd's --initial-cluster would read it back: name=url,...
+    if name.is_empty() || name.contains(['=', ',']) {
+        return Err(bad_args(format!("--name {name:?}: a member name is not empty and has no '=' or ','")));
+    }
     let backup = crate::recovery::back_up(&data).map_err(failed)?;
     let basis = crate::recovery::ResetBasis { backup, not_asked: examination.not_asked };
     let loss = crate::recovery::reset(&data, &name, peer_urls.clone(), basis, bump).map_err(failed)?;
@@ -276,8 +280,18 @@ pub async fn reset(args: DisasterArgs, io: &mut Io<'_>) -> Result<(), CtlError> 
         report.cluster_id,
         peer_urls.join(",")
     );
+    let urls = peer_urls.join(",");
+    let renamed_or_moved = args.name.is_some() || !args.initial_advertise_peer_urls.is_empty();
+    let flags = if renamed_or_moved {
+        format!(
+            "--name {name} --initial-advertise-peer-urls {urls} --listen-peer-urls {urls} --initial-cluster {name}={urls} \
+             (and its usual client flags)"
+        )
+    } else {
+        "its usual flags".to_string()
+    };
     let next = format!(
-        "Next: start it with its usual flags; it serves alone, with all of its data. Then on every other old \
+        "Next: start it with {flags}; it serves alone, with all of its data. Then on every other old \
          member's host run `phoenixctl clean --data-dir <its data dir>` and add it back (phoenix --join <{name}'s \
          client URL>, or etcdctl member add and --initial-cluster-state existing)."
     );

@@ -96,12 +96,19 @@ impl QuorumLoss {
         )
     }
 
-    /// The commands that recover the cluster if the missing voters cannot come back.
+    /// The commands that recover the cluster if the missing voters cannot come back. A data dir
+    /// reset before ignores --force-new-cluster, and `disaster` asks for --force.
     pub fn recovery_commands(&self, data_dir: &Path) -> String {
+        let reset_before = super::recorded_reset(data_dir).ok().flatten().is_some();
+        let (force, or_restart) = if reset_before {
+            ("--force ", ", as it was reset before")
+        } else {
+            ("", ", or restart it with --force-new-cluster")
+        };
         format!(
             "if they cannot come back, choose the survivor with `phoenixctl disaster plan --endpoints={}`, \
              then stop it and run `phoenixctl disaster --data-dir <its data dir>` (for this member: \
-             `phoenixctl disaster --data-dir {}`), or restart it with --force-new-cluster",
+             `phoenixctl disaster {force}--data-dir {}`{or_restart})",
             self.reachable_endpoints.join(","),
             data_dir.display()
         )
@@ -150,5 +157,28 @@ pub async fn monitor(node: Arc<Node>, data_dir: PathBuf, health: HealthReporter,
         if tokio::time::timeout(CHECK_INTERVAL, stop.wait_for(|stopped| *stopped)).await.is_ok() {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_member_reset_before_is_told_to_reset_again_with_force() {
+        let loss = QuorumLoss { voters: 3, unreachable: Vec::new(), reachable_endpoints: vec!["http://a:2379".into()] };
+        let dir = tempfile::tempdir().unwrap();
+        let first = loss.recovery_commands(dir.path());
+        let shown = dir.path().display();
+        assert!(first
+            .contains(&format!("`phoenixctl disaster --data-dir {shown}`, or restart it with --force-new-cluster")));
+        let record = r#"{"last_log_index":1,"known_commit_index":1,"kept_past_commit":0,"lost_entries":0,"new_term":2,"backup":"/b"}"#;
+        std::fs::write(dir.path().join("reset.json"), record).unwrap();
+        let again = loss.recovery_commands(dir.path());
+        assert!(
+            again.contains(&format!("`phoenixctl disaster --force --data-dir {shown}`, as it was reset before")),
+            "{again}"
+        );
+        assert!(!again.contains("--force-new-cluster"), "{again}");
     }
 }
