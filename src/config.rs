@@ -241,7 +241,7 @@ pub fn check_sources(matches: &ArgMatches) -> Result<()> {
 /// uses, reads it: see [`normalize_args`]. The matches say where each value came from.
 pub fn parse_flags(args: impl IntoIterator<Item = OsString>) -> std::result::Result<(Flags, ArgMatches), clap::Error> {
     // A flag given twice takes its last value, as in Go.
-    let mut command = crate::ctl::cli::pflag_values(Flags::command()).args_override_self(true);
+    let mut command = crate::ctl::goflags::pflag_values(Flags::command()).args_override_self(true);
     let args = normalize_args(&command, args);
     let matches = command.try_get_matches_from_mut(args)?;
     let flags = Flags::from_arg_matches(&matches).map_err(|e| e.format(&mut command))?;
@@ -250,7 +250,7 @@ pub fn parse_flags(args: impl IntoIterator<Item = OsString>) -> std::result::Res
 
 /// Rewrites Go-style `-flag` into `--flag`, leaving the value after a flag that takes one as it
 /// is (`--initial-cluster-token -tok`), and a boolean's `=true`/`=false` as clap takes it (see
-/// [`crate::ctl::cli::normalize_args`], shared with phoenixctl).
+/// [`crate::ctl::goflags::normalize_args`], shared with phoenixctl).
 fn normalize_args(command: &clap::Command, args: impl IntoIterator<Item = OsString>) -> Vec<OsString> {
     let takes_value = |name: &str| {
         command
@@ -266,7 +266,7 @@ fn normalize_args(command: &clap::Command, args: impl IntoIterator<Item = OsStri
         is_value = !is_value && flag.strip_prefix("--").is_some_and(|name| !name.contains('=') && takes_value(name));
         out.push(if single_dash { OsString::from(flag) } else { arg });
     }
-    crate::ctl::cli::normalize_args(command, out)
+    crate::ctl::goflags::normalize_args(command, out)
 }
 
 impl Config {

@@ -22,6 +22,7 @@ mod disaster;
 mod endpoint;
 mod error;
 mod exec;
+pub(crate) mod goflags;
 mod gofmt;
 pub(crate) mod goparse;
 pub(crate) mod gourl;
