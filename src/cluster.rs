@@ -11,7 +11,6 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -437,6 +436,15 @@ impl DataDir {
         }
     }
 
+    /// What to do with a data dir whose database lost what it held.
+    pub fn lost_data_advice(&self) -> String {
+        format!(
+            "remove this member (etcdctl member remove {:x}) and add the host back as a new member with an empty \
+             data dir, or, if it was the only member, restore the cluster from a backup",
+            self.meta.member_id
+        )
+    }
+
     /// Records that this member was fenced off, so the data dir refuses every later start, and
     /// returns the error that tells the operator what to do.
     pub fn fence(&self, reason: &str) -> Error {
@@ -540,13 +548,8 @@ fn create(path: &Path, meta: &DataDirMeta) -> Result<()> {
 
 /// Writes the identity file whole or not at all.
 fn write_meta(path: &Path, meta: &DataDirMeta) -> Result<()> {
-    let tmp = path.join(format!("{META_FILE}.tmp"));
-    let mut file = fs::File::create(&tmp)?;
-    file.write_all(&serde_json::to_vec_pretty(meta).map_err(|e| Error::Internal(e.to_string()))?)?;
-    file.sync_all()?;
-    fs::rename(&tmp, path.join(META_FILE))?;
-    fs::File::open(path)?.sync_all()?;
-    Ok(())
+    let bytes = serde_json::to_vec_pretty(meta).map_err(|e| Error::Internal(e.to_string()))?;
+    Ok(crate::disk::replace_file(path, META_FILE, &bytes)?)
 }
 
 fn remove_contents(dir: &Path) -> std::io::Result<()> {

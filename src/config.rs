@@ -78,11 +78,12 @@ pub struct Flags {
     #[arg(long, env = "ETCD_ELECTION_TIMEOUT", default_value_t = 1000)]
     pub election_timeout: u64,
     /// Number of committed entries that trigger a snapshot (and purge the log behind it).
-    #[arg(long, env = "ETCD_SNAPSHOT_COUNT", default_value_t = 100_000)]
+    #[arg(long, env = "ETCD_SNAPSHOT_COUNT", default_value_t = DEFAULT_SNAPSHOT_COUNT)]
     pub snapshot_count: u64,
-    /// Raise an alarm when the backend size exceeds this quota (0 defaults to 2 GiB).
-    #[arg(long, env = "ETCD_QUOTA_BACKEND_BYTES", default_value_t = 0)]
-    pub quota_backend_bytes: u64,
+    /// Raise an alarm when the backend size exceeds this quota (0 defaults to 2 GiB, a negative
+    /// value disables it).
+    #[arg(long, env = "ETCD_QUOTA_BACKEND_BYTES", default_value_t = 0, allow_negative_numbers = true)]
+    pub quota_backend_bytes: i64,
     /// Maximum number of operations permitted in a transaction.
     #[arg(long, env = "ETCD_MAX_TXN_OPS", default_value_t = 128)]
     pub max_txn_ops: u32,
@@ -183,6 +184,9 @@ pub struct Config {
 }
 
 const DEFAULT_QUOTA_BYTES: u64 = 2 * 1024 * 1024 * 1024;
+/// [`Config::quota_backend_bytes`] when a negative flag disabled the quota, as etcd's does.
+pub const NO_QUOTA: u64 = u64::MAX;
+const DEFAULT_SNAPSHOT_COUNT: u64 = 100_000;
 
 /// etcd's bound on the election timeout (`maxElectionMs`).
 const MAX_ELECTION_TIMEOUT: Duration = Duration::from_millis(50_000);
@@ -200,8 +204,49 @@ pub fn unset_empty_variables() {
     }
 }
 
+/// etcd's TLS flags. Phoenix serves http:// only, so a member asked for TLS refuses to start
+/// rather than serve in the clear what its operator meant to protect.
+const TLS_FLAGS: &[&str] = &[
+    "cert-file",
+    "key-file",
+    "client-cert-auth",
+    "trusted-ca-file",
+    "client-crl-file",
+    "auto-tls",
+    "peer-cert-file",
+    "peer-key-file",
+    "peer-client-cert-auth",
+    "peer-trusted-ca-file",
+    "peer-crl-file",
+    "peer-auto-tls",
+    "peer-cert-allowed-cn",
+    "peer-cert-allowed-hostname",
+    "cipher-suites",
+];
+
+/// Refuses etcd's TLS flags and their `ETCD_*` variables, by name (see [`TLS_FLAGS`]); `args`
+/// holds the command line without the program's name.
+pub fn refuse_tls(args: &[OsString]) -> Result<()> {
+    let unsupported = |what: String| {
+        Err(Error::Config(format!("{what}: TLS is not supported yet; Phoenix serves http:// URLs only")))
+    };
+    for arg in args.iter().filter_map(|arg| arg.to_str()) {
+        let name = arg.trim_start_matches('-').split('=').next().unwrap_or_default();
+        if arg.starts_with('-') && TLS_FLAGS.contains(&name) {
+            return unsupported(format!("--{name}"));
+        }
+    }
+    for flag in TLS_FLAGS {
+        let variable = format!("ETCD_{}", flag.to_uppercase().replace('-', "_"));
+        if std::env::var_os(&variable).is_some() {
+            return unsupported(variable);
+        }
+    }
+    Ok(())
+}
+
 /// The `ETCD_*` variables set that name no flag Phoenix takes, which it ignores (etcd warns of
-/// those it does not know; Phoenix also lacks some of etcd's, such as its TLS flags).
+/// those it does not know; Phoenix also lacks some of etcd's, such as its logging flags).
 pub fn ignored_variables() -> Vec<String> {
     let command = Flags::command();
     let known: Vec<&std::ffi::OsStr> = command.get_arguments().filter_map(|arg| arg.get_env()).collect();
@@ -293,11 +338,11 @@ impl Config {
             initial_cluster_token: flags.initial_cluster_token,
             heartbeat_interval: Duration::from_millis(flags.heartbeat_interval),
             election_timeout: Duration::from_millis(flags.election_timeout),
-            snapshot_count: flags.snapshot_count,
-            quota_backend_bytes: if flags.quota_backend_bytes == 0 {
-                DEFAULT_QUOTA_BYTES
-            } else {
-                flags.quota_backend_bytes
+            // etcd reads 0 as its default too ("set snapshot count to default 100000").
+            snapshot_count: if flags.snapshot_count == 0 { DEFAULT_SNAPSHOT_COUNT } else { flags.snapshot_count },
+            quota_backend_bytes: match flags.quota_backend_bytes {
+                0 => DEFAULT_QUOTA_BYTES,
+                bytes => u64::try_from(bytes).unwrap_or(NO_QUOTA),
             },
             max_txn_ops: flags.max_txn_ops as usize,
             max_request_bytes: flags.max_request_bytes as usize,
@@ -355,9 +400,6 @@ impl Config {
                 self.heartbeat_interval.as_millis()
             )));
         }
-        if self.snapshot_count == 0 {
-            return Err(Error::Config("--snapshot-count must be greater than 0".into()));
-        }
         if self.watch_progress_notify_interval.is_zero() {
             return Err(Error::Config("--experimental-watch-progress-notify-interval must be greater than 0".into()));
         }
@@ -366,9 +408,6 @@ impl Config {
         }
         if self.backup.as_ref().is_some_and(|b| b.interval.is_zero()) {
             return Err(Error::Config("--backup-interval must be greater than 0".into()));
-        }
-        if self.max_txn_ops == 0 || self.max_request_bytes == 0 {
-            return Err(Error::Config("--max-txn-ops and --max-request-bytes must be greater than 0".into()));
         }
         Ok(())
     }

@@ -164,6 +164,18 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
+/// Replaces the file `name` in `dir` with `bytes`, whole or not at all, durably: a crash leaves
+/// the old contents or the new, never a mix. The file is this user's alone.
+pub fn replace_file(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
+    use std::io::Write;
+    let tmp = dir.join(format!("{name}.tmp"));
+    let mut file = create_private_file(&tmp)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    fs::rename(&tmp, dir.join(name))?;
+    sync_dir(dir)
+}
+
 /// Creates `path` and any missing parent, each readable by this user only.
 pub fn create_private_dir_all(path: &Path) -> io::Result<()> {
     use std::os::unix::fs::DirBuilderExt;

@@ -5,6 +5,7 @@
 //! - [`config`]: etcd's command line flags, validated into one [`config::Config`].
 //! - [`cluster`]: identity (cluster and member IDs) and the data dir's metadata.
 //! - [`disk`]: the data dir's sled database, with flushes that survive a power cut.
+//! - [`highwater`]: how far the data dir's database reached, to refuse one that went back.
 //! - [`server`]: binds listeners and owns the lifetime of every task.
 //! - [`api`]: the etcd v3 gRPC services; they validate, propose or read, and map results.
 //! - [`raft`]: openraft glue: log store, state machine adapter, network, proposals, reads.
@@ -23,6 +24,7 @@ pub mod ctl;
 pub mod disk;
 pub mod error;
 pub mod faults;
+pub mod highwater;
 pub mod kv;
 pub mod lease;
 pub mod raft;

@@ -56,6 +56,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     }
     let no_raft_state = holds_no_raft_state(&data)?;
     refuse_if_log_lost(&data, no_raft_state)?;
+    // (A reset was checked in `prepare_reset`, before it changed anything.)
+    crate::highwater::check(&data)?;
     let needs_bootstrap = config.initial_cluster_state == ClusterState::New && no_raft_state;
     let backups = match config.backup.clone() {
         Some(schedule) => Some(Arc::new(crate::backup::Backups::new(schedule, config.name.clone())?)),
@@ -71,6 +73,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         data_dir = %data.path.display(),
         "starting member"
     );
+    if config.quota_backend_bytes == crate::config::NO_QUOTA {
+        tracing::warn!("disabling backend quota (--quota-backend-bytes is negative)");
+    }
     // What kind of start this is, as etcd's log says ("restarting member ... at commit index").
     match (needs_bootstrap, no_raft_state) {
         (true, _) => tracing::info!("bootstrapping a new cluster"),
@@ -137,6 +142,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         tokio::spawn(break_split_votes(node.raft.clone(), config.election_timeout, stop_rx.clone())),
         tokio::spawn(crate::lease::expire_leases(node.clone(), stop_rx.clone())),
         tokio::spawn(crate::recovery::quorum::monitor(node.clone(), data.path.clone(), health, stop_rx.clone())),
+        tokio::spawn(crate::highwater::keep_recording(&data, stop_rx.clone())),
     ];
     if let Some(backups) = backups {
         background.push(tokio::spawn(crate::backup::run(backups, node.clone(), state_machine, stop_rx.clone())));
@@ -174,6 +180,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     }
     node.raft.shutdown().await.map_err(|e| Error::Internal(format!("raft shutdown: {e}")))?;
     node.db.flush_async().await?;
+    crate::highwater::record_once(&data).await;
     outcome
 }
 
@@ -294,10 +301,9 @@ fn refuse_if_log_lost(data: &DataDir, no_raft_state: bool) -> Result<()> {
     if no_raft_state && data.meta.bootstrapped {
         return Err(Error::Config(format!(
             "data dir {} has lost its Raft log: its member ran before, and its database now holds nothing (wiped or \
-             damaged); remove this member (etcdctl member remove {:x}) and add the host back as a new member with an \
-             empty data dir, or, if it was the only member, restore the cluster from a backup",
+             damaged); {}",
             data.path.display(),
-            data.meta.member_id
+            data.lost_data_advice()
         )));
     }
     Ok(())

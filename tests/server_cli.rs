@@ -38,12 +38,19 @@ fn bad_flags_get_one_line_and_write_nothing() {
         (&["--election-timeout", "50000"], "is too long, and should be set less than 50000ms"),
         (&["--initial-cluster", "default=http://localhost:2380,b=http://localhost:2380"], "has duplicate url"),
         (&["--listen-client-urls", "http://127.0.0.1:1"], "--advertise-client-urls is required"),
+        // Serving in the clear what the operator meant to protect would be worse than not starting.
+        (
+            &["--cert-file", "/etc/server.crt"],
+            "--cert-file: TLS is not supported yet; Phoenix serves http:// URLs only",
+        ),
+        (&["-peer-client-cert-auth"], "--peer-client-cert-auth: TLS is not supported yet"),
     ];
     type Variables<'a> = &'a [(&'a str, &'a str)];
     let with_env: &[(&[&str], Variables, &str)] = &[
         (&["--name", "b"], &[("ETCD_NAME", "a")], "conflicting environment variable \"ETCD_NAME\""),
         // Empty is unset, as in etcd: the flags' own error comes, not one about the variable.
         (&["--initial-cluster", "x=http://localhost:1"], &[("ETCD_INITIAL_CLUSTER_STATE", "")], "local name"),
+        (&[], &[("ETCD_CLIENT_CERT_AUTH", "true")], "ETCD_CLIENT_CERT_AUTH: TLS is not supported yet"),
     ];
     let cases = cases.iter().map(|(args, expected)| (*args, &[][..], *expected)).chain(with_env.iter().copied());
     for (args, env, expected) in cases {
@@ -54,6 +61,20 @@ fn bad_flags_get_one_line_and_write_nothing() {
         assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
         assert!(stderr.contains(expected), "{args:?}: {stderr}");
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "{args:?} wrote something");
+    }
+}
+
+/// As etcd 3.4.23: a flag that cannot be parsed exits 2, a flag set that fails a check exits 1.
+#[test]
+fn flags_that_cannot_be_parsed_exit_2_as_in_etcd() {
+    let dir = tempfile::tempdir().unwrap();
+    for (args, code) in [
+        (&["--no-such-flag"][..], 2),
+        (&["--initial-cluster-state", "sideways"], 2),
+        (&["--heartbeat-interval", "soon"], 2),
+        (&["--initial-cluster", "other=http://localhost:2380"], 1),
+    ] {
+        assert_eq!(run_phoenix(args, dir.path()).status.code(), Some(code), "{args:?}");
     }
 }
 
@@ -107,9 +128,37 @@ async fn a_data_dir_of_another_member_is_refused() {
 /// warns of those it does not know.
 #[tokio::test]
 async fn an_unknown_etcd_variable_is_named_in_a_warning() {
-    let cluster = Cluster::start_with_env(1, TEST_TIMINGS, &[("ETCD_CERT_FILE", "/etc/server.crt")]).await;
+    let cluster = Cluster::start_with_env(1, TEST_TIMINGS, &[("ETCD_AUTO_COMPACTION_RETENTION", "1h")]).await;
     let log = cluster.members[0].log_text();
-    assert!(log.contains("unrecognized environment variable") && log.contains("ETCD_CERT_FILE"), "{log}");
+    assert!(
+        log.contains("unrecognized environment variable") && log.contains("ETCD_AUTO_COMPACTION_RETENTION"),
+        "{log}"
+    );
+}
+
+/// Limits of zero, and a negative quota, mean what they mean to etcd 3.4.23 (checked against it):
+/// `--snapshot-count 0` is its default, `--quota-backend-bytes` below 0 disables the quota,
+/// `--max-txn-ops 0` refuses every txn with an operation, `--max-request-bytes 0` every write.
+#[tokio::test]
+async fn zero_limits_and_a_negative_quota_are_read_as_etcd_reads_them() {
+    let mut flags = vec!["--snapshot-count", "0", "--quota-backend-bytes=-1", "--max-txn-ops", "0"];
+    flags.extend(TEST_TIMINGS);
+    let cluster = Cluster::start(1, &flags).await;
+    let mut client = cluster.client(0).await;
+    client.put("k", "v", None).await.unwrap();
+    let txn = etcd_client::Txn::new().and_then([etcd_client::TxnOp::put("k", "w", None)]);
+    let refused = client.txn(txn).await.unwrap_err().to_string();
+    assert!(refused.contains("etcdserver: too many operations in txn request"), "{refused}");
+    assert!(cluster.members[0].log_text().contains("disabling backend quota"));
+
+    let mut flags = vec!["--max-request-bytes", "0"];
+    flags.extend(TEST_TIMINGS);
+    let cluster = Cluster::start(1, &flags).await;
+    let mut client = cluster.client(0).await;
+    for refused in [client.put("k", "v", None).await.map(drop), client.delete("k", None).await.map(drop)] {
+        let refused = refused.unwrap_err().to_string();
+        assert!(refused.contains("etcdserver: request is too large"), "{refused}");
+    }
 }
 
 /// etcd ignores --initial-cluster, its token and --initial-advertise-peer-urls on a restart:
@@ -159,6 +208,55 @@ async fn a_member_that_lost_its_data_is_refused_at_start() {
     assert!(log.contains("has already been bootstrapped"), "{log}");
     assert!(!data_dir.exists(), "a refused member left a data dir behind");
     cluster.client(leader).await.put("after", "v", None).await.unwrap();
+}
+
+/// sled opens a database damaged part way as a shorter log and an older store; the data dir's
+/// high-water mark (`highwater.json`) makes the member refuse it, and `disaster plan` report it,
+/// instead of serving old data. Removing the mark starts the member with what is left.
+#[tokio::test]
+async fn a_member_whose_database_went_back_is_refused_at_start() {
+    let mut cluster = Cluster::start(1, TEST_TIMINGS).await;
+    let mut client = cluster.client(0).await;
+    for i in 0..200 {
+        client.put(format!("k{i:03}"), vec![b'v'; 200], None).await.unwrap();
+    }
+    let raft_index = client.status().await.unwrap().raft_index();
+    assert_eq!(cluster.members[0].terminate(), Some(0));
+    let data_dir = cluster.members[0].data_dir.clone();
+    // A stopping member records its mark once more, so it holds everything written.
+    let mark = std::fs::read_to_string(data_dir.join("highwater.json")).unwrap();
+    let mark: serde_json::Value = serde_json::from_str(&mark).unwrap();
+    assert!(mark["applied"].as_u64().unwrap() >= raft_index, "{mark} against raft index {raft_index}");
+
+    // Bytes overwritten a quarter of the way into sled's file: it reads the log up to them.
+    let db = data_dir.join("db").join("db");
+    let quarter = std::fs::metadata(&db).unwrap().len() / 4;
+    let mut file = std::fs::OpenOptions::new().write(true).open(&db).unwrap();
+    std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(quarter)).unwrap();
+    std::io::Write::write_all(&mut file, &[0xab; 4096]).unwrap();
+    drop(file);
+
+    let plan = std::process::Command::new(env!("CARGO_BIN_EXE_phoenixctl"))
+        .args(["disaster", "plan", "--data-dir"])
+        .arg(&data_dir)
+        .output()
+        .unwrap();
+    let plan = String::from_utf8_lossy(&plan.stdout);
+    assert!(plan.contains("has lost part of its database"), "{plan}");
+
+    cluster.members[0].spawn_again();
+    assert_eq!(cluster.members[0].wait_exit(support::READY_TIMEOUT), Some(1));
+    let log = cluster.members[0].log_text();
+    assert!(
+        log.contains("has lost part of its database (a damaged or truncated file): its log ends at index"),
+        "{log}"
+    );
+    assert!(log.contains("remove this member (etcdctl member remove"), "{log}");
+
+    std::fs::remove_file(data_dir.join("highwater.json")).unwrap();
+    cluster.restart(0).await;
+    let left = cluster.client(0).await.get("k", Some(etcd_client::GetOptions::new().with_prefix())).await.unwrap();
+    assert!(left.count() < 200, "the damaged database still held every key: {}", left.count());
 }
 
 #[test]

@@ -72,6 +72,7 @@ impl Kv for KvService {
         self.ctx.refuse_on_learner()?;
         let req = request.into_inner();
         validate::delete_range(&req)?;
+        validate::size(&req, &self.ctx.limits)?;
         match self.ctx.propose(command::Op::DeleteRange(req)).await? {
             command_result::Result::DeleteRange(mut response) => {
                 response.header = self.ctx.header(response.header);

@@ -93,7 +93,8 @@ impl Maintenance for MaintenanceService {
             // sled reclaims space itself, so everything it holds counts as in use.
             db_size_in_use: db_size,
             is_learner: !metrics.membership_config.membership().voter_ids().any(|id| id == node.id),
-            db_size_quota: self.ctx.quota_backend_bytes as i64,
+            // A disabled quota (crate::config::NO_QUOTA) reads -1, as the flag that disabled it.
+            db_size_quota: i64::try_from(self.ctx.quota_backend_bytes).unwrap_or(-1),
             ..Default::default()
         }))
     }

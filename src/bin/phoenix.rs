@@ -11,7 +11,12 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     phoenix::config::unset_empty_variables();
-    let (flags, matches) = match phoenix::config::parse_flags(std::env::args_os()) {
+    let args: Vec<_> = std::env::args_os().collect();
+    if let Err(e) = phoenix::config::refuse_tls(args.get(1..).unwrap_or_default()) {
+        eprintln!("phoenix: {e}");
+        return ExitCode::FAILURE;
+    }
+    let (flags, matches) = match phoenix::config::parse_flags(args) {
         Ok(parsed) => parsed,
         Err(e) if !e.use_stderr() => {
             let _ = e.print();
@@ -21,7 +26,8 @@ fn main() -> ExitCode {
             let text = e.to_string();
             let first = text.lines().next().unwrap_or_default().trim_start_matches("error: ");
             eprintln!("phoenix: {first} (see phoenix --help)");
-            return ExitCode::FAILURE;
+            // As etcd (Go's flag package) exits on a flag it cannot parse; its other checks exit 1.
+            return ExitCode::from(2);
         }
     };
     if flags.version {

@@ -43,7 +43,7 @@ pub async fn plan(ctx: &Ctx, args: PlanArgs, io: &mut Io<'_>) -> Result<(), CtlE
     let mut seen: Vec<Seen> = Vec::new();
     let mut silent: Vec<NoReport> = Vec::new();
     for dir in &args.data_dirs {
-        match DataDir::open_stopped(dir).and_then(|data| inspect(&data)) {
+        match DataDir::open_stopped(dir).and_then(|data| crate::highwater::check(&data).and_then(|()| inspect(&data))) {
             Ok(report) => seen.push(Seen { source: dir.display().to_string(), report, running: false }),
             Err(e) => silent.push(NoReport::Failed(e.to_string())),
         }

@@ -114,6 +114,8 @@ pub async fn examine_survivor(data: &DataDir, fenced_too: bool) -> Result<Examin
             data_dir.display()
         )));
     }
+    // A reset would make whatever a damaged database still holds the cluster's whole history.
+    crate::highwater::check(data)?;
     let report = survivor::inspect(data)?;
     if !report.fenced.is_empty() && !fenced_too {
         return Err(Error::Config(format!(
@@ -230,13 +232,8 @@ pub fn reset(
 }
 
 fn write_record(data_dir: &Path, report: &LossReport) -> Result<()> {
-    let tmp = data_dir.join(format!("{RESET_FILE}.tmp"));
     let bytes = serde_json::to_vec_pretty(report).map_err(|e| Error::Internal(e.to_string()))?;
-    fs::write(&tmp, bytes)?;
-    fs::File::open(&tmp)?.sync_all()?;
-    fs::rename(&tmp, data_dir.join(RESET_FILE))?;
-    fs::File::open(data_dir)?.sync_all()?;
-    Ok(())
+    Ok(crate::disk::replace_file(data_dir, RESET_FILE, &bytes)?)
 }
 
 /// Copies a directory tree; refuses to write into an existing destination.
