@@ -36,6 +36,9 @@ pub enum Error {
     FutureRevision,
     #[error("etcdserver: mvcc: database space exceeded")]
     NoSpace,
+    /// While a CORRUPT alarm is raised, etcd refuses every write.
+    #[error("etcdserver: corrupt cluster")]
+    CorruptCluster,
     #[error("etcdserver: requested lease not found")]
     LeaseNotFound,
     #[error("etcdserver: lease already exists")]
@@ -86,6 +89,9 @@ pub enum Error {
     NotSupportedForLearner,
     #[error("etcdserver: bad leader transferee")]
     BadLeaderTransferee,
+    /// etcd 3.4.23 answers it with code Unknown, so clients do not retry the transfer.
+    #[error("etcdserver: request timed out, leader transfer took too long")]
+    LeaderTransferTimeout,
 
     // The lock and election recipes' own errors, which etcd returns with code Unknown.
     #[error("election: no leader")]
@@ -132,6 +138,7 @@ const FIXED_STATUSES: &[Error] = &[
     Error::Compacted,
     Error::FutureRevision,
     Error::NoSpace,
+    Error::CorruptCluster,
     Error::LeaseNotFound,
     Error::LeaseExists,
     Error::LeaseTtlTooLarge,
@@ -153,6 +160,7 @@ const FIXED_STATUSES: &[Error] = &[
     Error::Unhealthy,
     Error::NotSupportedForLearner,
     Error::BadLeaderTransferee,
+    Error::LeaderTransferTimeout,
     Error::ElectionNoLeader,
     Error::ElectionNotLeader,
     Error::SessionExpired,
@@ -184,8 +192,9 @@ impl Error {
             Unimplemented(_) => Code::Unimplemented,
             Remote { code, .. } => Code::from_i32(*code),
             Config(_) => Code::InvalidArgument,
-            Corrupt(_) => Code::DataLoss,
+            Corrupt(_) | CorruptCluster => Code::DataLoss,
             ElectionNoLeader | ElectionNotLeader | SessionExpired | MissingLeaderKey => Code::Unknown,
+            LeaderTransferTimeout => Code::Unknown,
             Storage(_) | Internal(_) => Code::Unknown,
         }
     }

@@ -186,7 +186,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
 
 /// A leader that is asked to stop first hands leadership to its most caught-up voter, so the
 /// cluster does not wait out an election timeout to notice it is gone.
-async fn hand_over_leadership(node: &Node) {
+async fn hand_over_leadership(node: &Arc<Node>) {
     if node.raft.metrics().borrow().current_leader != Some(node.id) {
         return;
     }
@@ -542,7 +542,7 @@ async fn serve_clients(
         .add_service(InterceptedService::new(lock, refused_on_learner.clone()))
         .add_service(InterceptedService::new(election, refused_on_learner.clone()))
         .add_service(InterceptedService::new(
-            pb::auth_server::AuthServer::new(api::AuthService),
+            InterceptedService::new(pb::auth_server::AuthServer::new(api::AuthService), api::refuse_auth),
             refused_on_learner.clone(),
         ))
         .add_service(InterceptedService::new(health, refused_on_learner))

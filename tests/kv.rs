@@ -280,5 +280,8 @@ async fn maintenance_answers_and_unwritten_services_say_unimplemented() {
     assert_eq!(members.members()[0].name(), "m1");
 
     let auth = c.user_list().await.unwrap_err();
-    assert_eq!(status_of(auth).0, Code::Unimplemented);
+    assert_eq!(status_of(auth), (Code::Unimplemented, "Auth is not implemented yet in Phoenix".into()));
+    let mut maintenance = c.maintenance_client();
+    let downgrade = maintenance.downgrade(etcd_client::DowngradeOptions::Validate("3.4.0".into())).await.unwrap_err();
+    assert_eq!(status_of(downgrade), (Code::Unimplemented, "Downgrade is not implemented yet in Phoenix".into()));
 }

@@ -470,6 +470,79 @@ async fn move_leader_hands_leadership_to_the_chosen_voter() {
     assert!(matches!(status_of(bad), (Code::FailedPrecondition, _)));
 }
 
+/// A client that gives up on a move-leader part way (etcdctl's --command-timeout) must not leave
+/// elections switched off: the cluster must still elect a leader when the new one dies.
+#[tokio::test]
+async fn a_move_leader_its_client_gave_up_on_leaves_elections_working() {
+    let mut cluster = Cluster::start(3, TEST_TIMINGS).await;
+    let leader = cluster.leader().await;
+    let target = (leader + 1) % 3;
+    let target_id = cluster.client(target).await.status().await.unwrap().header().unwrap().member_id();
+    let mut on_leader = cluster.client(leader).await;
+    let gave_up = tokio::time::timeout(Duration::from_millis(300), on_leader.move_leader(target_id)).await;
+    assert!(gave_up.is_err(), "the transfer finished within 300 ms: {gave_up:?}");
+    // The transfer goes on without its client.
+    poll_until(READY_TIMEOUT, "the target to lead", || async { (cluster.leader().await == target).then_some(()) })
+        .await;
+
+    cluster.kill(target);
+    let mut c = Client::connect([cluster.members[leader].endpoint()], None).await.unwrap();
+    poll_until(READY_TIMEOUT, "a write after the new leader died", || {
+        let mut c = c.clone();
+        async move { c.put("after", "v", None).await.ok() }
+    })
+    .await;
+    assert_eq!(c.get("after", None).await.unwrap().kvs()[0].value(), b"v");
+}
+
+/// The followers a transfer holds campaign again by themselves when the leader that held them
+/// dies part way (here with its target): three of five are a quorum, and must elect a leader.
+#[tokio::test]
+async fn followers_held_by_a_transfer_whose_leader_died_campaign_again() {
+    let mut cluster = Cluster::start(5, TEST_TIMINGS).await;
+    let leader = cluster.leader().await;
+    let target = (leader + 1) % 5;
+    let target_id = cluster.client(target).await.status().await.unwrap().header().unwrap().member_id();
+    let mut on_leader = cluster.client(leader).await;
+    let transfer = tokio::spawn(async move { on_leader.move_leader(target_id).await });
+    // Once the others hold, the leader waits out their leases (over 2 s) before the campaign.
+    poll_until(READY_TIMEOUT, "the others to hold their elections", || async {
+        cluster.members[leader].log_text().contains("the other voters hold their elections").then_some(())
+    })
+    .await;
+    cluster.kill(leader);
+    cluster.kill(target);
+    let _ = transfer.await;
+    let survivors: Vec<String> =
+        (0..5).filter(|&i| i != leader && i != target).map(|i| cluster.members[i].endpoint()).collect();
+    let c = Client::connect(survivors, None).await.unwrap();
+    poll_until(READY_TIMEOUT, "a write to the three survivors", || {
+        let mut c = c.clone();
+        async move { c.put("after", "v", None).await.ok() }
+    })
+    .await;
+}
+
+/// A transfer to a member that cannot take over times out with etcd's words (code Unknown, so
+/// clients do not retry it), and leaves the cluster as it was.
+#[tokio::test]
+async fn a_move_leader_to_a_stopped_member_times_out_and_changes_nothing() {
+    let mut cluster = Cluster::start(3, TEST_TIMINGS).await;
+    let leader = cluster.leader().await;
+    let target = (leader + 1) % 3;
+    let target_id = cluster.client(target).await.status().await.unwrap().header().unwrap().member_id();
+    cluster.kill(target);
+    let mut on_leader = cluster.client(leader).await;
+    on_leader.put("while-stopped", "v", None).await.unwrap();
+    let refused = on_leader.move_leader(target_id).await.unwrap_err();
+    assert_eq!(
+        status_of(refused),
+        (Code::Unknown, "etcdserver: request timed out, leader transfer took too long".into())
+    );
+    on_leader.put("after", "v", None).await.unwrap();
+    assert_eq!(cluster.leader().await, leader);
+}
+
 #[tokio::test]
 async fn a_rolling_restart_under_load_loses_nothing() {
     let mut cluster = Cluster::start(3, TEST_TIMINGS).await;

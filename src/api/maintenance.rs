@@ -117,6 +117,10 @@ impl Maintenance for MaintenanceService {
         Ok(Response::new(pb::DefragmentResponse { header: self.ctx.current_header() }))
     }
 
+    async fn downgrade(&self, _: Request<pb::DowngradeRequest>) -> Result<Response<pb::DowngradeResponse>, Status> {
+        Err(crate::Error::Unimplemented("Downgrade").into())
+    }
+
     async fn move_leader(
         &self,
         request: Request<pb::MoveLeaderRequest>,

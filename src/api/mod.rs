@@ -37,10 +37,16 @@ pub use watch::WatchService;
 /// How often a request waiting for a snapshot install to end looks again.
 const INSTALL_POLL_INTERVAL: Duration = Duration::from_millis(20);
 
-/// Services not written yet: every method answers Unimplemented (tonic's default stubs).
+/// Auth is not written yet: [`refuse_auth`] answers every call before it reaches tonic's default
+/// stubs (whose "Not yet implemented" names neither the service nor Phoenix).
 pub struct AuthService;
 
 impl pb::auth_server::Auth for AuthService {}
+
+/// The interceptor in front of [`AuthService`].
+pub fn refuse_auth(_: tonic::Request<()>) -> std::result::Result<tonic::Request<()>, tonic::Status> {
+    Err(Error::Unimplemented("Auth").into())
+}
 
 /// What every service shares.
 #[derive(Clone)]

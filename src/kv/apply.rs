@@ -14,6 +14,8 @@ use crate::{Error, Result};
 
 /// etcd's AlarmType::NOSPACE.
 pub const ALARM_NOSPACE: i32 = pb::AlarmType::Nospace as i32;
+/// etcd's AlarmType::CORRUPT.
+const ALARM_CORRUPT: i32 = pb::AlarmType::Corrupt as i32;
 
 /// A staged key and what staging it replaced (None: it was not staged before).
 type Replaced = (Vec<u8>, Option<Option<Vec<u8>>>);
@@ -117,6 +119,13 @@ impl<'a> WriteTxn<'a> {
         use command::Op;
         use command_result::Result as R;
         let Some(op) = &command.op else { return Err(Error::Corrupt("empty command".into())) };
+        let changes_data = matches!(
+            op,
+            Op::Put(_) | Op::DeleteRange(_) | Op::Txn(_) | Op::Compaction(_) | Op::LeaseGrant(_) | Op::LeaseRevoke(_)
+        );
+        if changes_data {
+            self.refuse_when_corrupt()?;
+        }
         Ok(match op {
             Op::Put(req) => {
                 self.refuse_when_out_of_space()?;
@@ -265,6 +274,15 @@ impl<'a> WriteTxn<'a> {
         }
         self.events.truncate(self.events_before_request);
         self.request_changed = false;
+    }
+
+    /// While a CORRUPT alarm is active, etcd's corrupt applier refuses every write, lease grants
+    /// and revocations, and compactions (reads, which it does not apply, still work).
+    fn refuse_when_corrupt(&mut self) -> Result<()> {
+        if self.alarms()?.iter().any(|a| a.alarm == ALARM_CORRUPT) {
+            return Err(Error::CorruptCluster);
+        }
+        Ok(())
     }
 
     /// While a NOSPACE alarm is active, etcd refuses puts (deletes still free space).

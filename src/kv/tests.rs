@@ -811,6 +811,37 @@ fn nospace_alarm_refuses_puts_as_etcd_does() {
     ]);
 }
 
+/// As etcd 3.4.23 (checked against it): while a CORRUPT alarm is raised, every write, lease
+/// grant and revocation and compaction is refused with DataLoss; reads are not applied, and the
+/// alarm can still be disarmed. CORRUPT is checked before NOSPACE, as etcd's appliers nest.
+#[test]
+fn corrupt_alarm_refuses_every_write_as_etcd_does() {
+    let alarm = |action: pb::alarm_request::AlarmAction, alarm: pb::AlarmType| pb::AlarmRequest {
+        action: action as i32,
+        member_id: 1,
+        alarm: alarm as i32,
+    };
+    use pb::alarm_request::AlarmAction::{Activate, Deactivate};
+    use pb::AlarmType::{Corrupt, Nospace};
+    const CORRUPT: &str = "DataLoss: etcdserver: corrupt cluster";
+    run(vec![
+        (put("a", "1").into(), "rev=2"),
+        (grant(7, 30).into(), "rev=2 lease=7 ttl=30"),
+        (alarm(Activate, Nospace).into(), "alarms=1"),
+        (alarm(Activate, Corrupt).into(), "alarms=1"),
+        (put("b", "1").into(), CORRUPT),
+        (del("a", "").into(), CORRUPT),
+        (txn(vec![], vec![del("a", "").op()], vec![]).into(), CORRUPT),
+        (compact(2).into(), CORRUPT),
+        (grant(8, 30).into(), CORRUPT),
+        (revoke(7).into(), CORRUPT),
+        (range("a", "").into(), "rev=2 count=1 [a=1@2/2/v1]"),
+        (alarm(Deactivate, Corrupt).into(), "alarms=1"),
+        (put("b", "1").into(), NO_SPACE),
+        (del("a", "").into(), "rev=3 deleted=1"),
+    ]);
+}
+
 /// The hash covers the logical history only: two members given the same commands agree,
 /// whether or not (or how far) they removed compacted history.
 #[test]

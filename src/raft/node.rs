@@ -106,6 +106,10 @@ pub struct Node {
     pub lessor: Lessor,
     /// Set while this leader hands leadership over: requests are refused as "not leader".
     pub(super) transferring: AtomicBool,
+    /// Held by a leadership transfer from start to end (see [`crate::raft::transfer`]).
+    pub(super) transfers: tokio::sync::Mutex<()>,
+    /// Counts this follower's election holds, so that a hold's time limit ends only itself.
+    pub(super) election_holds: Mutex<u64>,
     /// Since when this member has known no leader it can count on (see [`Node::has_leader`]).
     leaderless_since: Mutex<Option<Instant>>,
     /// The database size and when it was measured, for [`Node::recent_db_size`].
@@ -151,6 +155,8 @@ impl Node {
             request_timeout,
             lessor,
             transferring: AtomicBool::new(false),
+            transfers: tokio::sync::Mutex::new(()),
+            election_holds: Mutex::new(0),
             leaderless_since: Mutex::new(None),
             db_size: Mutex::new(None),
             size_in_use: tokio::sync::Mutex::new(None),

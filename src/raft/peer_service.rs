@@ -197,7 +197,7 @@ impl Peer for PeerService {
     ) -> Result<Response<pb::ReadIndexReply>, Status> {
         let request = request.into_inner();
         self.check_header(request.header.as_ref())?;
-        self.node.raft.runtime_config().elect(!request.hold);
+        self.node.hold_own_elections(request.hold);
         Ok(Response::new(pb::ReadIndexReply { index: 0 }))
     }
 

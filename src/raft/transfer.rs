@@ -6,9 +6,15 @@
 //! their elections, stops its heartbeats, waits out the leases, and tells the chosen follower
 //! to campaign. Whatever happens, it resumes heartbeats and lets everyone campaign again.
 //! Requests stall for about one election, as in any leader change.
+//!
+//! Invariants: a transfer runs in a task of its own, so a caller that gives up (a client's
+//! deadline, a stopping member's time limit) never cuts it off between switching elections off
+//! and on again; transfers run one at a time; and a follower holds its elections for at most
+//! [`hold_limit`], so one whose leader died part way campaigns again.
 
 use std::collections::BTreeSet;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, PoisonError};
 use std::time::{Duration, Instant};
 
 use super::node::Node;
@@ -19,13 +25,28 @@ use crate::{Error, Result};
 /// How long the chosen follower gets to win once it campaigns.
 const CAMPAIGN_PATIENCE_ELECTIONS: u32 = 3;
 
+/// The longest a follower holds its elections for a transfer: longer than any transfer takes
+/// (the leases waited out, then the campaign's patience), in its own election timeouts.
+pub fn hold_limit(election_timeout_max: Duration) -> Duration {
+    election_timeout_max * (CAMPAIGN_PATIENCE_ELECTIONS + 3)
+}
+
 impl Node {
     /// Hands leadership to `target`; runs on the leader (other members forward it).
-    pub async fn move_leader(&self, target: NodeId) -> Result<()> {
-        self.ensure_leading()?;
-        if target == self.id {
+    pub async fn move_leader(self: &Arc<Self>, target: NodeId) -> Result<()> {
+        let node = self.clone();
+        tokio::spawn(async move { node.transfer(target).await })
+            .await
+            .map_err(|e| Error::Internal(format!("leader transfer: {e}")))?
+    }
+
+    async fn transfer(&self, target: NodeId) -> Result<()> {
+        // A client whose deadline cut it off retries: it waits for the transfer it started.
+        let _one_at_a_time = self.transfers.lock().await;
+        if target == self.id || self.raft.metrics().borrow().current_leader == Some(target) {
             return Ok(());
         }
+        self.ensure_leading()?;
         let voters: BTreeSet<NodeId> = self.members().into_iter().filter(|(_, (_, v))| *v).map(|(id, _)| id).collect();
         if !voters.contains(&target) {
             return Err(Error::BadLeaderTransferee);
@@ -37,7 +58,7 @@ impl Node {
         self.raft.runtime_config().heartbeat(true);
         self.raft.runtime_config().elect(true);
         for peer in &others {
-            let _ = self.hold_elections(*peer, false).await;
+            let _ = tokio::time::timeout(self.request_timeout(), self.hold_elections(*peer, false)).await;
         }
         self.transferring.store(false, Ordering::SeqCst);
         result
@@ -47,20 +68,53 @@ impl Node {
         for peer in others {
             self.hold_elections(*peer, true).await?;
         }
+        tracing::info!(
+            target = format!("{target:x}"),
+            "handing leadership over: the other voters hold their elections"
+        );
         self.raft.runtime_config().heartbeat(false);
         self.raft.runtime_config().elect(false);
         // Let every follower's leader lease run out, so that they grant the target's vote.
         let lease = Duration::from_millis(self.raft.config().election_timeout_max);
         tokio::time::sleep(lease + Duration::from_millis(self.raft.config().heartbeat_interval)).await;
         let mut client = self.peers.client(target, &self.peer_node(target)?)?;
-        client.campaign(pb::ReadIndexRequest { header: Some(self.peers.header(target)) }).await?;
+        let campaign = client.campaign(pb::ReadIndexRequest { header: Some(self.peers.header(target)) }).await;
+        if let Err(status) = campaign {
+            // etcd's leader cannot tell either: its message to the target is lost, and it times out.
+            tracing::warn!(target = format!("{target:x}"), error = %status, "the transfer's target did not campaign");
+            return Err(Error::LeaderTransferTimeout);
+        }
         let patience = lease * CAMPAIGN_PATIENCE_ELECTIONS;
         let mut metrics = self.raft.metrics();
         let won = tokio::time::timeout(patience, metrics.wait_for(|m| m.current_leader == Some(target))).await;
         match won {
             Ok(Ok(_)) => Ok(()),
-            _ => Err(Error::Timeout),
+            _ => Err(Error::LeaderTransferTimeout),
         }
+    }
+
+    /// On a follower, asked by its leader: holds its own elections, or resumes them. A hold
+    /// ends by itself after [`hold_limit`], in case the leader died before resuming them.
+    pub fn hold_own_elections(self: &Arc<Self>, hold: bool) {
+        let generation = {
+            let mut holds = self.election_holds.lock().unwrap_or_else(PoisonError::into_inner);
+            *holds += 1;
+            self.raft.runtime_config().elect(!hold);
+            *holds
+        };
+        if !hold {
+            return;
+        }
+        let node = self.clone();
+        let limit = hold_limit(Duration::from_millis(self.raft.config().election_timeout_max));
+        tokio::spawn(async move {
+            tokio::time::sleep(limit).await;
+            let holds = node.election_holds.lock().unwrap_or_else(PoisonError::into_inner);
+            if *holds == generation {
+                tracing::warn!("resuming elections: the leader that held them for a transfer did not resume them");
+                node.raft.runtime_config().elect(true);
+            }
+        });
     }
 
     /// Waits until `target` has every entry the leader has.
@@ -77,7 +131,7 @@ impl Node {
                 return Ok(());
             }
             if tokio::time::timeout_at(deadline.into(), metrics.changed()).await.is_err() {
-                return Err(Error::Timeout);
+                return Err(Error::LeaderTransferTimeout);
             }
         }
     }
