@@ -459,9 +459,7 @@ async fn join_goes_on_past_a_frozen_endpoint() {
 #[tokio::test]
 async fn move_leader_hands_leadership_to_the_chosen_voter() {
     let cluster = Cluster::start(3, TEST_TIMINGS).await;
-    let leader = cluster.leader().await;
-    let target = (leader + 1) % 3;
-    let target_id = cluster.client(target).await.status().await.unwrap().header().unwrap().member_id();
+    let (leader, target, target_id) = leader_and_target(&cluster).await;
     let mut on_leader = cluster.client(leader).await;
     on_leader.move_leader(target_id).await.unwrap();
     assert_eq!(cluster.leader().await, target);
@@ -475,9 +473,7 @@ async fn move_leader_hands_leadership_to_the_chosen_voter() {
 #[tokio::test]
 async fn a_move_leader_its_client_gave_up_on_leaves_elections_working() {
     let mut cluster = Cluster::start(3, TEST_TIMINGS).await;
-    let leader = cluster.leader().await;
-    let target = (leader + 1) % 3;
-    let target_id = cluster.client(target).await.status().await.unwrap().header().unwrap().member_id();
+    let (leader, target, target_id) = leader_and_target(&cluster).await;
     let mut on_leader = cluster.client(leader).await;
     let gave_up = tokio::time::timeout(Duration::from_millis(300), on_leader.move_leader(target_id)).await;
     assert!(gave_up.is_err(), "the transfer finished within 300 ms: {gave_up:?}");
@@ -487,11 +483,7 @@ async fn a_move_leader_its_client_gave_up_on_leaves_elections_working() {
 
     cluster.kill(target);
     let mut c = Client::connect([cluster.members[leader].endpoint()], None).await.unwrap();
-    poll_until(READY_TIMEOUT, "a write after the new leader died", || {
-        let mut c = c.clone();
-        async move { c.put("after", "v", None).await.ok() }
-    })
-    .await;
+    put_after(&c, "a write after the new leader died").await;
     assert_eq!(c.get("after", None).await.unwrap().kvs()[0].value(), b"v");
 }
 
@@ -500,9 +492,7 @@ async fn a_move_leader_its_client_gave_up_on_leaves_elections_working() {
 #[tokio::test]
 async fn followers_held_by_a_transfer_whose_leader_died_campaign_again() {
     let mut cluster = Cluster::start(5, TEST_TIMINGS).await;
-    let leader = cluster.leader().await;
-    let target = (leader + 1) % 5;
-    let target_id = cluster.client(target).await.status().await.unwrap().header().unwrap().member_id();
+    let (leader, target, target_id) = leader_and_target(&cluster).await;
     let mut on_leader = cluster.client(leader).await;
     let transfer = tokio::spawn(async move { on_leader.move_leader(target_id).await });
     // Once the others hold, the leader waits out their leases (over 2 s) before the campaign.
@@ -516,7 +506,20 @@ async fn followers_held_by_a_transfer_whose_leader_died_campaign_again() {
     let survivors: Vec<String> =
         (0..5).filter(|&i| i != leader && i != target).map(|i| cluster.members[i].endpoint()).collect();
     let c = Client::connect(survivors, None).await.unwrap();
-    poll_until(READY_TIMEOUT, "a write to the three survivors", || {
+    put_after(&c, "a write to the three survivors").await;
+}
+
+/// The leader, the member after it (a transfer's target) and that member's ID.
+async fn leader_and_target(cluster: &Cluster) -> (usize, usize, u64) {
+    let leader = cluster.leader().await;
+    let target = (leader + 1) % cluster.members.len();
+    let target_id = cluster.client(target).await.status().await.unwrap().header().unwrap().member_id();
+    (leader, target, target_id)
+}
+
+/// Waits until a put of "after" goes through `c`.
+async fn put_after(c: &Client, what: &str) {
+    poll_until(READY_TIMEOUT, what, || {
         let mut c = c.clone();
         async move { c.put("after", "v", None).await.ok() }
     })
@@ -528,9 +531,7 @@ async fn followers_held_by_a_transfer_whose_leader_died_campaign_again() {
 #[tokio::test]
 async fn a_move_leader_to_a_stopped_member_times_out_and_changes_nothing() {
     let mut cluster = Cluster::start(3, TEST_TIMINGS).await;
-    let leader = cluster.leader().await;
-    let target = (leader + 1) % 3;
-    let target_id = cluster.client(target).await.status().await.unwrap().header().unwrap().member_id();
+    let (leader, target, target_id) = leader_and_target(&cluster).await;
     cluster.kill(target);
     let mut on_leader = cluster.client(leader).await;
     on_leader.put("while-stopped", "v", None).await.unwrap();
