@@ -13,8 +13,8 @@
 //! - The three values only ever grow in a working data dir: the vote's term is never lowered,
 //!   committed entries are never truncated (a purged prefix is still counted as the log's end),
 //!   and the applied index moves forward only, also by a snapshot install (one interrupted by a
-//!   crash is finished from the snapshot file before the store is used, so the applied index is
-//!   not compared while one is pending). The mark is raised, never lowered.
+//!   crash is finished from the snapshot file before the store is used; while one is pending,
+//!   only the term is compared, and no mark is recorded). The mark is raised, never lowered.
 //! - Losses newer than the last mark (about a second) cannot be told from a crash's torn write,
 //!   which sled also drops: those go unnoticed, as before.
 
@@ -81,19 +81,22 @@ impl HighWater {
     }
 
     /// What `held` falls short of, in words, or None when it holds everything the mark records.
-    /// `compare_applied` is false while a snapshot install is pending.
-    fn shortfall(&self, held: &HighWater, log_end: u64, compare_applied: bool) -> Option<String> {
+    /// While a snapshot install is pending (`install_pending`), only the term is compared: the
+    /// store holds part of the snapshot, and the log may end before the snapshot does.
+    fn shortfall(&self, held: &HighWater, log_end: u64, install_pending: bool) -> Option<String> {
         let mut short = Vec::new();
         if held.term < self.term {
             short.push(format!("its vote is for term {}, having been for term {}", held.term, self.term));
         }
-        // A committed entry is in the log or applied: an installed snapshot is applied before
-        // openraft purges the log behind it, and a crash between the two leaves the log short.
-        let reached = if compare_applied { log_end.max(held.applied) } else { log_end };
-        if reached < self.committed {
+        if install_pending {
+            return (!short.is_empty()).then(|| short.join("; "));
+        }
+        // A committed entry is in the log or applied: the log behind an installed snapshot is
+        // purged after the store holds it, and a crash between the two leaves the log short.
+        if log_end.max(held.applied) < self.committed {
             short.push(format!("its log ends at index {log_end}, having reached {}", self.committed));
         }
-        if compare_applied && held.applied < self.applied {
+        if held.applied < self.applied {
             short.push(format!("it has applied up to index {}, having applied {}", held.applied, self.applied));
         }
         (!short.is_empty()).then(|| short.join("; "))
@@ -108,7 +111,7 @@ pub fn check(data: &DataDir) -> Result<()> {
     let log = data.log_store()?;
     let held = HighWater::held(&log, &data.kv_store())?;
     let pending_install = crate::raft::state_machine::install_interrupted(&data.snapshot_dir());
-    match mark.shortfall(&held, HighWater::log_end(&log)?, !pending_install) {
+    match mark.shortfall(&held, HighWater::log_end(&log)?, pending_install) {
         None => Ok(()),
         Some(short) => Err(Error::Config(format!(
             "data dir {} has lost part of its database (a damaged or truncated file): {short}; {}; or, to start it \
@@ -138,6 +141,7 @@ fn read(path: &Path) -> Result<Option<HighWater>> {
 /// Raises a running member's mark.
 struct Recorder {
     path: PathBuf,
+    snapshot_dir: PathBuf,
     db: Db,
     log: LogStore,
     kv: KvStore,
@@ -148,6 +152,7 @@ impl Recorder {
     fn new(data: &DataDir) -> Result<Recorder> {
         Ok(Recorder {
             path: data.path.clone(),
+            snapshot_dir: data.snapshot_dir(),
             db: data.db.clone(),
             log: data.log_store()?,
             kv: data.kv_store(),
@@ -158,7 +163,8 @@ impl Recorder {
     /// Reads what the database holds, makes it durable, then records it if it is higher. The
     /// read comes first: whatever it saw is on disk once the flush returns.
     async fn record(&mut self) -> Result<()> {
-        if self.kv.installing() {
+        // A store part way through an install is neither the old one nor the new.
+        if self.kv.installing() || crate::raft::state_machine::install_interrupted(&self.snapshot_dir) {
             return Ok(());
         }
         let held = HighWater::held(&self.log, &self.kv)?.raised_to(self.last);
@@ -226,15 +232,15 @@ mod tests {
 
     #[test]
     fn a_database_that_holds_its_mark_or_more_passes() {
-        assert_eq!(MARK.shortfall(&MARK, 120, true), None);
+        assert_eq!(MARK.shortfall(&MARK, 120, false), None);
         let more = HighWater { term: 4, committed: 130, applied: 125 };
-        assert_eq!(MARK.shortfall(&more, 131, true), None);
+        assert_eq!(MARK.shortfall(&more, 131, false), None);
     }
 
     #[test]
     fn each_value_that_went_back_is_named() {
         let older = HighWater { term: 2, committed: 60, applied: 50 };
-        let short = MARK.shortfall(&older, 60, true).unwrap();
+        let short = MARK.shortfall(&older, 60, false).unwrap();
         assert_eq!(
             short,
             "its vote is for term 2, having been for term 3; its log ends at index 60, having reached 120; it has \
@@ -245,14 +251,16 @@ mod tests {
     #[test]
     fn a_snapshot_applied_past_the_log_covers_the_commit_index() {
         let installed = HighWater { term: 3, committed: 120, applied: 120 };
-        assert_eq!(MARK.shortfall(&installed, 60, true), None);
+        assert_eq!(MARK.shortfall(&installed, 60, false), None);
     }
 
     #[test]
-    fn the_applied_index_is_not_compared_while_an_install_is_pending() {
-        let half_installed = HighWater { term: 3, committed: 120, applied: 0 };
-        assert_eq!(MARK.shortfall(&half_installed, 120, false), None);
-        assert!(MARK.shortfall(&half_installed, 120, true).is_some());
+    fn only_the_term_is_compared_while_an_install_is_pending() {
+        let half_installed = HighWater { term: 3, committed: 0, applied: 0 };
+        assert_eq!(MARK.shortfall(&half_installed, 60, true), None);
+        assert!(MARK.shortfall(&half_installed, 60, false).is_some());
+        let older_vote = HighWater { term: 2, ..half_installed };
+        assert!(MARK.shortfall(&older_vote, 60, true).is_some());
     }
 
     #[test]

@@ -39,6 +39,49 @@ pub fn flushes() -> u64 {
 pub struct LogStore {
     db: Db,
     tree: sled::Tree,
+    /// Set on the log store Raft runs with: see [`LogStore::purge`].
+    applied: Option<AppliedIndex>,
+    /// Held by a purge from reading the last purged id to writing the next.
+    purges: Arc<tokio::sync::Mutex<()>>,
+}
+
+/// How far the state machine has applied (or installed), shared with the log store that Raft
+/// purges, and whether a snapshot install failed.
+#[derive(Clone, Default)]
+pub struct AppliedIndex(Arc<tokio::sync::watch::Sender<Applied>>);
+
+#[derive(Clone, Copy, Default)]
+struct Applied {
+    index: u64,
+    install_failed: bool,
+}
+
+impl AppliedIndex {
+    /// Called by the state machine once entries up to `index`, or a snapshot of them, are in it.
+    pub fn advance(&self, index: u64) {
+        self.0.send_if_modified(|applied| {
+            let raised = index > applied.index;
+            applied.index = applied.index.max(index);
+            raised
+        });
+    }
+
+    /// Called by the state machine when a snapshot install failed: a purge waiting for it gives up.
+    pub fn install_failed(&self) {
+        self.0.send_modify(|applied| applied.install_failed = true);
+    }
+
+    /// Whether the state machine holds the entries up to `index` now.
+    fn holds(&self, index: u64) -> bool {
+        self.0.borrow().index >= index
+    }
+
+    /// Whether the state machine reaches `index`; false if an install fails first.
+    async fn reached(&self, index: u64) -> bool {
+        let mut applied = self.0.subscribe();
+        let reached = applied.wait_for(|applied| applied.index >= index || applied.install_failed).await;
+        reached.is_ok_and(|applied| applied.index >= index)
+    }
 }
 
 const fn entry_key(index: u64) -> [u8; 9] {
@@ -101,7 +144,12 @@ impl CommitWatermark {
 
 impl LogStore {
     pub fn new(db: Db, tree: sled::Tree) -> LogStore {
-        LogStore { db, tree }
+        LogStore { db, tree, applied: None, purges: Arc::default() }
+    }
+
+    /// The log store Raft runs with: its purges wait for the state machine (see [`LogStore::purge`]).
+    pub fn purging_behind(self, applied: AppliedIndex) -> LogStore {
+        LogStore { applied: Some(applied), ..self }
     }
 
     fn read_meta<T: DeserializeOwned>(&self, name: &str) -> Result<Option<T>, StorageError> {
@@ -297,7 +345,37 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.flush().await
     }
 
+    /// Purges the entries up to `log_id` once the state machine holds them. openraft 0.9 purges
+    /// the log behind a snapshot it installs as soon as it hands the install to the state
+    /// machine, without waiting (`FollowingHandler::install_full_snapshot`): a member killed in
+    /// between had its log purged past its newest snapshot file, which openraft refuses at every
+    /// start (`purge_upto <= snapshot_last_log_id`). Such a purge is done in the background once
+    /// the install is (openraft's core must not wait: the member answers clients meanwhile);
+    /// other purges are of applied entries already, and done at once.
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        let Some(applied) = self.applied.clone().filter(|applied| !applied.holds(log_id.index)) else {
+            return self.purge_now(log_id).await;
+        };
+        let mut later = self.clone();
+        tokio::spawn(async move {
+            if !applied.reached(log_id.index).await {
+                tracing::warn!(upto = %log_id, "not purging the log: the snapshot it was to follow was not installed");
+            } else if let Err(e) = later.purge_now(log_id).await {
+                tracing::warn!(upto = %log_id, error = %e, "could not purge the log behind an installed snapshot");
+            }
+        });
+        Ok(())
+    }
+}
+
+impl LogStore {
+    /// Removes the entries up to `log_id` and records it as the last purged, unless a purge
+    /// further on came first (a purge put off until an install ends may).
+    async fn purge_now(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        let _one_at_a_time = self.purges.lock().await;
+        if self.read_meta::<LogId>(LAST_PURGED)?.is_some_and(|purged| purged.index >= log_id.index) {
+            return Ok(());
+        }
         let mut batch = sled::Batch::default();
         batch.insert(meta_key(LAST_PURGED), Self::encode(&log_id)?);
         for key in self.tree.range(entry_key(0)..=entry_key(log_id.index)).keys() {

@@ -28,6 +28,7 @@ use openraft::{EntryPayload, ErrorSubject, ErrorVerb, StoredMembership};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::Mutex;
 
+use super::log_store::AppliedIndex;
 use super::{storage_error, Applied, LogId, NodeId, PeerNode, Proposal, StorageError, TypeConfig};
 use crate::disk::Db;
 use crate::kv::KvStore;
@@ -83,6 +84,8 @@ pub struct StateMachine {
     lessor: Lessor,
     /// Holds physical compaction (and snapshot installs) off while copies are being made.
     pub(super) fence: Arc<CopyFence>,
+    /// Told how far the store has applied, for the log store's purges.
+    applied: AppliedIndex,
 }
 
 /// The lease a command granted or revoked, if it did.
@@ -97,7 +100,16 @@ fn granted_or_revoked((command, result): (&pb::Command, &pb::CommandResult)) -> 
 impl StateMachine {
     pub fn new(kv: KvStore, db: Db, snapshot_dir: PathBuf, watchers: WatchHub, lessor: Lessor) -> StateMachine {
         let fence = Arc::new(CopyFence::default());
-        StateMachine { kv, db, snapshot_dir, apply_lock: Arc::new(Mutex::new(())), watchers, lessor, fence }
+        let applied = AppliedIndex::default();
+        StateMachine { kv, db, snapshot_dir, apply_lock: Arc::new(Mutex::new(())), watchers, lessor, fence, applied }
+    }
+
+    /// How far the store has applied, kept up to date from now on, for the log store Raft runs
+    /// with (see [`crate::raft::log_store::LogStore::purge`]).
+    pub fn applied_index(&self) -> crate::Result<AppliedIndex> {
+        let (applied, _) = self.read_state()?;
+        self.applied.advance(applied.map_or(0, |id| id.index));
+        Ok(self.applied.clone())
     }
 
     fn read_state(&self) -> crate::Result<(Option<LogId>, Membership)> {
@@ -140,6 +152,7 @@ impl StateMachine {
             txn.put_meta(META_MEMBERSHIP, bincode::serialize(&membership)?);
         }
         let committed = txn.commit()?;
+        self.applied.advance(last_applied.map_or(0, |id| id.index));
         if joint {
             crate::faults::joint_configuration_applied();
         }
@@ -153,21 +166,35 @@ impl StateMachine {
         Ok(replies)
     }
 
-    fn newest_snapshot_path(&self) -> std::io::Result<Option<PathBuf>> {
+    /// The newest snapshot file, opened at its start, with its meta. A build or install that
+    /// publishes a newer one removes the older files, perhaps between listing and opening one:
+    /// the listing is then read again. The open file stays readable once removed.
+    fn newest_snapshot(&self) -> std::io::Result<Option<(Meta, File, PathBuf)>> {
+        const ATTEMPTS: usize = 5;
+        let mut attempt = 1;
+        loop {
+            match self.scan_snapshots() {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound && attempt < ATTEMPTS => attempt += 1,
+                scanned => return scanned,
+            }
+        }
+    }
+
+    fn scan_snapshots(&self) -> std::io::Result<Option<(Meta, File, PathBuf)>> {
         if !self.snapshot_dir.exists() {
             return Ok(None);
         }
-        let mut newest: Option<(Meta, PathBuf)> = None;
+        let mut newest: Option<(Meta, File, PathBuf)> = None;
         for dirent in fs::read_dir(&self.snapshot_dir)? {
             let path = dirent?.path();
             if path.extension().is_some_and(|e| e == "snap") {
-                let meta = read_meta(&mut BufReader::new(File::open(&path)?))?;
-                if newest.as_ref().is_none_or(|(m, _)| m.last_log_id < meta.last_log_id) {
-                    newest = Some((meta, path));
+                let (meta, file) = open_at_start(&path)?;
+                if newest.as_ref().is_none_or(|(m, _, _)| m.last_log_id < meta.last_log_id) {
+                    newest = Some((meta, file, path));
                 }
             }
         }
-        Ok(newest.map(|(_, path)| path))
+        Ok(newest)
     }
 
     /// Keeps `keep` as the only snapshot file. Temporary files are left alone: they belong to a
@@ -182,13 +209,20 @@ impl StateMachine {
         Ok(())
     }
 
-    /// Copies the whole state machine into a new snapshot file and returns its path and meta.
-    async fn write_snapshot(&self) -> std::io::Result<(PathBuf, Meta)> {
+    /// Copies the whole state machine into a new snapshot file and returns it, opened at its
+    /// start, and its meta.
+    async fn write_snapshot(&self) -> std::io::Result<(Meta, File)> {
         fs::create_dir_all(&self.snapshot_dir)?;
         let tmp = self.snapshot_dir.join(SNAPSHOT_TMP);
-        // Published while the copy still counts, so an install (which waits for copies to end)
-        // never interleaves with the rename and the cleanup.
-        self.copy_store(tmp.clone(), move |this, meta| this.publish_snapshot(&tmp, meta)).await
+        // Published and opened while the copy still counts, so an install (which waits for
+        // copies to end) never interleaves with the rename and the cleanup, nor removes the file
+        // before it is open.
+        let built = tmp.clone();
+        let publish = move |this: &StateMachine, meta| {
+            let (path, _) = this.publish_snapshot(&built, meta)?;
+            open_at_start(&path)
+        };
+        self.copy_store(tmp, publish).await
     }
 
     /// Makes the finished copy at `tmp` the current snapshot, the only one kept.
@@ -294,37 +328,55 @@ impl StateMachine {
             return Err(err);
         }
         let path = self.snapshot_dir.join(format!("{}.snap", meta.snapshot_id));
+        // Marked before the new file is in place: a crash after the rename must not leave the
+        // newest snapshot ahead of a store that nothing says to load it into.
+        self.mark_loading(&path)?;
         fs::rename(&tmp, &path)?;
         File::open(&self.snapshot_dir)?.sync_all()?;
         self.remove_other_snapshots(&path)?;
         self.load(&path)
     }
 
-    /// Replaces the store with a verified snapshot file, in bounded batches so that a large
-    /// snapshot never has to fit in memory. A marker file covers the load: a crash part way
-    /// leaves it behind, and [`StateMachine::finish_interrupted_install`] loads again.
-    fn load(&self, path: &Path) -> crate::Result<()> {
+    /// Writes the marker naming the snapshot file being loaded (see [`StateMachine::load`]).
+    fn mark_loading(&self, path: &Path) -> crate::Result<()> {
         let marker = self.snapshot_dir.join(LOADING);
         fs::write(&marker, path.file_name().unwrap_or_default().as_encoded_bytes())?;
         File::open(&marker)?.sync_all()?;
         File::open(&self.snapshot_dir)?.sync_all()?;
+        Ok(())
+    }
+
+    /// Replaces the store with the verified snapshot file `path`, in bounded batches so that a
+    /// large snapshot never has to fit in memory. The marker written before covers the load: a
+    /// crash part way leaves it behind, and [`StateMachine::finish_interrupted_install`] loads
+    /// again.
+    fn load(&self, path: &Path) -> crate::Result<()> {
         let mut reader = BufReader::new(File::open(path)?);
         read_meta(&mut reader)?;
         self.kv.replace_all(SnapshotEntries { reader })?;
         self.db.flush()?;
-        fs::remove_file(&marker)?;
+        fs::remove_file(self.snapshot_dir.join(LOADING))?;
         File::open(&self.snapshot_dir)?.sync_all()?;
         Ok(())
     }
 
-    /// Completes a snapshot load that a crash interrupted; called before Raft starts.
+    /// Completes a snapshot install that a crash interrupted; called before Raft starts. The
+    /// marker names the snapshot file; if that is not in place, the crash came before the
+    /// store was touched, and the install is simply forgotten (the leader sends it again).
     pub fn finish_interrupted_install(&self) -> crate::Result<()> {
-        if !install_interrupted(&self.snapshot_dir) {
+        let marker = self.snapshot_dir.join(LOADING);
+        let name = match fs::read(&marker) {
+            Ok(name) => name,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e.into()),
+        };
+        let path = self.snapshot_dir.join(String::from_utf8_lossy(&name).as_ref());
+        if name.is_empty() || !path.exists() {
+            tracing::warn!("forgetting a snapshot install a crash interrupted before it began");
+            fs::remove_file(&marker)?;
+            File::open(&self.snapshot_dir)?.sync_all()?;
             return Ok(());
         }
-        let path = self
-            .newest_snapshot_path()?
-            .ok_or_else(|| crate::Error::Corrupt("a snapshot load was interrupted, and its snapshot is gone".into()))?;
         tracing::warn!(snapshot = %path.display(), "finishing a snapshot install a crash interrupted");
         self.load(&path)
     }
@@ -400,13 +452,18 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let received = received.into_std().await;
         let applying = self.apply_lock.clone().lock_owned().await;
         let (this, install_meta) = (self.clone(), meta.clone());
-        tokio::task::spawn_blocking(move || {
+        let installed = tokio::task::spawn_blocking(move || {
             let _applying = applying;
             this.install_file(&install_meta, received)
         })
         .await
-        .map_err(|e| snapshot_error(ErrorVerb::Write, e))?
-        .map_err(|e| snapshot_error(ErrorVerb::Write, e))?;
+        .map_err(|e| snapshot_error(ErrorVerb::Write, e))
+        .and_then(|installed| installed.map_err(|e| snapshot_error(ErrorVerb::Write, e)));
+        match &installed {
+            Ok(()) => self.applied.advance(meta.last_log_id.map_or(0, |id| id.index)),
+            Err(_) => self.applied.install_failed(),
+        }
+        installed?;
         tracing::info!(snapshot = %meta.snapshot_id, "installed snapshot from leader");
         let revision = self.kv.revision().map_err(|e| sm_error(ErrorVerb::Read, e))?;
         // The store was replaced wholesale: watchers re-read what they need from it.
@@ -415,26 +472,25 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
-        let Some(path) = self.newest_snapshot_path().map_err(|e| snapshot_error(ErrorVerb::Read, e))? else {
-            return Ok(None);
-        };
-        open_snapshot(&path).await.map(Some)
+        let newest = self.newest_snapshot().map_err(|e| snapshot_error(ErrorVerb::Read, e))?;
+        Ok(newest.map(|(meta, file, _)| Snapshot { meta, snapshot: Box::new(tokio::fs::File::from_std(file)) }))
     }
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
-        let (path, meta) = self.write_snapshot().await.map_err(|e| snapshot_error(ErrorVerb::Write, e))?;
+        let (meta, file) = self.write_snapshot().await.map_err(|e| snapshot_error(ErrorVerb::Write, e))?;
         tracing::info!(snapshot = %meta.snapshot_id, "built snapshot");
-        open_snapshot(&path).await
+        Ok(Snapshot { meta, snapshot: Box::new(tokio::fs::File::from_std(file)) })
     }
 }
 
-async fn open_snapshot(path: &Path) -> Result<Snapshot<TypeConfig>, StorageError> {
-    let meta = read_meta(&mut BufReader::new(File::open(path).map_err(|e| snapshot_error(ErrorVerb::Read, e))?))
-        .map_err(|e| snapshot_error(ErrorVerb::Read, e))?;
-    let file = tokio::fs::File::open(path).await.map_err(|e| snapshot_error(ErrorVerb::Read, e))?;
-    Ok(Snapshot { meta, snapshot: Box::new(file) })
+/// Opens the snapshot file at `path`, reads its meta and returns both, the file at its start.
+fn open_at_start(path: &Path) -> std::io::Result<(Meta, File)> {
+    let mut file = File::open(path)?;
+    let meta = read_meta(&mut BufReader::new(&file))?;
+    file.seek(SeekFrom::Start(0))?;
+    Ok((meta, file))
 }
 
 fn write_entries(

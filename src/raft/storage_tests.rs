@@ -219,7 +219,7 @@ async fn an_interrupted_snapshot_load_is_finished_before_raft_starts() {
 
     // A crash part way through the load: the marker is there and the store holds only a part.
     let snap_dir = follower._dir.path().join("snap");
-    std::fs::write(snap_dir.join("LOADING"), "interrupted").unwrap();
+    std::fs::write(snap_dir.join("LOADING"), format!("{}.snap", snapshot.meta.snapshot_id)).unwrap();
     follower.kv.replace_all(std::iter::empty()).unwrap();
     assert_ne!(follower.kv.hash_kv(0).ok(), leader.kv.hash_kv(0).ok());
 
@@ -227,6 +227,21 @@ async fn an_interrupted_snapshot_load_is_finished_before_raft_starts() {
     assert_eq!(follower.kv.hash_kv(0).unwrap(), leader.kv.hash_kv(0).unwrap());
     assert_eq!(follower.sm.applied_state().await.unwrap(), leader.sm.applied_state().await.unwrap());
     assert!(!snap_dir.join("LOADING").exists());
+}
+
+/// A crash after the install was marked but before its file was put in place left the store
+/// as it was: the next start forgets the install (the leader sends the snapshot again).
+#[tokio::test]
+async fn an_install_interrupted_before_its_file_was_in_place_is_forgotten() {
+    let follower = member();
+    follower.kv.write().unwrap().commit().unwrap();
+    let before = follower.kv.hash_kv(0).unwrap();
+    let snap_dir = follower._dir.path().join("snap");
+    std::fs::create_dir_all(&snap_dir).unwrap();
+    std::fs::write(snap_dir.join("LOADING"), "1-1-42.snap").unwrap();
+    follower.sm.finish_interrupted_install().unwrap();
+    assert!(!snap_dir.join("LOADING").exists());
+    assert_eq!(follower.kv.hash_kv(0).unwrap(), before);
 }
 
 /// A stopped survivor asks the members of the newest configuration its log holds, which its
@@ -250,4 +265,38 @@ fn the_newest_configuration_after_the_applied_entry_is_found_in_the_log() -> cra
     assert_eq!(log.membership_after(None).map_err(storage)?, Some(two));
     assert_eq!(log.membership_after(Some(log_id(3))).map_err(storage)?, None, "applied already");
     Ok(())
+}
+
+/// openraft 0.9 purges the log behind a snapshot as soon as it hands the install over: the
+/// purge is put off until the state machine holds the entries, and dropped if the install fails
+/// (a member killed in between used to find its log purged past its newest snapshot).
+#[tokio::test]
+async fn a_purge_waits_for_the_state_machine_to_hold_its_entries() {
+    use openraft::storage::{RaftLogReader, RaftLogStorage, RaftLogStorageExt};
+    use std::time::Duration;
+
+    let dir = TempDir::new().unwrap();
+    let (log, _, _) = open(dir.path()).unwrap();
+    let applied = super::log_store::AppliedIndex::default();
+    let mut log = log.purging_behind(applied.clone());
+    log.blocking_append((1..=10).map(|i| commands(i, vec![put("k", "v")]))).await.unwrap();
+    applied.advance(5);
+    log.purge(log_id(4)).await.unwrap();
+    assert_eq!(log.get_log_state().await.unwrap().last_purged_log_id, Some(log_id(4)));
+
+    log.purge(log_id(8)).await.unwrap();
+    assert_eq!(log.get_log_state().await.unwrap().last_purged_log_id, Some(log_id(4)), "purged past the store");
+    applied.advance(8);
+    let purged = tokio::time::timeout(Duration::from_secs(10), async {
+        while log.clone().get_log_state().await.unwrap().last_purged_log_id != Some(log_id(8)) {
+            tokio::task::yield_now().await;
+        }
+    });
+    purged.await.expect("the purge put off until the install ended never came");
+
+    log.purge(log_id(10)).await.unwrap();
+    applied.install_failed();
+    // Nothing is purged; the log still holds what follows the last purge.
+    assert_eq!(log.get_log_state().await.unwrap().last_purged_log_id, Some(log_id(8)));
+    assert_eq!(log.try_get_log_entries(9..=10).await.unwrap().len(), 2);
 }
