@@ -398,7 +398,11 @@ impl DataDir {
     fn open_db_with(path: PathBuf, mut meta: DataDirMeta) -> Result<DataDir> {
         check_format(&path, &meta)?;
         let db = open_db(&path, &meta)?;
-        let kv = KvStore::open(db.open_tree(KV_TREE)?)?;
+        // Opening reads every record of the store: sled reports most damage here.
+        let kv = db.open_tree(KV_TREE).map_err(Error::from).and_then(KvStore::open).map_err(|e| match e {
+            Error::Storage(damage) => damaged(&path, &meta, &damage),
+            other => other,
+        })?;
         if meta.format != FORMAT {
             db.flush()?;
             meta.format = FORMAT;
@@ -438,11 +442,7 @@ impl DataDir {
 
     /// What to do with a data dir whose database lost what it held.
     pub fn lost_data_advice(&self) -> String {
-        format!(
-            "remove this member (etcdctl member remove {:x}) and add the host back as a new member with an empty \
-             data dir, or, if it was the only member, restore the cluster from a backup",
-            self.meta.member_id
-        )
+        lost_data_advice(&self.meta)
     }
 
     /// Records that this member was fenced off, so the data dir refuses every later start, and
@@ -470,10 +470,26 @@ fn open_db(path: &Path, meta: &DataDirMeta) -> Result<Db> {
     Db::open(&path.join("db"), SLED_CACHE_BYTES).map_err(|e| {
         if crate::disk::is_locked(&e) {
             Error::Config(in_use(path, meta))
+        } else if let Some(damage) = crate::disk::damage(&e) {
+            damaged(path, meta, &damage)
         } else {
             Error::Config(format!("cannot open data dir {}: {e}", path.display()))
         }
     })
+}
+
+/// What the operator of a member whose data dir lost data can do.
+fn lost_data_advice(meta: &DataDirMeta) -> String {
+    format!(
+        "remove this member (etcdctl member remove {:x}) and add the host back as a new member with an empty \
+         data dir, or, if it was the only member, restore the cluster from a backup",
+        meta.member_id
+    )
+}
+
+/// Why a data dir whose database sled found damaged is refused.
+fn damaged(path: &Path, meta: &DataDirMeta, damage: &str) -> Error {
+    Error::Config(format!("data dir {} has a damaged database ({damage}); {}", path.display(), lost_data_advice(meta)))
 }
 
 /// Why a data dir whose database another process holds open is refused.

@@ -255,7 +255,7 @@ impl From<Status> for Error {
 
 impl From<sled::Error> for Error {
     fn from(err: sled::Error) -> Error {
-        Error::Storage(err.to_string())
+        Error::Storage(crate::disk::damage(&err).unwrap_or_else(|| err.to_string()))
     }
 }
 

@@ -146,7 +146,7 @@ fn ensure_stopped(dir: &Path, meta: &DataDirMeta) -> Result<Option<sled::Db>, Ct
     if !db.exists() {
         return Ok(None);
     }
-    match sled::Config::new().path(&db).open() {
+    match crate::disk::open_sled(sled::Config::new().path(&db)) {
         Ok(opened) => Ok(Some(opened)),
         Err(e) if crate::disk::is_locked(&e) => Err(failed(crate::cluster::in_use(dir, meta))),
         Err(e) => Err(failed(format!(
