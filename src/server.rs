@@ -365,7 +365,7 @@ async fn start_node(config: &Config, data: &DataDir, watchers: WatchHub) -> Resu
     let lessor = Lessor::default();
     let state_machine = StateMachine::new(kv, data.db.clone(), data.snapshot_dir(), watchers, lessor.clone());
     state_machine.finish_interrupted_install()?;
-    let log = log.purging_behind(state_machine.applied_index()?);
+    let log = log.purging_behind(state_machine.applied_index()?).noting_commits_in(&data.path)?;
     let peers = Peers::new(cluster_id, id);
     let raft_config = raft_config(config)?;
     let raft = Raft::new(id, Arc::new(raft_config), peers.clone(), log, state_machine.clone())

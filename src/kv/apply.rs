@@ -1,11 +1,12 @@
 //! Applying committed commands: etcd's Put, DeleteRange, Txn and Compact rules, alarms and
 //! member attributes. One [`WriteTxn`] collects a whole batch and commits it atomically.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::index::Change;
 use super::reader::{Overlay, Reader};
-use super::{decode_life, encode_put, encode_tombstone, keys, range, Alarm, KvStore, Life, MemberAttributes};
+use super::{decode_life, encode_put, encode_tombstone, journal, keys, range, Alarm, KvStore, Life, MemberAttributes};
 use super::{META_ALARMS, META_COMPACTED, META_MEMBERS, META_REMOVED_MEMBERS, META_REVISION};
 use crate::pb::mvccpb::{event::EventType, Event};
 use crate::pb::{self, command, command_result, compare, request_op, response_op, KeyValue};
@@ -166,24 +167,23 @@ impl<'a> WriteTxn<'a> {
         if let Some(alarms) = self.alarms.take() {
             self.put_meta(META_ALARMS, bincode::serialize(&alarms)?);
         }
-        let mut batch = sled::Batch::default();
+        let mut changes: Vec<journal::Change<'_>> = Vec::with_capacity(self.pending.len());
         let mut records = Vec::new();
         for (key, value) in &self.pending {
             match value {
                 Some(value) if keys::is_record(key) => {
                     let (prefix, rev) = keys::split_record_key(key)?;
-                    batch.insert(keys::stored(prefix, rev), value.as_slice());
+                    changes.push((Cow::Owned(keys::stored(prefix, rev)), Some(value.as_slice())));
                     let life = decode_life(value)?;
                     records.push((prefix.to_vec(), Change::new(rev, life.is_none()), life));
                 }
-                Some(value) => batch.insert(key.as_slice(), value.as_slice()),
-                None => batch.remove(key.as_slice()),
+                value => changes.push((Cow::Borrowed(key), value.as_deref())),
             }
         }
         // Listed before they are written, so a reader that sees the new revision finds them. Should
         // the write fail, the index lists records the tree lacks; apply stops the member then.
         self.store.index.add(records);
-        self.store.tree.apply_batch(batch)?;
+        journal::write(&self.store.tree, &changes)?;
         self.store.last_revision.store(self.revision, std::sync::atomic::Ordering::SeqCst);
         Ok(Committed { revision: self.revision, events: self.events, compacted: self.compaction_requested })
     }

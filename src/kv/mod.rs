@@ -5,8 +5,8 @@
 //! - Deterministic: the outcome of a command depends only on the store and the command. No
 //!   clock, no randomness, no knowledge of which member runs it.
 //! - Synchronous and fed only by committed commands; the Raft layer decides what to apply.
-//! - Atomic: one [`WriteTxn`] (a whole Raft batch plus Raft's applied log id) lands in one sled
-//!   batch, so a crash leaves the store at a batch boundary, never inside one.
+//! - Atomic: one [`WriteTxn`] (a whole Raft batch plus Raft's applied log id) lands whole or not
+//!   at all ([`journal`]), so a crash leaves the store at a batch boundary, never inside one.
 //! - Records are only ever added at the new revision; old revisions are removed only by
 //!   compaction, and only below the compacted revision, so a reader that fixes a revision first
 //!   sees a stable view; it holds the key index's lock only while it looks records up.
@@ -14,6 +14,7 @@
 mod apply;
 mod history;
 mod index;
+mod journal;
 mod keys;
 mod lease;
 mod range;
@@ -86,6 +87,9 @@ impl KvStore {
     /// Opens the store in `tree`: converts records stored as data dirs of format 1 stored them,
     /// then lists every record in the key index.
     pub fn open(tree: sled::Tree) -> Result<KvStore> {
+        if journal::finish_interrupted(&tree)? {
+            tracing::info!("completed the last apply, which a crash had interrupted");
+        }
         let converted = convert_format_1_records(&tree)?;
         if converted > 0 {
             tracing::info!(records = converted, "stored the records by revision (data dir format 1 to 2)");

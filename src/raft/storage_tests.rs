@@ -50,6 +50,7 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, TempDir> for SledBuilder {
         };
         let dir = TempDir::new().map_err(|e| io(&e))?;
         let (log, sm, _) = open(dir.path()).map_err(|e| io(&e))?;
+        let log = log.noting_commits_in(dir.path()).map_err(|e| io(&e))?;
         Ok((dir, log, sm))
     }
 }
@@ -299,4 +300,30 @@ async fn a_purge_waits_for_the_state_machine_to_hold_its_entries() {
     // Nothing is purged; the log still holds what follows the last purge.
     assert_eq!(log.get_log_state().await.unwrap().last_purged_log_id, Some(log_id(8)));
     assert_eq!(log.try_get_log_entries(9..=10).await.unwrap().len(), 2);
+}
+
+/// A kill -9 between a commit and sled's next flush leaves sled's copy of the commit index
+/// behind; the note written beside it at every commit still has it, if the log holds its entry.
+#[tokio::test]
+async fn a_restart_finds_the_commit_index_in_its_note_when_sleds_copy_fell_behind() {
+    use openraft::storage::{RaftLogStorage, RaftLogStorageExt};
+
+    let dir = TempDir::new().unwrap();
+    let (log, _, _) = open(dir.path()).unwrap();
+    let mut without_note = log.clone();
+    let mut noting = log.noting_commits_in(dir.path()).unwrap();
+    noting.blocking_append((1..=5).map(|i| commands(i, vec![put("k", "v")]))).await.unwrap();
+    noting.save_committed(Some(log_id(4))).await.unwrap();
+    without_note.save_committed(Some(log_id(2))).await.unwrap();
+    assert_eq!(without_note.read_committed().await.unwrap(), Some(log_id(2)));
+    assert_eq!(noting.read_committed().await.unwrap(), Some(log_id(4)));
+
+    // A note naming an entry this log does not hold (another term, or past its end) is ignored.
+    let other_term = LogId::new(CommittedLeaderId::new(7, 1), 5);
+    noting.save_committed(Some(other_term)).await.unwrap();
+    without_note.save_committed(Some(log_id(2))).await.unwrap();
+    assert_eq!(noting.read_committed().await.unwrap(), Some(log_id(2)));
+    noting.save_committed(Some(log_id(9))).await.unwrap();
+    without_note.save_committed(Some(log_id(3))).await.unwrap();
+    assert_eq!(noting.read_committed().await.unwrap(), Some(log_id(3)));
 }
