@@ -400,7 +400,7 @@ impl DataDir {
         let db = open_db(&path, &meta)?;
         // Opening reads every record of the store: sled reports most damage here.
         let kv = db.open_tree(KV_TREE).map_err(Error::from).and_then(KvStore::open).map_err(|e| match e {
-            Error::Storage(damage) => damaged(&path, &meta, &damage),
+            Error::Corrupt(damage) => damaged(&path, &meta, &damage),
             other => other,
         })?;
         if meta.format != FORMAT {

@@ -255,7 +255,10 @@ impl From<Status> for Error {
 
 impl From<sled::Error> for Error {
     fn from(err: sled::Error) -> Error {
-        Error::Storage(crate::disk::damage(&err).unwrap_or_else(|| err.to_string()))
+        match crate::disk::damage(&err) {
+            Some(damage) => Error::Corrupt(damage),
+            None => Error::Storage(err.to_string()),
+        }
     }
 }
 

@@ -77,6 +77,23 @@ pub fn txn_cost(txn: &pb::TxnRequest) -> u64 {
     branch(&txn.success).max(branch(&txn.failure))
 }
 
+/// Where a change goes in the order an apply writes its changes, which readers see one by one
+/// (`kv::journal`): records, then leases and other meta, then the store revision, then the
+/// compaction point. A reader reads the compaction point, then the revision, then records up
+/// to that revision: it must find every one of them, and never a compaction point above the
+/// revision (a batch may put a key and compact at its revision).
+pub(super) fn write_rank(key: &[u8]) -> u8 {
+    if keys::is_stored(key) {
+        0
+    } else if keys::is_meta_key(key, META_REVISION) {
+        2
+    } else if keys::is_meta_key(key, META_COMPACTED) {
+        3
+    } else {
+        1
+    }
+}
+
 impl<'a> WriteTxn<'a> {
     pub(super) fn new(store: &'a KvStore) -> Result<WriteTxn<'a>> {
         let revision = store.revision()?;
@@ -180,6 +197,7 @@ impl<'a> WriteTxn<'a> {
                 value => changes.push((Cow::Borrowed(key), value.as_deref())),
             }
         }
+        changes.sort_by_key(|(key, _)| write_rank(key));
         // Listed before they are written, so a reader that sees the new revision finds them. Should
         // the write fail, the index lists records the tree lacks; apply stops the member then.
         self.store.index.add(records);

@@ -8,6 +8,13 @@
 //! single insert is atomic), then one by one, and the journal is removed last; plain inserts
 //! only fill sled's buffer, which goes to the disk with the next flush of the Raft log.
 //!
+//! Unlike a batch, whose inserts readers see all at once, plain inserts are seen one by one: the
+//! caller orders the changes so that every state a reader can see in between is one it may
+//! (the store's records before the revision that names them). An apply whose journal would be
+//! over [`LARGEST_JOURNAL`] is written as a sled batch, as before: sled keeps a value that
+//! large in a file of its own, which a power cut could lose while the log kept the changes
+//! after it (sled's recovery skips such a value instead of stopping there).
+//!
 //! Invariants:
 //! - The journal exists only while [`write`] runs, or after a crash in it. Nothing else writes
 //!   the keys it writes meanwhile: applies run one at a time, snapshot loads wait for them, and
@@ -26,6 +33,10 @@ use crate::Result;
 
 const JOURNAL: &str = "journal";
 
+/// Well under the size from which sled keeps a value in a file of its own (a quarter of its
+/// 512 KiB segments).
+const LARGEST_JOURNAL: usize = 64 * 1024;
+
 /// A key or value as the journal holds it: bincode writes its length and then its bytes in one
 /// copy (serde would write a slice byte by byte), and reads it back as a borrowed `&[u8]`.
 struct Bytes<'a>(&'a [u8]);
@@ -42,7 +53,18 @@ pub(super) type Change<'a> = (Cow<'a, [u8]>, Option<&'a [u8]>);
 /// Writes `changes` so that a crash leaves all or none of them, once [`finish_interrupted`] has
 /// run at the next open.
 pub(super) fn write(tree: &sled::Tree, changes: &[Change<'_>]) -> Result<()> {
-    tree.insert(keys::meta_key(JOURNAL), encode(changes)?)?;
+    let journal = encode(changes)?;
+    if journal.len() > LARGEST_JOURNAL {
+        let mut batch = sled::Batch::default();
+        for (key, value) in changes {
+            match value {
+                Some(value) => batch.insert(key.as_ref(), *value),
+                None => batch.remove(key.as_ref()),
+            }
+        }
+        return Ok(tree.apply_batch(batch)?);
+    }
+    tree.insert(keys::meta_key(JOURNAL), journal)?;
     apply(tree, changes.iter().map(|(key, value)| (key.as_ref(), *value)))?;
     tree.remove(keys::meta_key(JOURNAL))?;
     Ok(())
@@ -55,6 +77,11 @@ pub(super) fn finish_interrupted(tree: &sled::Tree) -> Result<bool> {
     apply(tree, changes.into_iter())?;
     tree.remove(keys::meta_key(JOURNAL))?;
     Ok(true)
+}
+
+/// Whether `key` is the journal's.
+pub(super) fn is_journal(key: &[u8]) -> bool {
+    keys::is_meta_key(key, JOURNAL)
 }
 
 fn encode(changes: &[Change<'_>]) -> Result<Vec<u8>> {

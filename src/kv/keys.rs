@@ -55,6 +55,11 @@ pub(crate) fn meta_key(name: &str) -> Vec<u8> {
     out
 }
 
+/// Whether `key` is the meta entry `name`'s (see [`meta_key`]), without building that key.
+pub(crate) fn is_meta_key(key: &[u8], name: &str) -> bool {
+    key.split_first().is_some_and(|(&first, rest)| first == META && rest == name.as_bytes())
+}
+
 /// A lease: `'L' + ID (big endian)` -> its granted TTL in seconds (big endian).
 pub(crate) fn lease_key(id: i64) -> Vec<u8> {
     let mut out = vec![LEASE];

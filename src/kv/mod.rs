@@ -288,7 +288,11 @@ impl KvStore {
     /// these change in place with every apply, so they are copied while apply pauses.
     pub fn export_state(&self) -> impl Iterator<Item = Result<(sled::IVec, sled::IVec)>> + '_ {
         let (records, past_records) = keys::all_stored();
-        self.tree.range(..records).chain(self.tree.range(past_records..)).map(|item| item.map_err(Error::from))
+        let state = self.tree.range(..records).chain(self.tree.range(past_records..));
+        // A journal left by a failed apply belongs to this store only: its next open redoes it.
+        state
+            .filter(|item| item.as_ref().map_or(true, |(key, _)| !journal::is_journal(key)))
+            .map(|item| item.map_err(Error::from))
     }
 
     /// The records of revisions up to `revision`, for a snapshot of the store at `revision`,

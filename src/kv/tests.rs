@@ -1206,3 +1206,50 @@ fn a_txn_costs_its_costlier_branchs_own_puts_as_in_etcd() {
     let deletes = TxnRequest { success: vec![del("a", "").op(), get("b").op()], ..Default::default() };
     assert_eq!(super::txn_cost(&deletes), 0, "a txn of deletes costs nothing");
 }
+
+/// Applies are plain inserts, seen one by one (`kv::journal`): a reader that fixes a revision
+/// must find every record up to it. One thread reads the key each apply writes last while
+/// applies of 100 puts each run.
+#[test]
+fn a_reader_never_sees_a_revision_before_its_records() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    let fixture = Fixture::new();
+    let applying = Arc::new(AtomicBool::new(true));
+    let reader = std::thread::spawn({
+        let (store, applying) = (fixture.store.clone(), applying.clone());
+        move || {
+            let mut reads = 0;
+            while applying.load(Ordering::SeqCst) {
+                if let Err(e) = store.range(&get("zz")) {
+                    return Err(format!("after {reads} reads: {e}"));
+                }
+                reads += 1;
+            }
+            Ok(reads)
+        }
+    });
+    let value = "v".repeat(300);
+    for round in 0..100 {
+        let mut puts: Vec<Command> =
+            (0..99).map(|i| Command { op: Some(command::Op::Put(put(&format!("k{round}-{i}"), &value))) }).collect();
+        puts.push(Command { op: Some(command::Op::Put(put("zz", &value))) });
+        fixture.apply(&puts);
+    }
+    applying.store(false, Ordering::SeqCst);
+    let reads = reader.join().expect("the reader panicked").expect("a read failed");
+    assert!(reads > 0);
+}
+
+#[test]
+fn an_apply_writes_records_then_the_revision_then_the_compaction_point() {
+    use super::keys;
+    let record = keys::stored(&keys::key_prefix(b"k"), 7);
+    let lease = keys::lease_key(1);
+    let revision = keys::meta_key(super::META_REVISION);
+    let compacted = keys::meta_key(super::META_COMPACTED);
+    let mut changes = vec![compacted.clone(), revision.clone(), lease.clone(), record.clone()];
+    changes.sort_by_key(|key| super::apply::write_rank(key));
+    assert_eq!(changes, vec![record, lease, revision, compacted]);
+}
