@@ -53,8 +53,7 @@ pub(super) type Change<'a> = (Cow<'a, [u8]>, Option<&'a [u8]>);
 /// Writes `changes` so that a crash leaves all or none of them, once [`finish_interrupted`] has
 /// run at the next open.
 pub(super) fn write(tree: &sled::Tree, changes: &[Change<'_>]) -> Result<()> {
-    let journal = encode(changes)?;
-    if journal.len() > LARGEST_JOURNAL {
+    if journal_size(changes) > LARGEST_JOURNAL {
         let mut batch = sled::Batch::default();
         for (key, value) in changes {
             match value {
@@ -64,7 +63,7 @@ pub(super) fn write(tree: &sled::Tree, changes: &[Change<'_>]) -> Result<()> {
         }
         return Ok(tree.apply_batch(batch)?);
     }
-    tree.insert(keys::meta_key(JOURNAL), journal)?;
+    tree.insert(keys::meta_key(JOURNAL), encode(changes)?)?;
     apply(tree, changes.iter().map(|(key, value)| (key.as_ref(), *value)))?;
     tree.remove(keys::meta_key(JOURNAL))?;
     Ok(())
@@ -82,6 +81,12 @@ pub(super) fn finish_interrupted(tree: &sled::Tree) -> Result<bool> {
 /// Whether `key` is the journal's.
 pub(super) fn is_journal(key: &[u8]) -> bool {
     keys::is_meta_key(key, JOURNAL)
+}
+
+/// The size of [`encode`]'s output, without encoding: bincode writes each key and value as
+/// an 8-byte length and its bytes, and the value's Option as one byte.
+fn journal_size(changes: &[Change<'_>]) -> usize {
+    8 + changes.iter().map(|(key, value)| 8 + key.len() + 1 + value.map_or(0, |value| 8 + value.len())).sum::<usize>()
 }
 
 fn encode(changes: &[Change<'_>]) -> Result<Vec<u8>> {
@@ -184,6 +189,13 @@ mod tests {
         assert_eq!(reopened.revision()?, store.revision()?);
         let read = reopened.range(&RangeRequest { key: b"b".to_vec(), ..Default::default() })?;
         assert_eq!(read.count, 1);
+        Ok(())
+    }
+
+    #[test]
+    fn the_journal_size_is_what_encoding_writes() -> Result<()> {
+        assert_eq!(journal_size(&changes()), encode(&changes())?.len());
+        assert_eq!(journal_size(&[]), encode(&[])?.len());
         Ok(())
     }
 
