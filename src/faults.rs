@@ -16,6 +16,9 @@
 //!
 //! `PHOENIX_TEST_HOLD_INSTALL=PATH` holds every snapshot install part way, with the store
 //! emptied, for as long as a file exists at `PATH`, so a test can see what a member answers then.
+//! `PHOENIX_TEST_HOLD_FORWARDED_PROPOSALS=PATH` and `PHOENIX_TEST_HOLD_FORWARDED_ANSWERS=PATH`
+//! hold a leader's handling of a write forwarded to it before it proposes the write, and after
+//! the write is applied but before the answer goes back, as a leader killed there would leave it.
 
 /// Whether `fault` is switched on for this process.
 #[cfg(feature = "test-faults")]
@@ -49,22 +52,61 @@ pub fn peer_route(_url: &str) -> Option<String> {
     None
 }
 
+/// How often a hold looks whether its file is still there.
+#[cfg(feature = "test-faults")]
+const HOLD_POLL: std::time::Duration = std::time::Duration::from_millis(10);
+
+/// The file the variable `var` names, if it exists: a hold is asked for.
+#[cfg(feature = "test-faults")]
+fn hold_file(var: &str, what: &str) -> Option<std::path::PathBuf> {
+    let path = std::path::PathBuf::from(std::env::var_os(var)?);
+    let exists = path.exists();
+    if exists {
+        tracing::warn!(path = %path.display(), "holding {what} while this file exists");
+    }
+    exists.then_some(path)
+}
+
 /// Waits while the file `PHOENIX_TEST_HOLD_INSTALL` names exists. Called on a blocking thread.
 #[cfg(feature = "test-faults")]
 pub fn hold_install() {
-    let Some(path) = std::env::var_os("PHOENIX_TEST_HOLD_INSTALL") else { return };
-    let path = std::path::PathBuf::from(path);
-    if path.exists() {
-        tracing::warn!(path = %path.display(), "holding the snapshot install while this file exists");
-    }
+    let Some(path) = hold_file("PHOENIX_TEST_HOLD_INSTALL", "the snapshot install") else { return };
     while path.exists() {
-        std::thread::sleep(std::time::Duration::from_millis(10));
+        std::thread::sleep(HOLD_POLL);
+    }
+}
+
+/// Waits while the file `PHOENIX_TEST_HOLD_FORWARDED_PROPOSALS` names exists.
+#[cfg(feature = "test-faults")]
+pub async fn hold_forwarded_proposals() {
+    hold_async("PHOENIX_TEST_HOLD_FORWARDED_PROPOSALS", "forwarded proposals").await;
+}
+
+/// Waits while the file `PHOENIX_TEST_HOLD_FORWARDED_ANSWERS` names exists.
+#[cfg(feature = "test-faults")]
+pub async fn hold_forwarded_answers() {
+    hold_async("PHOENIX_TEST_HOLD_FORWARDED_ANSWERS", "the answers to forwarded proposals").await;
+}
+
+#[cfg(feature = "test-faults")]
+async fn hold_async(var: &str, what: &str) {
+    let Some(path) = hold_file(var, what) else { return };
+    while path.exists() {
+        tokio::time::sleep(HOLD_POLL).await;
     }
 }
 
 /// Holds nothing, in a build without `test-faults`.
 #[cfg(not(feature = "test-faults"))]
 pub fn hold_install() {}
+
+/// Holds nothing, in a build without `test-faults`.
+#[cfg(not(feature = "test-faults"))]
+pub async fn hold_forwarded_proposals() {}
+
+/// Holds nothing, in a build without `test-faults`.
+#[cfg(not(feature = "test-faults"))]
+pub async fn hold_forwarded_answers() {}
 
 /// Whether `fault` is switched on for this process: never, in a build without `test-faults`.
 #[cfg(not(feature = "test-faults"))]

@@ -141,7 +141,7 @@ async fn revoke_expired(node: &Node) -> crate::Result<()> {
     let leases = node.kv.leases()?;
     for id in node.lessor.expired(&leases) {
         let revoke = command::Op::LeaseRevoke(pb::LeaseRevokeRequest { id });
-        match node.propose(pb::Command { op: Some(revoke) }).await {
+        match node.propose(pb::Command::from(revoke)).await {
             Ok(_) => tracing::debug!(lease = format!("{id:x}"), "lease expired and was revoked"),
             Err(Error::LeaseNotFound) => {}
             Err(e) => return Err(e),

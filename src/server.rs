@@ -362,8 +362,7 @@ async fn start_node(config: &Config, data: &DataDir, watchers: WatchHub) -> Resu
     let kv = data.kv_store();
     let log = data.log_store()?;
     let started_with = started_with(&log)?;
-    let lessor = Lessor::default();
-    let state_machine = StateMachine::new(kv, data.db.clone(), data.snapshot_dir(), watchers, lessor.clone());
+    let state_machine = StateMachine::new(kv, data.db.clone(), data.snapshot_dir(), watchers, Lessor::default());
     state_machine.finish_interrupted_install()?;
     let log = log.purging_behind(state_machine.applied_index()?).noting_commits_in(&data.path)?;
     let peers = Peers::new(cluster_id, id);
@@ -372,7 +371,7 @@ async fn start_node(config: &Config, data: &DataDir, watchers: WatchHub) -> Resu
         .await
         .map_err(|e| Error::Storage(format!("cannot start Raft: {e}")))?;
     let client_urls = config.advertise_client_urls.iter().map(url_string).collect();
-    let node = Node::new(raft, data, started_with, peers, lessor, config.request_timeout(), client_urls);
+    let node = Node::new(raft, data, started_with, peers, &state_machine, config.request_timeout(), client_urls);
     Ok((node, state_machine))
 }
 
@@ -574,7 +573,7 @@ async fn publish_attributes(node: Arc<Node>, config: Config, stop: watch::Receiv
         if already {
             return;
         }
-        let command = pb::Command { op: Some(pb::command::Op::MemberAttributes(attributes.clone())) };
+        let command = pb::Command::from(pb::command::Op::MemberAttributes(attributes.clone()));
         match node.propose(command).await {
             Ok(_) => {
                 tracing::info!("published member attributes");

@@ -63,8 +63,9 @@ async fn writes_continue_after_the_leader_is_killed() {
     }
 
     cluster.kill(old_leader);
-    // Sent before the survivors notice, a write waits for the next leader, as etcd's does: its
-    // forward to the dead leader never left, so it is not failed as one whose outcome is unknown.
+    // Sent before the survivors notice, a write waits for the next leader: its forward to the
+    // dead leader either never left or, having left, broke, and the follower then learns from
+    // its own applies that the write was not applied and sends it again (raft::outcome).
     client.put("during-the-election", "v", None).await.unwrap();
     let new_leader = cluster.leader().await;
     assert_ne!(new_leader, old_leader);
@@ -82,6 +83,67 @@ async fn writes_continue_after_the_leader_is_killed() {
     assert_eq!(after.kvs().first().map(|kv| kv.value()), Some(&b"v"[..]));
     let count = back.get("before-", Some(GetOptions::new().with_prefix().with_count_only())).await.unwrap();
     assert_eq!(count.count(), 20);
+}
+
+/// A 3-member cluster whose members hold forwarded writes at `hold_point` (a fault switch) while
+/// the file it returns exists, with the file created: set up after start, as members publish
+/// their names through forwards.
+async fn holding_forwards(hold_point: &str) -> (Cluster, tempfile::TempDir, std::path::PathBuf) {
+    let holds = tempfile::tempdir().unwrap();
+    let hold = holds.path().join("hold");
+    let cluster = Cluster::start_with_env(3, TEST_TIMINGS, &[(hold_point, hold.to_str().unwrap())]).await;
+    std::fs::write(&hold, "").unwrap();
+    (cluster, holds, hold)
+}
+
+async fn written_once(client: &mut Client, key: &str) {
+    let got = client.get(key, None).await.unwrap();
+    let versions: Vec<i64> = got.kvs().iter().map(|kv| kv.version()).collect();
+    assert_eq!(versions, [1], "{key} written exactly once");
+}
+
+#[tokio::test]
+async fn a_forwarded_write_whose_answer_died_with_the_leader_is_answered_from_the_followers_apply() {
+    let (mut cluster, _holds, _hold) = holding_forwards("PHOENIX_TEST_HOLD_FORWARDED_ANSWERS").await;
+    let leader = cluster.leader().await;
+    let mut client = cluster.client((leader + 1) % 3).await;
+    let put = tokio::spawn({
+        let mut client = client.clone();
+        async move { client.put("k", "v", None).await }
+    });
+    poll_until(READY_TIMEOUT, "the write applied on the follower, its answer held", || {
+        let held = cluster.members[leader].log_text().contains("holding the answers to forwarded proposals");
+        let mut client = client.clone();
+        async move { value(&mut client, "k", Some(GetOptions::new().with_serializable())).await.filter(|_| held) }
+    })
+    .await;
+
+    cluster.kill(leader);
+    let answer = put.await.unwrap();
+    assert!(answer.is_ok(), "the write was applied, and the follower knows it: {answer:?}");
+    written_once(&mut client, "k").await;
+}
+
+#[tokio::test]
+async fn a_forwarded_write_its_dead_leader_never_proposed_goes_to_the_next_leader_once() {
+    let (mut cluster, _holds, hold) = holding_forwards("PHOENIX_TEST_HOLD_FORWARDED_PROPOSALS").await;
+    let leader = cluster.leader().await;
+    let mut client = cluster.client((leader + 1) % 3).await;
+    let put = tokio::spawn({
+        let mut client = client.clone();
+        async move { client.put("k", "v", None).await }
+    });
+    poll_until(READY_TIMEOUT, "the forwarded write held before its proposal", || {
+        let held = cluster.members[leader].log_text().contains("holding forwarded proposals");
+        async move { held.then_some(()) }
+    })
+    .await;
+
+    cluster.kill(leader);
+    std::fs::remove_file(&hold).unwrap();
+    let answer = put.await.unwrap();
+    assert!(answer.is_ok(), "the write was never applied, so it could be sent again: {answer:?}");
+    written_once(&mut client, "k").await;
 }
 
 #[tokio::test]
@@ -374,8 +436,13 @@ async fn the_leader_answers_each_forwarded_proposal_in_its_place() {
     let cluster = Cluster::start(1, TEST_TIMINGS).await;
     let status = cluster.client(0).await.status().await.unwrap();
     let (cluster_id, me) = (status.header().unwrap().cluster_id(), status.header().unwrap().member_id());
-    let put = |key: &str, lease: i64| Command {
-        op: Some(command::Op::Put(PutRequest { key: key.into(), value: b"v".to_vec(), lease, ..Default::default() })),
+    let put = |key: &str, lease: i64| {
+        Command::from(command::Op::Put(PutRequest {
+            key: key.into(),
+            value: b"v".to_vec(),
+            lease,
+            ..Default::default()
+        }))
     };
     // As a follower forwards the writes that queued up on it: one request, several clients.
     let mut peer = PeerClient::connect(cluster.members[0].peer_url()).await.unwrap();

@@ -68,7 +68,7 @@ pub struct Context {
 impl Context {
     /// Proposes a command and returns its result, already checked for a refusal.
     async fn propose(&self, op: command::Op) -> Result<command_result::Result> {
-        let result = self.node.propose(pb::Command { op: Some(op) }).await?;
+        let result = self.node.propose(pb::Command::from(op)).await?;
         result.result.ok_or_else(|| Error::Internal("empty command result".into()))
     }
 

@@ -159,7 +159,7 @@ mod tests {
         let put = |store: &KvStore, key: &str| -> Result<()> {
             let mut txn = store.write()?;
             let request = PutRequest { key: key.into(), value: b"v".to_vec(), ..Default::default() };
-            txn.execute(&Command { op: Some(Op::Put(request)) })?;
+            txn.execute(&Command::from(Op::Put(request)))?;
             txn.commit().map(drop)
         };
         let contents = |tree: &sled::Tree| tree.iter().collect::<sled::Result<BTreeMap<_, _>>>();

@@ -73,7 +73,7 @@ enum Step {
 }
 
 fn command(op: command::Op) -> Step {
-    Step::Write(vec![Command { op: Some(op) }])
+    Step::Write(vec![Command::from(op)])
 }
 
 impl From<PutRequest> for Step {
@@ -924,9 +924,9 @@ fn leases_own_their_keys_until_revoked() {
 #[test]
 fn server_chosen_lease_ids_are_never_reused() {
     let fixture = Fixture::new();
-    let first = fixture.apply(&[Command { op: Some(command::Op::LeaseGrant(grant(0, 5))) }]);
-    fixture.apply(&[Command { op: Some(command::Op::LeaseRevoke(revoke(fixture.store.leases().unwrap()[0].0))) }]);
-    let second = fixture.apply(&[Command { op: Some(command::Op::LeaseGrant(grant(0, 5))) }]);
+    let first = fixture.apply(&[Command::from(command::Op::LeaseGrant(grant(0, 5)))]);
+    fixture.apply(&[Command::from(command::Op::LeaseRevoke(revoke(fixture.store.leases().unwrap()[0].0)))]);
+    let second = fixture.apply(&[Command::from(command::Op::LeaseGrant(grant(0, 5)))]);
     assert_ne!(first, second);
     assert!(fixture.store.leases().unwrap()[0].0 > 0);
 }
@@ -969,7 +969,7 @@ fn the_key_index_agrees_with_the_tree() {
     f.store.replace_all(exported(&other.store).into_iter()).unwrap();
     assert_eq!(reads(&f.store), "rev=3 count=1 [a=9@3/3/v1] rev=3 count=0 [] rev=3 count=1 [c=1@2/2/v1]");
     assert_eq!(f.store.last_revision(), 3, "what headers report follows the load");
-    assert_eq!(f.apply(&[Command { op: Some(command::Op::Put(put("a", "10"))) }]), ["rev=4"]);
+    assert_eq!(f.apply(&[Command::from(command::Op::Put(put("a", "10")))]), ["rev=4"]);
     assert_eq!(f.store.last_revision(), 4, "and each write");
     assert_eq!(show_read(f.store.range(&get("a"))), "rev=4 count=1 [a=10@3/4/v2]");
 }
@@ -1233,8 +1233,8 @@ fn a_reader_never_sees_a_revision_before_its_records() {
     let value = "v".repeat(300);
     for round in 0..100 {
         let mut puts: Vec<Command> =
-            (0..99).map(|i| Command { op: Some(command::Op::Put(put(&format!("k{round}-{i}"), &value))) }).collect();
-        puts.push(Command { op: Some(command::Op::Put(put("zz", &value))) });
+            (0..99).map(|i| Command::from(command::Op::Put(put(&format!("k{round}-{i}"), &value)))).collect();
+        puts.push(Command::from(command::Op::Put(put("zz", &value))));
         fixture.apply(&puts);
     }
     applying.store(false, Ordering::SeqCst);

@@ -5,6 +5,7 @@
 //! - [`state_machine`]: applies committed entries to [`crate::kv`], builds and installs snapshots.
 //! - [`network`] / [`peer_service`]: both ends of the peer protocol, with cluster-ID checks.
 //! - [`node`]: one member's Raft handle, proposal batching, forwarding and linearizable reads.
+//! - [`outcome`]: what became of a forwarded write whose answer was lost.
 
 // openraft's traits return its StorageError, which is large; boxing it here would buy nothing.
 #![allow(clippy::result_large_err)]
@@ -13,6 +14,7 @@ pub mod log_store;
 pub mod membership;
 pub mod network;
 pub mod node;
+pub mod outcome;
 pub mod peer_service;
 pub mod state_machine;
 #[cfg(test)]
@@ -49,6 +51,13 @@ impl PeerNode {
 /// A Raft entry's payload: a batch of client commands sharing one entry (and one fsync).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Proposal(#[serde(with = "protobuf")] pub pb::CommandBatch);
+
+impl From<pb::command::Op> for pb::Command {
+    /// A command proposed on the member that was asked for it: no [`pb::Origin`].
+    fn from(op: pb::command::Op) -> pb::Command {
+        pb::Command { op: Some(op), origin: None }
+    }
+}
 
 /// The results of applying one entry, one per command, in the batch's order.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -146,7 +155,7 @@ mod protobuf_tests {
 
     fn proposal() -> Proposal {
         let put = pb::PutRequest { key: b"k\0\xff".to_vec(), value: vec![7; 300], ..Default::default() };
-        let command = pb::Command { op: Some(pb::command::Op::Put(put)) };
+        let command = pb::Command::from(pb::command::Op::Put(put));
         Proposal(pb::CommandBatch { commands: vec![command; 3] })
     }
 

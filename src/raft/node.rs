@@ -4,7 +4,8 @@
 //! commands that queue up while earlier batches are in flight into one Raft entry, because
 //! openraft 0.9 writes and fsyncs each `client_write` on its own. On a follower the command is
 //! forwarded to the leader over the peer protocol, packed the same way with the other commands
-//! that queue up while the follower's earlier forwards are in flight.
+//! that queue up while the follower's earlier forwards are in flight. A forward whose answer was
+//! lost is settled from the follower's own applies ([`super::outcome`]) before anything else.
 //!
 //! Linearizable reads: [`Node::linearize`] gets a read index from the leader (a quorum-confirmed
 //! commit index; concurrent reads on the leader share one confirmation round, and concurrent
@@ -25,6 +26,8 @@ use tokio::time::Instant;
 use tonic::transport::Channel;
 
 use super::network::Peers;
+use super::outcome::{Outcome, Outcomes, Waiter};
+use super::state_machine::StateMachine;
 use super::{Members, NodeId, PeerNode, Proposal, Raft};
 use crate::cluster::DataDir;
 use crate::disk::Db;
@@ -104,6 +107,8 @@ pub struct Node {
     request_timeout: Duration,
     /// Lease deadlines, meaningful while this member leads.
     pub lessor: Lessor,
+    /// The forwards this member waits to hear about from its state machine.
+    outcomes: Outcomes,
     /// Set while this leader hands leadership over: requests are refused as "not leader".
     pub(super) transferring: AtomicBool,
     /// Held by a leadership transfer from start to end (see [`crate::raft::transfer`]).
@@ -128,7 +133,7 @@ impl Node {
         data: &DataDir,
         started_with: StartedWith,
         peers: Peers,
-        lessor: Lessor,
+        state_machine: &StateMachine,
         request_timeout: Duration,
         client_urls: Vec<String>,
     ) -> Arc<Node> {
@@ -153,7 +158,8 @@ impl Node {
             reads,
             forwarded_reads,
             request_timeout,
-            lessor,
+            lessor: state_machine.lessor(),
+            outcomes: state_machine.outcomes(),
             transferring: AtomicBool::new(false),
             transfers: tokio::sync::Mutex::new(()),
             election_holds: Mutex::new(0),
@@ -217,13 +223,43 @@ impl Node {
 
     /// Proposes through the leader. Every failure comes back as an error, so that a leader that
     /// turned out not to be one is retried like any other.
-    async fn forward(&self, leader: NodeId, command: pb::Command) -> Result<CommandResult> {
+    async fn forward(&self, leader: NodeId, mut command: pb::Command) -> Result<CommandResult> {
         let client = self.peers.client(leader, &self.peer_node(leader)?)?;
+        let term = self.raft.metrics().borrow().current_term;
+        let mut waiter = self.outcomes.register(self.id, term);
+        command.origin = Some(waiter.origin());
         let (reply, result) = oneshot::channel();
         let write = PendingWrite { command, reply };
         let forwarded = ForwardedWrite { leader, client, header: self.peers.header(leader), write };
         self.forwarded_writes.send(forwarded).await.map_err(|_| Error::Stopped)?;
-        into_outcome(result.await.map_err(|_| Error::Stopped)??)
+        match result.await.map_err(|_| Error::Stopped)? {
+            Err(Error::Timeout) => self.settle(&mut waiter).await,
+            answer => into_outcome(answer?),
+        }
+    }
+
+    /// Finds out what became of a forward whose answer was lost (its connection broke, or it
+    /// timed out): once a leader of a later term has a read index this member has applied, the
+    /// command was applied here, or it never will be and is sent again (see [`super::outcome`]).
+    /// Until then, or if that takes past the request's deadline, its outcome is unknown.
+    async fn settle(&self, waiter: &mut Waiter) -> Result<CommandResult> {
+        if let Some(outcome) = waiter.outcome() {
+            return outcome_result(outcome);
+        }
+        self.wait_for_term_after(waiter.origin().term).await?;
+        self.linearize().await.map_err(|_| Error::Timeout)?;
+        match waiter.outcome() {
+            Some(outcome) => outcome_result(outcome),
+            None => Err(Error::NotLeader),
+        }
+    }
+
+    async fn wait_for_term_after(&self, term: u64) -> Result<()> {
+        let mut metrics = self.raft.metrics();
+        while metrics.borrow().current_term <= term {
+            metrics.changed().await.map_err(|_| Error::Stopped)?;
+        }
+        Ok(())
     }
 
     /// Waits until a read that starts now can be served linearizably from local state.
@@ -498,6 +534,13 @@ impl Node {
 
 /// A command's result as the caller sees it: a refusal (decided while applying, or by the
 /// leader a write was forwarded to) is an error.
+fn outcome_result(outcome: Outcome) -> Result<CommandResult> {
+    match outcome {
+        Outcome::Applied(result) => into_outcome(result),
+        Outcome::Unknown => Err(Error::Timeout),
+    }
+}
+
 fn into_outcome(result: CommandResult) -> Result<CommandResult> {
     match result.result {
         Some(command_result::Result::Error(e)) => Err(Error::from_status(e.code, &e.message)),

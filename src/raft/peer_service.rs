@@ -142,8 +142,10 @@ impl Peer for PeerService {
         self.check_header(request.header.as_ref())?;
         // No forwarding chains: a follower is refused and retries with whoever it thinks leads.
         self.node.ensure_leading()?;
+        crate::faults::hold_forwarded_proposals().await;
         let proposals = request.commands.into_iter().map(|command| self.node.propose_local(command));
         let results = futures::future::join_all(proposals).await;
+        crate::faults::hold_forwarded_answers().await;
         // Each command's own failure goes back in its place; the follower makes it an error again.
         let results = results
             .into_iter()

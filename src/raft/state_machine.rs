@@ -4,6 +4,8 @@
 //! Invariants:
 //! - An applied batch, Raft's last applied log id and the last membership land in one atomic
 //!   sled batch ([`crate::kv::WriteTxn`]).
+//! - A command a follower forwarded is applied only in an entry of the term its origin names
+//!   (see [`super::outcome`]); in any other it is refused as "not leader" and changes nothing.
 //! - A failure to write while applying is fatal for this node (openraft stops it): continuing
 //!   would let replicas diverge.
 //! - A snapshot is a consistent copy of the store at one revision: apply pauses only while the
@@ -29,6 +31,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::Mutex;
 
 use super::log_store::AppliedIndex;
+use super::outcome::Outcomes;
 use super::{storage_error, Applied, LogId, NodeId, PeerNode, Proposal, StorageError, TypeConfig};
 use crate::disk::Db;
 use crate::kv::KvStore;
@@ -86,6 +89,17 @@ pub struct StateMachine {
     pub(super) fence: Arc<CopyFence>,
     /// Told how far the store has applied, for the log store's purges.
     applied: AppliedIndex,
+    /// Told the results of the commands this member forwarded and waits to hear about.
+    outcomes: Outcomes,
+}
+
+/// Whether `command` was forwarded to the leader of a term other than `term`, its entry's.
+fn forwarded_for_another_term(command: &pb::Command, term: u64) -> bool {
+    command.origin.is_some_and(|origin| origin.term != term)
+}
+
+fn not_leader() -> pb::CommandResult {
+    pb::CommandResult { result: Some(command_result::Result::Error(crate::Error::NotLeader.to_command_error())) }
 }
 
 /// The lease a command granted or revoked, if it did.
@@ -101,7 +115,19 @@ impl StateMachine {
     pub fn new(kv: KvStore, db: Db, snapshot_dir: PathBuf, watchers: WatchHub, lessor: Lessor) -> StateMachine {
         let fence = Arc::new(CopyFence::default());
         let applied = AppliedIndex::default();
-        StateMachine { kv, db, snapshot_dir, apply_lock: Arc::new(Mutex::new(())), watchers, lessor, fence, applied }
+        let apply_lock = Arc::new(Mutex::new(()));
+        let outcomes = Outcomes::default();
+        StateMachine { kv, db, snapshot_dir, apply_lock, watchers, lessor, fence, applied, outcomes }
+    }
+
+    /// The lease deadlines this state machine tells about grants and revokes.
+    pub fn lessor(&self) -> Lessor {
+        self.lessor.clone()
+    }
+
+    /// The forwards this state machine tells about their results.
+    pub fn outcomes(&self) -> Outcomes {
+        self.outcomes.clone()
     }
 
     /// How far the store has applied, kept up to date from now on, for the log store Raft runs
@@ -123,14 +149,23 @@ impl StateMachine {
         let mut membership = None;
         let mut members: BTreeSet<NodeId> = self.read_state()?.1.nodes().map(|(id, _)| *id).collect();
         let mut leases_changed = Vec::new();
+        let mut awaited = Vec::new();
         for entry in entries {
             last_applied = Some(entry.log_id);
             let reply = match entry.payload {
                 EntryPayload::Blank => Applied::default(),
                 EntryPayload::Normal(Proposal(batch)) => {
-                    let results: Vec<_> =
-                        batch.commands.iter().map(|c| txn.execute(c)).collect::<crate::Result<_>>()?;
+                    let term = entry.log_id.leader_id.term;
+                    let results: Vec<_> = batch
+                        .commands
+                        .iter()
+                        .map(|c| if forwarded_for_another_term(c, term) { Ok(not_leader()) } else { txn.execute(c) })
+                        .collect::<crate::Result<_>>()?;
                     leases_changed.extend(batch.commands.iter().zip(&results).filter_map(granted_or_revoked));
+                    awaited.extend(batch.commands.iter().zip(&results).filter_map(|(command, result)| {
+                        let origin = command.origin.filter(|origin| self.outcomes.awaits(origin))?;
+                        Some((origin, result.clone()))
+                    }));
                     Applied(pb::CommandResults { results })
                 }
                 EntryPayload::Membership(m) => {
@@ -163,6 +198,7 @@ impl StateMachine {
         for id in leases_changed {
             self.lessor.forget(id);
         }
+        self.outcomes.deliver(awaited);
         Ok(replies)
     }
 
@@ -463,6 +499,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             Ok(()) => self.applied.advance(meta.last_log_id.map_or(0, |id| id.index)),
             Err(_) => self.applied.install_failed(),
         }
+        // Failed or not, part of the store may have changed under the snapshot's entries.
+        self.outcomes.forget_all();
         installed?;
         tracing::info!(snapshot = %meta.snapshot_id, "installed snapshot from leader");
         let revision = self.kv.revision().map_err(|e| sm_error(ErrorVerb::Read, e))?;
@@ -640,7 +678,7 @@ pub fn restore(kv: &KvStore, input: impl Read, bump: &pb::RevisionBump) -> crate
     kv.forget_cluster(&[META_APPLIED, META_MEMBERSHIP])?;
     if bump.by > 0 {
         let mut txn = kv.write()?;
-        txn.execute(&pb::Command { op: Some(pb::command::Op::RevisionBump(*bump)) })?;
+        txn.execute(&pb::Command::from(pb::command::Op::RevisionBump(*bump)))?;
         if txn.commit()?.compacted {
             kv.compact_physically()?;
         }

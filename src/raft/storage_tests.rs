@@ -13,6 +13,7 @@ use tempfile::TempDir;
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
 use super::log_store::LogStore;
+use super::outcome::{Outcome, Waiter};
 use super::state_machine::StateMachine;
 use super::{storage_error, LogId, PeerNode, Proposal, StorageError, TypeConfig};
 use crate::disk::Db;
@@ -66,7 +67,7 @@ fn log_id(index: u64) -> LogId {
 
 fn put(key: &str, value: &str) -> pb::Command {
     let req = pb::PutRequest { key: key.into(), value: value.into(), ..Default::default() };
-    pb::Command { op: Some(command::Op::Put(req)) }
+    pb::Command::from(command::Op::Put(req))
 }
 
 fn entry(index: u64, payload: EntryPayload<TypeConfig>) -> openraft::Entry<TypeConfig> {
@@ -81,8 +82,7 @@ fn commands(index: u64, commands: Vec<pb::Command>) -> openraft::Entry<TypeConfi
 async fn leader_with_data() -> Member {
     let mut leader = member();
     let voters: BTreeMap<u64, PeerNode> = [(1, PeerNode::default()), (2, PeerNode::default())].into();
-    let compact =
-        pb::Command { op: Some(command::Op::Compaction(pb::CompactionRequest { revision: 3, physical: false })) };
+    let compact = pb::Command::from(command::Op::Compaction(pb::CompactionRequest { revision: 3, physical: false }));
     let entries = vec![
         entry(1, EntryPayload::Membership(Membership::new(vec![[1, 2].into()], voters))),
         commands(2, vec![put("a", "1"), put("b\0zero", "2"), put("a", "3")]),
@@ -145,8 +145,7 @@ async fn a_copy_in_progress_holds_physical_compaction_off_and_reads_only_up_to_i
     let records = |kv: &KvStore| kv.export_records(i64::MAX).count();
     let before = records(&leader.kv);
     let copying = leader.sm.fence.begin_copy(leader.kv.clone());
-    let compact =
-        pb::Command { op: Some(command::Op::Compaction(pb::CompactionRequest { revision: 5, physical: false })) };
+    let compact = pb::Command::from(command::Op::Compaction(pb::CompactionRequest { revision: 5, physical: false }));
     leader.sm.apply([commands(5, vec![put("a", "6"), compact])]).await.unwrap();
     assert_eq!(leader.kv.compacted_revision().unwrap(), 5, "compacted logically at once");
     assert_eq!(records(&leader.kv), before + 1, "but no record removed while a copy reads them");
@@ -326,4 +325,29 @@ async fn a_restart_finds_the_commit_index_in_its_note_when_sleds_copy_fell_behin
     noting.save_committed(Some(log_id(9))).await.unwrap();
     without_note.save_committed(Some(log_id(3))).await.unwrap();
     assert_eq!(noting.read_committed().await.unwrap(), Some(log_id(3)));
+}
+
+/// A command a follower forwarded is applied only in an entry of the term it was forwarded for,
+/// and its result reaches the follower's waiter (see `raft::outcome`).
+#[tokio::test]
+async fn a_forwarded_command_is_applied_only_in_its_terms_entries_and_its_result_awaited() {
+    let mut follower = member();
+    let outcomes = follower.sm.outcomes();
+    let (mut stale, mut current) = (outcomes.register(7, 2), outcomes.register(7, 1));
+    let forwarded = |key: &str, waiter: &Waiter| pb::Command { origin: Some(waiter.origin()), ..put(key, "v") };
+    // log_id(1) is an entry of term 1.
+    let batch = vec![forwarded("stale", &stale), forwarded("current", &current)];
+    let applied = follower.sm.apply([commands(1, batch)]).await.unwrap();
+
+    let refusal = pb::CommandResult {
+        result: Some(pb::command_result::Result::Error(crate::Error::NotLeader.to_command_error())),
+    };
+    assert_eq!(applied[0].0.results[0], refusal);
+    assert!(matches!(stale.outcome(), Some(Outcome::Applied(result)) if result == refusal));
+    let put_result = applied[0].0.results[1].clone();
+    assert!(matches!(put_result.result, Some(pb::command_result::Result::Put(_))));
+    assert!(matches!(current.outcome(), Some(Outcome::Applied(result)) if result == put_result));
+    let keys: Vec<_> = everything(&follower.kv).kvs.into_iter().map(|kv| kv.key).collect();
+    assert_eq!(keys, [b"current".to_vec()], "the refused command changed nothing");
+    assert_eq!(follower.kv.revision().unwrap(), 2);
 }

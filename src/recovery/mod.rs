@@ -197,7 +197,7 @@ pub fn reset(
         payload: EntryPayload::Membership(membership),
     }];
     if bump.by > 0 {
-        let command = pb::Command { op: Some(pb::command::Op::RevisionBump(bump)) };
+        let command = pb::Command::from(pb::command::Op::RevisionBump(bump));
         entries.push(openraft::Entry::<TypeConfig> {
             log_id: log_id(last_index + 2),
             payload: EntryPayload::Normal(Proposal(pb::CommandBatch { commands: vec![command] })),
