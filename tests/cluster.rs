@@ -124,6 +124,40 @@ async fn a_forwarded_write_whose_answer_died_with_the_leader_is_answered_from_th
     written_once(&mut client, "k").await;
 }
 
+/// The follower learns the write's fate only from the next leader: it was cut off from the dead
+/// leader's replication, so it applies the write after the forward broke.
+#[tokio::test]
+async fn a_forwarded_write_the_follower_sees_applied_only_under_the_next_leader_is_answered_once() {
+    let holds = tempfile::tempdir().unwrap();
+    let hold = holds.path().join("hold");
+    let env = [("PHOENIX_TEST_HOLD_FORWARDED_ANSWERS", hold.to_str().unwrap())];
+    let (mut cluster, network) = Cluster::start_behind_proxies(3, &env).await;
+    cluster.wait_names_published().await;
+    let leader = cluster.leader().await;
+    let (follower, other) = ((leader + 1) % 3, (leader + 2) % 3);
+    std::fs::write(&hold, "").unwrap();
+    network.cut(leader, follower);
+    let mut client = cluster.client(follower).await;
+    let put = tokio::spawn({
+        let mut client = client.clone();
+        async move { client.put("k", "v", None).await }
+    });
+    let mut on_other = cluster.client(other).await;
+    poll_until(READY_TIMEOUT, "the write applied by the leader and the other follower", || {
+        let held = cluster.members[leader].log_text().contains("holding the answers to forwarded proposals");
+        let mut on_other = on_other.clone();
+        async move { value(&mut on_other, "k", Some(GetOptions::new().with_serializable())).await.filter(|_| held) }
+    })
+    .await;
+    let seen = value(&mut client, "k", Some(GetOptions::new().with_serializable())).await;
+    assert_eq!(seen, None, "the follower was cut off from the leader's replication");
+
+    cluster.kill(leader);
+    let answer = put.await.unwrap();
+    assert!(answer.is_ok(), "the next leader committed the write, and the follower applied it: {answer:?}");
+    written_once(&mut on_other, "k").await;
+}
+
 #[tokio::test]
 async fn a_forwarded_write_its_dead_leader_never_proposed_goes_to_the_next_leader_once() {
     let (mut cluster, _holds, hold) = holding_forwards("PHOENIX_TEST_HOLD_FORWARDED_PROPOSALS").await;

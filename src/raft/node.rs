@@ -232,31 +232,41 @@ impl Node {
         let write = PendingWrite { command, reply };
         let forwarded = ForwardedWrite { leader, client, header: self.peers.header(leader), write };
         self.forwarded_writes.send(forwarded).await.map_err(|_| Error::Stopped)?;
-        match result.await.map_err(|_| Error::Stopped)? {
-            Err(Error::Timeout) => self.settle(&mut waiter).await,
-            answer => into_outcome(answer?),
+        match result.await.map_err(|_| Error::Stopped)?.and_then(into_outcome) {
+            // The connection broke, the leader lost leadership or stopped under the write, or
+            // the forward timed out: the write may or may not have been committed.
+            Err(Error::Timeout | Error::LeaderChanged | Error::Stopped) => self.settle(&mut waiter).await,
+            answer => answer,
         }
     }
 
-    /// Finds out what became of a forward whose answer was lost (its connection broke, or it
-    /// timed out): once a leader of a later term has a read index this member has applied, the
-    /// command was applied here, or it never will be and is sent again (see [`super::outcome`]).
-    /// Until then, or if that takes past the request's deadline, its outcome is unknown.
+    /// Finds out what became of a forward whose answer was lost: this member's applies hand it
+    /// the command's result, or, once it has applied an entry of a later term, the command was
+    /// never applied and never will be, and is sent again (see [`super::outcome`]). Until then,
+    /// or if that takes past the request's deadline, its outcome is unknown.
     async fn settle(&self, waiter: &mut Waiter) -> Result<CommandResult> {
-        if let Some(outcome) = waiter.outcome() {
-            return outcome_result(outcome);
-        }
-        self.wait_for_term_after(waiter.origin().term).await?;
-        self.linearize().await.map_err(|_| Error::Timeout)?;
-        match waiter.outcome() {
-            Some(outcome) => outcome_result(outcome),
+        let term = waiter.origin().term;
+        let outcome = tokio::select! {
+            outcome = waiter.applied() => Some(outcome),
+            later = self.wait_applied_term_after(term) => {
+                later?;
+                None
+            }
+        };
+        // An apply hands out its results before openraft hears of it, so none is missed here.
+        match outcome.or_else(|| waiter.outcome()) {
+            Some(Outcome::Applied(result)) => into_outcome(result),
+            Some(Outcome::Unknown) => Err(Error::Timeout),
             None => Err(Error::NotLeader),
         }
     }
 
-    async fn wait_for_term_after(&self, term: u64) -> Result<()> {
+    /// Waits until this member has applied an entry of a term after `term`: every committed
+    /// entry of `term` precedes it, so is applied too, and no other entry of `term` can be
+    /// committed any more.
+    async fn wait_applied_term_after(&self, term: u64) -> Result<()> {
         let mut metrics = self.raft.metrics();
-        while metrics.borrow().current_term <= term {
+        while metrics.borrow().last_applied.map_or(0, |applied| applied.leader_id.term) <= term {
             metrics.changed().await.map_err(|_| Error::Stopped)?;
         }
         Ok(())
@@ -534,13 +544,6 @@ impl Node {
 
 /// A command's result as the caller sees it: a refusal (decided while applying, or by the
 /// leader a write was forwarded to) is an error.
-fn outcome_result(outcome: Outcome) -> Result<CommandResult> {
-    match outcome {
-        Outcome::Applied(result) => into_outcome(result),
-        Outcome::Unknown => Err(Error::Timeout),
-    }
-}
-
 fn into_outcome(result: CommandResult) -> Result<CommandResult> {
     match result.result {
         Some(command_result::Result::Error(e)) => Err(Error::from_status(e.code, &e.message)),

@@ -10,12 +10,14 @@
 //!   refusing it as "not leader" otherwise, changing nothing. Only that term's leader makes
 //!   entries of that term, so a leader that lost and regained leadership with the command still
 //!   queued cannot apply it later.
-//! - So once this member has applied a read index taken by a leader of a later term (which is at
-//!   least that leader's first entry), every entry of the forward's term has been applied here
-//!   or never will be: the command's result was delivered here, or it can be sent again.
+//! - So once this member has applied an entry of a later term, every committed entry of the
+//!   forward's term precedes it and has been applied here, and no other can be committed any
+//!   more: the command's result was delivered here, or it can be sent again. (A read index from
+//!   a later term's leader would not do: it may rest on that leader's first entry before it is
+//!   committed, and a third leader may then commit older entries past it.)
 //! - Each apply hands the results of the commands this member waits for to their waiters, once
-//!   the apply is in the store. A snapshot install applies entries without looking at them, so it
-//!   tells every waiter that its outcome is unknown.
+//!   the apply is in the store and before openraft hears of it. A snapshot install applies
+//!   entries without looking at them, so it tells every waiter that its outcome is unknown.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
@@ -111,6 +113,12 @@ impl Waiter {
     /// What this member's applies have told about the command so far.
     pub fn outcome(&mut self) -> Option<Outcome> {
         self.receiver.try_recv().ok()
+    }
+
+    /// Waits until this member's applies tell about the command.
+    pub async fn applied(&mut self) -> Outcome {
+        // The registry drops a sender unsent only when it is itself dropped, with its member.
+        (&mut self.receiver).await.unwrap_or(Outcome::Unknown)
     }
 }
 

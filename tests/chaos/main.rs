@@ -22,7 +22,6 @@ mod checker;
 mod checker_tests;
 mod disaster;
 mod history;
-mod network;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -33,8 +32,8 @@ use std::time::{Duration, Instant};
 
 use etcd_client::{Client, Compare, CompareOp, EventType, GetOptions, Txn, TxnOp, TxnOpResponse, WatchOptions};
 use history::{Call, Event, Op, Outcome, Seen, Watched};
-use network::Network;
-use support::{free_ports, poll_until, Cluster, Rng, READY_TIMEOUT, TEST_TIMINGS};
+use support::network::Network;
+use support::{poll_until, Cluster, Rng, READY_TIMEOUT};
 
 /// The keys every client works on: few, so operations on one key overlap often.
 const KEYS: usize = 4;
@@ -456,29 +455,6 @@ async fn nemesis(
     done
 }
 
-/// Starts `members` members whose peer traffic goes through `Network`'s proxies, each with `env`.
-async fn start(members: usize, env: &[(&str, &str)]) -> (Cluster, Network) {
-    let ports = free_ports(2 * members);
-    let peer_ports: Vec<u16> = (0..members).map(|i| ports[2 * i + 1]).collect();
-    let network = Network::new(&peer_ports).await;
-    let names: Vec<String> = (1..=members).map(|i| format!("m{i}")).collect();
-    let initial: Vec<String> =
-        names.iter().zip(&peer_ports).map(|(name, port)| format!("{name}=http://127.0.0.1:{port}")).collect();
-    let initial = initial.join(",");
-    let mut flags = vec!["--initial-cluster", initial.as_str(), "--initial-cluster-token", "chaos"];
-    flags.extend(TEST_TIMINGS);
-    let mut cluster = Cluster::empty();
-    for (i, name) in names.into_iter().enumerate() {
-        let mut member_env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        member_env.push(network.routes(i));
-        cluster.spawn_member_with_env(name, ports[2 * i], peer_ports[i], &flags, member_env);
-    }
-    for i in 0..members {
-        cluster.wait_ready(i).await;
-    }
-    (cluster, network)
-}
-
 /// Every change of the keys, read back with a watch from revision 1 up to `revision`.
 async fn history(client: &mut Client, revision: i64) -> Vec<Event> {
     let options = WatchOptions::new().with_prefix().with_start_revision(1);
@@ -550,7 +526,7 @@ async fn run(members: usize, env: &[(&str, &str)], schedule: Schedule) -> Result
     let seed = seed();
     eprintln!("chaos with {members} members {env:?}: PHOENIX_CHAOS_SEED={seed}");
     let mut rng = Rng::new(seed);
-    let (mut cluster, network) = start(members, env).await;
+    let (mut cluster, network) = Cluster::start_behind_proxies(members, env).await;
     let started = Instant::now();
     let stop = Arc::new(AtomicBool::new(false));
     let clients: Vec<_> = (0..CLIENTS)

@@ -7,6 +7,7 @@
 
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
+pub mod network;
 mod ports;
 
 use std::fs::File;
@@ -16,6 +17,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use etcd_client::Client;
+use network::Network;
 pub use ports::free_ports;
 use tempfile::TempDir;
 
@@ -177,6 +179,31 @@ impl Cluster {
         }
         cluster.wait_names_published().await;
         cluster
+    }
+
+    /// Starts `members` members, each with `env`, whose peer traffic goes through the proxies of
+    /// the `Network` returned, so that a test can cut links; waits until they serve.
+    pub async fn start_behind_proxies(members: usize, env: &[(&str, &str)]) -> (Cluster, Network) {
+        let ports = free_ports(2 * members);
+        let peer_ports: Vec<u16> = (0..members).map(|i| ports[2 * i + 1]).collect();
+        let network = Network::new(&peer_ports).await;
+        let names: Vec<String> = (1..=members).map(|i| format!("m{i}")).collect();
+        let initial: Vec<String> =
+            names.iter().zip(&peer_ports).map(|(name, port)| format!("{name}=http://127.0.0.1:{port}")).collect();
+        let initial = initial.join(",");
+        let mut flags = vec!["--initial-cluster", initial.as_str(), "--initial-cluster-token", "proxied"];
+        flags.extend(TEST_TIMINGS);
+        let mut cluster = Cluster::empty();
+        for (i, name) in names.into_iter().enumerate() {
+            let mut member_env: Vec<(String, String)> =
+                env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+            member_env.push(network.routes(i));
+            cluster.spawn_member_with_env(name, ports[2 * i], peer_ports[i], &flags, member_env);
+        }
+        for i in 0..members {
+            cluster.wait_ready(i).await;
+        }
+        (cluster, network)
     }
 
     /// Waits until every member lists every member's name. A member serves before its name is

@@ -55,12 +55,18 @@ impl Network {
 
     /// Cuts every link between `side` and the other members, both ways.
     pub fn partition(&self, side: &[usize]) {
-        for ((from, to), link) in &self.links {
-            if side.contains(from) != side.contains(to) {
-                link.cut.store(true, Ordering::SeqCst);
-                link.generation.send_modify(|g| *g += 1);
+        for &(from, to) in self.links.keys() {
+            if side.contains(&from) != side.contains(&to) {
+                self.cut(from, to);
             }
         }
+    }
+
+    /// Cuts member `from`'s traffic to member `to` only: `to` still reaches `from`.
+    pub fn cut(&self, from: usize, to: usize) {
+        let link = &self.links[&(from, to)];
+        link.cut.store(true, Ordering::SeqCst);
+        link.generation.send_modify(|g| *g += 1);
     }
 
     pub fn heal(&self) {
