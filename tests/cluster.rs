@@ -5,7 +5,7 @@ mod support;
 
 use std::time::Duration;
 
-use etcd_client::{Client, GetOptions};
+use etcd_client::{Client, GetOptions, PutResponse};
 use support::{poll_until, Cluster, READY_TIMEOUT, TEST_TIMINGS};
 
 async fn value(client: &mut Client, key: &str, options: Option<GetOptions>) -> Option<Vec<u8>> {
@@ -96,6 +96,22 @@ async fn holding_forwards(hold_point: &str) -> (Cluster, tempfile::TempDir, std:
     (cluster, holds, hold)
 }
 
+/// A put of `k` through `client`, sent in the background.
+fn put_in_background(client: &Client) -> tokio::task::JoinHandle<Result<PutResponse, etcd_client::Error>> {
+    let mut client = client.clone();
+    tokio::spawn(async move { client.put("k", "v", None).await })
+}
+
+/// Waits until the member `on` reaches has applied `k`, and `leader` holds its forward's answer.
+async fn applied_with_answer_held(cluster: &Cluster, leader: usize, on: &Client) {
+    poll_until(READY_TIMEOUT, "the write applied, the answer to its forward held", || {
+        let held = cluster.members[leader].log_text().contains("holding the answers to forwarded proposals");
+        let mut on = on.clone();
+        async move { value(&mut on, "k", Some(GetOptions::new().with_serializable())).await.filter(|_| held) }
+    })
+    .await;
+}
+
 async fn written_once(client: &mut Client, key: &str) {
     let got = client.get(key, None).await.unwrap();
     let versions: Vec<i64> = got.kvs().iter().map(|kv| kv.version()).collect();
@@ -107,16 +123,8 @@ async fn a_forwarded_write_whose_answer_died_with_the_leader_is_answered_from_th
     let (mut cluster, _holds, _hold) = holding_forwards("PHOENIX_TEST_HOLD_FORWARDED_ANSWERS").await;
     let leader = cluster.leader().await;
     let mut client = cluster.client((leader + 1) % 3).await;
-    let put = tokio::spawn({
-        let mut client = client.clone();
-        async move { client.put("k", "v", None).await }
-    });
-    poll_until(READY_TIMEOUT, "the write applied on the follower, its answer held", || {
-        let held = cluster.members[leader].log_text().contains("holding the answers to forwarded proposals");
-        let mut client = client.clone();
-        async move { value(&mut client, "k", Some(GetOptions::new().with_serializable())).await.filter(|_| held) }
-    })
-    .await;
+    let put = put_in_background(&client);
+    applied_with_answer_held(&cluster, leader, &client).await;
 
     cluster.kill(leader);
     let answer = put.await.unwrap();
@@ -138,17 +146,9 @@ async fn a_forwarded_write_the_follower_sees_applied_only_under_the_next_leader_
     std::fs::write(&hold, "").unwrap();
     network.cut(leader, follower);
     let mut client = cluster.client(follower).await;
-    let put = tokio::spawn({
-        let mut client = client.clone();
-        async move { client.put("k", "v", None).await }
-    });
+    let put = put_in_background(&client);
     let mut on_other = cluster.client(other).await;
-    poll_until(READY_TIMEOUT, "the write applied by the leader and the other follower", || {
-        let held = cluster.members[leader].log_text().contains("holding the answers to forwarded proposals");
-        let mut on_other = on_other.clone();
-        async move { value(&mut on_other, "k", Some(GetOptions::new().with_serializable())).await.filter(|_| held) }
-    })
-    .await;
+    applied_with_answer_held(&cluster, leader, &on_other).await;
     let seen = value(&mut client, "k", Some(GetOptions::new().with_serializable())).await;
     assert_eq!(seen, None, "the follower was cut off from the leader's replication");
 
@@ -163,10 +163,7 @@ async fn a_forwarded_write_its_dead_leader_never_proposed_goes_to_the_next_leade
     let (mut cluster, _holds, hold) = holding_forwards("PHOENIX_TEST_HOLD_FORWARDED_PROPOSALS").await;
     let leader = cluster.leader().await;
     let mut client = cluster.client((leader + 1) % 3).await;
-    let put = tokio::spawn({
-        let mut client = client.clone();
-        async move { client.put("k", "v", None).await }
-    });
+    let put = put_in_background(&client);
     poll_until(READY_TIMEOUT, "the forwarded write held before its proposal", || {
         let held = cluster.members[leader].log_text().contains("holding forwarded proposals");
         async move { held.then_some(()) }
