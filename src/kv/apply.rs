@@ -78,19 +78,23 @@ pub fn txn_cost(txn: &pb::TxnRequest) -> u64 {
 }
 
 /// Where a change goes in the order an apply writes its changes, which readers see one by one
-/// (`kv::journal`): records, then leases and other meta, then the store revision, then the
-/// compaction point. A reader reads the compaction point, then the revision, then records up
-/// to that revision: it must find every one of them, and never a compaction point above the
-/// revision (a batch may put a key and compact at its revision).
+/// (`kv::journal`): records, then leases, then the keys attached to them and other meta, then
+/// the store revision, then the compaction point. A reader reads the compaction point, then the
+/// revision, then records up to that revision: it must find every one of them, and never a
+/// compaction point above the revision (a batch may put a key and compact at its revision).
+/// A lease's keys are read before the lease ([`crate::raft::node::Node`]'s TimeToLive): a
+/// revoke removes the lease before its attachments, so a list it cut short is never answered.
 pub(super) fn write_rank(key: &[u8]) -> u8 {
     if keys::is_stored(key) {
         0
-    } else if keys::is_meta_key(key, META_REVISION) {
-        2
-    } else if keys::is_meta_key(key, META_COMPACTED) {
-        3
-    } else {
+    } else if keys::is_lease_key(key) {
         1
+    } else if keys::is_meta_key(key, META_REVISION) {
+        3
+    } else if keys::is_meta_key(key, META_COMPACTED) {
+        4
+    } else {
+        2
     }
 }
 

@@ -1243,13 +1243,51 @@ fn a_reader_never_sees_a_revision_before_its_records() {
 }
 
 #[test]
-fn an_apply_writes_records_then_the_revision_then_the_compaction_point() {
+fn an_apply_writes_records_then_leases_then_attachments_then_the_revision_then_the_compaction_point() {
     use super::keys;
     let record = keys::stored(&keys::key_prefix(b"k"), 7);
     let lease = keys::lease_key(1);
+    let attached = keys::attached_key(1, b"k");
     let revision = keys::meta_key(super::META_REVISION);
     let compacted = keys::meta_key(super::META_COMPACTED);
-    let mut changes = vec![compacted.clone(), revision.clone(), lease.clone(), record.clone()];
+    let mut changes = vec![compacted.clone(), revision.clone(), attached.clone(), lease.clone(), record.clone()];
     changes.sort_by_key(|key| super::apply::write_rank(key));
-    assert_eq!(changes, vec![record, lease, revision, compacted]);
+    assert_eq!(changes, vec![record, lease, attached, revision, compacted]);
+}
+
+/// A revoke's removals are seen one by one too. TimeToLive reads a lease's keys, then the lease:
+/// as a revoke removes the lease before its attachments, a list it cut short is never answered.
+#[test]
+fn a_lease_read_with_its_keys_is_never_cut_short_by_a_revoke() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    const KEYS: usize = 50;
+    let fixture = Fixture::new();
+    for id in 1..=20 {
+        let mut commands = vec![Command::from(command::Op::LeaseGrant(grant(id, 60)))];
+        commands.extend(
+            (0..KEYS).map(|i| {
+                Command::from(command::Op::Put(PutRequest { lease: id, ..put(&format!("k{id}-{i:02}"), "v") }))
+            }),
+        );
+        fixture.apply(&commands);
+        let revoking = Arc::new(AtomicBool::new(true));
+        let reader = std::thread::spawn({
+            let (store, revoking) = (fixture.store.clone(), revoking.clone());
+            move || {
+                while revoking.load(Ordering::SeqCst) {
+                    let keys = store.lease_keys(id).expect("keys");
+                    if store.lease(id).expect("lease").is_some() && keys.len() != KEYS {
+                        return Err(format!("lease {id} listed with {} of its {KEYS} keys", keys.len()));
+                    }
+                }
+                Ok(())
+            }
+        });
+        fixture.apply(&[Command::from(command::Op::LeaseRevoke(revoke(id)))]);
+        revoking.store(false, Ordering::SeqCst);
+        reader.join().expect("the reader panicked").expect("a cut-short list");
+        assert_eq!(fixture.store.lease(id).unwrap(), None);
+    }
 }

@@ -452,17 +452,14 @@ impl Node {
 
     pub fn lease_time_to_live_local(&self, id: i64, keys: bool) -> Result<pb::LeaseTimeToLiveResponse> {
         self.ensure_leading()?;
+        // The keys first: an apply that revokes the lease removes it before its attachments
+        // (`kv::apply::write_rank`), so keys read part way through a revoke are never answered.
+        let keys = if keys { self.kv.lease_keys(id)? } else { Vec::new() };
         let Some(granted_ttl) = self.kv.lease(id)? else {
             return Ok(pb::LeaseTimeToLiveResponse { id, ttl: -1, ..Default::default() });
         };
         let remaining = self.lessor.remaining(id, granted_ttl);
-        Ok(pb::LeaseTimeToLiveResponse {
-            header: None,
-            id,
-            ttl: remaining.as_secs() as i64,
-            granted_ttl,
-            keys: if keys { self.kv.lease_keys(id)? } else { Vec::new() },
-        })
+        Ok(pb::LeaseTimeToLiveResponse { header: None, id, ttl: remaining.as_secs() as i64, granted_ttl, keys })
     }
 
     /// Whether this member knows a leader it can count on. A leader that has not heard from a
