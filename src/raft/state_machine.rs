@@ -2,8 +2,9 @@
 //! and installs snapshots.
 //!
 //! Invariants:
-//! - An applied batch, Raft's last applied log id and the last membership land in one atomic
-//!   sled batch ([`crate::kv::WriteTxn`]).
+//! - An applied batch, Raft's last applied log id and the last membership land together
+//!   ([`crate::kv::WriteTxn`], through the apply journal: a crash part way is finished when the
+//!   store opens).
 //! - A command a follower forwarded is applied only in an entry of the term its origin names
 //!   (see [`super::outcome`]); in any other it is refused as "not leader" and changes nothing.
 //! - A failure to write while applying is fatal for this node (openraft stops it): continuing
