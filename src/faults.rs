@@ -9,7 +9,10 @@
 //! member that cannot read its own log would; `slow-snapshot-export` waits 6 s before it copies
 //! the store for a Snapshot call, as the copy of a large store would take;
 //! `half-membership-changes` gives up on every membership change once its joint configuration
-//! is applied, as a caller cut off by its deadline between openraft's two steps would.
+//! is applied, as a caller cut off by its deadline between openraft's two steps would;
+//! `stalled-election-timer` starts openraft with its own election timer off, as its sticky
+//! backoff after a lost election delays it (see [`crate::raft::elections`]), here until a
+//! leadership transfer switches it on again.
 //!
 //! `PHOENIX_TEST_PEER_ROUTES=URL=PROXY,...` sends this member's Raft traffic for the member at
 //! peer URL `URL` through `PROXY` instead, so a test can cut any one direction of any link.

@@ -25,6 +25,7 @@ use crate::cluster::{DataDir, Identity};
 use crate::config::{url_string, ClusterState, Config};
 use crate::lease::Lessor;
 use crate::pb::{self, recovery_server::RecoveryServer};
+use crate::raft::elections;
 use crate::raft::network::{
     Peers, MAX_PEER_MESSAGE_BYTES, PEER_CONNECTION_WINDOW_BYTES, PEER_FRAME_BYTES, PEER_WINDOW_BYTES,
 };
@@ -139,7 +140,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         tokio::spawn(crate::raft::membership::complete_membership_changes(node.clone(), stop_rx.clone())),
         tokio::spawn(crate::raft::membership::notice_removal(node.clone(), stop_rx.clone())),
         tokio::spawn(publish_attributes(node.clone(), config.clone(), stop_rx.clone())),
-        tokio::spawn(break_split_votes(node.raft.clone(), config.election_timeout, stop_rx.clone())),
+        tokio::spawn(elections::break_split_votes(node.clone(), config.election_timeout, stop_rx.clone())),
+        tokio::spawn(elections::campaign_when_leader_silent(node.clone(), stop_rx.clone())),
         tokio::spawn(crate::lease::expire_leases(node.clone(), stop_rx.clone())),
         tokio::spawn(crate::recovery::quorum::monitor(node.clone(), data.path.clone(), health, stop_rx.clone())),
         tokio::spawn(crate::highwater::keep_recording(&data, stop_rx.clone())),
@@ -402,6 +404,7 @@ fn raft_config(config: &Config) -> Result<openraft::Config> {
         // fsync well inside the AppendEntries timeout, which openraft 0.9 sets to one heartbeat.
         max_payload_entries: 16,
         snapshot_max_chunk_size: crate::raft::network::SNAPSHOT_CHUNK_BYTES,
+        enable_elect: !crate::faults::enabled("stalled-election-timer"),
         ..Default::default()
     }
     .validate()
@@ -584,42 +587,4 @@ async fn publish_attributes(node: Arc<Node>, config: Config, stop: watch::Receiv
         let mut stop = stop.clone();
         let _ = tokio::time::timeout(Duration::from_millis(500), stop.wait_for(|s| *s)).await;
     }
-}
-
-/// openraft 0.9 draws each member's election timeout once, so two candidates can tie in every
-/// term. When no leader appears for several election timeouts, campaign after a random delay.
-async fn break_split_votes(raft: Raft, election_timeout: Duration, stop: watch::Receiver<bool>) {
-    // Server metrics, not the full ones: see `removed_from_membership`.
-    let mut metrics = raft.server_metrics();
-    loop {
-        let leaderless = async {
-            loop {
-                if metrics.borrow_and_update().current_leader.is_none() {
-                    return;
-                }
-                if metrics.changed().await.is_err() {
-                    std::future::pending::<()>().await;
-                }
-            }
-        };
-        tokio::select! {
-            _ = stopped(stop.clone()) => return,
-            _ = leaderless => {}
-        }
-        let patience = election_timeout * 6 + jitter(election_timeout * 2);
-        let mut stop = stop.clone();
-        if tokio::time::timeout(patience, stop.wait_for(|s| *s)).await.is_ok() {
-            return;
-        }
-        if raft.metrics().borrow().current_leader.is_none() {
-            tracing::info!("no leader for a long time; campaigning to break a split vote");
-            let _ = raft.trigger().elect().await;
-        }
-    }
-}
-
-/// A delay in [0, max): not part of any state machine decision, so the clock is a fine source.
-fn jitter(max: Duration) -> Duration {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().subsec_nanos();
-    max.mul_f64(f64::from(nanos % 1000) / 1000.0)
 }

@@ -134,12 +134,20 @@ async fn a_forwarded_write_whose_answer_died_with_the_leader_is_answered_from_th
 
 /// The follower learns the write's fate only from the next leader: it was cut off from the dead
 /// leader's replication, so it applies the write after the forward broke.
+///
+/// The next leader must be elected within the write's deadline (5 s and two election timeouts),
+/// after openraft's leader lease (two election timeouts) and its own timeout; cut off, the
+/// follower campaigns in vain and can tie the next leader's first term, which then takes a
+/// second round. With one-second timeouts that left too little room under CI's load (3.2-5.9 s
+/// measured beside the rest of the suite, 7 s once in CI), so this cluster elects in half-second
+/// timeouts (1.7-3.1 s measured).
 #[tokio::test]
 async fn a_forwarded_write_the_follower_sees_applied_only_under_the_next_leader_is_answered_once() {
     let holds = tempfile::tempdir().unwrap();
     let hold = holds.path().join("hold");
     let env = [("PHOENIX_TEST_HOLD_FORWARDED_ANSWERS", hold.to_str().unwrap())];
-    let (mut cluster, network) = Cluster::start_behind_proxies(3, &env).await;
+    let timings = ["--heartbeat-interval", "100", "--election-timeout", "500"];
+    let (mut cluster, network) = Cluster::start_behind_proxies(3, &timings, &env).await;
     cluster.wait_names_published().await;
     let leader = cluster.leader().await;
     let (follower, other) = ((leader + 1) % 3, (leader + 2) % 3);
@@ -193,6 +201,25 @@ async fn a_killed_member_restarts_with_its_data() {
     assert_eq!(all.kvs().len(), 50, "kill -9 lost acknowledged writes");
     assert_eq!(all.kvs()[49].value(), b"v49");
     assert_eq!(all.header().unwrap().revision(), revision);
+}
+
+/// openraft 0.9 can hold a member's next election back by a backoff it forgot to clear
+/// (`raft::elections`). Here every member's own election timer is off for good, so only Phoenix
+/// can start the elections: the first after no leader for a while, the next when the leader
+/// falls silent.
+#[tokio::test]
+async fn members_whose_election_timers_stall_still_replace_a_dead_leader() {
+    let env = [("PHOENIX_TEST_FAULTS", "stalled-election-timer")];
+    let mut cluster = Cluster::start_with_env(3, TEST_TIMINGS, &env).await;
+    let old_leader = cluster.leader().await;
+    cluster.kill(old_leader);
+    let client = cluster.client((old_leader + 1) % 3).await;
+    poll_until(READY_TIMEOUT, "a write through the next leader", || {
+        let mut client = client.clone();
+        async move { client.put("k", "v", None).await.ok() }
+    })
+    .await;
+    assert_ne!(cluster.leader().await, old_leader);
 }
 
 /// Three members that snapshot every 20 entries, the leader, and the member to leave behind.

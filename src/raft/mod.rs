@@ -10,6 +10,7 @@
 // openraft's traits return its StorageError, which is large; boxing it here would buy nothing.
 #![allow(clippy::result_large_err)]
 
+pub mod elections;
 pub mod log_store;
 pub mod membership;
 pub mod network;

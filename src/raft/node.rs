@@ -13,7 +13,7 @@
 //! it. Only then may the caller read local state.
 
 use std::collections::HashMap;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -115,6 +115,8 @@ pub struct Node {
     pub(super) transfers: tokio::sync::Mutex<()>,
     /// Counts this follower's election holds, so that a hold's time limit ends only itself.
     pub(super) election_holds: Mutex<u64>,
+    /// Whether this member's own elections are switched off (see [`Node::set_own_elections`]).
+    elections_held: AtomicBool,
     /// Since when this member has known no leader it can count on (see [`Node::has_leader`]).
     leaderless_since: Mutex<Option<Instant>>,
     /// The database size and when it was measured, for [`Node::recent_db_size`].
@@ -163,6 +165,7 @@ impl Node {
             transferring: AtomicBool::new(false),
             transfers: tokio::sync::Mutex::new(()),
             election_holds: Mutex::new(0),
+            elections_held: AtomicBool::new(false),
             leaderless_since: Mutex::new(None),
             db_size: Mutex::new(None),
             size_in_use: tokio::sync::Mutex::new(None),
@@ -518,6 +521,17 @@ impl Node {
             revision,
             raft_term: self.raft.metrics().borrow().current_term,
         }
+    }
+
+    /// Switches this member's own elections on or off (a leadership transfer holds them).
+    pub(super) fn set_own_elections(&self, on: bool) {
+        self.elections_held.store(!on, Ordering::SeqCst);
+        self.raft.runtime_config().elect(on);
+    }
+
+    /// Whether a leadership transfer holds this member's own elections.
+    pub fn elections_held(&self) -> bool {
+        self.elections_held.load(Ordering::SeqCst)
     }
 
     /// Whether this member is a learner by the operator's choice (see [`PeerNode::is_learner`]).

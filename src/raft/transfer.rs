@@ -56,7 +56,7 @@ impl Node {
         self.transferring.store(true, Ordering::SeqCst);
         let result = self.hand_over(target, &others).await;
         self.raft.runtime_config().heartbeat(true);
-        self.raft.runtime_config().elect(true);
+        self.set_own_elections(true);
         for peer in &others {
             let _ = tokio::time::timeout(self.request_timeout(), self.hold_elections(*peer, false)).await;
         }
@@ -73,7 +73,7 @@ impl Node {
             "handing leadership over: the other voters hold their elections"
         );
         self.raft.runtime_config().heartbeat(false);
-        self.raft.runtime_config().elect(false);
+        self.set_own_elections(false);
         // Let every follower's leader lease run out, so that they grant the target's vote.
         let lease = Duration::from_millis(self.raft.config().election_timeout_max);
         tokio::time::sleep(lease + Duration::from_millis(self.raft.config().heartbeat_interval)).await;
@@ -99,7 +99,7 @@ impl Node {
         let generation = {
             let mut holds = self.election_holds.lock().unwrap_or_else(PoisonError::into_inner);
             *holds += 1;
-            self.raft.runtime_config().elect(!hold);
+            self.set_own_elections(!hold);
             *holds
         };
         if !hold {
@@ -112,7 +112,7 @@ impl Node {
             let holds = node.election_holds.lock().unwrap_or_else(PoisonError::into_inner);
             if *holds == generation {
                 tracing::warn!("resuming elections: the leader that held them for a transfer did not resume them");
-                node.raft.runtime_config().elect(true);
+                node.set_own_elections(true);
             }
         });
     }

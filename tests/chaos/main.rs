@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 use etcd_client::{Client, Compare, CompareOp, EventType, GetOptions, Txn, TxnOp, TxnOpResponse, WatchOptions};
 use history::{Call, Event, Op, Outcome, Seen, Watched};
 use support::network::Network;
-use support::{poll_until, Cluster, Rng, READY_TIMEOUT};
+use support::{poll_until, Cluster, Rng, READY_TIMEOUT, TEST_TIMINGS};
 
 /// The keys every client works on: few, so operations on one key overlap often.
 const KEYS: usize = 4;
@@ -526,7 +526,7 @@ async fn run(members: usize, env: &[(&str, &str)], schedule: Schedule) -> Result
     let seed = seed();
     eprintln!("chaos with {members} members {env:?}: PHOENIX_CHAOS_SEED={seed}");
     let mut rng = Rng::new(seed);
-    let (mut cluster, network) = Cluster::start_behind_proxies(members, env).await;
+    let (mut cluster, network) = Cluster::start_behind_proxies(members, TEST_TIMINGS, env).await;
     let started = Instant::now();
     let stop = Arc::new(AtomicBool::new(false));
     let clients: Vec<_> = (0..CLIENTS)

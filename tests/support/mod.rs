@@ -181,9 +181,10 @@ impl Cluster {
         cluster
     }
 
-    /// Starts `members` members, each with `env`, whose peer traffic goes through the proxies of
-    /// the `Network` returned, so that a test can cut links; waits until they serve.
-    pub async fn start_behind_proxies(members: usize, env: &[(&str, &str)]) -> (Cluster, Network) {
+    /// Starts `members` members, each with the flags `extra` and `env`, whose peer traffic goes
+    /// through the proxies of the `Network` returned, so that a test can cut links; waits until
+    /// they serve.
+    pub async fn start_behind_proxies(members: usize, extra: &[&str], env: &[(&str, &str)]) -> (Cluster, Network) {
         let ports = free_ports(2 * members);
         let peer_ports: Vec<u16> = (0..members).map(|i| ports[2 * i + 1]).collect();
         let network = Network::new(&peer_ports).await;
@@ -192,7 +193,7 @@ impl Cluster {
             names.iter().zip(&peer_ports).map(|(name, port)| format!("{name}=http://127.0.0.1:{port}")).collect();
         let initial = initial.join(",");
         let mut flags = vec!["--initial-cluster", initial.as_str(), "--initial-cluster-token", "proxied"];
-        flags.extend(TEST_TIMINGS);
+        flags.extend(extra);
         let mut cluster = Cluster::empty();
         for (i, name) in names.into_iter().enumerate() {
             let mut member_env: Vec<(String, String)> =
