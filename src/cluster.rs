@@ -66,6 +66,8 @@ pub struct Identity {
     pub cluster_id: u64,
     pub member_id: NodeId,
     pub initial_members: BTreeMap<NodeId, PeerNode>,
+    /// Whether the running cluster it joins lists it as a learner (`member add --learner`).
+    pub learner: bool,
 }
 
 impl Identity {
@@ -83,7 +85,7 @@ impl Identity {
             })
             .collect();
         let member_id = member_id(&config.peer_urls_of(&config.name), &config.initial_cluster_token);
-        Identity { cluster_id: cluster_id(initial_members.keys().copied()), member_id, initial_members }
+        Identity { cluster_id: cluster_id(initial_members.keys().copied()), member_id, initial_members, learner: false }
     }
 
     /// The same member in a cluster restored from the backup whose snapshot hash is
@@ -203,7 +205,12 @@ fn identity_in(info: crate::pb::ClusterInfoReply, peer_urls: &[String]) -> Resul
             me.id
         )));
     }
-    Ok(Identity { cluster_id: info.cluster_id, member_id: me.id, initial_members: BTreeMap::new() })
+    Ok(Identity {
+        cluster_id: info.cluster_id,
+        member_id: me.id,
+        initial_members: BTreeMap::new(),
+        learner: me.is_learner,
+    })
 }
 
 /// Adds this member to a running cluster through its client API (`phoenix --join`): as a
@@ -232,7 +239,12 @@ async fn add_self(endpoint: &str, peer_urls: &[String], config: &Config) -> std:
             let (Some(header), Some(member)) = (added.header, added.member) else {
                 return Err("the answer to member add names no member".to_string());
             };
-            Ok(Identity { cluster_id: header.cluster_id, member_id: member.id, initial_members: BTreeMap::new() })
+            Ok(Identity {
+                cluster_id: header.cluster_id,
+                member_id: member.id,
+                initial_members: BTreeMap::new(),
+                learner: member.is_learner,
+            })
         }
         // Added by an earlier attempt that stopped before its data dir was written.
         Err(status) if status.message() == Error::PeerUrlExists.to_string() => {

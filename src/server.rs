@@ -66,7 +66,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     };
     crate::snapshot::remove_stale_exports(&data.path)?;
     let watchers = WatchHub::default();
-    let (node, state_machine) = start_node(&config, &data, watchers.clone()).await?;
+    let (node, state_machine) = start_node(&config, &identity, &data, watchers.clone()).await?;
     tracing::info!(
         name = %config.name,
         member = format!("{:x}", node.id),
@@ -358,7 +358,12 @@ async fn raft_stopped(node: &Node) -> String {
     }
 }
 
-async fn start_node(config: &Config, data: &DataDir, watchers: WatchHub) -> Result<(Arc<Node>, StateMachine)> {
+async fn start_node(
+    config: &Config,
+    identity: &Identity,
+    data: &DataDir,
+    watchers: WatchHub,
+) -> Result<(Arc<Node>, StateMachine)> {
     let id = data.meta.member_id;
     let cluster_id = data.meta.cluster_id;
     let kv = data.kv_store();
@@ -372,8 +377,7 @@ async fn start_node(config: &Config, data: &DataDir, watchers: WatchHub) -> Resu
     let raft = Raft::new(id, Arc::new(raft_config), peers.clone(), log, state_machine.clone())
         .await
         .map_err(|e| Error::Storage(format!("cannot start Raft: {e}")))?;
-    let client_urls = config.advertise_client_urls.iter().map(url_string).collect();
-    let node = Node::new(raft, data, started_with, peers, &state_machine, config.request_timeout(), client_urls);
+    let node = Node::new(raft, data, started_with, peers, &state_machine, config, identity.learner);
     Ok((node, state_machine))
 }
 

@@ -102,18 +102,22 @@ async fn a_learner_catches_up_from_a_snapshot_and_is_promoted() {
     );
 
     let learner = start_added_member(&mut cluster, "m4", &ports);
-    holds(&cluster, learner, "big/", 100_000).await;
-    assert!(cluster.members[learner].log_text().contains("installed snapshot"), "caught up without a snapshot");
-    let mut on_learner = cluster.client(learner).await;
-    // The snapshot's records are readable a moment before openraft takes in its membership, and
-    // until then the joining member does not know it is a learner.
-    poll_until(READY_TIMEOUT, "the learner to know it is one", || {
-        let mut on_learner = on_learner.clone();
-        async move { on_learner.status().await.ok().filter(|status| status.is_learner()) }
-    })
-    .await;
     // As etcd 3.4: Unavailable, so that clients go on to another member.
     let not_for_learner = (Code::Unavailable, "etcdserver: rpc not supported for learner".to_string());
+    // From its first answer, before the snapshot brings it the membership: it learned that it
+    // is a learner when it joined, as etcd's member does.
+    let endpoint = cluster.members[learner].endpoint();
+    let mut on_learner = poll_until(READY_TIMEOUT, "the learner to answer", || {
+        let endpoint = endpoint.clone();
+        async move {
+            let mut client = Client::connect([endpoint], None).await.ok()?;
+            client.status().await.ok().map(|_| client)
+        }
+    })
+    .await;
+    assert_eq!(status_of(on_learner.put("k", "v", None).await.unwrap_err()), not_for_learner);
+    holds(&cluster, learner, "big/", 100_000).await;
+    assert!(cluster.members[learner].log_text().contains("installed snapshot"), "caught up without a snapshot");
     assert_eq!(status_of(on_learner.put("k", "v", None).await.unwrap_err()), not_for_learner);
     assert_eq!(status_of(on_learner.get("k", None).await.unwrap_err()), not_for_learner);
     assert_eq!(status_of(on_learner.member_list().await.unwrap_err()), not_for_learner);

@@ -30,6 +30,7 @@ use super::outcome::{Outcome, Outcomes, Waiter};
 use super::state_machine::StateMachine;
 use super::{Members, NodeId, PeerNode, Proposal, Raft};
 use crate::cluster::DataDir;
+use crate::config::{url_string, Config};
 use crate::disk::Db;
 use crate::kv::KvStore;
 use crate::lease::Lessor;
@@ -117,6 +118,9 @@ pub struct Node {
     pub(super) election_holds: Mutex<u64>,
     /// Whether this member's own elections are switched off (see [`Node::set_own_elections`]).
     elections_held: AtomicBool,
+    /// Whether the cluster listed this member as a learner when it joined: what it is until
+    /// the first membership that names it reaches it (see [`Node::is_learner`]).
+    joins_as_learner: bool,
     /// Since when this member has known no leader it can count on (see [`Node::has_leader`]).
     leaderless_since: Mutex<Option<Instant>>,
     /// The database size and when it was measured, for [`Node::recent_db_size`].
@@ -136,9 +140,11 @@ impl Node {
         started_with: StartedWith,
         peers: Peers,
         state_machine: &StateMachine,
-        request_timeout: Duration,
-        client_urls: Vec<String>,
+        config: &Config,
+        joins_as_learner: bool,
     ) -> Arc<Node> {
+        let request_timeout = config.request_timeout();
+        let client_urls = config.advertise_client_urls.iter().map(url_string).collect();
         let (writes, write_queue) = mpsc::channel(4 * MAX_BATCH_COMMANDS);
         let (forwarded_writes, forwarded_write_queue) = mpsc::channel(4 * MAX_BATCH_COMMANDS);
         let (reads, read_queue) = mpsc::channel(4 * MAX_BATCH_COMMANDS);
@@ -166,6 +172,7 @@ impl Node {
             transfers: tokio::sync::Mutex::new(()),
             election_holds: Mutex::new(0),
             elections_held: AtomicBool::new(false),
+            joins_as_learner,
             leaderless_since: Mutex::new(None),
             db_size: Mutex::new(None),
             size_in_use: tokio::sync::Mutex::new(None),
@@ -536,12 +543,13 @@ impl Node {
 
     /// Whether this member is a learner by the operator's choice (see [`PeerNode::is_learner`]).
     /// Asked on every request, so it looks this member up rather than building
-    /// [`Node::members`].
+    /// [`Node::members`]. A member that joined has no membership naming it until the leader's
+    /// log or snapshot brings one; until then it is what the cluster said when it joined.
     pub fn is_learner(&self) -> bool {
         let metrics = self.raft.metrics();
         let metrics = metrics.borrow();
         let membership = metrics.membership_config.membership();
-        let Some(node) = membership.get_node(&self.id) else { return false };
+        let Some(node) = membership.get_node(&self.id) else { return self.joins_as_learner };
         let votes = !membership.learner_ids().any(|id| id == self.id);
         node.is_learner(votes)
     }
