@@ -70,7 +70,27 @@ pub fn damage(err: &sled::Error) -> Option<String> {
 /// log): the panic is caught, kept off stderr, and returned as an error [`damage`] describes,
 /// so a damaged data dir is refused with advice instead of crashing the process. Nothing is
 /// written before that panic (it happens while sled sizes its recovered snapshot).
+///
+/// sled lets go of its lock only when its IO threads let go of the file, a moment after the
+/// last handle is dropped, so a process that opens a database again (a reset examines the data
+/// dir, then starts on it) could find its own lock: a locked database is tried again for
+/// [`OWN_LOCK_RELEASE`] before the lock is taken to be another process's.
 pub fn open_sled(config: sled::Config) -> sled::Result<sled::Db> {
+    let deadline = std::time::Instant::now() + OWN_LOCK_RELEASE;
+    loop {
+        match open_sled_once(config.clone()) {
+            Err(e) if is_locked(&e) && std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            opened => return opened,
+        }
+    }
+}
+
+/// How long a database this process just closed may still be locked by sled's IO threads.
+const OWN_LOCK_RELEASE: std::time::Duration = std::time::Duration::from_secs(1);
+
+fn open_sled_once(config: sled::Config) -> sled::Result<sled::Db> {
     silence_panics_while_opening();
     OPENING.with(|opening| opening.set(true));
     let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| config.open()));
