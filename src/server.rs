@@ -140,7 +140,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         tokio::spawn(crate::raft::membership::complete_membership_changes(node.clone(), stop_rx.clone())),
         tokio::spawn(crate::raft::membership::notice_removal(node.clone(), stop_rx.clone())),
         tokio::spawn(publish_attributes(node.clone(), config.clone(), stop_rx.clone())),
-        tokio::spawn(elections::break_split_votes(node.clone(), config.election_timeout, stop_rx.clone())),
+        tokio::spawn(elections::break_split_votes(node.clone(), stop_rx.clone())),
         tokio::spawn(elections::campaign_when_leader_silent(node.clone(), stop_rx.clone())),
         tokio::spawn(crate::lease::expire_leases(node.clone(), stop_rx.clone())),
         tokio::spawn(crate::recovery::quorum::monitor(node.clone(), data.path.clone(), health, stop_rx.clone())),

@@ -80,7 +80,9 @@ fn silence_limit(election_timeout_max: u64, heartbeat_interval: u64) -> Duration
 /// openraft 0.9 draws each member's election timeout once, so two candidates can tie in every
 /// term. When no leader appears for several election timeouts in a row, campaign after a
 /// random delay.
-pub async fn break_split_votes(node: Arc<Node>, election_timeout: Duration, mut stop: watch::Receiver<bool>) {
+pub async fn break_split_votes(node: Arc<Node>, mut stop: watch::Receiver<bool>) {
+    // `--election-timeout`: openraft's shortest.
+    let election_timeout = Duration::from_millis(node.raft.config().election_timeout_min);
     // Server metrics, not the full ones: see `removed_from_membership`.
     let mut metrics = node.raft.server_metrics();
     loop {

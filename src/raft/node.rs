@@ -13,7 +13,7 @@
 //! it. Only then may the caller read local state.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -114,10 +114,9 @@ pub struct Node {
     pub(super) transferring: AtomicBool,
     /// Held by a leadership transfer from start to end (see [`crate::raft::transfer`]).
     pub(super) transfers: tokio::sync::Mutex<()>,
-    /// Counts this follower's election holds, so that a hold's time limit ends only itself.
-    pub(super) election_holds: Mutex<u64>,
-    /// Whether this member's own elections are switched off (see [`Node::set_own_elections`]).
-    elections_held: AtomicBool,
+    /// Whether a leadership transfer holds this member's own elections, and how many holds it
+    /// has been asked for (see [`Node::set_own_elections`]).
+    election_holds: Mutex<ElectionHolds>,
     /// Whether the cluster listed this member as a learner when it joined: what it is until
     /// the first membership that names it reaches it (see [`Node::is_learner`]).
     joins_as_learner: bool,
@@ -131,6 +130,24 @@ pub struct Node {
     /// Held by a membership change on this leader from its checks to its commit, so that each
     /// is checked against the configuration the one before it made.
     pub(super) membership_changes: tokio::sync::Mutex<()>,
+}
+
+/// A member's own elections: switched off while a leadership transfer holds them. Both fields
+/// and openraft's switch change together, under the one lock.
+#[derive(Default)]
+pub(super) struct ElectionHolds {
+    /// Whether this member's own elections are off.
+    pub held: bool,
+    /// How many holds its leaders asked for, so that a hold's time limit ends only itself.
+    pub generation: u64,
+}
+
+impl ElectionHolds {
+    /// Switches openraft's election timer on or off, and records it.
+    pub fn switch(&mut self, raft: &Raft, on: bool) {
+        self.held = !on;
+        raft.runtime_config().elect(on);
+    }
 }
 
 impl Node {
@@ -170,8 +187,7 @@ impl Node {
             outcomes: state_machine.outcomes(),
             transferring: AtomicBool::new(false),
             transfers: tokio::sync::Mutex::new(()),
-            election_holds: Mutex::new(0),
-            elections_held: AtomicBool::new(false),
+            election_holds: Mutex::new(ElectionHolds::default()),
             joins_as_learner,
             leaderless_since: Mutex::new(None),
             db_size: Mutex::new(None),
@@ -532,13 +548,16 @@ impl Node {
 
     /// Switches this member's own elections on or off (a leadership transfer holds them).
     pub(super) fn set_own_elections(&self, on: bool) {
-        self.elections_held.store(!on, Ordering::SeqCst);
-        self.raft.runtime_config().elect(on);
+        self.lock_election_holds().switch(&self.raft, on);
     }
 
     /// Whether a leadership transfer holds this member's own elections.
     pub fn elections_held(&self) -> bool {
-        self.elections_held.load(Ordering::SeqCst)
+        self.lock_election_holds().held
+    }
+
+    pub(super) fn lock_election_holds(&self) -> std::sync::MutexGuard<'_, ElectionHolds> {
+        self.election_holds.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Whether this member is a learner by the operator's choice (see [`PeerNode::is_learner`]).

@@ -14,7 +14,7 @@
 
 use std::collections::BTreeSet;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, PoisonError};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::node::Node;
@@ -97,10 +97,10 @@ impl Node {
     /// ends by itself after [`hold_limit`], in case the leader died before resuming them.
     pub fn hold_own_elections(self: &Arc<Self>, hold: bool) {
         let generation = {
-            let mut holds = self.election_holds.lock().unwrap_or_else(PoisonError::into_inner);
-            *holds += 1;
-            self.set_own_elections(!hold);
-            *holds
+            let mut holds = self.lock_election_holds();
+            holds.generation += 1;
+            holds.switch(&self.raft, !hold);
+            holds.generation
         };
         if !hold {
             return;
@@ -109,10 +109,10 @@ impl Node {
         let limit = hold_limit(Duration::from_millis(self.raft.config().election_timeout_max));
         tokio::spawn(async move {
             tokio::time::sleep(limit).await;
-            let holds = node.election_holds.lock().unwrap_or_else(PoisonError::into_inner);
-            if *holds == generation {
+            let mut holds = node.lock_election_holds();
+            if holds.generation == generation {
                 tracing::warn!("resuming elections: the leader that held them for a transfer did not resume them");
-                node.set_own_elections(true);
+                holds.switch(&node.raft, true);
             }
         });
     }
