@@ -78,23 +78,20 @@ pub fn txn_cost(txn: &pb::TxnRequest) -> u64 {
 }
 
 /// Where a change goes in the order an apply writes its changes, which readers see one by one
-/// (`kv::journal`): records, then leases, then the keys attached to them and other meta, then
-/// the store revision, then the compaction point. A reader reads the compaction point, then the
-/// revision, then records up to that revision: it must find every one of them, and never a
-/// compaction point above the revision (a batch may put a key and compact at its revision).
-/// A lease's keys are read before the lease ([`crate::raft::node::Node`]'s TimeToLive): a
-/// revoke removes the lease before its attachments, so a list it cut short is never answered.
+/// (`kv::journal`): records, then leases, their keys and other meta, then the store revision,
+/// then the compaction point. A reader reads the compaction point, then the revision, then
+/// records up to that revision: it must find every one of them, and never a compaction point
+/// above the revision (a batch may put a key and compact at its revision). A lease and its keys
+/// are read while no apply writes ([`KvStore::lease_with_keys`]), so their order is free.
 pub(super) fn write_rank(key: &[u8]) -> u8 {
     if keys::is_stored(key) {
         0
-    } else if keys::is_lease_key(key) {
-        1
     } else if keys::is_meta_key(key, META_REVISION) {
-        3
-    } else if keys::is_meta_key(key, META_COMPACTED) {
-        4
-    } else {
         2
+    } else if keys::is_meta_key(key, META_COMPACTED) {
+        3
+    } else {
+        1
     }
 }
 
@@ -205,7 +202,10 @@ impl<'a> WriteTxn<'a> {
         // Listed before they are written, so a reader that sees the new revision finds them. Should
         // the write fail, the index lists records the tree lacks; apply stops the member then.
         self.store.index.add(records);
-        journal::write(&self.store.tree, &changes)?;
+        {
+            let _readers_of_several_keys_wait = self.store.applying.write().unwrap_or_else(|p| p.into_inner());
+            journal::write(&self.store.tree, &changes)?;
+        }
         self.store.last_revision.store(self.revision, std::sync::atomic::Ordering::SeqCst);
         Ok(Committed { revision: self.revision, events: self.events, compacted: self.compaction_requested })
     }

@@ -78,11 +78,6 @@ pub(crate) fn lease_id(lease_key: &[u8]) -> Result<i64> {
     Ok(i64::from_be_bytes(bytes))
 }
 
-/// Whether `key` is a lease's key (see [`lease_key`]).
-pub(crate) fn is_lease_key(key: &[u8]) -> bool {
-    key.first() == Some(&LEASE)
-}
-
 /// A key attached to a lease: `'A' + lease ID + user key` -> nothing.
 pub(crate) fn attached_key(lease: i64, key: &[u8]) -> Vec<u8> {
     let mut out = attached_prefix(lease);

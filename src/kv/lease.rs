@@ -34,11 +34,18 @@ impl KvStore {
         })
     }
 
-    /// The keys attached to lease `id`, in key order (fenced as [`KvStore::lease`]).
-    pub fn lease_keys(&self, id: i64) -> Result<Vec<Vec<u8>>> {
+    /// Lease `id`'s granted TTL and the keys attached to it, in key order, as one apply left
+    /// them (fenced as [`KvStore::lease`]). Applies write their changes one by one, so the lease
+    /// and its keys are read while no apply writes ([`KvStore::whole_applies`]): a grant that
+    /// attaches keys, or a revoke, is seen whole or not at all.
+    pub fn lease_with_keys(&self, id: i64) -> Result<Option<(i64, Vec<Vec<u8>>)>> {
         let prefix = keys::attached_prefix(id);
         self.outside_installs(|| {
-            self.tree.scan_prefix(&prefix).keys().map(|key| Ok(key?[prefix.len()..].to_vec())).collect()
+            let _no_apply_under_way = self.whole_applies();
+            let Some(ttl) = self.tree.get(keys::lease_key(id))? else { return Ok(None) };
+            let attached: Result<Vec<Vec<u8>>> =
+                self.tree.scan_prefix(&prefix).keys().map(|key| Ok(key?[prefix.len()..].to_vec())).collect();
+            Ok(Some((decode_ttl(&ttl)?, attached?)))
         })
     }
 }

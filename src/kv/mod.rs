@@ -25,7 +25,7 @@ mod tests;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock, RwLockReadGuard};
 
 use prost::Message;
 use serde::{Deserialize, Serialize};
@@ -81,6 +81,10 @@ pub struct KvStore {
     installs: Arc<AtomicU64>,
     /// The store revision as of the last whole write or load (see [`KvStore::last_revision`]).
     last_revision: Arc<AtomicI64>,
+    /// Held for writing while an apply writes its changes, which readers see one by one
+    /// (`kv::journal`); held for reading by a read of several keys that must see an apply
+    /// whole or not at all.
+    applying: Arc<RwLock<()>>,
 }
 
 impl KvStore {
@@ -96,7 +100,8 @@ impl KvStore {
         }
         let index = index::KeyIndex::default();
         index.rebuild(&tree)?;
-        let store = KvStore { tree, index, installs: Arc::default(), last_revision: Arc::default() };
+        let store =
+            KvStore { tree, index, installs: Arc::default(), last_revision: Arc::default(), applying: Arc::default() };
         store.settle_revision()?;
         Ok(store)
     }
@@ -203,6 +208,11 @@ impl KvStore {
             return Err(Error::Installing);
         }
         result
+    }
+
+    /// Keeps applies from writing while the guard lives (see [`KvStore::applying`]).
+    fn whole_applies(&self) -> RwLockReadGuard<'_, ()> {
+        self.applying.read().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Runs `read` at the current store revision and compaction point, which it is given. A

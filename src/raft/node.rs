@@ -478,10 +478,8 @@ impl Node {
 
     pub fn lease_time_to_live_local(&self, id: i64, keys: bool) -> Result<pb::LeaseTimeToLiveResponse> {
         self.ensure_leading()?;
-        // The keys first: an apply that revokes the lease removes it before its attachments
-        // (`kv::apply::write_rank`), so keys read part way through a revoke are never answered.
-        let keys = if keys { self.kv.lease_keys(id)? } else { Vec::new() };
-        let Some(granted_ttl) = self.kv.lease(id)? else {
+        let found = if keys { self.kv.lease_with_keys(id)? } else { self.kv.lease(id)?.map(|ttl| (ttl, Vec::new())) };
+        let Some((granted_ttl, keys)) = found else {
             return Ok(pb::LeaseTimeToLiveResponse { id, ttl: -1, ..Default::default() });
         };
         let remaining = self.lessor.remaining(id, granted_ttl);
