@@ -62,6 +62,10 @@ pub enum Workload {
     /// Puts from 1 client.
     #[value(name = "put-1")]
     Put1,
+    /// Puts from 10 clients over 10 connections: a write pipeline that waits on the disk and
+    /// the network more than on the CPU.
+    #[value(name = "put-10")]
+    Put10,
     /// Puts from 100 clients over 10 connections.
     #[value(name = "put-100")]
     Put100,
@@ -239,7 +243,7 @@ async fn measure(cluster: &mut Cluster, workload: Workload, sizes: &Sizes) -> Me
         })
         .collect();
     let flushes = flushes_before.zip(flushes_after).map(|(b, a)| a.saturating_sub(b));
-    let writes = matches!(workload, Workload::Put1 | Workload::Put100 | Workload::TxnPut100);
+    let writes = matches!(workload, Workload::Put1 | Workload::Put10 | Workload::Put100 | Workload::TxnPut100);
     Measured { sample, members, leader_flushes: flushes, counts_writes: writes }
 }
 
@@ -258,6 +262,7 @@ async fn execute(cluster: &mut Cluster, clients: &[Client], workload: Workload, 
     use workloads::*;
     match workload {
         Workload::Put1 => put(&clients[..1], 1, sizes.put_1).await,
+        Workload::Put10 => put(clients, 10, sizes.many / 5).await,
         Workload::Put100 => put(clients, 100, sizes.many).await,
         Workload::TxnPut100 => txn_put(clients, 100, sizes.many).await,
         Workload::GetLinearizable100 => get(clients, 100, sizes.many, false).await,
