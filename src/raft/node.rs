@@ -1,8 +1,8 @@
 //! One member's Raft handle, and the two paths every client request takes through it.
 //!
 //! Writes: [`Node::propose`] sends a command to the leader. On the leader a batcher packs the
-//! commands that queue up while earlier batches are in flight into one Raft entry, because
-//! openraft 0.9 writes and fsyncs each `client_write` on its own. On a follower the command is
+//! commands that queue up while its one entry in flight commits into the next entry (group
+//! commit), because openraft 0.9 writes and fsyncs each `client_write` on its own. On a follower the command is
 //! forwarded to the leader over the peer protocol, packed the same way with the other commands
 //! that queue up while the follower's earlier forwards are in flight. A forward whose answer was
 //! lost is settled from the follower's own applies ([`super::outcome`]) before anything else.
