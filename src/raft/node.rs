@@ -2,9 +2,10 @@
 //!
 //! Writes: [`Node::propose`] sends a command to the leader. On the leader a batcher packs the
 //! commands that queue up while its one entry in flight commits into the next entry (group
-//! commit), because openraft 0.9 writes and fsyncs each `client_write` on its own. On a follower the command is
-//! forwarded to the leader over the peer protocol, packed the same way with the other commands
-//! that queue up while the follower's earlier forwards are in flight. A forward whose answer was
+//! commit), because openraft 0.9 writes and fsyncs each `client_write` on its own. On a
+//! follower the command is forwarded to the leader over the peer protocol, packed in the same
+//! way with the other commands that queue up while the follower's earlier forwards are in
+//! flight. A forward whose answer was
 //! lost is settled from the follower's own applies ([`super::outcome`]) before anything else.
 //!
 //! Linearizable reads: [`Node::linearize`] gets a read index from the leader (a quorum-confirmed
@@ -555,6 +556,7 @@ impl Node {
         self.lock_election_holds().held
     }
 
+    /// The record of this member's election holds (see [`ElectionHolds`]).
     pub(super) fn lock_election_holds(&self) -> std::sync::MutexGuard<'_, ElectionHolds> {
         self.election_holds.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
@@ -605,7 +607,8 @@ fn idempotent_failure(status: tonic::Status) -> Error {
 /// same whatever it holds (a log flush on each member, an AppendEntries round, an apply), and
 /// with up to four entries in flight the clients that were answered together were split over
 /// several small ones: in interleaved runs, one at a time did put-100 +27% (37 writes per
-/// flush against 12), txn-put-100 +12% and put-10 +16%, with put-1 unchanged (README).
+/// flush against 12), txn-put-100 +12% and put-10 +16% (README); a single client has one write
+/// at a time either way.
 async fn run_batcher(raft: Raft, mut queue: mpsc::Receiver<PendingWrite>) {
     while let Some(first) = queue.recv().await {
         let batch = fill_batch(first, &mut queue, |write| &write.command);
