@@ -1003,6 +1003,26 @@ fn a_load_builds_the_key_index_a_scan_of_the_tree_builds() {
     }
 }
 
+/// A load deals its entries out to several inserting threads, a batch at a time: a snapshot
+/// many batches long comes back whole, and the store reads as the one it was taken from.
+#[test]
+fn a_snapshot_of_many_batches_loads_whole() {
+    let source = Fixture::new();
+    let puts: Vec<Command> =
+        (0..2_500).map(|i| Command::from(command::Op::Put(put(&format!("k{i:04}"), &format!("v{i}"))))).collect();
+    source.apply(&puts);
+    let snapshot: Vec<_> = exported(&source.store).into_iter().map(Result::unwrap).collect();
+    assert!(snapshot.len() > super::REPLACE_BATCH * super::LOAD_INSERTERS, "every inserter gets more than one batch");
+    let f = run(vec![(put("old", "1").into(), "rev=2")]);
+    f.store.replace_all(snapshot.clone().into_iter().map(Ok)).unwrap();
+    let loaded: Vec<_> = exported(&f.store).into_iter().map(Result::unwrap).collect();
+    assert!(loaded == snapshot, "the loaded store exports the snapshot it loaded");
+    let everything =
+        RangeRequest { key: b"\0".to_vec(), range_end: b"\0".to_vec(), count_only: true, ..Default::default() };
+    assert_eq!(show_read(f.store.range(&everything)), "rev=2501 count=2500 []");
+    assert_eq!(show_read(f.store.range(&get("k1234"))), "rev=2501 count=1 [k1234=v1234@1236/1236/v1]");
+}
+
 /// The index lists every record of a key, deletions too, and finds its newest at a revision.
 #[test]
 fn the_key_index_finds_a_keys_newest_record_at_a_revision() {
