@@ -166,7 +166,14 @@ type RpcResult<T, E = openraft::error::Infallible> =
     std::result::Result<T, RPCError<NodeId, PeerNode, RaftError<NodeId, E>>>;
 
 impl Connection {
-    async fn call<Req, Resp, E>(&mut self, rpc: Rpc, req: &Req, option: &RPCOption) -> RpcResult<Resp, E>
+    /// Sends `req`, and `snapshot_data` beside it (see [`RaftRequest::snapshot_data`]).
+    async fn call<Req, Resp, E>(
+        &mut self,
+        rpc: Rpc,
+        req: &Req,
+        snapshot_data: Vec<u8>,
+        option: &RPCOption,
+    ) -> RpcResult<Resp, E>
     where
         Req: Serialize,
         Resp: DeserializeOwned,
@@ -177,7 +184,8 @@ impl Connection {
             Err(reason) => return Err(RPCError::Unreachable(Unreachable::new(&Error::Internal(reason.clone())))),
         };
         let payload = bincode::serialize(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
-        let mut request = tonic::Request::new(RaftRequest { header: Some(self.peers.header(self.target)), payload });
+        let header = Some(self.peers.header(self.target));
+        let mut request = tonic::Request::new(RaftRequest { header, payload, snapshot_data });
         request.set_timeout(option.hard_ttl());
         let reply = match rpc {
             Rpc::Vote => client.vote(request).await,
@@ -194,7 +202,7 @@ impl Connection {
         option: &RPCOption,
     ) -> RpcResult<AppendEntriesResponse<NodeId>> {
         let payload = bincode::serialize(rpc).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
-        let request = RaftRequest { header: Some(self.peers.header(self.target)), payload };
+        let request = RaftRequest { header: Some(self.peers.header(self.target)), payload, snapshot_data: Vec::new() };
         let reply = match tokio::time::timeout(option.hard_ttl(), self.exchange(request)).await {
             Ok(reply) => reply,
             Err(_) => Err(Status::deadline_exceeded("AppendEntries timed out")),
@@ -277,15 +285,16 @@ impl RaftNetwork<TypeConfig> for Connection {
     }
 
     async fn vote(&mut self, rpc: VoteRequest<NodeId>, option: RPCOption) -> RpcResult<VoteResponse<NodeId>> {
-        self.call(Rpc::Vote, &rpc, &option).await
+        self.call(Rpc::Vote, &rpc, Vec::new(), &option).await
     }
 
     async fn install_snapshot(
         &mut self,
-        rpc: InstallSnapshotRequest<TypeConfig>,
+        mut rpc: InstallSnapshotRequest<TypeConfig>,
         option: RPCOption,
     ) -> RpcResult<InstallSnapshotResponse<NodeId>, InstallSnapshotError> {
-        self.call(Rpc::InstallSnapshot, &rpc, &option).await
+        let data = std::mem::take(&mut rpc.data);
+        self.call(Rpc::InstallSnapshot, &rpc, data, &option).await
     }
 
     /// How long replication waits before each next try at a peer it found unreachable: briefly

@@ -17,7 +17,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::codegen::BoxStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use openraft::raft::AppendEntriesRequest;
+use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest};
 
 use super::log_store::CommitWatermark;
 use super::node::Node;
@@ -133,7 +133,9 @@ impl Peer for PeerService {
     }
 
     async fn install_snapshot(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
-        let rpc = self.decode(request.get_ref())?;
+        let mut request = request.into_inner();
+        let mut rpc: InstallSnapshotRequest<TypeConfig> = self.decode(&request)?;
+        rpc.data = std::mem::take(&mut request.snapshot_data);
         reply(&self.node.raft.install_snapshot(rpc).await)
     }
 
