@@ -135,7 +135,10 @@ impl Peer for PeerService {
     async fn install_snapshot(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
         let mut request = request.into_inner();
         let mut rpc: InstallSnapshotRequest<TypeConfig> = self.decode(&request)?;
-        rpc.data = std::mem::take(&mut request.snapshot_data);
+        // A sender from before `snapshot_data` carries the chunk inside the payload instead.
+        if rpc.data.is_empty() {
+            rpc.data = std::mem::take(&mut request.snapshot_data);
+        }
         reply(&self.node.raft.install_snapshot(rpc).await)
     }
 
