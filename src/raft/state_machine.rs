@@ -344,20 +344,15 @@ impl StateMachine {
         Ok(self.copy_store(path, |_, _| Ok(())).await?)
     }
 
-    /// Installs a received snapshot: copies it into the snapshot dir, verifies and loads it, and
+    /// Installs a received snapshot: takes it into the snapshot dir, verifies and loads it, and
     /// only then makes it the current snapshot. A damaged snapshot is refused before anything is
     /// loaded, and a crash part way leaves either the old state or the new state with its file.
-    fn install_file(&self, meta: &Meta, mut received: File) -> crate::Result<()> {
+    fn install_file(&self, meta: &Meta, received: File) -> crate::Result<()> {
         // A copy still reading records would see the store replaced under it.
         self.fence.wait_idle();
-        // openraft hands over whatever file holds the snapshot (the one begin_receiving_snapshot
-        // made, or another), at any position: copy it whole.
         fs::create_dir_all(&self.snapshot_dir)?;
         let tmp = self.snapshot_dir.join(INSTALLING);
-        received.seek(SeekFrom::Start(0))?;
-        let mut copy = File::create(&tmp)?;
-        std::io::copy(&mut received, &mut copy)?;
-        copy.sync_all()?;
+        self.take_received(received, &tmp)?;
         if let Err(err) = verify(meta, &tmp) {
             if let Err(cleanup) = fs::remove_file(&tmp) {
                 tracing::warn!(error = %cleanup, path = %tmp.display(), "could not remove a refused snapshot");
@@ -372,6 +367,22 @@ impl StateMachine {
         File::open(&self.snapshot_dir)?.sync_all()?;
         self.remove_other_snapshots(&path)?;
         self.load(&path)
+    }
+
+    /// Puts the received snapshot at `tmp`, synced. openraft hands over whatever file holds it,
+    /// at any position: the one begin_receiving_snapshot made is moved (a large snapshot is not
+    /// written to the disk twice, nor held there twice), any other is copied whole and left as
+    /// it was.
+    fn take_received(&self, mut received: File, tmp: &Path) -> std::io::Result<()> {
+        let incoming = self.snapshot_dir.join(INCOMING);
+        if is_same_file(&received, &incoming)? {
+            received.sync_all()?;
+            return fs::rename(&incoming, tmp);
+        }
+        received.seek(SeekFrom::Start(0))?;
+        let mut copy = File::create(tmp)?;
+        std::io::copy(&mut received, &mut copy)?;
+        copy.sync_all()
     }
 
     /// Writes the marker naming the snapshot file being loaded (see [`StateMachine::load`]).
@@ -416,6 +427,17 @@ impl StateMachine {
         }
         tracing::warn!(snapshot = %path.display(), "finishing a snapshot install a crash interrupted");
         self.load(&path)
+    }
+}
+
+/// Whether the open `file` is the one at `path` (false when nothing is there).
+fn is_same_file(file: &File, path: &Path) -> std::io::Result<bool> {
+    use std::os::unix::fs::MetadataExt;
+    let opened = file.metadata()?;
+    match fs::metadata(path) {
+        Ok(named) => Ok(opened.dev() == named.dev() && opened.ino() == named.ino()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e),
     }
 }
 

@@ -130,6 +130,8 @@ async fn a_snapshot_carries_the_whole_store() {
     assert_eq!(follower.sm.applied_state().await.unwrap(), leader.sm.applied_state().await.unwrap());
     let current = follower.sm.get_current_snapshot().await.unwrap().expect("the installed snapshot is kept");
     assert_eq!(current.meta, snapshot.meta);
+    let snapshot_files: Vec<_> = std::fs::read_dir(follower._dir.path().join("snap")).unwrap().collect();
+    assert_eq!(snapshot_files.len(), 1, "the received file became the snapshot, with no copy left behind");
 
     // Both go on from there alike.
     for m in [&mut leader, &mut follower] {
@@ -137,6 +139,27 @@ async fn a_snapshot_carries_the_whole_store() {
     }
     assert_eq!(follower.kv.hash_kv(0).unwrap(), leader.kv.hash_kv(0).unwrap());
     assert_eq!(follower.kv.revision().unwrap(), 6);
+}
+
+/// openraft may hand over a snapshot in a file other than the one the member received it into:
+/// that file is copied, and left as it was.
+#[tokio::test]
+async fn a_snapshot_handed_over_in_another_file_is_copied() {
+    let mut leader = leader_with_data().await;
+    let snapshot = leader.sm.get_snapshot_builder().await.build_snapshot().await.unwrap();
+    let leaders_file = || async {
+        let mut current = leader.sm.clone().get_current_snapshot().await.unwrap().expect("a current snapshot");
+        let mut bytes = Vec::new();
+        current.snapshot.read_to_end(&mut bytes).await.unwrap();
+        bytes
+    };
+    let before = leaders_file().await;
+
+    let mut follower = member();
+    follower.sm.install_snapshot(&snapshot.meta, snapshot.snapshot).await.unwrap();
+    assert_eq!(follower.kv.hash_kv(0).unwrap(), leader.kv.hash_kv(0).unwrap());
+    assert!(!before.is_empty());
+    assert!(leaders_file().await == before, "the file handed over is left whole");
 }
 
 #[tokio::test]
