@@ -404,7 +404,13 @@ impl KvStore {
                     (handoff, inserter)
                 })
                 .unzip();
-            let decoded = decode_records(entries, index, &handoffs);
+            let mut handed_off = 0;
+            let decoded = decode_records(entries, index, |batch| {
+                // Each inserter in turn; one that has gone away failed, and says why below.
+                let handoff = &handoffs[handed_off % LOAD_INSERTERS];
+                handed_off += 1;
+                handoff.send(batch).map_err(|_| Error::Internal("a snapshot inserter stopped".into()))
+            });
             drop(handoffs);
             // An inserter's own error explains a decoder that stopped because it went away.
             let inserted = inserters.into_iter().try_for_each(|inserter| {
@@ -564,19 +570,14 @@ fn decode_bincode<T: serde::de::DeserializeOwned + Default>(value: Option<sled::
 }
 
 /// Turns a snapshot's entries into what the store keeps (records under their stored keys),
-/// indexes the records, and deals them out in batches to `handoffs` in turn. Stops at the first
-/// bad entry, or when an inserter has gone away (it failed, and says why).
+/// indexes the records, and passes them on in batches of [`REPLACE_BATCH`] to `hand_off`.
+/// Stops at the first bad entry, or the first batch `hand_off` refuses.
 fn decode_records(
     entries: impl Iterator<Item = Result<(Vec<u8>, Vec<u8>)>>,
     index: &mut index::Builder,
-    handoffs: &[std::sync::mpsc::SyncSender<EntryBatch>],
+    mut hand_off: impl FnMut(EntryBatch) -> Result<()>,
 ) -> Result<()> {
     let mut batch = Vec::with_capacity(REPLACE_BATCH);
-    let mut next = handoffs.iter().cycle();
-    let mut hand_off = |batch: Vec<_>| match next.next() {
-        Some(handoff) => handoff.send(batch).map_err(|_| Error::Internal("a snapshot inserter stopped".into())),
-        None => Err(Error::Internal("no snapshot inserter".into())),
-    };
     for entry in entries {
         let (key, value) = entry?;
         let key = if keys::is_record(&key) {

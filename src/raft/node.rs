@@ -5,8 +5,8 @@
 //! commit), because openraft 0.9 writes and fsyncs each `client_write` on its own. On a
 //! follower the command is forwarded to the leader over the peer protocol, packed in the same
 //! way with the other commands that queue up while the follower's earlier forwards are in
-//! flight. A forward whose answer was
-//! lost is settled from the follower's own applies ([`super::outcome`]) before anything else.
+//! flight. A forward whose answer was lost is settled from the follower's own applies
+//! ([`super::outcome`]) before anything else.
 //!
 //! Linearizable reads: [`Node::linearize`] gets a read index from the leader (a quorum-confirmed
 //! commit index; concurrent reads on the leader share one confirmation round, and concurrent
