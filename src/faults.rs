@@ -22,6 +22,8 @@
 //! `PHOENIX_TEST_HOLD_FORWARDED_PROPOSALS=PATH` and `PHOENIX_TEST_HOLD_FORWARDED_ANSWERS=PATH`
 //! hold a leader's handling of a write forwarded to it before it proposes the write, and after
 //! the write is applied but before the answer goes back, as a leader killed there would leave it.
+//! `PHOENIX_TEST_HOLD_LEADER_FLUSH=PATH` holds the flush of a leader's own log appends, which runs
+//! beside their replication (see [`crate::raft::leader_flush`]), as a slow disk would.
 
 /// Whether `fault` is switched on for this process.
 #[cfg(feature = "test-faults")]
@@ -91,6 +93,12 @@ pub async fn hold_forwarded_answers() {
     hold_async("PHOENIX_TEST_HOLD_FORWARDED_ANSWERS", "the answers to forwarded proposals").await;
 }
 
+/// Waits while the file `PHOENIX_TEST_HOLD_LEADER_FLUSH` names exists.
+#[cfg(feature = "test-faults")]
+pub async fn hold_leader_flush() {
+    hold_async("PHOENIX_TEST_HOLD_LEADER_FLUSH", "the leader's log flush").await;
+}
+
 #[cfg(feature = "test-faults")]
 async fn hold_async(var: &str, what: &str) {
     let Some(path) = hold_file(var, what) else { return };
@@ -110,6 +118,10 @@ pub async fn hold_forwarded_proposals() {}
 /// Holds nothing, in a build without `test-faults`.
 #[cfg(not(feature = "test-faults"))]
 pub async fn hold_forwarded_answers() {}
+
+/// Holds nothing, in a build without `test-faults`.
+#[cfg(not(feature = "test-faults"))]
+pub async fn hold_leader_flush() {}
 
 /// Whether `fault` is switched on for this process: never, in a build without `test-faults`.
 #[cfg(not(feature = "test-faults"))]

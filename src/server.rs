@@ -26,6 +26,8 @@ use crate::config::{url_string, ClusterState, Config};
 use crate::lease::Lessor;
 use crate::pb::{self, recovery_server::RecoveryServer};
 use crate::raft::elections;
+use crate::raft::leader_flush::LeaderFlush;
+use crate::raft::log_store::LogStore;
 use crate::raft::network::{
     Peers, MAX_PEER_MESSAGE_BYTES, PEER_CONNECTION_WINDOW_BYTES, PEER_FRAME_BYTES, PEER_WINDOW_BYTES,
 };
@@ -371,8 +373,15 @@ async fn start_node(
     let started_with = started_with(&log)?;
     let state_machine = StateMachine::new(kv, data.db.clone(), data.snapshot_dir(), watchers, Lessor::default());
     state_machine.finish_interrupted_install()?;
-    let log = log.purging_behind(state_machine.applied_index()?).noting_commits_in(&data.path)?;
-    let peers = Peers::new(cluster_id, id);
+    if log.resign_leadership_reported_early(id).map_err(|e| Error::Storage(e.to_string()))? {
+        tracing::info!("starting as a follower: this member led before it stopped, and leads again only once elected");
+    }
+    let leader_flush = LeaderFlush::new(data.db.clone());
+    let log = log
+        .purging_behind(state_machine.applied_index()?)
+        .noting_commits_in(&data.path)?
+        .flushing_leader_appends_with(id, leader_flush.clone());
+    let peers = Peers::new(cluster_id, id).telling_commits_after(leader_flush);
     let raft_config = raft_config(config)?;
     let raft = Raft::new(id, Arc::new(raft_config), peers.clone(), log, state_machine.clone())
         .await
@@ -382,7 +391,7 @@ async fn start_node(
 }
 
 /// The term and the end of the log this member starts with (see [`StartedWith`]).
-fn started_with(log: &crate::raft::log_store::LogStore) -> Result<StartedWith> {
+fn started_with(log: &LogStore) -> Result<StartedWith> {
     let state = log.survivor_state().map_err(|e| Error::Storage(e.to_string()))?;
     Ok(StartedWith {
         term: state.vote.map_or(0, |vote| vote.leader_id.term),

@@ -88,7 +88,7 @@ async fn writes_continue_after_the_leader_is_killed() {
 /// A 3-member cluster whose members hold forwarded writes at `hold_point` (a fault switch) while
 /// the file it returns exists, with the file created: set up after start, as members publish
 /// their names through forwards.
-async fn holding_forwards(hold_point: &str) -> (Cluster, tempfile::TempDir, std::path::PathBuf) {
+async fn holding_at(hold_point: &str) -> (Cluster, tempfile::TempDir, std::path::PathBuf) {
     let holds = tempfile::tempdir().unwrap();
     let hold = holds.path().join("hold");
     let cluster = Cluster::start_with_env(3, TEST_TIMINGS, &[(hold_point, hold.to_str().unwrap())]).await;
@@ -120,7 +120,7 @@ async fn written_once(client: &mut Client, key: &str) {
 
 #[tokio::test]
 async fn a_forwarded_write_whose_answer_died_with_the_leader_is_answered_from_the_followers_apply() {
-    let (mut cluster, _holds, _hold) = holding_forwards("PHOENIX_TEST_HOLD_FORWARDED_ANSWERS").await;
+    let (mut cluster, _holds, _hold) = holding_at("PHOENIX_TEST_HOLD_FORWARDED_ANSWERS").await;
     let leader = cluster.leader().await;
     let mut client = cluster.client((leader + 1) % 3).await;
     let put = put_in_background(&client);
@@ -168,7 +168,7 @@ async fn a_forwarded_write_the_follower_sees_applied_only_under_the_next_leader_
 
 #[tokio::test]
 async fn a_forwarded_write_its_dead_leader_never_proposed_goes_to_the_next_leader_once() {
-    let (mut cluster, _holds, hold) = holding_forwards("PHOENIX_TEST_HOLD_FORWARDED_PROPOSALS").await;
+    let (mut cluster, _holds, hold) = holding_at("PHOENIX_TEST_HOLD_FORWARDED_PROPOSALS").await;
     let leader = cluster.leader().await;
     let mut client = cluster.client((leader + 1) % 3).await;
     let put = put_in_background(&client);
@@ -183,6 +183,99 @@ async fn a_forwarded_write_its_dead_leader_never_proposed_goes_to_the_next_leade
     let answer = put.await.unwrap();
     assert!(answer.is_ok(), "the write was never applied, so it could be sent again: {answer:?}");
     written_once(&mut client, "k").await;
+}
+
+/// A leader reports its own log appends flushed at once and flushes them while its followers do
+/// (`raft::leader_flush`). While that flush is held, the followers hold the write and ack it, yet
+/// no client is answered and no follower applies it until the leader's copy is durable.
+#[tokio::test]
+async fn a_write_waits_for_the_leaders_own_flush_before_anyone_acts_on_it() {
+    let holds = tempfile::tempdir().unwrap();
+    let hold = holds.path().join("hold");
+    let env = [("PHOENIX_TEST_HOLD_LEADER_FLUSH", hold.to_str().unwrap())];
+    let cluster = Cluster::start_with_env(3, TEST_TIMINGS, &env).await;
+    let leader = cluster.leader().await;
+    let on_leader = cluster.client(leader).await;
+    on_leader.clone().put("before", "v", None).await.unwrap();
+    std::fs::write(&hold, "").unwrap();
+    let put = put_in_background(&on_leader);
+    poll_until(READY_TIMEOUT, "the leader's flush of the write held", || {
+        let held = cluster.members[leader].log_text().contains("holding the leader's log flush");
+        async move { held.then_some(()) }
+    })
+    .await;
+
+    // Unheld, the answer and the followers' applies follow the commit within milliseconds.
+    let followers = [(leader + 1) % 3, (leader + 2) % 3];
+    let window = tokio::time::Instant::now() + Duration::from_millis(500);
+    while tokio::time::Instant::now() < window {
+        assert!(!put.is_finished(), "a client was answered before the leader's copy was durable");
+        for follower in followers {
+            let mut client = cluster.client(follower).await;
+            let seen = value(&mut client, "k", Some(GetOptions::new().with_serializable())).await;
+            assert_eq!(seen, None, "member {follower} applied the write before the leader's copy was durable");
+        }
+        tokio::time::sleep(support::POLL_INTERVAL).await;
+    }
+
+    std::fs::remove_file(&hold).unwrap();
+    let answer = put.await.unwrap();
+    assert!(answer.is_ok(), "the write goes through once the leader's flush does: {answer:?}");
+    for follower in followers {
+        let client = cluster.client(follower).await;
+        poll_until(READY_TIMEOUT, "the write applied on a follower", || {
+            let mut client = client.clone();
+            async move { value(&mut client, "k", Some(GetOptions::new().with_serializable())).await }
+        })
+        .await;
+    }
+}
+
+/// A leader killed before its own flush may restart without entries its followers hold
+/// (`raft::leader_flush`); leading on in its old term, as openraft 0.9 would let it, it would
+/// write other entries under their log ids. Restarted at once, before anyone else campaigns, it
+/// leads again only after an election.
+#[tokio::test]
+async fn a_killed_leader_restarted_at_once_leads_again_only_in_a_new_term() {
+    let mut cluster = Cluster::start(3, TEST_TIMINGS).await;
+    let leader = cluster.leader().await;
+    let mut client = cluster.client(leader).await;
+    client.put("k", "v", None).await.unwrap();
+    let old_term = client.status().await.unwrap().raft_term();
+    cluster.kill(leader);
+    cluster.restart(leader).await;
+
+    let endpoints = cluster.endpoints();
+    poll_until(READY_TIMEOUT, "a leader in a newer term", || {
+        let endpoints = endpoints.clone();
+        async move {
+            for endpoint in endpoints {
+                let status = Client::connect([endpoint], None).await.ok()?.status().await.ok()?;
+                let leads = status.leader() == status.header()?.member_id();
+                if leads {
+                    return (status.raft_term() > old_term).then_some(());
+                }
+            }
+            None
+        }
+    })
+    .await;
+}
+
+/// The only voter, restarted after it led, starts as a follower like any leader does; openraft
+/// has the only voter campaign at once, not after its election timeout (here 10 s).
+#[tokio::test]
+async fn a_lone_member_leads_again_at_once_after_a_restart() {
+    let mut cluster = Cluster::start(1, &["--heartbeat-interval", "100", "--election-timeout", "10000"]).await;
+    cluster.client(0).await.put("k", "v", None).await.unwrap();
+    cluster.kill(0);
+    cluster.members[0].spawn_again();
+    let endpoint = cluster.members[0].endpoint();
+    poll_until(Duration::from_secs(5), "a leader well inside the election timeout", || {
+        let endpoint = endpoint.clone();
+        async move { Client::connect([endpoint], None).await.ok()?.put("k", "w", None).await.ok() }
+    })
+    .await;
 }
 
 #[tokio::test]

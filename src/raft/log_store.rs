@@ -2,8 +2,9 @@
 //!
 //! Layout: `'l' + index (big endian)` -> bincode(Entry); `'m' + name` -> bincode(meta value).
 //! Purging entries and recording the last purged id happen in one batch, so a restart never
-//! sees a hole. Durability: `append` and `save_vote` flush sled before reporting success, which
-//! is what lets openraft count them toward a quorum.
+//! sees a hole. Durability: `save_vote` and a follower's `append` flush sled before reporting
+//! success, which is what lets openraft count them toward a quorum; a leader's own appends after
+//! its first are reported at once and flushed while they replicate (see [`super::leader_flush`]).
 
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
@@ -15,6 +16,7 @@ use openraft::{EntryPayload, ErrorSubject, ErrorVerb, Membership, RaftLogReader,
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use super::leader_flush::LeaderFlush;
 use super::{storage_error, LogId, NodeId, PeerNode, StorageError, TypeConfig};
 use crate::disk::Db;
 
@@ -26,6 +28,8 @@ const VOTE: &str = "vote";
 const COMMITTED: &str = "committed";
 const LAST_PURGED: &str = "last_purged";
 const LEADER_COMMIT: &str = "leader_commit";
+/// The term of the last leadership whose appends were reported before they were flushed.
+const REPORTED_EARLY_IN: &str = "reported_early_in";
 
 /// Log flushes (each an fsync) since the process started, for /metrics.
 static FLUSHES: AtomicU64 = AtomicU64::new(0);
@@ -33,6 +37,11 @@ static FLUSHES: AtomicU64 = AtomicU64::new(0);
 /// How many times the Raft log was flushed to disk since the process started.
 pub fn flushes() -> u64 {
     FLUSHES.load(Ordering::Relaxed)
+}
+
+/// Counts one flush of the Raft log for [`flushes`].
+pub(super) fn count_flush() {
+    FLUSHES.fetch_add(1, Ordering::Relaxed);
 }
 
 #[derive(Clone)]
@@ -45,6 +54,9 @@ pub struct LogStore {
     purges: Arc<tokio::sync::Mutex<()>>,
     /// Set on the log store Raft runs with: see [`CommitNote`].
     commit_note: Option<Arc<CommitNote>>,
+    /// Set on the log store Raft runs with: this member's id, and the flusher of the appends it
+    /// makes as leader (see [`super::leader_flush`]).
+    leader_flush: Option<(NodeId, LeaderFlush)>,
 }
 
 /// The commit index, written to a file of its own at every change as well as to sled. sled
@@ -188,7 +200,63 @@ impl CommitWatermark {
 
 impl LogStore {
     pub fn new(db: Db, tree: sled::Tree) -> LogStore {
-        LogStore { db, tree, applied: None, purges: Arc::default(), commit_note: None }
+        LogStore { db, tree, applied: None, purges: Arc::default(), commit_note: None, leader_flush: None }
+    }
+
+    /// The log store Raft runs with, on member `id`, reports its appends as leader (after each
+    /// leadership's first) at once and has `flush` flush them (see [`super::leader_flush`]).
+    pub fn flushing_leader_appends_with(self, id: NodeId, flush: LeaderFlush) -> LogStore {
+        LogStore { leader_flush: Some((id, flush)), ..self }
+    }
+
+    /// The flusher for an append made now, if the append may be reported before it is flushed:
+    /// it is this member's own as leader (the vote openraft saved last is this member's,
+    /// committed: openraft saves the vote it leads with before its first append, and the vote of
+    /// any other leader before appending its entries), and not the first of its leadership. The
+    /// first is flushed before it is reported, together with a mark naming the term, so a
+    /// restart knows whether its leadership may have lost entries others hold (see
+    /// [`LogStore::resign_leadership_reported_early`]).
+    fn early_report_flush(&self) -> Result<Option<&LeaderFlush>, StorageError> {
+        let Some((id, flush)) = &self.leader_flush else { return Ok(None) };
+        let Some(led) = self.saved_leadership_of(*id)? else { return Ok(None) };
+        let term = led.leader_id().get_term();
+        if self.reported_early_in(term)? {
+            return Ok(Some(flush));
+        }
+        let mark = Self::encode(&term)?;
+        self.tree.insert(meta_key(REPORTED_EARLY_IN), mark).map_err(|e| write_err(ErrorSubject::Logs, e))?;
+        Ok(None)
+    }
+
+    /// Whether the leadership of `term` may have reported appends before flushing them.
+    fn reported_early_in(&self, term: u64) -> Result<bool, StorageError> {
+        Ok(self.read_meta::<u64>(REPORTED_EARLY_IN)? == Some(term))
+    }
+
+    /// The vote saved last, if it is `id`'s own and committed: `id` led with it.
+    fn saved_leadership_of(&self, id: NodeId) -> Result<Option<Vote<NodeId>>, StorageError> {
+        let vote: Option<Vote<NodeId>> = self.read_meta(VOTE)?;
+        Ok(vote.filter(|vote| vote.is_committed() && vote.leader_id().voted_for() == Some(id)))
+    }
+
+    /// Called before Raft starts. openraft 0.9 resumes a member's leadership at start, in the
+    /// same term, when the vote it saved last is its own and committed. A leadership that
+    /// reported appends before flushing them may have lost some that its followers hold; leading
+    /// on in the same term, it would write other entries under their log ids, and the logs
+    /// would diverge. Such a vote is replaced by `id`'s uncommitted vote in the same term, as if
+    /// it had only campaigned: the member starts as a follower, as every etcd member does, and
+    /// leads again only once elected, in a new term. A leadership that appended nothing leads on
+    /// at once. True if the vote was replaced.
+    pub fn resign_leadership_reported_early(&self, id: NodeId) -> Result<bool, StorageError> {
+        let Some(led) = self.saved_leadership_of(id)? else { return Ok(false) };
+        let term = led.leader_id().get_term();
+        if !self.reported_early_in(term)? {
+            return Ok(false);
+        }
+        let campaigned = Self::encode(&Vote::new(term, id))?;
+        self.tree.insert(meta_key(VOTE), campaigned).map_err(|e| write_err(ErrorSubject::Vote, e))?;
+        self.db.flush().map_err(|e| write_err(ErrorSubject::Vote, e))?;
+        Ok(true)
     }
 
     /// The log store Raft runs with also notes each commit index in a file in `dir` (see
@@ -240,7 +308,7 @@ impl LogStore {
     }
 
     async fn flush(&self) -> Result<(), StorageError> {
-        FLUSHES.fetch_add(1, Ordering::Relaxed);
+        count_flush();
         self.db.flush_async().await.map_err(|e| write_err(ErrorSubject::Logs, e))?;
         Ok(())
     }
@@ -364,7 +432,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.read_meta(VOTE)
     }
 
+    /// openraft calls this before it applies up to `committed`: it waits for the leader's own
+    /// flush of the entries (see [`super::leader_flush`]), which may still be running.
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
+        if let (Some((_, flush)), Some(committed)) = (&self.leader_flush, committed) {
+            flush.durable_through(committed.index).await.map_err(|e| write_err(ErrorSubject::Logs, e))?;
+        }
         // Not flushed: it only saves re-applying entries after a restart.
         self.tree
             .insert(meta_key(COMMITTED), Self::encode(&committed)?)
@@ -387,11 +460,17 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     {
         let entries: Vec<Entry> = entries.into_iter().collect();
         self.write_entries(&entries)?;
-        // Flushed before the callback: openraft counts these entries toward a quorum from then on.
-        // In place rather than with flush_async: openraft 0.9's core waits for this flush anyway,
-        // and sled's flush_async only hands it to sled's thread pool and back, which cost a
-        // single client's put a third of its latency (benches/cluster, put-1).
-        FLUSHES.fetch_add(1, Ordering::Relaxed);
+        if let (Some(flush), Some(first)) = (self.early_report_flush()?, entries.first()) {
+            flush.flush_soon(first.log_id.index).map_err(|e| write_err(ErrorSubject::Logs, e))?;
+            callback.log_io_completed(Ok(()));
+            return Ok(());
+        }
+        // A follower's (or a leadership's first): flushed before the callback, as its leader
+        // counts these entries toward a quorum from then on. In place rather than with
+        // flush_async: openraft 0.9's core waits for this flush anyway, and a hand-off to another
+        // thread and back cost a single client's put a third of its latency (benches/cluster,
+        // put-1).
+        count_flush();
         let flushed = self.db.flush().map_err(std::io::Error::other);
         let failed = flushed.as_ref().err().map(|e| write_err(ErrorSubject::Logs, e));
         callback.log_io_completed(flushed);

@@ -1,7 +1,8 @@
 //! openraft glue: the type configuration, and the pieces that connect openraft to sled, to the
 //! network and to the etcd API.
 //!
-//! - [`log_store`]: the Raft log and vote in sled, flushed before openraft hears they are durable.
+//! - [`log_store`]: the Raft log and vote in sled, flushed before openraft hears they are durable
+//!   (a leader's own appends: before anyone hears they are committed, see [`leader_flush`]).
 //! - [`state_machine`]: applies committed entries to [`crate::kv`], builds and installs snapshots.
 //! - [`network`] / [`peer_service`]: both ends of the peer protocol, with cluster-ID checks.
 //! - [`node`]: one member's Raft handle, proposal batching, forwarding and linearizable reads.
@@ -11,6 +12,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod elections;
+pub mod leader_flush;
 pub mod log_store;
 pub mod membership;
 pub mod network;

@@ -25,7 +25,8 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Channel, Endpoint};
 use tonic::Status;
 
-use super::{NodeId, PeerNode, TypeConfig};
+use super::leader_flush::LeaderFlush;
+use super::{LogId, NodeId, PeerNode, TypeConfig};
 use crate::pb::peer_client::PeerClient;
 use crate::pb::{PeerHeader, RaftReply, RaftRequest};
 use crate::{Error, Result};
@@ -57,6 +58,8 @@ pub struct Peers {
     channels: Arc<Mutex<HashMap<NodeId, (String, Channel)>>>,
     last_contact: Arc<Mutex<HashMap<NodeId, Instant>>>,
     fenced: Arc<watch::Sender<Option<String>>>,
+    /// Set on the member's own peers: AppendEntries wait for it (see [`super::leader_flush`]).
+    leader_flush: Option<LeaderFlush>,
 }
 
 impl Peers {
@@ -66,7 +69,15 @@ impl Peers {
             channels: Arc::default(),
             last_contact: Arc::default(),
             fenced: Arc::new(watch::channel(None).0),
+            leader_flush: None,
         }
+    }
+
+    /// An AppendEntries carries a commit index only once `flush` has made the leader's own copy
+    /// of the committed entries durable: a follower applies what it is told is committed (see
+    /// [`super::leader_flush`]; a request that would wait long carries the last one sent).
+    pub fn telling_commits_after(self, flush: LeaderFlush) -> Peers {
+        Peers { leader_flush: Some(flush), ..self }
     }
 
     /// When `peer` last answered a Raft RPC or sent one, if ever since this member started.
@@ -135,7 +146,7 @@ impl RaftNetworkFactory<TypeConfig> for Peers {
 
     async fn new_client(&mut self, target: NodeId, node: &PeerNode) -> Connection {
         let client = self.client(target, node).map_err(|e| e.to_string());
-        Connection { target, client, peers: self.clone(), append_stream: None }
+        Connection { target, client, peers: self.clone(), append_stream: None, told_commit: None }
     }
 }
 
@@ -148,6 +159,8 @@ pub struct Connection {
     /// future after its own timeout), closes the stream: a late reply can never be taken for
     /// another request's.
     append_stream: Option<AppendStream>,
+    /// The last commit index sent to the target; the leader's copy of it was durable.
+    told_commit: Option<LogId>,
 }
 
 /// An AppendEntries stream to the target: requests go in, replies come out in the same order.
@@ -231,6 +244,27 @@ impl Connection {
         Ok(AppendStream { requests, replies })
     }
 
+    /// The commit index to send: `committed` once the leader's own copy of it is durable (see
+    /// [`super::leader_flush`]). If its flush takes more than a quarter of the request's time,
+    /// the last commit index sent instead, so that a slow disk does not time the request out:
+    /// the follower learns the rest from a later request.
+    async fn durable_commit(
+        &mut self,
+        flush: &LeaderFlush,
+        committed: Option<LogId>,
+        option: &RPCOption,
+    ) -> RpcResult<Option<LogId>> {
+        let Some(committed) = committed else { return Ok(None) };
+        match tokio::time::timeout(option.hard_ttl() / 4, flush.durable_through(committed.index)).await {
+            Ok(Ok(())) => {
+                self.told_commit = Some(committed);
+                Ok(Some(committed))
+            }
+            Ok(Err(failed)) => Err(RPCError::Network(NetworkError::new(&Error::Storage(failed)))),
+            Err(_) => Ok(self.told_commit),
+        }
+    }
+
     /// A peer's reply: openraft's answer, or the error the peer's Raft returned.
     fn answer<Resp, E>(&self, reply: &RaftReply) -> RpcResult<Resp, E>
     where
@@ -278,9 +312,12 @@ impl Connection {
 impl RaftNetwork<TypeConfig> for Connection {
     async fn append_entries(
         &mut self,
-        rpc: AppendEntriesRequest<TypeConfig>,
+        mut rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> RpcResult<AppendEntriesResponse<NodeId>> {
+        if let Some(flush) = self.peers.leader_flush.clone() {
+            rpc.leader_commit = self.durable_commit(&flush, rpc.leader_commit, &option).await?;
+        }
         self.append(&rpc, &option).await
     }
 
@@ -313,9 +350,11 @@ impl RaftNetwork<TypeConfig> for Connection {
 #[cfg(test)]
 mod tests {
     //! The AppendEntries stream's one rule: a reply belongs to the request it answers, even when
-    //! openraft gives up on an exchange halfway. Provoking that needs a peer that answers late on
-    //! purpose, so these tests run a stand-in peer service in process.
+    //! openraft gives up on an exchange halfway; and the commit index a leader sends is one its
+    //! own copy of is durable. Provoking those needs a peer that answers late on purpose, or a
+    //! leader whose flush never ends, so these tests run a stand-in peer service in process.
 
+    use std::sync::{Arc, Mutex};
     use std::time::Duration;
 
     use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
@@ -327,16 +366,21 @@ mod tests {
     use tonic::{Request, Response, Status, Streaming};
 
     use super::super::{NodeId, PeerNode, TypeConfig};
-    use super::Peers;
+    use super::{LeaderFlush, Peers};
+    use crate::disk::Db;
     use crate::pb::peer_server::{Peer, PeerServer};
     use crate::pb::{self, RaftReply, RaftRequest};
 
     /// Answers an AppendEntries whose previous entry is 1 with a conflict, half a second late;
-    /// any other at once, with success.
-    struct SlowFirstPeer;
+    /// any other at once, with success. Records the commit index each one carried.
+    #[derive(Default)]
+    struct SlowFirstPeer {
+        commits_seen: Arc<Mutex<Vec<Option<u64>>>>,
+    }
 
-    fn answer(request: &RaftRequest) -> (Duration, RaftReply) {
+    fn answer(request: &RaftRequest, commits_seen: &Mutex<Vec<Option<u64>>>) -> (Duration, RaftReply) {
         let rpc: AppendEntriesRequest<TypeConfig> = bincode::deserialize(&request.payload).expect("a request");
+        commits_seen.lock().expect("not poisoned").push(rpc.leader_commit.map(|id| id.index));
         let (delay, response) = match rpc.prev_log_id.map(|id| id.index) {
             Some(1) => (Duration::from_millis(500), AppendEntriesResponse::<NodeId>::Conflict),
             _ => (Duration::ZERO, AppendEntriesResponse::Success),
@@ -353,9 +397,10 @@ mod tests {
         ) -> Result<Response<BoxStream<RaftReply>>, Status> {
             let mut requests = request.into_inner();
             let (replies, outgoing) = tokio::sync::mpsc::channel(1);
+            let commits_seen = self.commits_seen.clone();
             tokio::spawn(async move {
                 while let Ok(Some(request)) = requests.message().await {
-                    let (delay, reply) = answer(&request);
+                    let (delay, reply) = answer(&request, &commits_seen);
                     tokio::time::sleep(delay).await;
                     if replies.send(Ok(reply)).await.is_err() {
                         return;
@@ -411,25 +456,34 @@ mod tests {
         }
     }
 
+    fn log_id(index: u64) -> LogId<NodeId> {
+        LogId::new(CommittedLeaderId::new(1, 1), index)
+    }
+
     fn append_after(prev_index: u64) -> AppendEntriesRequest<TypeConfig> {
         AppendEntriesRequest {
             vote: Vote::new_committed(1, 1),
-            prev_log_id: Some(LogId::new(CommittedLeaderId::new(1, 1), prev_index)),
+            prev_log_id: Some(log_id(prev_index)),
             leader_commit: None,
             entries: Vec::new(),
         }
     }
 
-    #[tokio::test]
-    async fn an_exchange_openraft_gave_up_on_leaves_no_reply_for_the_next() {
+    /// Serves `peer` on a free port, and what a member needs to reach it.
+    async fn serve(peer: SlowFirstPeer) -> PeerNode {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("a port");
         let url = format!("http://{}", listener.local_addr().expect("an address"));
         tokio::spawn(
             tonic::transport::Server::builder()
-                .add_service(PeerServer::new(SlowFirstPeer))
+                .add_service(PeerServer::new(peer))
                 .serve_with_incoming(TcpListenerStream::new(listener)),
         );
-        let node = PeerNode { name: "peer".into(), peer_urls: vec![url], voter: true };
+        PeerNode { name: "peer".into(), peer_urls: vec![url], voter: true }
+    }
+
+    #[tokio::test]
+    async fn an_exchange_openraft_gave_up_on_leaves_no_reply_for_the_next() {
+        let node = serve(SlowFirstPeer::default()).await;
         let mut connection = Peers::new(1, 1).new_client(2, &node).await;
         let option = RPCOption::new(Duration::from_secs(5));
 
@@ -443,5 +497,26 @@ mod tests {
 
         let answered = connection.append_entries(append_after(2), option).await.expect("an answer");
         assert_eq!(answered, AppendEntriesResponse::Success, "the answer to this request, not the late one");
+    }
+
+    #[tokio::test]
+    async fn a_commit_the_leader_has_not_made_durable_is_held_back_without_a_wait() {
+        let peer = SlowFirstPeer::default();
+        let commits_seen = peer.commits_seen.clone();
+        let node = serve(peer).await;
+        let dir = tempfile::tempdir().expect("a dir");
+        let flush = LeaderFlush::new(Db::open(&dir.path().join("db"), 1 << 20).expect("a database"));
+        let mut connection = Peers::new(1, 1).telling_commits_after(flush.clone()).new_client(2, &node).await;
+        let option = RPCOption::new(Duration::from_secs(2));
+        let committed_at = |index| AppendEntriesRequest { leader_commit: Some(log_id(index)), ..append_after(2) };
+
+        connection.append_entries(committed_at(4), option.clone()).await.expect("an answer");
+        flush.stall(5);
+        // Past the unflushed append: sent at once, with the last commit index sent before.
+        let sent = tokio::time::timeout(option.hard_ttl(), connection.append_entries(committed_at(6), option.clone()));
+        sent.await.expect("no wait for a flush that never ends").expect("an answer");
+        connection.append_entries(committed_at(4), option).await.expect("an answer");
+
+        assert_eq!(*commits_seen.lock().expect("not poisoned"), [Some(4), Some(4), Some(4)]);
     }
 }

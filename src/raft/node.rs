@@ -750,7 +750,9 @@ async fn run_forwarded_reads(mut queue: mpsc::Receiver<ForwardedRead>, timeout: 
 /// The Raft term and the end of the log this member started with.
 ///
 /// openraft 0.9 restores a member that was the leader as the leader of the same term at once,
-/// without a new entry of its own; its read index then rests on the commit index the log store
+/// without a new entry of its own (since a leader's first entry of a term is flushed with a mark
+/// that makes the member resign at start, `LogStore::resign_leadership_reported_early`, only one
+/// that stopped before that flush); its read index then rests on the commit index the log store
 /// saved (not flushed: it rides along with the next append's flush, so a kill can lose it) and on
 /// its first entry of the term. An entry committed and acknowledged just before the kill could
 /// be left out, and a read would not see an acknowledged write (chaos found this). Every such

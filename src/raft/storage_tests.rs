@@ -5,13 +5,15 @@
 use std::collections::BTreeMap;
 use std::io::SeekFrom;
 use std::path::Path;
+use std::time::Duration;
 
 use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine, Snapshot};
 use openraft::testing::{StoreBuilder, Suite};
-use openraft::{CommittedLeaderId, EntryPayload, Membership};
+use openraft::{CommittedLeaderId, EntryPayload, Membership, Vote};
 use tempfile::TempDir;
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
+use super::leader_flush::LeaderFlush;
 use super::log_store::LogStore;
 use super::outcome::{Outcome, Waiter};
 use super::state_machine::StateMachine;
@@ -348,6 +350,49 @@ async fn a_restart_finds_the_commit_index_in_its_note_when_sleds_copy_fell_behin
     noting.save_committed(Some(log_id(9))).await.unwrap();
     without_note.save_committed(Some(log_id(3))).await.unwrap();
     assert_eq!(noting.read_committed().await.unwrap(), Some(log_id(3)));
+}
+
+/// Only the appends a member makes as leader (its own vote, committed, saved last), after the
+/// first of its leadership, are reported before their flush; a commit of them waits for it, and a
+/// restart gives such a leadership up (see `raft::leader_flush`).
+#[tokio::test]
+async fn only_a_leaders_own_appends_are_flushed_after_they_are_reported() {
+    use openraft::storage::{RaftLogStorage, RaftLogStorageExt};
+
+    let dir = TempDir::new().unwrap();
+    let db = Db::open(&dir.path().join("db"), 1 << 20).unwrap();
+    let flush = LeaderFlush::new(db.clone());
+    // A flush that never ends: nothing this test registers is ever flushed in the background.
+    flush.stall(100);
+    let mut log =
+        LogStore::new(db.clone(), db.open_tree("raft").unwrap()).flushing_leader_appends_with(1, flush.clone());
+    let quickly = Duration::from_secs(5);
+    let briefly = Duration::from_millis(200);
+
+    log.save_vote(&Vote::new_committed(1, 2)).await.unwrap();
+    log.blocking_append([commands(1, vec![put("k", "v")])]).await.unwrap();
+    let commit = tokio::time::timeout(quickly, log.save_committed(Some(log_id(1)))).await;
+    commit.expect("a follower's append is flushed").unwrap();
+
+    log.save_vote(&Vote::new(2, 1)).await.unwrap();
+    log.blocking_append([commands(2, vec![put("k", "v")])]).await.unwrap();
+    tokio::time::timeout(quickly, flush.durable_through(2)).await.expect("a candidate's append is flushed").unwrap();
+
+    log.save_vote(&Vote::new_committed(2, 1)).await.unwrap();
+    assert!(!log.resign_leadership_reported_early(1).unwrap(), "a leadership that appended nothing leads on");
+    log.blocking_append([commands(3, vec![put("k", "v")])]).await.unwrap();
+    let commit = tokio::time::timeout(quickly, log.save_committed(Some(log_id(3)))).await;
+    commit.expect("a leadership's first append is flushed").unwrap();
+
+    log.blocking_append([commands(4, vec![put("k", "v")])]).await.unwrap();
+    let commit = tokio::time::timeout(briefly, log.save_committed(Some(log_id(4)))).await;
+    assert!(commit.is_err(), "a commit of the leader's later append waits for its flush");
+    assert_eq!(log.read_committed().await.unwrap(), Some(log_id(3)));
+
+    // Restarting, the member gives up the leadership that reported an append early.
+    assert!(log.resign_leadership_reported_early(1).unwrap());
+    assert_eq!(log.read_vote().await.unwrap(), Some(Vote::new(2, 1)));
+    assert!(!log.resign_leadership_reported_early(1).unwrap(), "resigned once");
 }
 
 /// A command a follower forwarded is applied only in an entry of the term it was forwarded for,
