@@ -27,12 +27,19 @@ const EXPIRY_CHECK_INTERVAL: Duration = Duration::from_millis(500);
 /// node counts them down, the state machine forgets those of leases it grants or revokes.
 #[derive(Default, Clone)]
 pub struct Lessor {
-    deadlines: Arc<Mutex<HashMap<i64, Instant>>>,
+    countdowns: Arc<Mutex<Countdowns>>,
+}
+
+#[derive(Default)]
+struct Countdowns {
+    deadlines: HashMap<i64, Instant>,
+    /// The term whose leadership last restarted the countdowns.
+    promoted_in: Option<u64>,
 }
 
 impl Lessor {
-    fn deadlines(&self) -> std::sync::MutexGuard<'_, HashMap<i64, Instant>> {
-        self.deadlines.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    fn countdowns(&self) -> std::sync::MutexGuard<'_, Countdowns> {
+        self.countdowns.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// A keepalive: restarts the countdown and returns true, unless the deadline has passed
@@ -40,7 +47,8 @@ impl Lessor {
     /// keepalive is answered TTL 0, as etcd answers it.
     pub fn keep_alive(&self, id: i64, ttl_seconds: i64) -> bool {
         let now = Instant::now();
-        let mut deadlines = self.deadlines();
+        let mut countdowns = self.countdowns();
+        let deadlines = &mut countdowns.deadlines;
         if deadlines.get(&id).is_some_and(|deadline| *deadline <= now) {
             return false;
         }
@@ -50,7 +58,7 @@ impl Lessor {
 
     /// Time left before the lease expires; a lease not seen yet has its whole TTL.
     pub fn remaining(&self, id: i64, ttl_seconds: i64) -> Duration {
-        let deadline = *self.deadlines().entry(id).or_insert_with(|| Instant::now() + ttl(ttl_seconds));
+        let deadline = *self.countdowns().deadlines.entry(id).or_insert_with(|| Instant::now() + ttl(ttl_seconds));
         deadline.saturating_duration_since(Instant::now())
     }
 
@@ -58,29 +66,42 @@ impl Lessor {
     /// countdown has not started yet counts from now.
     pub fn sort_by_expiry(&self, leases: &mut [(i64, i64)]) {
         let now = Instant::now();
-        let deadlines = self.deadlines();
+        let countdowns = self.countdowns();
+        let deadlines = &countdowns.deadlines;
         leases.sort_by_key(|&(id, seconds)| (deadlines.get(&id).copied().unwrap_or(now + ttl(seconds)), id));
     }
 
     /// Drops a lease's countdown: it was revoked, or granted anew (its countdown starts when
     /// the leader next looks at it, in full).
     pub fn forget(&self, id: i64) {
-        self.deadlines().remove(&id);
+        self.countdowns().deadlines.remove(&id);
     }
 
-    /// This member now leads: every lease's countdown restarts at its TTL plus `extension` (an
-    /// election timeout), as etcd's `lessor.Promote` extends them, so that a failover costs no
-    /// lease whose keepalive was on its way to the old leader.
-    pub fn promote(&self, leases: &[(i64, i64)], extension: Duration) {
+    /// Whether the countdowns were restarted for the leadership of `term`.
+    pub fn promoted_in(&self, term: u64) -> bool {
+        self.countdowns().promoted_in == Some(term)
+    }
+
+    /// This member leads in `term`: every lease's countdown restarts at its TTL plus `extension`
+    /// (an election timeout), as etcd's `lessor.Promote` extends them, so that a failover costs
+    /// no lease whose keepalive was on its way to the old leader. Once per term: a second call
+    /// would undo the keepalives and expiries counted since the first.
+    pub fn promote(&self, term: u64, leases: &[(i64, i64)], extension: Duration) {
         let now = Instant::now();
-        *self.deadlines() = leases.iter().map(|&(id, seconds)| (id, now + ttl(seconds) + extension)).collect();
+        let mut countdowns = self.countdowns();
+        if countdowns.promoted_in == Some(term) {
+            return;
+        }
+        countdowns.deadlines = leases.iter().map(|&(id, seconds)| (id, now + ttl(seconds) + extension)).collect();
+        countdowns.promoted_in = Some(term);
     }
 
     /// Given every lease that exists (ID and TTL), starts countdowns for new ones, drops
     /// revoked ones, and returns those whose deadline has passed.
     pub fn expired(&self, leases: &[(i64, i64)]) -> Vec<i64> {
         let now = Instant::now();
-        let mut deadlines = self.deadlines();
+        let mut countdowns = self.countdowns();
+        let deadlines = &mut countdowns.deadlines;
         let existing: HashMap<i64, i64> = leases.iter().copied().collect();
         deadlines.retain(|id, _| existing.contains_key(id));
         let mut expired = Vec::new();
@@ -99,9 +120,8 @@ impl Lessor {
 pub async fn expire_leases(node: Arc<Node>, mut stop: watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(EXPIRY_CHECK_INTERVAL);
     // Leadership changes show in the server metrics: a new leader restarts the countdowns at
-    // once, not up to a tick later, after answering TimeToLive from countdowns never extended.
+    // once, not up to a tick later (its lease calls would do it first if one came sooner).
     let mut metrics = node.raft.server_metrics();
-    let mut leading_term = None;
     loop {
         tokio::select! {
             _ = stop.wait_for(|stop| *stop) => return,
@@ -112,24 +132,13 @@ pub async fn expire_leases(node: Arc<Node>, mut stop: watch::Receiver<bool>) {
                 }
             }
         }
-        let (leader, term) = {
-            let metrics = node.raft.metrics();
-            let metrics = metrics.borrow();
-            (metrics.current_leader, metrics.current_term)
-        };
-        if leader != Some(node.id) {
-            leading_term = None;
-            continue;
-        }
-        if leading_term != Some(term) {
-            match node.kv.leases() {
-                Ok(leases) => node.lessor.promote(&leases, node.election_timeout()),
-                Err(e) => {
-                    tracing::warn!(error = %e, "could not read the leases to restart their countdowns; will retry");
-                    continue;
-                }
+        match node.ensure_leading_leases() {
+            Ok(()) => {}
+            Err(Error::NotLeader) => continue,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not read the leases to restart their countdowns; will retry");
+                continue;
             }
-            leading_term = Some(term);
         }
         if let Err(e) = revoke_expired(&node).await {
             tracing::warn!(error = %e, "could not revoke expired leases; will retry");
@@ -189,12 +198,25 @@ mod tests {
         let leases = [(7, 2)];
         lessor.expired(&leases);
         tokio::time::advance(Duration::from_secs(1)).await;
-        lessor.promote(&leases, Duration::from_secs(1));
+        lessor.promote(1, &leases, Duration::from_secs(1));
         tokio::time::advance(Duration::from_millis(2500)).await;
         assert!(lessor.expired(&leases).is_empty(), "expired early after a leadership change");
         assert_eq!(lessor.remaining(7, 2), Duration::from_millis(500));
         tokio::time::advance(Duration::from_millis(500)).await;
         assert_eq!(lessor.expired(&leases), [7]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_leadership_restarts_the_countdowns_once() {
+        let lessor = Lessor::default();
+        let leases = [(7, 2)];
+        lessor.promote(4, &leases, Duration::from_secs(1));
+        assert!(lessor.promoted_in(4) && !lessor.promoted_in(5));
+        tokio::time::advance(Duration::from_secs(2)).await;
+        lessor.promote(4, &leases, Duration::from_secs(1));
+        assert_eq!(lessor.remaining(7, 2), Duration::from_secs(1), "extended twice in one term");
+        lessor.promote(5, &leases, Duration::from_secs(1));
+        assert_eq!(lessor.remaining(7, 2), Duration::from_secs(3));
     }
 
     #[tokio::test(start_paused = true)]

@@ -108,7 +108,8 @@ impl Lease for LeaseService {
         let mut leases = self.ctx.wait_out_installs(|| ready(self.ctx.node.kv.leases())).await?;
         // etcd lists leases soonest expiry first, as its lessor counts them down: the leader's
         // does; a follower's counts none down and lists them in no set order (here, by ID).
-        if self.ctx.node.usable_leader() == Some(self.ctx.node.id) {
+        let node = &self.ctx.node;
+        if node.usable_leader() == Some(node.id) && node.ensure_leading_leases().is_ok() {
             self.ctx.node.lessor.sort_by_expiry(&mut leases);
         }
         let leases = leases.into_iter().map(|(id, _)| pb::LeaseStatus { id }).collect();

@@ -451,7 +451,7 @@ impl Node {
     }
 
     pub fn lease_keep_alive_local(&self, id: i64) -> Result<i64> {
-        self.ensure_leading()?;
+        self.ensure_leading_leases()?;
         // A leader cut off from its quorum may have been replaced, and the new leader counts the
         // lease down: renewing here would tell the client it lives on (etcd's leader checks too).
         if !self.has_leader() {
@@ -479,7 +479,7 @@ impl Node {
     }
 
     pub fn lease_time_to_live_local(&self, id: i64, keys: bool) -> Result<pb::LeaseTimeToLiveResponse> {
-        self.ensure_leading()?;
+        self.ensure_leading_leases()?;
         let found = if keys { self.kv.lease_with_keys(id)? } else { self.kv.lease(id)?.map(|ttl| (ttl, Vec::new())) };
         let Some((granted_ttl, keys)) = found else {
             return Ok(pb::LeaseTimeToLiveResponse { id, ttl: -1, ..Default::default() });
@@ -520,11 +520,29 @@ impl Node {
     }
 
     pub(super) fn ensure_leading(&self) -> Result<()> {
-        if self.raft.metrics().borrow().current_leader == Some(self.id) {
-            Ok(())
-        } else {
-            Err(Error::NotLeader)
+        self.leading_term().map(drop)
+    }
+
+    /// The term this member leads in, or `NotLeader`.
+    fn leading_term(&self) -> Result<u64> {
+        let metrics = self.raft.metrics();
+        let metrics = metrics.borrow();
+        match metrics.current_leader {
+            Some(leader) if leader == self.id => Ok(metrics.current_term),
+            _ => Err(Error::NotLeader),
         }
+    }
+
+    /// `NotLeader` unless this member leads; a new leader first restarts every lease's countdown
+    /// (see [`Lessor::promote`]). Every lease answer a leader gives goes through here, as well as
+    /// its expiry task, so no answer is counted from deadlines a new leader has not extended
+    /// (the task alone would leave a window after an election).
+    pub fn ensure_leading_leases(&self) -> Result<()> {
+        let term = self.leading_term()?;
+        if !self.lessor.promoted_in(term) {
+            self.lessor.promote(term, &self.kv.leases()?, self.election_timeout());
+        }
+        Ok(())
     }
 
     pub fn request_timeout(&self) -> Duration {
