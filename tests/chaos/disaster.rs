@@ -49,6 +49,14 @@ pub async fn replace(cluster: &mut Cluster, i: usize) {
         None
     })
     .await;
+    // Removed, the member learns it and fences itself off: only then is it cleaned. Cleaned
+    // sooner, a former reset survivor would still be unfenced, and `clean --purge` rightly
+    // refuses to delete what may be its cluster's only copy.
+    let fenced = cluster.members[i].data_dir.join("FENCED");
+    poll_until(READY_TIMEOUT, &format!("{} to fence itself off", cluster.members[i].name), || async {
+        fenced.exists().then_some(())
+    })
+    .await;
     rejoin(cluster, i, &others[0]).await;
 }
 
