@@ -404,9 +404,11 @@ fn raft_config(config: &Config) -> Result<openraft::Config> {
     openraft::Config {
         cluster_name: config.initial_cluster_token.clone(),
         heartbeat_interval: millis(config.heartbeat_interval),
-        // etcd draws each election timeout from [timeout, 2 * timeout).
-        election_timeout_min: millis(config.election_timeout),
-        election_timeout_max: millis(config.election_timeout) * 2,
+        // A follower campaigns once the leader lease (`election_timeout_max`) and its own
+        // timeout (drawn from [min, max)) have run since the leader's last message: 1.5 to 2
+        // election timeouts, inside etcd's 1 to 2 (max = 2 x min took 3 to 4).
+        election_timeout_min: millis(config.election_timeout) / 2,
+        election_timeout_max: millis(config.election_timeout),
         // A chunk's timeout includes installing the whole snapshot on the last one.
         install_snapshot_timeout: 60_000,
         snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(config.snapshot_count),

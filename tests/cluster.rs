@@ -136,7 +136,7 @@ async fn a_forwarded_write_whose_answer_died_with_the_leader_is_answered_from_th
 /// leader's replication, so it applies the write after the forward broke.
 ///
 /// The next leader must be elected within the write's deadline (5 s and two election timeouts),
-/// after openraft's leader lease (two election timeouts) and its own timeout; cut off, the
+/// after openraft's leader lease (one election timeout) and its own timeout; cut off, the
 /// follower campaigns in vain and can tie the next leader's first term, which then takes a
 /// second round. With one-second timeouts that left too little room under CI's load (3.2-5.9 s
 /// measured beside the rest of the suite, 7 s once in CI), so this cluster elects in half-second

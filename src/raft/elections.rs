@@ -4,8 +4,8 @@
 //!   timeouts to its next election, and openraft clears that mark only when its own timer next
 //!   starts an election (openraft#2087, fixed after 0.9.25). A member that lost one election,
 //!   often at bootstrap, and then followed a leader for days still carries it: when that leader
-//!   dies it waits out the backoff on top of the leader lease and its timeout, up to eight
-//!   `--election-timeout`s instead of four, so a failover can outlast a client's deadline.
+//!   dies it waits out the backoff on top of the leader lease and its timeout, up to four
+//!   `--election-timeout`s instead of two, so a failover can outlast a client's deadline.
 //!   [`campaign_when_leader_silent`] starts the election itself once openraft's own record of
 //!   the leader's last message is older than openraft's timer without the backoff ever waits.
 //!   It acts only on a follower of a leader: once a member has campaigned or voted, the
@@ -36,7 +36,7 @@ use super::{NodeId, PeerNode};
 pub async fn campaign_when_leader_silent(node: Arc<Node>, mut stop: watch::Receiver<bool>) {
     let config = node.raft.config();
     let base = silence_limit(config.election_timeout_max, config.heartbeat_interval);
-    let spread = Duration::from_millis(config.election_timeout_min);
+    let spread = node.election_timeout();
     let mut limit = base + jitter(spread);
     let mut ticks = tokio::time::interval(Duration::from_millis(config.heartbeat_interval));
     ticks.set_missed_tick_behavior(MissedTickBehavior::Skip);
@@ -81,8 +81,7 @@ fn silence_limit(election_timeout_max: u64, heartbeat_interval: u64) -> Duration
 /// term. When no leader appears for several election timeouts in a row, campaign after a
 /// random delay.
 pub async fn break_split_votes(node: Arc<Node>, mut stop: watch::Receiver<bool>) {
-    // `--election-timeout`: openraft's shortest.
-    let election_timeout = Duration::from_millis(node.raft.config().election_timeout_min);
+    let election_timeout = node.election_timeout();
     // Server metrics, not the full ones: see `removed_from_membership`.
     let mut metrics = node.raft.server_metrics();
     loop {

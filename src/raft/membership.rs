@@ -209,7 +209,7 @@ impl Node {
 
     /// Whether the leader has heard from `id` within an election timeout (itself always).
     fn is_reachable(&self, id: NodeId) -> bool {
-        let timeout = Duration::from_millis(self.raft.config().election_timeout_max);
+        let timeout = self.election_timeout();
         id == self.id || self.peers.last_contact(id).is_some_and(|at| at.elapsed() < timeout)
     }
 

@@ -420,9 +420,10 @@ impl Node {
         Ok(bytes)
     }
 
-    /// The shortest election timeout (`--election-timeout`).
+    /// `--election-timeout`: openraft's leader lease (`election_timeout_max`); each follower's own
+    /// timeout is drawn from half of it up to it.
     pub fn election_timeout(&self) -> Duration {
-        Duration::from_millis(self.raft.config().election_timeout_min)
+        Duration::from_millis(self.raft.config().election_timeout_max)
     }
 
     /// How long without a leader counts as more than an election going on.
@@ -502,7 +503,7 @@ impl Node {
         let config = self.raft.config();
         match leader {
             None => false,
-            Some(leader) if leader == id => millis_since_quorum_ack.is_some_and(|ms| ms <= config.election_timeout_min),
+            Some(leader) if leader == id => millis_since_quorum_ack.is_some_and(|ms| ms <= config.election_timeout_max),
             Some(leader) => {
                 let patience = Duration::from_millis(config.election_timeout_max);
                 !self.is_learner() || self.peers.last_contact(leader).is_some_and(|at| at.elapsed() < patience)
