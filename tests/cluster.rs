@@ -231,6 +231,42 @@ async fn a_write_waits_for_the_leaders_own_flush_before_anyone_acts_on_it() {
     }
 }
 
+/// A write whose client gave up while it waited in the leader's queue is never proposed, as
+/// etcd proposes none whose request is done; the writes queued beside it go through.
+#[tokio::test]
+async fn a_write_whose_client_gave_up_in_the_queue_is_not_proposed() {
+    let holds = tempfile::tempdir().unwrap();
+    let hold = holds.path().join("hold");
+    let env = [("PHOENIX_TEST_HOLD_LEADER_FLUSH", hold.to_str().unwrap())];
+    let cluster = Cluster::start_with_env(1, TEST_TIMINGS, &env).await;
+    let client = cluster.client(0).await;
+    client.clone().put("before", "v", None).await.unwrap();
+    std::fs::write(&hold, "").unwrap();
+    let in_flight = put_in_background(&client);
+    poll_until(READY_TIMEOUT, "the leader's flush of the first write held", || {
+        let held = cluster.members[0].log_text().contains("holding the leader's log flush");
+        async move { held.then_some(()) }
+    })
+    .await;
+    // Queued behind the held entry: one client gives up, another waits.
+    let gave_up = tokio::time::timeout(Duration::from_millis(300), client.clone().put("abandoned", "v", None)).await;
+    assert!(gave_up.is_err(), "answered while the leader's flush was held: {gave_up:?}");
+    let waiting = {
+        let mut client = client.clone();
+        tokio::spawn(async move { client.put("waited", "v", None).await })
+    };
+    // A request after the cancellation on the same connection: once it is answered, the member
+    // has read the cancellation too (HTTP/2 frames arrive in order).
+    let mut reader = client.clone();
+    value(&mut reader, "before", Some(GetOptions::new().with_serializable())).await;
+
+    std::fs::remove_file(&hold).unwrap();
+    assert!(in_flight.await.unwrap().is_ok());
+    assert!(waiting.await.unwrap().is_ok());
+    assert_eq!(value(&mut reader, "waited", None).await.as_deref(), Some(&b"v"[..]));
+    assert_eq!(value(&mut reader, "abandoned", None).await, None, "a write its client gave up on was applied");
+}
+
 /// A leader killed before its own flush may restart without entries its followers hold
 /// (`raft::leader_flush`); leading on in its old term, as openraft 0.9 would let it, it would
 /// write other entries under their log ids. Restarted at once, before anyone else campaigns, it

@@ -630,20 +630,25 @@ fn idempotent_failure(status: tonic::Status) -> Error {
 /// at a time either way.
 async fn run_batcher(raft: Raft, mut queue: mpsc::Receiver<PendingWrite>) {
     while let Some(first) = queue.recv().await {
-        let batch = fill_batch(first, &mut queue, |write| &write.command);
-        submit_batch(&raft, batch).await;
+        let batch = fill_batch(first, &mut queue, |write| write);
+        if !batch.is_empty() {
+            submit_batch(&raft, batch).await;
+        }
     }
 }
 
-/// `first` and what else is queued, within the bounds of one batch.
-fn fill_batch<T>(first: T, queue: &mut mpsc::Receiver<T>, command: impl Fn(&T) -> &pb::Command) -> Vec<T> {
-    let mut bytes = command(&first).encoded_len();
+/// `first` and what else is queued, within the bounds of one batch, less the writes whose
+/// client stopped waiting (it gave up, or its request timed out): etcd proposes none whose
+/// request is done either, and under overload they would only lengthen the queue.
+fn fill_batch<T>(first: T, queue: &mut mpsc::Receiver<T>, write: impl Fn(&T) -> &PendingWrite) -> Vec<T> {
+    let mut bytes = write(&first).command.encoded_len();
     let mut batch = vec![first];
     while batch.len() < MAX_BATCH_COMMANDS && bytes < MAX_BATCH_BYTES {
         let Ok(next) = queue.try_recv() else { break };
-        bytes += command(&next).encoded_len();
+        bytes += write(&next).command.encoded_len();
         batch.push(next);
     }
+    batch.retain(|queued| !write(queued).reply.is_closed());
     batch
 }
 
@@ -693,9 +698,7 @@ async fn forward_to_leader(mut queue: mpsc::Receiver<ForwardedWrite>, timeout: D
     let in_flight = Arc::new(Semaphore::new(MAX_FORWARDS_IN_FLIGHT));
     while let Some(first) = queue.recv().await {
         let Ok(permit) = in_flight.clone().acquire_owned().await else { return };
-        let mut batch = fill_batch(first, &mut queue, |forwarded| &forwarded.write.command);
-        // Writes whose client stopped waiting (its request timed out) are not sent at all.
-        batch.retain(|forwarded| !forwarded.write.reply.is_closed());
+        let batch = fill_batch(first, &mut queue, |forwarded| &forwarded.write);
         if batch.is_empty() {
             continue;
         }
