@@ -85,15 +85,39 @@ async fn writes_continue_after_the_leader_is_killed() {
     assert_eq!(count.count(), 20);
 }
 
-/// A 3-member cluster whose members hold forwarded writes at `hold_point` (a fault switch) while
-/// the file it returns exists, with the file created: set up after start, as members publish
-/// their names through forwards.
-async fn holding_at(hold_point: &str) -> (Cluster, tempfile::TempDir, std::path::PathBuf) {
-    let holds = tempfile::tempdir().unwrap();
-    let hold = holds.path().join("hold");
-    let cluster = Cluster::start_with_env(3, TEST_TIMINGS, &[(hold_point, hold.to_str().unwrap())]).await;
-    std::fs::write(&hold, "").unwrap();
-    (cluster, holds, hold)
+/// A fault switch's file: members started with `env(point)` hold at that point while it exists.
+struct Hold {
+    _dir: tempfile::TempDir,
+    file: std::path::PathBuf,
+}
+
+impl Hold {
+    fn new() -> Hold {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("hold");
+        Hold { _dir: dir, file }
+    }
+
+    fn env<'a>(&'a self, point: &'a str) -> [(&'a str, &'a str); 1] {
+        [(point, self.file.to_str().unwrap())]
+    }
+
+    fn arm(&self) {
+        std::fs::write(&self.file, "").unwrap();
+    }
+
+    fn release(&self) {
+        std::fs::remove_file(&self.file).unwrap();
+    }
+}
+
+/// A 3-member cluster whose members hold forwarded writes at `hold_point` (a fault switch), with
+/// the hold armed: set up after start, as members publish their names through forwards.
+async fn holding_at(hold_point: &str) -> (Cluster, Hold) {
+    let hold = Hold::new();
+    let cluster = Cluster::start_with_env(3, TEST_TIMINGS, &hold.env(hold_point)).await;
+    hold.arm();
+    (cluster, hold)
 }
 
 /// A put of `k` through `client`, sent in the background.
@@ -120,7 +144,7 @@ async fn written_once(client: &mut Client, key: &str) {
 
 #[tokio::test]
 async fn a_forwarded_write_whose_answer_died_with_the_leader_is_answered_from_the_followers_apply() {
-    let (mut cluster, _holds, _hold) = holding_at("PHOENIX_TEST_HOLD_FORWARDED_ANSWERS").await;
+    let (mut cluster, _hold) = holding_at("PHOENIX_TEST_HOLD_FORWARDED_ANSWERS").await;
     let leader = cluster.leader().await;
     let mut client = cluster.client((leader + 1) % 3).await;
     let put = put_in_background(&client);
@@ -143,15 +167,14 @@ async fn a_forwarded_write_whose_answer_died_with_the_leader_is_answered_from_th
 /// timeouts (1.7-3.1 s measured).
 #[tokio::test]
 async fn a_forwarded_write_the_follower_sees_applied_only_under_the_next_leader_is_answered_once() {
-    let holds = tempfile::tempdir().unwrap();
-    let hold = holds.path().join("hold");
-    let env = [("PHOENIX_TEST_HOLD_FORWARDED_ANSWERS", hold.to_str().unwrap())];
+    let hold = Hold::new();
     let timings = ["--heartbeat-interval", "100", "--election-timeout", "500"];
-    let (mut cluster, network) = Cluster::start_behind_proxies(3, &timings, &env).await;
+    let (mut cluster, network) =
+        Cluster::start_behind_proxies(3, &timings, &hold.env("PHOENIX_TEST_HOLD_FORWARDED_ANSWERS")).await;
     cluster.wait_names_published().await;
     let leader = cluster.leader().await;
     let (follower, other) = ((leader + 1) % 3, (leader + 2) % 3);
-    std::fs::write(&hold, "").unwrap();
+    hold.arm();
     network.cut(leader, follower);
     let mut client = cluster.client(follower).await;
     let put = put_in_background(&client);
@@ -168,7 +191,7 @@ async fn a_forwarded_write_the_follower_sees_applied_only_under_the_next_leader_
 
 #[tokio::test]
 async fn a_forwarded_write_its_dead_leader_never_proposed_goes_to_the_next_leader_once() {
-    let (mut cluster, _holds, hold) = holding_at("PHOENIX_TEST_HOLD_FORWARDED_PROPOSALS").await;
+    let (mut cluster, hold) = holding_at("PHOENIX_TEST_HOLD_FORWARDED_PROPOSALS").await;
     let leader = cluster.leader().await;
     let mut client = cluster.client((leader + 1) % 3).await;
     let put = put_in_background(&client);
@@ -179,10 +202,48 @@ async fn a_forwarded_write_its_dead_leader_never_proposed_goes_to_the_next_leade
     .await;
 
     cluster.kill(leader);
-    std::fs::remove_file(&hold).unwrap();
+    hold.release();
     let answer = put.await.unwrap();
     assert!(answer.is_ok(), "the write was never applied, so it could be sent again: {answer:?}");
     written_once(&mut client, "k").await;
+}
+
+/// The leader's own log flush, held on request (`PHOENIX_TEST_HOLD_LEADER_FLUSH`).
+struct FlushHold(Hold);
+
+impl FlushHold {
+    /// Starts `n` members that hold the leader's flush on request, and returns them, their
+    /// leader, a client of it, and the hold. One write has gone through: a leadership's first
+    /// append is flushed before it is reported, so only later ones wait for the held flush.
+    async fn start(n: usize) -> (Cluster, usize, Client, FlushHold) {
+        let hold = Hold::new();
+        let cluster = Cluster::start_with_env(n, TEST_TIMINGS, &hold.env("PHOENIX_TEST_HOLD_LEADER_FLUSH")).await;
+        let leader = cluster.leader().await;
+        let client = cluster.client(leader).await;
+        client.clone().put("before", "v", None).await.unwrap();
+        (cluster, leader, client, FlushHold(hold))
+    }
+
+    /// Holds the leader's flush and starts a put of `k`; returns once its flush is held.
+    async fn put_held(
+        &self,
+        cluster: &Cluster,
+        leader: usize,
+        on_leader: &Client,
+    ) -> tokio::task::JoinHandle<Result<PutResponse, etcd_client::Error>> {
+        self.0.arm();
+        let put = put_in_background(on_leader);
+        poll_until(READY_TIMEOUT, "the leader's flush of the write held", || {
+            let held = cluster.members[leader].log_text().contains("holding the leader's log flush");
+            async move { held.then_some(()) }
+        })
+        .await;
+        put
+    }
+
+    fn release(&self) {
+        self.0.release();
+    }
 }
 
 /// A leader reports its own log appends flushed at once and flushes them while its followers do
@@ -190,20 +251,8 @@ async fn a_forwarded_write_its_dead_leader_never_proposed_goes_to_the_next_leade
 /// no client is answered and no follower applies it until the leader's copy is durable.
 #[tokio::test]
 async fn a_write_waits_for_the_leaders_own_flush_before_anyone_acts_on_it() {
-    let holds = tempfile::tempdir().unwrap();
-    let hold = holds.path().join("hold");
-    let env = [("PHOENIX_TEST_HOLD_LEADER_FLUSH", hold.to_str().unwrap())];
-    let cluster = Cluster::start_with_env(3, TEST_TIMINGS, &env).await;
-    let leader = cluster.leader().await;
-    let on_leader = cluster.client(leader).await;
-    on_leader.clone().put("before", "v", None).await.unwrap();
-    std::fs::write(&hold, "").unwrap();
-    let put = put_in_background(&on_leader);
-    poll_until(READY_TIMEOUT, "the leader's flush of the write held", || {
-        let held = cluster.members[leader].log_text().contains("holding the leader's log flush");
-        async move { held.then_some(()) }
-    })
-    .await;
+    let (cluster, leader, on_leader, hold) = FlushHold::start(3).await;
+    let put = hold.put_held(&cluster, leader, &on_leader).await;
 
     // Unheld, the answer and the followers' applies follow the commit within milliseconds.
     let followers = [(leader + 1) % 3, (leader + 2) % 3];
@@ -218,7 +267,7 @@ async fn a_write_waits_for_the_leaders_own_flush_before_anyone_acts_on_it() {
         tokio::time::sleep(support::POLL_INTERVAL).await;
     }
 
-    std::fs::remove_file(&hold).unwrap();
+    hold.release();
     let answer = put.await.unwrap();
     assert!(answer.is_ok(), "the write goes through once the leader's flush does: {answer:?}");
     for follower in followers {
@@ -235,19 +284,8 @@ async fn a_write_waits_for_the_leaders_own_flush_before_anyone_acts_on_it() {
 /// etcd proposes none whose request is done; the writes queued beside it go through.
 #[tokio::test]
 async fn a_write_whose_client_gave_up_in_the_queue_is_not_proposed() {
-    let holds = tempfile::tempdir().unwrap();
-    let hold = holds.path().join("hold");
-    let env = [("PHOENIX_TEST_HOLD_LEADER_FLUSH", hold.to_str().unwrap())];
-    let cluster = Cluster::start_with_env(1, TEST_TIMINGS, &env).await;
-    let client = cluster.client(0).await;
-    client.clone().put("before", "v", None).await.unwrap();
-    std::fs::write(&hold, "").unwrap();
-    let in_flight = put_in_background(&client);
-    poll_until(READY_TIMEOUT, "the leader's flush of the first write held", || {
-        let held = cluster.members[0].log_text().contains("holding the leader's log flush");
-        async move { held.then_some(()) }
-    })
-    .await;
+    let (cluster, leader, client, hold) = FlushHold::start(1).await;
+    let in_flight = hold.put_held(&cluster, leader, &client).await;
     // Queued behind the held entry: one client gives up, another waits.
     let gave_up = tokio::time::timeout(Duration::from_millis(300), client.clone().put("abandoned", "v", None)).await;
     assert!(gave_up.is_err(), "answered while the leader's flush was held: {gave_up:?}");
@@ -260,7 +298,7 @@ async fn a_write_whose_client_gave_up_in_the_queue_is_not_proposed() {
     let mut reader = client.clone();
     value(&mut reader, "before", Some(GetOptions::new().with_serializable())).await;
 
-    std::fs::remove_file(&hold).unwrap();
+    hold.release();
     assert!(in_flight.await.unwrap().is_ok());
     assert!(waiting.await.unwrap().is_ok());
     assert_eq!(value(&mut reader, "waited", None).await.as_deref(), Some(&b"v"[..]));
