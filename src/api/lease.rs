@@ -110,7 +110,7 @@ impl Lease for LeaseService {
         // does; a follower's counts none down and lists them in no set order (here, by ID).
         let node = &self.ctx.node;
         if node.usable_leader() == Some(node.id) && node.ensure_leading_leases().is_ok() {
-            self.ctx.node.lessor.sort_by_expiry(&mut leases);
+            node.lessor.sort_by_expiry(&mut leases);
         }
         let leases = leases.into_iter().map(|(id, _)| pb::LeaseStatus { id }).collect();
         Ok(Response::new(pb::LeaseLeasesResponse { header: self.ctx.current_header(), leases }))
