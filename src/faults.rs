@@ -12,7 +12,8 @@
 //! is applied, as a caller cut off by its deadline between openraft's two steps would;
 //! `stalled-election-timer` starts openraft with its own election timer off, as its sticky
 //! backoff after a lost election delays it (see [`crate::raft::elections`]), here until a
-//! leadership transfer switches it on again.
+//! leadership transfer switches it on again; `idle-lease-expiry` keeps the leader's lease expiry
+//! task from doing anything, as a task that has not run yet after an election.
 //!
 //! `PHOENIX_TEST_PEER_ROUTES=URL=PROXY,...` sends this member's Raft traffic for the member at
 //! peer URL `URL` through `PROXY` instead, so a test can cut any one direction of any link.
