@@ -478,6 +478,15 @@ fn accept_nodelay(listener: TcpListener) -> impl futures::Stream<Item = std::io:
     })
 }
 
+/// Accepted client connections, each behind [`api::MendedAuthority`] so that
+/// etcdctl 3.4's `endpoint status` and the like are served (see there).
+fn accept_clients(
+    listener: TcpListener,
+) -> impl futures::Stream<Item = std::io::Result<api::MendedAuthority<tokio::net::TcpStream>>> {
+    use futures::StreamExt;
+    accept_nodelay(listener).map(|accepted| accepted.map(api::MendedAuthority::new))
+}
+
 async fn stopped(mut stop: watch::Receiver<bool>) {
     let _ = stop.wait_for(|stop| *stop).await;
 }
@@ -569,7 +578,7 @@ async fn serve_clients(
     let result = Server::builder()
         .accept_http1(true)
         .add_routes(routes.into())
-        .serve_with_incoming_shutdown(accept_nodelay(listener), stopped(stop))
+        .serve_with_incoming_shutdown(accept_clients(listener), stopped(stop))
         .await;
     if let Err(e) = result {
         tracing::error!(error = %e, "client server failed");

@@ -4,6 +4,7 @@
 //! Auth, and the parts of Cluster and Maintenance not listed in the README,
 //! are registered and answer Unimplemented, so a client gets an answer rather than a hang.
 
+mod authority;
 mod cluster;
 mod election;
 pub mod http;
@@ -25,6 +26,7 @@ use crate::raft::node::Node;
 use crate::{Error, Result};
 pub use validate::Limits;
 
+pub use authority::MendedAuthority;
 pub use cluster::ClusterService;
 pub use election::ElectionService;
 pub use kv::KvService;

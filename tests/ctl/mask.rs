@@ -116,10 +116,11 @@ fn squeeze_table_line(line: &str) -> String {
     out
 }
 
-/// `endpoint status` rows: version, db size, raft term, raft index and raft applied index.
+/// `endpoint status` rows (the endpoint given with or without its scheme): version, db size,
+/// raft term, raft index and raft applied index.
 fn mask_simple_listing(line: &str) -> String {
     let cells: Vec<&str> = line.split(", ").collect();
-    if cells.len() != 10 || cells[0] != "<client>" {
+    if cells.len() != 10 || cells[0].trim_start_matches("http://") != "<client>" {
         return line.to_string();
     }
     let masked = cells.iter().enumerate().map(|(i, c)| if [2, 3, 6, 7, 8].contains(&i) { "<server>" } else { c });
