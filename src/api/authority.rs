@@ -14,8 +14,10 @@
 //! re-encoded from its first header block on or not at all, and a re-encoded block holds
 //! literals only, so the server's dynamic table stays empty. Frames other than header blocks are
 //! handed on as soon as they are whole, so a client that waits for an answer (a PING, the
-//! settings) before its first request is never held up. What this cannot parse is handed on as
-//! it came, and from then on everything else, for h2 to refuse as it would have.
+//! settings) before its first request is never held up. What this cannot parse, or would not
+//! take as h2 would not (a header list past h2's limits), is handed on as it came, and from then
+//! on everything else, for h2 to refuse: as it would have, on a connection's first block; later
+//! on a connection being mended, h2's table is then out of step and it ends the connection.
 
 use std::io;
 use std::pin::Pin;
@@ -40,8 +42,18 @@ const PRIORITY_BYTES: usize = 5;
 const MAX_FRAME_BYTES: usize = 16_384;
 /// The HPACK dynamic table size every HTTP/2 connection starts with; h2 announces no other.
 const HPACK_TABLE_BYTES: usize = 4096;
-/// A header block held back longer than this is handed on as it is, for h2 to judge.
-const MAX_HEADER_BLOCK_BYTES: usize = 256 * 1024;
+/// The CONTINUATION frames without END_HEADERS that h2 takes in one header block (with the
+/// client server's settings); a longer block is handed on for h2 to refuse.
+const MAX_CONTINUATION_FRAMES: usize = 5;
+/// The largest header list h2 takes (hyper's default, which the client server keeps), counted
+/// as HTTP/2 counts it: each field's name and value and 32 bytes. Past it, h2 refuses the
+/// request, so a block is decoded only within it.
+const MAX_HEADER_LIST_BYTES: usize = MAX_FRAME_BYTES;
+const FIELD_OVERHEAD_BYTES: usize = 32;
+/// Huffman-coded strings decoded in one block at most: the decoder builds a table for each, so
+/// a block of many tiny ones would cost far more to decode than to send. A client's request
+/// headers hold a dozen or so.
+const MAX_HUFFMAN_STRINGS: usize = 64;
 const READ_CHUNK_BYTES: usize = 16 * 1024;
 
 /// A client connection whose header blocks are mended as the module says.
@@ -114,7 +126,7 @@ impl<S> MendedAuthority<S> {
             Stage::Mending(decoder) => (decoder, false),
             _ => (Box::new(new_decoder()), true),
         };
-        let Ok(headers) = decoder.decode(&block.fragment) else {
+        let Some(headers) = decode(&mut decoder, &block.fragment) else {
             return self.hand_on_untouched();
         };
         if first && !headers.iter().any(|(name, value)| is_authority(name) && refused(value)) {
@@ -133,8 +145,75 @@ impl<S> MendedAuthority<S> {
     /// Hands on all that is unread as it is, and everything after it.
     fn hand_on_untouched(&mut self) {
         self.ready.append(&mut self.unread);
+        // The connection needs neither buffer again once `ready` is read out.
+        self.unread = Vec::new();
         self.stage = Stage::Untouched;
     }
+}
+
+/// The header list in `fragment`, decoded by the client's dynamic table as `decoder` follows
+/// it; `None` if it does not decode, or holds more than h2 takes or than is worth decoding.
+fn decode(decoder: &mut Decoder<'static>, fragment: &[u8]) -> Option<Vec<(Vec<u8>, Vec<u8>)>> {
+    if huffman_strings(fragment)? > MAX_HUFFMAN_STRINGS {
+        return None;
+    }
+    let (mut headers, mut size) = (Vec::new(), 0);
+    let decoded = decoder.decode_with_cb(fragment, |name, value| {
+        // Fields from the dynamic table come as often as they are named: keep only what fits.
+        size += name.len() + value.len() + FIELD_OVERHEAD_BYTES;
+        if size <= MAX_HEADER_LIST_BYTES {
+            headers.push((name.into_owned(), value.into_owned()));
+        }
+    });
+    (decoded.is_ok() && size <= MAX_HEADER_LIST_BYTES).then_some(headers)
+}
+
+/// How many Huffman-coded strings a header block fragment holds, read from its
+/// representations' prefixes alone (RFC 7541, section 6), without decoding a string.
+fn huffman_strings(fragment: &[u8]) -> Option<usize> {
+    let (mut at, mut count) = (0, 0);
+    while let Some(&first) = fragment.get(at) {
+        // Indexed (1), literal with incremental indexing (01), size update (001), and the two
+        // other literals (0000, 0001): the prefix's bits, and how many strings follow.
+        let (prefix_bits, literal) = match first {
+            _ if first & 0x80 != 0 => (7, false),
+            _ if first & 0xc0 == 0x40 => (6, true),
+            _ if first & 0xe0 == 0x20 => (5, false),
+            _ => (4, true),
+        };
+        let (index, used) = integer(&fragment[at..], prefix_bits)?;
+        at += used;
+        let strings = if !literal {
+            0
+        } else if index == 0 {
+            2
+        } else {
+            1
+        };
+        for _ in 0..strings {
+            let (len, used) = integer(fragment.get(at..)?, 7)?;
+            count += usize::from(fragment[at] & 0x80 != 0);
+            at += used + len;
+        }
+    }
+    (at == fragment.len()).then_some(count)
+}
+
+/// An integer with an N-bit prefix (RFC 7541, section 5.1) at the start of `bytes`, and the
+/// bytes it takes; `None` if it is cut short or above 2^28 (nothing in a header block is).
+fn integer(bytes: &[u8], prefix_bits: u32) -> Option<(usize, usize)> {
+    let max_prefix = (1 << prefix_bits) - 1;
+    let mut value = usize::from(*bytes.first()?) & max_prefix;
+    if value < max_prefix {
+        return Some((value, 1));
+    }
+    for (shift, (used, &byte)) in (0..28).step_by(7).zip(bytes.iter().enumerate().skip(1)) {
+        value += usize::from(byte & 0x7f) << shift;
+        if byte & 0x80 == 0 {
+            return Some((value, used + 1));
+        }
+    }
+    None
 }
 
 fn new_decoder() -> Decoder<'static> {
@@ -183,23 +262,29 @@ fn next_unit(bytes: &[u8]) -> Unit {
     if frame.kind != HEADERS {
         return Unit::Frame(frame.end);
     }
-    let Some((priority, fragment)) = headers_payload(bytes, &frame) else {
+    let Some((priority, first_fragment)) = headers_payload(bytes, &frame) else {
         return Unit::Unparsable;
     };
-    let mut fragment = bytes[fragment].to_vec();
+    // The block's frames are found before anything is copied: a client may send it a byte at a
+    // time, and each read looks again.
+    let mut continuations = Vec::new();
     let (mut end, mut flags) = (frame.end, frame.flags);
     while flags & END_HEADERS == 0 {
-        if end > MAX_HEADER_BLOCK_BYTES {
-            return Unit::Unparsable;
-        }
         match frame_at(bytes, end) {
             Ok(Some(next)) if next.kind == CONTINUATION && next.stream == frame.stream => {
-                fragment.extend_from_slice(&bytes[next.payload]);
                 (end, flags) = (next.end, next.flags);
+                continuations.push(next.payload);
+                if flags & END_HEADERS == 0 && continuations.len() > MAX_CONTINUATION_FRAMES {
+                    return Unit::Unparsable;
+                }
             }
             Ok(None) => return Unit::Incomplete,
             Ok(Some(_)) | Err(()) => return Unit::Unparsable,
         }
+    }
+    let mut fragment = bytes[first_fragment].to_vec();
+    for payload in continuations {
+        fragment.extend_from_slice(&bytes[payload]);
     }
     let end_stream = frame.flags & END_STREAM != 0;
     Unit::HeaderBlock(HeaderBlock { len: end, stream: frame.stream, end_stream, priority, fragment })
@@ -265,30 +350,26 @@ fn mended(mut headers: Vec<(Vec<u8>, Vec<u8>)>) -> Vec<(Vec<u8>, Vec<u8>)> {
     headers
 }
 
-/// Encodes `headers` as literals that touch no dynamic table (RFC 7541, section 6.2.2) and
-/// frames them as `block` was framed, in frames no larger than every server accepts.
+/// Encodes `headers` as literals that touch no dynamic table (never indexed, as an intermediary
+/// must keep the fields a client marked so: RFC 7541, section 6.2.3) in one HEADERS frame
+/// framed as `block` was. One frame holds them: a field takes at most 7 bytes besides its name
+/// and value, where h2 counts 32, and [`decode`] passes no list larger than h2 takes, which is
+/// no larger than a frame.
 fn push_header_block(out: &mut Vec<u8>, block: &HeaderBlock, headers: &[(Vec<u8>, Vec<u8>)]) {
+    const LITERAL_NEVER_INDEXED_NEW_NAME: u8 = 0x10;
     let mut encoded = Vec::new();
     for (name, value) in headers {
-        encoded.push(0);
+        encoded.push(LITERAL_NEVER_INDEXED_NEW_NAME);
         push_string(&mut encoded, name);
         push_string(&mut encoded, value);
     }
     let priority: &[u8] = block.priority.as_ref().map_or(&[], |fields| &fields[..]);
-    let (first, mut rest) = encoded.split_at(encoded.len().min(MAX_FRAME_BYTES - priority.len()));
-    let mut flags = if block.end_stream { END_STREAM } else { 0 };
+    let mut flags = END_HEADERS;
+    flags |= if block.end_stream { END_STREAM } else { 0 };
     flags |= if priority.is_empty() { 0 } else { PRIORITY };
-    flags |= if rest.is_empty() { END_HEADERS } else { 0 };
-    push_frame_header(out, priority.len() + first.len(), HEADERS, flags, block.stream);
+    push_frame_header(out, priority.len() + encoded.len(), HEADERS, flags, block.stream);
     out.extend_from_slice(priority);
-    out.extend_from_slice(first);
-    while !rest.is_empty() {
-        let (chunk, after) = rest.split_at(rest.len().min(MAX_FRAME_BYTES));
-        let flags = if after.is_empty() { END_HEADERS } else { 0 };
-        push_frame_header(out, chunk.len(), CONTINUATION, flags, block.stream);
-        out.extend_from_slice(chunk);
-        rest = after;
-    }
+    out.extend_from_slice(&encoded);
 }
 
 fn push_frame_header(out: &mut Vec<u8>, len: usize, kind: u8, flags: u8, stream: u32) {
@@ -343,7 +424,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for MendedAuthority<S> {
                 buf.put_slice(&this.ready[this.handed..this.handed + len]);
                 this.handed += len;
                 if this.handed == this.ready.len() {
-                    this.ready.clear();
+                    this.ready = Vec::new();
                     this.handed = 0;
                 }
                 return Poll::Ready(Ok(()));
@@ -451,27 +532,16 @@ mod tests {
         frames
     }
 
-    /// The header lists the server decodes, with each block's HEADERS flags, from `bytes`.
+    /// The header lists the server decodes, with each block's flags, from `bytes`.
     fn header_lists(bytes: &[u8]) -> Vec<(u8, Headers)> {
         let mut decoder = new_decoder();
-        let mut lists = Vec::new();
-        let mut block: Option<(u8, Vec<u8>)> = None;
-        for (kind, flags, _, payload) in frames(bytes) {
-            match kind {
-                HEADERS => {
-                    let skip = if flags & PRIORITY != 0 { PRIORITY_BYTES } else { 0 };
-                    assert_eq!(flags & PADDED, 0, "mended blocks are not padded");
-                    block = Some((flags, payload[skip..].to_vec()));
-                }
-                CONTINUATION => block.as_mut().expect("a continuation follows headers").1.extend(payload),
-                _ => continue,
-            }
-            if flags & END_HEADERS != 0 {
-                let (flags, fragment) = block.take().expect("a block");
-                lists.push((flags, decoder.decode(&fragment).expect("the server decodes the block")));
-            }
-        }
-        lists
+        let blocks = frames(bytes).into_iter().filter(|(kind, ..)| *kind == HEADERS);
+        let list = |(_, flags, _, payload): (u8, u8, u32, Vec<u8>)| {
+            assert_eq!(flags & (END_HEADERS | PADDED), END_HEADERS, "a mended block is one frame, unpadded");
+            let skip = if flags & PRIORITY != 0 { PRIORITY_BYTES } else { 0 };
+            (flags, decoder.decode(&payload[skip..]).expect("the server decodes the block"))
+        };
+        blocks.map(list).collect()
     }
 
     fn with_authority(mut headers: Headers, authority: &str) -> Headers {
@@ -489,12 +559,21 @@ mod tests {
         let sent = request("http://127.0.0.1:2379", &[]);
         let (first, second) = (encode(&mut encoder, &sent), encode(&mut encoder, &sent));
         assert!(second.len() < first.len(), "the second request refers to the client's dynamic table");
+        // The second block also opens with a dynamic table size update (to 4096, RFC 7541
+        // section 6.3) and ends with a field whose name and value are Huffman-coded
+        // (`custom-key: custom-value`, from RFC 7541 appendix C.4.3), as Go's encoder writes.
+        let mut second_block = vec![0x3f, 0xe1, 0x1f];
+        second_block.extend(second);
+        second_block.extend([0x40, 0x88, 0x25, 0xa8, 0x49, 0xe9, 0x5b, 0xa9, 0x7d, 0x7f]);
+        second_block.extend([0x89, 0x25, 0xa8, 0x49, 0xe9, 0x5b, 0xb8, 0xe8, 0xb4, 0xbf]);
         let mut input = PREFACE.to_vec();
         input.extend(frame(SETTINGS, 0, 0, &[]));
         input.extend(frame(HEADERS, END_HEADERS, 1, &first));
         input.extend(frame(DATA, END_STREAM, 1, &[0, 0, 0, 0, 0]));
-        input.extend(frame(HEADERS, END_HEADERS | END_STREAM, 3, &second));
+        input.extend(frame(HEADERS, END_HEADERS | END_STREAM, 3, &second_block));
         let expected = with_authority(sent, "127.0.0.1:2379");
+        let mut expected_second = expected.clone();
+        expected_second.push((b"custom-key".to_vec(), b"custom-value".to_vec()));
         for chunk in [1, 7, 64 * 1024] {
             let output = served(&input, chunk).await;
             assert_eq!(output[..PREFACE.len()], *PREFACE);
@@ -508,7 +587,7 @@ mod tests {
             ];
             assert_eq!(kinds, expected_kinds, "delivered {chunk} bytes at a time");
             let lists = header_lists(&output);
-            assert_eq!(lists.iter().map(|(_, headers)| headers).collect::<Vec<_>>(), [&expected, &expected]);
+            assert_eq!(lists.iter().map(|(_, headers)| headers).collect::<Vec<_>>(), [&expected, &expected_second]);
             assert_eq!(frames(&output)[2].3, [0, 0, 0, 0, 0]);
         }
     }
@@ -536,27 +615,61 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_mended_block_keeps_its_priority_and_fits_in_frames() {
-        let large = "x".repeat(40_000);
+    async fn a_block_past_h2s_limits_is_handed_on_untouched_for_h2_to_refuse() {
+        let bad_first_request = encode(&mut Encoder::new(), &request("http://127.0.0.1:2379", &[]));
+        // 33 fields with a Huffman-coded empty name and value: 66 strings.
+        let mut too_many_huffman_strings = bad_first_request.clone();
+        too_many_huffman_strings.extend([0x00, 0x80, 0x80].repeat(33));
+        let mut too_large = bad_first_request;
+        too_large.extend(encode(&mut Encoder::new(), &request("", &[("x-large", &"x".repeat(MAX_HEADER_LIST_BYTES))])));
+        for block in [too_many_huffman_strings, too_large] {
+            let mut input = PREFACE.to_vec();
+            for (i, chunk) in block.chunks(MAX_FRAME_BYTES).enumerate() {
+                let kind = if i == 0 { HEADERS } else { CONTINUATION };
+                let last = (i + 1) * MAX_FRAME_BYTES >= block.len();
+                input.extend(frame(kind, if last { END_HEADERS } else { 0 }, 1, chunk));
+            }
+            assert_eq!(served(&input, 1024).await, input);
+        }
+        // A CONTINUATION flood is handed on as soon as it passes h2's limit, not held back.
+        let mut flood = PREFACE.to_vec();
+        flood.extend(frame(HEADERS, 0, 1, &[0x82]));
+        // h2 takes five CONTINUATION frames without END_HEADERS, not a sixth.
+        for _ in 0..6 {
+            flood.extend(frame(CONTINUATION, 0, 1, &[0x82]));
+        }
+        let (mut client, server) = tokio::io::duplex(64 * 1024);
+        client.write_all(&flood).await.expect("send the flood");
+        let mut read = vec![0; flood.len()];
+        let mut mended = MendedAuthority::new(server);
+        let handed_on = tokio::time::timeout(std::time::Duration::from_secs(10), mended.read_exact(&mut read)).await;
+        handed_on.expect("the flood is handed on, not held back").expect("read the flood");
+        assert_eq!(read, flood);
+    }
+
+    #[tokio::test]
+    async fn a_mended_block_keeps_its_priority_and_fits_in_one_frame() {
+        let large = "x".repeat(MAX_HEADER_LIST_BYTES - 500);
         let sent = request("http://127.0.0.1:2379/", &[("x-large", &large)]);
         let encoded = encode(&mut Encoder::new(), &sent);
         // A padded HEADERS frame with priority fields, then CONTINUATION frames.
         let priority = [0, 0, 0, 0, 15];
         let mut payload = vec![3];
         payload.extend(priority);
-        payload.extend(&encoded[..10_000]);
+        payload.extend(&encoded[..6_000]);
         payload.extend([0; 3]);
         let mut input = PREFACE.to_vec();
         input.extend(frame(HEADERS, PADDED | PRIORITY | END_STREAM, 1, &payload));
-        input.extend(frame(CONTINUATION, 0, 1, &encoded[10_000..26_000]));
-        input.extend(frame(CONTINUATION, END_HEADERS, 1, &encoded[26_000..]));
+        input.extend(frame(CONTINUATION, 0, 1, &encoded[6_000..12_000]));
+        input.extend(frame(CONTINUATION, END_HEADERS, 1, &encoded[12_000..]));
         let output = served(&input, 4096).await;
         let output_frames = frames(&output);
-        assert!(output_frames.iter().all(|(_, _, _, payload)| payload.len() <= MAX_FRAME_BYTES));
-        let (kind, flags, _, first) = &output_frames[0];
-        assert_eq!((*kind, *flags), (HEADERS, PRIORITY | END_STREAM));
+        assert_eq!(output_frames.len(), 1);
+        let (kind, flags, stream, first) = &output_frames[0];
+        assert_eq!((*kind, *flags, *stream), (HEADERS, END_HEADERS | PRIORITY | END_STREAM, 1));
+        assert!(first.len() <= MAX_FRAME_BYTES);
         assert_eq!(first[..PRIORITY_BYTES], priority);
         let lists = header_lists(&output);
-        assert_eq!(lists, [(PRIORITY | END_STREAM, with_authority(sent, "127.0.0.1:2379"))]);
+        assert_eq!(lists, [(END_HEADERS | PRIORITY | END_STREAM, with_authority(sent, "127.0.0.1:2379"))]);
     }
 }
