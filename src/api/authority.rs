@@ -23,6 +23,7 @@ use std::io;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
+use loona_hpack::encoder::encode_integer_into;
 use loona_hpack::Decoder;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tonic::codegen::http::uri::Authority;
@@ -48,8 +49,10 @@ const MAX_CONTINUATION_FRAMES: usize = 5;
 /// The largest header list h2 takes (hyper's default, which the client server keeps), counted
 /// as HTTP/2 counts it: each field's name and value and 32 bytes. Past it, h2 refuses the
 /// request, so a block is decoded only within it.
-const MAX_HEADER_LIST_BYTES: usize = MAX_FRAME_BYTES;
+const MAX_HEADER_LIST_BYTES: usize = 16 * 1024;
 const FIELD_OVERHEAD_BYTES: usize = 32;
+// A mended block goes out in one frame (see `push_header_block`).
+const _: () = assert!(MAX_HEADER_LIST_BYTES <= MAX_FRAME_BYTES);
 /// Huffman-coded strings decoded in one block at most: the decoder builds a table for each, so
 /// a block of many tiny ones would cost far more to decode than to send. A client's request
 /// headers hold a dozen or so.
@@ -380,24 +383,9 @@ fn push_frame_header(out: &mut Vec<u8>, len: usize, kind: u8, flags: u8, stream:
 
 /// A string literal without Huffman coding (RFC 7541, section 5.2).
 fn push_string(out: &mut Vec<u8>, string: &[u8]) {
-    push_integer(out, string.len(), 7);
+    // Its length, an integer with a 7-bit prefix; writing to a Vec cannot fail.
+    let _ = encode_integer_into(string.len(), 7, 0, out);
     out.extend_from_slice(string);
-}
-
-/// An integer with an N-bit prefix (RFC 7541, section 5.1), the prefix's other bits zero.
-fn push_integer(out: &mut Vec<u8>, mut value: usize, prefix_bits: u32) {
-    let max_prefix = (1 << prefix_bits) - 1;
-    if value < max_prefix {
-        out.push(value as u8);
-        return;
-    }
-    out.push(max_prefix as u8);
-    value -= max_prefix;
-    while value >= 128 {
-        out.push((value % 128) as u8 | 0x80);
-        value /= 128;
-    }
-    out.push(value as u8);
 }
 
 impl<S: AsyncRead + Unpin> MendedAuthority<S> {
