@@ -5,9 +5,9 @@
 //! token), and the cluster ID is the same digest over the sorted member IDs (8 bytes each, big
 //! endian).
 //!
-//! The data dir holds `phoenix.json` (who this member is and which cluster it belongs to) and
-//! `db/` (sled: Raft log, vote and state machine). A data dir is used only by the member and
-//! cluster it was created for.
+//! The data dir holds `phoenix.json` (who this member is, which cluster it belongs to, and whether
+//! it joined as a learner) and `db/` (sled: Raft log, vote and state machine). A data dir is used
+//! only by the member and cluster it was created for.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -280,6 +280,10 @@ pub struct DataDirMeta {
     /// or damaged database), and the member must not bootstrap a cluster again.
     #[serde(default)]
     pub bootstrapped: bool,
+    /// Whether the member joined its cluster as a learner (`member add --learner`): what it is
+    /// until the first membership that names it reaches it, also across a restart before then.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub joined_as_learner: bool,
 }
 
 /// Format 2 stores the state machine's records by revision; opening a data dir of format 1
@@ -345,6 +349,7 @@ impl DataDir {
                     member_id: identity.member_id,
                     restored_from: None,
                     bootstrapped: false,
+                    joined_as_learner: identity.learner,
                 };
                 create(&path, &meta)?;
                 meta
@@ -377,6 +382,7 @@ impl DataDir {
             member_id: identity.member_id,
             restored_from: Some(backup_hash),
             bootstrapped: false,
+            joined_as_learner: false,
         };
         let restored = (|| {
             crate::disk::create_private_dir_all(path)?;

@@ -68,7 +68,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     };
     crate::snapshot::remove_stale_exports(&data.path)?;
     let watchers = WatchHub::default();
-    let (node, state_machine) = start_node(&config, &identity, &data, watchers.clone()).await?;
+    let (node, state_machine) = start_node(&config, &data, watchers.clone()).await?;
     tracing::info!(
         name = %config.name,
         member = format!("{:x}", node.id),
@@ -360,12 +360,7 @@ async fn raft_stopped(node: &Node) -> String {
     }
 }
 
-async fn start_node(
-    config: &Config,
-    identity: &Identity,
-    data: &DataDir,
-    watchers: WatchHub,
-) -> Result<(Arc<Node>, StateMachine)> {
+async fn start_node(config: &Config, data: &DataDir, watchers: WatchHub) -> Result<(Arc<Node>, StateMachine)> {
     let id = data.meta.member_id;
     let cluster_id = data.meta.cluster_id;
     let kv = data.kv_store();
@@ -386,7 +381,7 @@ async fn start_node(
     let raft = Raft::new(id, Arc::new(raft_config), peers.clone(), log, state_machine.clone())
         .await
         .map_err(|e| Error::Storage(format!("cannot start Raft: {e}")))?;
-    let node = Node::new(raft, data, started_with, peers, &state_machine, config, identity.learner);
+    let node = Node::new(raft, data, started_with, peers, &state_machine, config);
     Ok((node, state_machine))
 }
 

@@ -106,15 +106,7 @@ async fn a_learner_catches_up_from_a_snapshot_and_is_promoted() {
     let not_for_learner = (Code::Unavailable, "etcdserver: rpc not supported for learner".to_string());
     // From its first answer, before the snapshot brings it the membership: it learned that it
     // is a learner when it joined, as etcd's member does.
-    let endpoint = cluster.members[learner].endpoint();
-    let mut on_learner = poll_until(READY_TIMEOUT, "the learner to answer", || {
-        let endpoint = endpoint.clone();
-        async move {
-            let mut client = Client::connect([endpoint], None).await.ok()?;
-            client.status().await.ok().map(|_| client)
-        }
-    })
-    .await;
+    let mut on_learner = answering(cluster.members[learner].endpoint()).await;
     assert_eq!(status_of(on_learner.put("k", "v", None).await.unwrap_err()), not_for_learner);
     holds(&cluster, learner, "big/", 100_000).await;
     assert!(cluster.members[learner].log_text().contains("installed snapshot"), "caught up without a snapshot");
@@ -150,6 +142,50 @@ async fn a_learner_catches_up_from_a_snapshot_and_is_promoted() {
     assert_eq!(is_learner(&mut c, id).await, Some(false));
     let again = c.member_promote(id).await.unwrap_err();
     assert_eq!(status_of(again), (Code::FailedPrecondition, "etcdserver: can only promote a learner member".into()));
+}
+
+/// A learner that restarts before the leader has reached it (so before any membership names
+/// it) still knows it is a learner: its data dir recorded how it joined.
+#[tokio::test]
+async fn a_learner_restarted_before_the_leader_reached_it_is_still_a_learner() {
+    let mut cluster = Cluster::start(3, TEST_TIMINGS).await;
+    let mut c = Client::connect(cluster.endpoints(), None).await.unwrap();
+    // It advertises a peer URL nothing listens on, and listens on another (the last of a
+    // repeated flag counts, as in etcd): the leader never reaches it.
+    let ports = free_ports(3);
+    let unreachable = format!("http://127.0.0.1:{}", ports[1]);
+    let listened = format!("http://127.0.0.1:{}", ports[2]);
+    let added = c.member_add([unreachable.as_str()], Some(MemberAddOptions::new().with_is_learner())).await;
+    assert!(added.unwrap().member().unwrap().is_learner());
+    let mut initial = cluster.initial_cluster(&[0, 1, 2]);
+    initial.push_str(&format!(",m4={unreachable}"));
+    let mut flags = vec!["--initial-cluster", &initial, "--initial-cluster-state", "existing"];
+    flags.extend(["--listen-peer-urls", &listened]);
+    flags.extend(TEST_TIMINGS);
+    let learner = cluster.spawn_member("m4".to_string(), ports[0], ports[1], &flags);
+    answers_as_learner(cluster.members[learner].endpoint(), "first start").await;
+    cluster.members[learner].spawn_again();
+    answers_as_learner(cluster.members[learner].endpoint(), "restart").await;
+}
+
+/// A client of the member at `endpoint` once it answers Status (as a learner does).
+async fn answering(endpoint: String) -> Client {
+    poll_until(READY_TIMEOUT, "the member to answer", || {
+        let endpoint = endpoint.clone();
+        async move {
+            let mut client = Client::connect([endpoint], None).await.ok()?;
+            client.status().await.ok().map(|_| client)
+        }
+    })
+    .await
+}
+
+/// Waits for the member at `endpoint` to answer, then checks that it answers as a learner.
+async fn answers_as_learner(endpoint: String, when: &str) {
+    let mut client = answering(endpoint).await;
+    let not_for_learner = (Code::Unavailable, "etcdserver: rpc not supported for learner".to_string());
+    assert_eq!(status_of(client.put("k", "v", None).await.unwrap_err()), not_for_learner, "{when}");
+    assert!(client.status().await.unwrap().is_learner(), "{when}");
 }
 
 #[tokio::test]

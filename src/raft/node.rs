@@ -119,9 +119,10 @@ pub struct Node {
     /// Whether a leadership transfer holds this member's own elections, and how many holds it
     /// has been asked for (see [`Node::set_own_elections`]).
     election_holds: Mutex<ElectionHolds>,
-    /// Whether the cluster listed this member as a learner when it joined: what it is until
-    /// the first membership that names it reaches it (see [`Node::is_learner`]).
-    joins_as_learner: bool,
+    /// Whether the cluster listed this member as a learner when it joined (its data dir
+    /// records it): what it is until the first membership that names it reaches it, also after
+    /// a restart before then (see [`Node::is_learner`]).
+    joined_as_learner: bool,
     /// Since when this member has known no leader it can count on (see [`Node::has_leader`]).
     leaderless_since: Mutex<Option<Instant>>,
     /// The database size and when it was measured, for [`Node::recent_db_size`].
@@ -160,7 +161,6 @@ impl Node {
         peers: Peers,
         state_machine: &StateMachine,
         config: &Config,
-        joins_as_learner: bool,
     ) -> Arc<Node> {
         let request_timeout = config.request_timeout();
         let client_urls = config.advertise_client_urls.iter().map(url_string).collect();
@@ -190,7 +190,7 @@ impl Node {
             transferring: AtomicBool::new(false),
             transfers: tokio::sync::Mutex::new(()),
             election_holds: Mutex::new(ElectionHolds::default()),
-            joins_as_learner,
+            joined_as_learner: data.meta.joined_as_learner,
             leaderless_since: Mutex::new(None),
             db_size: Mutex::new(None),
             size_in_use: tokio::sync::Mutex::new(None),
@@ -588,7 +588,7 @@ impl Node {
         let metrics = self.raft.metrics();
         let metrics = metrics.borrow();
         let membership = metrics.membership_config.membership();
-        let Some(node) = membership.get_node(&self.id) else { return self.joins_as_learner };
+        let Some(node) = membership.get_node(&self.id) else { return self.joined_as_learner };
         let votes = !membership.learner_ids().any(|id| id == self.id);
         node.is_learner(votes)
     }
