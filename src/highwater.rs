@@ -178,7 +178,7 @@ impl Recorder {
             db.flush()?;
             write(&path, &held)
         };
-        tokio::task::spawn_blocking(flush_and_write)
+        crate::disk::spawn_blocking(flush_and_write)
             .await
             .map_err(|e| Error::Internal(format!("writing {FILE}: {e}")))??;
         self.last = held;

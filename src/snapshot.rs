@@ -147,6 +147,7 @@ const CHUNK_BYTES: usize = 32 * 1024;
 pub async fn save_local(state_machine: &StateMachine, part: &Path, file: &Path) -> Result<BackupStatus> {
     let exported = state_machine.export(part.to_path_buf()).await;
     let (part, file) = (part.to_path_buf(), file.to_path_buf());
+    #[allow(clippy::disallowed_methods)] // sealing and renaming files: no sled
     tokio::task::spawn_blocking(move || match exported.and_then(|()| seal(&part)) {
         Ok(()) => publish(&part, &file),
         Err(e) => {

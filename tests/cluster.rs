@@ -559,6 +559,7 @@ async fn members_of_another_cluster_are_refused_without_fencing_them() {
         .unwrap();
     let stderr = child.stderr.take().unwrap();
     // A member told once that it was refused for good would have stopped before asking again.
+    #[allow(clippy::disallowed_methods)] // reading a pipe: no sled
     let refused_three_times = tokio::task::spawn_blocking(move || {
         use std::io::BufRead;
         let lines = std::io::BufReader::new(stderr).lines().map_while(Result::ok);

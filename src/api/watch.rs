@@ -263,7 +263,7 @@ impl WatchStream {
         }
         let failed = loop {
             let kv = self.ctx.node.kv.clone();
-            let filled = tokio::task::spawn_blocking(move || {
+            let filled = crate::disk::spawn_blocking(move || {
                 let result = kv.fill_prev_kvs(&mut events);
                 (events, result)
             });
@@ -299,7 +299,7 @@ impl WatchStream {
         let Some(watcher) = self.watchers.get(&id).cloned() else { return Ok(()) };
         let read = loop {
             let (kv, watcher) = (self.ctx.node.kv.clone(), watcher.clone());
-            let read = tokio::task::spawn_blocking(move || -> Result<(i64, Vec<Event>)> {
+            let read = crate::disk::spawn_blocking(move || -> Result<(i64, Vec<Event>)> {
                 let to = kv.revision()?;
                 if watcher.next > to {
                     return Ok((to, Vec::new()));

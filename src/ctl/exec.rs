@@ -15,6 +15,7 @@ pub async fn run(argv: Vec<OsString>, env: Vec<(String, String)>) -> Result<(), 
     let mut command = Command::new(program);
     command.args(args).envs(env);
     let program = program.to_string_lossy().into_owned();
+    #[allow(clippy::disallowed_methods)] // waiting for a process: no sled
     let waited = tokio::task::spawn_blocking(move || command.status()).await;
     match waited {
         Err(join) => Err(join.to_string()),

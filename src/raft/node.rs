@@ -413,7 +413,7 @@ impl Node {
             }
         }
         let kv = self.kv.clone();
-        let bytes = tokio::task::spawn_blocking(move || kv.size_in_use())
+        let bytes = crate::disk::spawn_blocking(move || kv.size_in_use())
             .await
             .map_err(|e| Error::Internal(format!("measuring the store's size: {e}")))??;
         *measured = Some(SizeInUse { at: Instant::now(), bytes, file_bytes, compacted });

@@ -282,7 +282,7 @@ impl StateMachine {
     ) -> std::io::Result<T> {
         let applying = self.apply_lock.clone().lock_owned().await;
         let this = self.clone();
-        tokio::task::spawn_blocking(move || {
+        crate::disk::spawn_blocking(move || {
             let _copying = this.fence.begin_copy(this.kv.clone());
             let meta = this.write_copy(&path, || drop(applying))?;
             publish(&this, meta)
@@ -511,7 +511,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let received = received.into_std().await;
         let applying = self.apply_lock.clone().lock_owned().await;
         let (this, install_meta) = (self.clone(), meta.clone());
-        let installed = tokio::task::spawn_blocking(move || {
+        let installed = crate::disk::spawn_blocking(move || {
             let _applying = applying;
             this.install_file(&install_meta, received)
         })
