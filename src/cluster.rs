@@ -297,12 +297,14 @@ const KV_TREE: &str = "kv";
 const META_FILE: &str = "phoenix.json";
 /// Written when this member learns it was fenced off: the data dir is never used again.
 const FENCED_FILE: &str = "FENCED";
-/// sled's page cache: CPU against resident memory. Pages past it are read back from the file,
-/// and a put to a random key then mostly pays for fetching its leaf. Measured beside 32 MiB
-/// (benches/cluster, 4 interleaved rounds): put-100 +3% and txn-put-100 +6% throughput, 5% less
-/// CPU per write, peak RSS 110 against 83 MiB; 128 MiB gained 10% but took 167 MiB, past etcd's
-/// resident memory on the same workload; the default (1 GiB) grows further still.
-const SLED_CACHE_BYTES: u64 = 64 * 1024 * 1024;
+/// sled's page cache: CPU against resident memory. Pages past it are read back from the file
+/// (through the kernel's page cache), and a put to a random key then mostly pays for fetching
+/// its leaf. 40 MiB beside 64 MiB (benches/cluster, 3 interleaved rounds, once idle blocking
+/// threads no longer kept sled's garbage): put-100 1.02x, txn-put-100 1.11x, linearizable gets
+/// 1.00x, range-1000 1.06x, catch-up 1.05x, and peak RSS 20-25% lower (97 against 123 MiB in
+/// put-100). Before that, 64 MiB had measured 3-6% faster than 32 MiB; 128 MiB gained 10% but
+/// took 167 MiB, past etcd's resident memory; the default (1 GiB) grows further still.
+const SLED_CACHE_BYTES: u64 = 40 * 1024 * 1024;
 
 /// An opened data dir: its identity and its sled database.
 pub struct DataDir {
