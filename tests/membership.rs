@@ -102,8 +102,7 @@ async fn a_learner_catches_up_from_a_snapshot_and_is_promoted() {
     );
 
     let learner = start_added_member(&mut cluster, "m4", &ports);
-    // As etcd 3.4: Unavailable, so that clients go on to another member.
-    let not_for_learner = (Code::Unavailable, "etcdserver: rpc not supported for learner".to_string());
+    let not_for_learner = not_for_learner();
     // From its first answer, before the snapshot brings it the membership: it learned that it
     // is a learner when it joined, as etcd's member does.
     let mut on_learner = answering(cluster.members[learner].endpoint()).await;
@@ -180,11 +179,16 @@ async fn answering(endpoint: String) -> Client {
     .await
 }
 
+/// What a learner answers to what only voters serve. As etcd 3.4: Unavailable, so that clients
+/// go on to another member.
+fn not_for_learner() -> (Code, String) {
+    (Code::Unavailable, "etcdserver: rpc not supported for learner".to_string())
+}
+
 /// Waits for the member at `endpoint` to answer, then checks that it answers as a learner.
 async fn answers_as_learner(endpoint: String, when: &str) {
     let mut client = answering(endpoint).await;
-    let not_for_learner = (Code::Unavailable, "etcdserver: rpc not supported for learner".to_string());
-    assert_eq!(status_of(client.put("k", "v", None).await.unwrap_err()), not_for_learner, "{when}");
+    assert_eq!(status_of(client.put("k", "v", None).await.unwrap_err()), not_for_learner(), "{when}");
     assert!(client.status().await.unwrap().is_learner(), "{when}");
 }
 
