@@ -9,7 +9,24 @@ use phoenix::config::{Config, LogLevel};
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// `mi_option_page_reclaim_on_free` in the mimalloc.h of libmimalloc-sys 0.1.49, which
+/// Cargo.toml pins for this number; the Rust bindings do not name it.
+const MI_OPTION_PAGE_RECLAIM_ON_FREE: libmimalloc_sys::mi_option_t = 35;
+
+/// mimalloc sets a thread's full pages aside in a pool every thread allocates fresh pages from.
+/// By default (0), when the thread that filled such a page frees a block on it, it takes the page
+/// back into its own heap, where no other thread can allocate from it: a thread that then stops
+/// allocating (one of those loading a snapshot, an idle blocking thread) keeps its partly free
+/// pages while the others take fresh ones. -1 leaves the page in the pool. A new member catching
+/// up peaked at 110-118 MiB instead of 116-146, throughput unchanged (README, Performance). Set
+/// first thing in `main`: every free reads it.
+fn tune_allocator() {
+    // SAFETY: mi_option_set stores a number in mimalloc's option table; any value is valid.
+    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PAGE_RECLAIM_ON_FREE, -1) };
+}
+
 fn main() -> ExitCode {
+    tune_allocator();
     phoenix::config::unset_empty_variables();
     let args: Vec<_> = std::env::args_os().collect();
     if let Err(e) = phoenix::config::refuse_tls(args.get(1..).unwrap_or_default()) {
@@ -93,4 +110,31 @@ async fn shutdown_signal() {
     }
     #[cfg(not(unix))]
     let _ = ctrl_c.await;
+}
+
+#[cfg(test)]
+mod tests {
+    use std::ffi::{c_char, c_void, CStr};
+
+    extern "C" {
+        /// Exported by mimalloc (options.c) but not bound by libmimalloc-sys 0.1.49.
+        fn mi_options_print_out(out: libmimalloc_sys::mi_output_fun, arg: *mut c_void);
+    }
+
+    unsafe extern "C" fn append_to_string(message: *const c_char, text: *mut c_void) {
+        // SAFETY: mimalloc passes a NUL-terminated message and the `arg` given below, a String.
+        let (message, text) = unsafe { (CStr::from_ptr(message), &mut *(text as *mut String)) };
+        text.push_str(&message.to_string_lossy());
+    }
+
+    /// The option's number is right for the linked mimalloc: mimalloc, which prints each
+    /// option by name, shows the value set under that number.
+    #[test]
+    fn the_allocator_option_set_is_page_reclaim_on_free() {
+        super::tune_allocator();
+        let mut text = String::new();
+        // SAFETY: the callback only appends to `text`, which outlives the call.
+        unsafe { mi_options_print_out(Some(append_to_string), &mut text as *mut String as *mut c_void) };
+        assert!(text.contains("option 'page_reclaim_on_free': -1"), "mimalloc's options: {text}");
+    }
 }
