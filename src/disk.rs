@@ -350,6 +350,23 @@ mod tests {
         Ok(())
     }
 
+    /// What `open_sled`'s retry is for: a handle this process lets go of just after the open
+    /// starts, whose lock the first try finds still held.
+    #[test]
+    fn a_database_let_go_of_while_it_is_opened_again_opens() -> sled::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("db");
+        let held = Db::open(&path, 1 << 20)?;
+        let letting_go = std::thread::spawn(move || {
+            // Not a wait for anything: how long the lock stays held, well inside the retries.
+            std::thread::sleep(OWN_LOCK_RELEASE / 4);
+            drop(held);
+        });
+        let reopened = Db::open(&path, 1 << 20);
+        letting_go.join().expect("the thread letting go of the database");
+        reopened.map(drop)
+    }
+
     #[test]
     fn only_new_and_grown_files_are_synced_and_removed_ones_forgotten() -> io::Result<()> {
         let dir = tempfile::tempdir()?;
