@@ -17,9 +17,9 @@ const MI_OPTION_PAGE_RECLAIM_ON_FREE: libmimalloc_sys::mi_option_t = 35;
 /// By default (0), when the thread that filled such a page frees a block on it, it takes the page
 /// back into its own heap, where no other thread can allocate from it: a thread that then stops
 /// allocating (one of those loading a snapshot, an idle blocking thread) keeps its partly free
-/// pages while the others take fresh ones. -1 leaves the page in the pool. A new member catching
-/// up peaked at 110-118 MiB instead of 116-146, throughput unchanged (README, Performance). Set
-/// first thing in `main`: every free reads it.
+/// pages while the others take fresh ones. -1 leaves the page in the pool. In `catch-up` each
+/// member peaked at 112-116 MiB instead of 119-125, throughput within the noise (README,
+/// Performance). Set first thing in `main`: every free reads it.
 fn tune_allocator() {
     // SAFETY: mi_option_set stores a number in mimalloc's option table; any value is valid.
     unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PAGE_RECLAIM_ON_FREE, -1) };
