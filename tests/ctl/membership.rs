@@ -17,11 +17,13 @@ use super::{free_ports, PHOENIXCTL, READY_TIMEOUT};
 /// etcd's default timings, which openraft needs on a loaded machine (tests/support).
 const TIMINGS: &[&str] = &["--heartbeat-interval", "100", "--election-timeout", "1000"];
 
-/// Where a command line is sent: `--endpoints` of the first member, or of both.
+/// Where a command line is sent: `--endpoints` of the first member, or of both (as etcdctl's
+/// own host:port, or as URLs, which etcdctl 3.4 sends on as they are: see src/api/authority.rs).
 #[derive(Debug, Clone, Copy)]
 enum At {
     First,
     Both,
+    BothAsUrls,
 }
 
 /// One step of the scenario. Placeholders: `<x>`, `<z>`, `<m1>`, `<m2>` are member IDs in hex,
@@ -35,7 +37,7 @@ enum Step {
     StartSecond,
 }
 
-use At::{Both, First};
+use At::{Both, BothAsUrls, First};
 use Step::{Patient, Run, StartSecond};
 
 /// etcd refuses to promote a learner until it holds 90% of the leader's log.
@@ -91,6 +93,9 @@ const SCENARIO: &[Step] = &[
     Run(Both, "move-leader <m1> -w json"),
     Run(Both, "move-leader <m1>"),
     Run(Both, "move-leader <m1> -w fields"),
+    // move-leader finds the leader among its endpoints by their client URLs.
+    Run(BothAsUrls, "move-leader <m2>"),
+    Run(BothAsUrls, "move-leader <m1>"),
     Run(First, "move-leader 42"),
     Patient(First, "member remove <m2>", NOT_CONNECTED_LONG_ENOUGH),
 ];
@@ -203,6 +208,7 @@ impl Pair {
         match at {
             First => self.nodes[0].client.clone(),
             Both => self.nodes.iter().map(|n| n.client.as_str()).collect::<Vec<_>>().join(","),
+            BothAsUrls => self.nodes.iter().map(|n| format!("http://{}", n.client)).collect::<Vec<_>>().join(","),
         }
     }
 
