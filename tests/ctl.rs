@@ -294,7 +294,7 @@ fn member_changes_and_move_leader_on_phoenix_print_what_etcdctl_prints_on_etcd()
 }
 
 /// `outcomes` with the steps where Phoenix answers otherwise than etcd (on purpose) blanked.
-fn without_differences(outcomes: &[(&'static str, Outcome)]) -> Vec<(&'static str, Outcome)> {
+fn without_differences(outcomes: &Transcript) -> Transcript {
     let blank_if_different = |(args, outcome): &(&'static str, Outcome)| match phoenix_difference(args) {
         Some(_) => (*args, Outcome::default()),
         None => (*args, outcome.clone()),
