@@ -143,7 +143,7 @@ const FLAGS: &[&str] = &["--heartbeat-interval", "100", "--election-timeout", "1
 
 /// What `catch-up` adds to `FLAGS`: both systems snapshot every 500 entries, so that the new
 /// member is always caught up by a snapshot. Phoenix batches writes into fewer entries (about
-/// 8,000 for the workload's 100,000 writes), hence a count this low. (etcd's new member still
+/// 2,900 for the workload's 100,000 writes), hence a count this low. (etcd's new member still
 /// takes 7 s in some rounds, three of ten once: its first publish of itself times out.)
 const CATCH_UP_FLAGS: &[&str] = &["--snapshot-count", "500"];
 
