@@ -44,6 +44,12 @@ const META_APPLIED: &str = "raft_applied";
 const META_MEMBERSHIP: &str = "raft_membership";
 const MAGIC: &[u8; 8] = b"PHXSNAP1";
 const END_OF_ENTRIES: u32 = u32::MAX;
+/// Frames up to this long are read into a buffer of their length at once. A key or a value
+/// (at most 1.5 MiB with etcd's request limit) is nearly always far shorter; reading each in
+/// the pieces a growing buffer asks for took most of a snapshot check's time. Longer frames are
+/// read as they come, so a damaged length (the CRC is checked only at the end) allocates no
+/// more than this before the file runs out.
+const WHOLE_FRAME_BYTES: usize = 1024 * 1024;
 /// Where a snapshot from the leader arrives, and where it is verified before it is installed.
 const INCOMING: &str = "incoming.tmp";
 const INSTALLING: &str = "installing.tmp";
@@ -659,11 +665,17 @@ fn read_frame(input: &mut impl Read) -> std::io::Result<Option<Vec<u8>>> {
     if len == END_OF_ENTRIES {
         return Ok(None);
     }
+    let len = len as usize;
+    if len <= WHOLE_FRAME_BYTES {
+        let mut bytes = vec![0; len];
+        input.read_exact(&mut bytes)?;
+        return Ok(Some(bytes));
+    }
     // Read through `take`, not into a buffer of the stated length: a damaged length (the CRC is
     // checked only at the end) must not allocate gigabytes before the file runs out.
-    let mut bytes = Vec::new();
-    input.take(u64::from(len)).read_to_end(&mut bytes)?;
-    if bytes.len() != len as usize {
+    let mut bytes = Vec::with_capacity(WHOLE_FRAME_BYTES);
+    input.take(len as u64).read_to_end(&mut bytes)?;
+    if bytes.len() != len {
         return Err(std::io::ErrorKind::UnexpectedEof.into());
     }
     Ok(Some(bytes))
@@ -813,14 +825,30 @@ impl<W: Write> Write for ChecksumWriter<W> {
 mod tests {
     use super::*;
 
+    fn frame(bytes: &[u8]) -> Vec<u8> {
+        let mut frame = (bytes.len() as u32).to_be_bytes().to_vec();
+        frame.extend_from_slice(bytes);
+        frame
+    }
+
     #[test]
     fn a_frame_the_file_ends_inside_is_an_error() {
-        let mut frame = (END_OF_ENTRIES - 1).to_be_bytes().to_vec();
-        frame.extend_from_slice(b"short");
-        let err = read_frame(&mut frame.as_slice()).expect_err("the file ends inside the frame");
+        let mut damaged = (END_OF_ENTRIES - 1).to_be_bytes().to_vec();
+        damaged.extend_from_slice(b"short");
+        let err = read_frame(&mut damaged.as_slice()).expect_err("the file ends inside the frame");
         assert_eq!(err.kind(), std::io::ErrorKind::UnexpectedEof);
-        let mut whole = 3u32.to_be_bytes().to_vec();
-        whole.extend_from_slice(b"abc");
-        assert_eq!(read_frame(&mut whole.as_slice()).ok().flatten(), Some(b"abc".to_vec()));
+        assert_eq!(read_frame(&mut frame(b"abc").as_slice()).ok().flatten(), Some(b"abc".to_vec()));
+        let cut = frame(b"abc");
+        let err = read_frame(&mut &cut[..cut.len() - 1]).expect_err("a short frame cut off");
+        assert_eq!(err.kind(), std::io::ErrorKind::UnexpectedEof);
+    }
+
+    #[test]
+    fn a_frame_longer_than_read_at_once_is_read_whole() {
+        let long: Vec<u8> = (0..WHOLE_FRAME_BYTES + 10).map(|i| i as u8).collect();
+        let whole = frame(&long);
+        assert_eq!(read_frame(&mut whole.as_slice()).ok().flatten(), Some(long));
+        let err = read_frame(&mut &whole[..whole.len() - 1]).expect_err("a long frame cut off");
+        assert_eq!(err.kind(), std::io::ErrorKind::UnexpectedEof);
     }
 }
