@@ -826,8 +826,8 @@ mod tests {
     use super::*;
 
     fn frame(bytes: &[u8]) -> Vec<u8> {
-        let mut frame = (bytes.len() as u32).to_be_bytes().to_vec();
-        frame.extend_from_slice(bytes);
+        let mut frame = Vec::new();
+        write_frame(&mut frame, bytes).expect("writing to memory");
         frame
     }
 
