@@ -32,8 +32,8 @@ use tempfile::TempDir;
 
 use mask::{mask_remaining_ttl, Ids, Leases};
 use membership::run_membership;
-use process::{Outcome, Running};
-use sessions::{run_sessions, Transcript};
+use process::{Outcome, Running, Transcript};
+use sessions::run_sessions;
 
 const ETCD: &str = "/usr/bin/etcd";
 const ETCDCTL: &str = "/usr/bin/etcdctl";

@@ -11,7 +11,7 @@ use std::time::Instant;
 use tempfile::TempDir;
 
 use super::mask::Labels;
-use super::process::{Outcome, Running, CLIENT_TIMEOUT};
+use super::process::{Outcome, Running, Transcript, CLIENT_TIMEOUT};
 use super::{free_ports, PHOENIXCTL, READY_TIMEOUT};
 
 /// etcd's default timings, which openraft needs on a loaded machine (tests/support).
@@ -100,11 +100,9 @@ const SCENARIO: &[Step] = &[
     Patient(First, "member remove <m2>", NOT_CONNECTED_LONG_ENOUGH),
 ];
 
-/// The scenario's outcomes, one per `Run` or `Patient` step, masked.
-pub type Outcomes = Vec<(&'static str, Outcome)>;
-
-/// Runs the scenario with `client` on a fresh cluster of `program` (etcd or phoenix).
-pub fn run_membership(program: &str, client: &str) -> Outcomes {
+/// Runs the scenario with `client` on a fresh cluster of `program` (etcd or phoenix): the
+/// outcomes, one per `Run` or `Patient` step, masked.
+pub fn run_membership(program: &str, client: &str) -> Transcript {
     let mut cluster = Pair::start(program);
     let mut outcomes = Vec::new();
     for step in SCENARIO {

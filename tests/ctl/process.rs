@@ -21,6 +21,10 @@ pub struct Outcome {
     pub code: Option<i32>,
 }
 
+/// Outcomes under the names of what produced them, in order: each session's, or each step's of
+/// a scenario.
+pub type Transcript = Vec<(&'static str, Outcome)>;
+
 /// A pipe's bytes so far, filled by a reader thread.
 #[derive(Clone, Default)]
 struct Collected(Arc<Mutex<Vec<u8>>>);

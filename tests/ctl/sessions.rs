@@ -5,11 +5,8 @@
 
 use std::time::Instant;
 
-use super::process::{Outcome, Running, CLIENT_TIMEOUT};
+use super::process::{Outcome, Running, Transcript, CLIENT_TIMEOUT};
 use super::Server;
-
-/// Each session's outcome under its name.
-pub type Transcript = Vec<(&'static str, Outcome)>;
 
 /// Runs every session against `server` with `client` (etcdctl or phoenixctl).
 pub fn run_sessions(server: &Server, client: &str) -> Transcript {
