@@ -44,11 +44,11 @@ const META_APPLIED: &str = "raft_applied";
 const META_MEMBERSHIP: &str = "raft_membership";
 const MAGIC: &[u8; 8] = b"PHXSNAP1";
 const END_OF_ENTRIES: u32 = u32::MAX;
-/// Frames up to this long are read into a buffer of their length at once. A key or a value
-/// (at most 1.5 MiB with etcd's request limit) is nearly always far shorter; reading each in
-/// the pieces a growing buffer asks for took most of a snapshot check's time. Longer frames are
-/// read as they come, so a damaged length (the CRC is checked only at the end) allocates no
-/// more than this before the file runs out.
+/// A frame's buffer is allocated at its stated length up to this, and grows past it only as the
+/// bytes arrive, so a damaged length (the CRC is checked only at the end) allocates no more than
+/// this before the file runs out. A key or a value (at most 1.5 MiB with etcd's request limit)
+/// is nearly always far shorter; reading each in the pieces an empty, growing buffer asks for
+/// took most of a snapshot check's time.
 const WHOLE_FRAME_BYTES: usize = 1024 * 1024;
 /// Where a snapshot from the leader arrives, and where it is verified before it is installed.
 const INCOMING: &str = "incoming.tmp";
@@ -666,14 +666,10 @@ fn read_frame(input: &mut impl Read) -> std::io::Result<Option<Vec<u8>>> {
         return Ok(None);
     }
     let len = len as usize;
-    if len <= WHOLE_FRAME_BYTES {
-        let mut bytes = vec![0; len];
-        input.read_exact(&mut bytes)?;
-        return Ok(Some(bytes));
-    }
-    // Read through `take`, not into a buffer of the stated length: a damaged length (the CRC is
-    // checked only at the end) must not allocate gigabytes before the file runs out.
-    let mut bytes = Vec::with_capacity(WHOLE_FRAME_BYTES);
+    // Read through `take` into a buffer of the stated length, but never more than
+    // WHOLE_FRAME_BYTES at first: a damaged length (the CRC is checked only at the end) must not
+    // allocate gigabytes before the file runs out.
+    let mut bytes = Vec::with_capacity(len.min(WHOLE_FRAME_BYTES));
     input.take(len as u64).read_to_end(&mut bytes)?;
     if bytes.len() != len {
         return Err(std::io::ErrorKind::UnexpectedEof.into());
@@ -844,7 +840,7 @@ mod tests {
     }
 
     #[test]
-    fn a_frame_longer_than_read_at_once_is_read_whole() {
+    fn a_frame_longer_than_its_first_buffer_is_read_whole() {
         let long: Vec<u8> = (0..WHOLE_FRAME_BYTES + 10).map(|i| i as u8).collect();
         let whole = frame(&long);
         assert_eq!(read_frame(&mut whole.as_slice()).ok().flatten(), Some(long));
