@@ -340,9 +340,9 @@ impl RaftNetwork<TypeConfig> for Connection {
     /// warning). A new member is added before it starts, so the leader's first try finds nothing
     /// listening: with 50 ms as the first wait the leader reached it about 50 ms after it
     /// started, with 10 ms about 10 ms after (benches/cluster catch-up, the new member's log).
-    /// openraft also waits these between the tries of a snapshot chunk and gives up the snapshot
-    /// after five failures in a row, after 0.75 s of waiting (its default: 2 s), and then starts
-    /// it again.
+    /// openraft also waits these between the tries of a snapshot chunk the peer did not take
+    /// (unreachable) and gives up the snapshot after five failures in a row, after 0.75 s of
+    /// waiting (its default: 2 s), and then starts it again.
     fn backoff(&self) -> Backoff {
         let first_tries = [10, 40, 200].map(Duration::from_millis);
         Backoff::new(first_tries.into_iter().chain(std::iter::repeat(UNREACHABLE_BACKOFF)))
