@@ -13,7 +13,9 @@
 //! `stalled-election-timer` starts openraft with its own election timer off, as its sticky
 //! backoff after a lost election delays it (see [`crate::raft::elections`]), here until a
 //! leadership transfer switches it on again; `idle-lease-expiry` keeps the leader's lease expiry
-//! task from doing anything, as a task that has not run yet after an election.
+//! task from doing anything, as a task that has not run yet after an election;
+//! `no-snapshot-streams` answers a snapshot stream Unimplemented, as a member from before such
+//! streams does, so that it is sent openraft's chunks.
 //!
 //! `PHOENIX_TEST_PEER_ROUTES=URL=PROXY,...` sends this member's Raft traffic for the member at
 //! peer URL `URL` through `PROXY` instead, so a test can cut any one direction of any link.

@@ -410,8 +410,26 @@ async fn snapshot_taken(cluster: &Cluster, i: usize) {
 
 #[tokio::test]
 async fn a_lagging_member_catches_up_from_a_snapshot() {
+    let leader_log = lagging_member_catches_up_from_a_snapshot(&[]).await;
+    assert!(!leader_log.contains("takes no snapshot streams"), "the snapshot went in chunks");
+}
+
+/// A member from before snapshot streams (it answers them Unimplemented) is sent openraft's
+/// chunks instead.
+#[tokio::test]
+async fn a_lagging_member_that_takes_no_snapshot_streams_catches_up_from_chunks() {
+    let leader_log = lagging_member_catches_up_from_a_snapshot(&[("PHOENIX_TEST_FAULTS", "no-snapshot-streams")]).await;
+    assert!(leader_log.contains("takes no snapshot streams: sending chunks"), "the snapshot went in one stream");
+}
+
+/// A member, restarted with `env` after it missed 200 writes and the log before them, catches
+/// up from a snapshot. Returns the leader's log.
+async fn lagging_member_catches_up_from_a_snapshot(env: &[(&str, &str)]) -> String {
     let (mut cluster, leader, lagging) = three_members_taking_snapshots().await;
     cluster.kill(lagging);
+    for (name, value) in env {
+        cluster.members[lagging].add_env(name, value);
+    }
 
     let mut client = cluster.client(leader).await;
     for i in 0..200 {
@@ -430,6 +448,7 @@ async fn a_lagging_member_catches_up_from_a_snapshot() {
     .await;
     assert_eq!(value(&mut lagging_client, "key-199", None).await.as_deref(), Some(&b"value-199"[..]));
     assert!(cluster.members[lagging].log_text().contains("installed snapshot"), "caught up without a snapshot");
+    cluster.members[leader].log_text()
 }
 
 /// While a member loads a snapshot its store is emptied: it must answer only what it knows to

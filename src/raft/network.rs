@@ -3,23 +3,34 @@
 //! openraft asks for a new client per replication stream, per vote and per read-index round, so
 //! [`Peers`] caches one lazily connected tonic channel per member; a client is a cheap clone.
 //! A replication stream's AppendEntries go over one gRPC stream it keeps open (see
-//! [`AppendStream`]); votes and snapshots are plain calls.
+//! [`AppendStream`]); votes are plain calls. A snapshot goes whole in one stream of parts, as
+//! etcd streams its database, rather than in openraft's chunks, one call each with a round trip
+//! (and openraft's 1 ms pause) between; a member from before such streams still gets chunks.
 //! Every request carries our cluster ID and member ID so the receiver can refuse it.
 //! A peer that cannot be reached is reported as `Unreachable` (openraft backs off), anything
 //! else as a network error (openraft retries on the next heartbeat).
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::io::SeekFrom;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
+use futures::FutureExt;
+use openraft::error::{
+    Fatal, InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, ReplicationClosed, StreamingError,
+    Timeout, Unreachable,
+};
+use openraft::network::snapshot_transport::{Chunked, SnapshotTransport};
 use openraft::network::{Backoff, RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
-    VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, SnapshotResponse,
+    VoteRequest, VoteResponse,
 };
+use openraft::{ErrorSubject, ErrorVerb, OptionalSend, RPCTypes, Snapshot, StorageError, Vote};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Channel, Endpoint};
@@ -28,17 +39,18 @@ use tonic::Status;
 use super::leader_flush::LeaderFlush;
 use super::{LogId, NodeId, PeerNode, TypeConfig};
 use crate::pb::peer_client::PeerClient;
-use crate::pb::{PeerHeader, RaftReply, RaftRequest};
+use crate::pb::{PeerHeader, RaftReply, RaftRequest, SnapshotPart};
 use crate::{Error, Result};
 
 /// Replication's wait between tries at an unreachable peer once the first quick ones failed.
 const UNREACHABLE_BACKOFF: Duration = Duration::from_millis(500);
 /// Largest peer message: a batch of entries or a snapshot chunk, with room to spare.
 pub const MAX_PEER_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
-/// A snapshot is sent in chunks of this size (openraft's default is 3 MiB). Each chunk is
-/// copied a few times on its way (read, encoded, framed, decoded), on both members: measured
-/// beside 3 MiB (benches/cluster catch-up, 4 interleaved rounds) the transfer took as long and
-/// every member's peak resident memory was 7-10 MiB lower; 256 KiB chunks took a quarter longer.
+/// A snapshot is sent in parts of this size (openraft's chunks default to 3 MiB). Each is copied
+/// a few times on its way (read, encoded, framed, decoded), on both members: measured beside 3
+/// MiB, as openraft's chunks (benches/cluster catch-up, 4 interleaved rounds), the transfer took
+/// as long and every member's peak resident memory was 7-10 MiB lower; 256 KiB chunks took a
+/// quarter longer.
 pub const SNAPSHOT_CHUNK_BYTES: u64 = 1024 * 1024;
 /// HTTP/2 flow-control window of a peer stream, both ways: a whole snapshot chunk fits, with
 /// room to spare, so the sender never stops for the receiver's window updates.
@@ -178,6 +190,15 @@ enum Rpc {
 type RpcResult<T, E = openraft::error::Infallible> =
     std::result::Result<T, RPCError<NodeId, PeerNode, RaftError<NodeId, E>>>;
 
+type SnapshotResult<T = SnapshotResponse<NodeId>> = std::result::Result<T, StreamingError<TypeConfig, Fatal<NodeId>>>;
+
+/// Why a snapshot's parts stopped coming before the last.
+enum FeedError {
+    Read(std::io::Error),
+    /// The peer took no part for this long.
+    Stalled(Duration),
+}
+
 impl Connection {
     /// Sends `req`, and `snapshot_data` beside it (see [`RaftRequest::snapshot_data`]).
     async fn call<Req, Resp, E>(
@@ -242,6 +263,79 @@ impl Connection {
         let (requests, outgoing) = mpsc::channel(1);
         let replies = client.append_entries(ReceiverStream::new(outgoing)).await?.into_inner();
         Ok(AppendStream { requests, replies })
+    }
+
+    /// Sends `snapshot` as one stream of parts (`StreamSnapshot` in proto/peer.proto), without
+    /// the round trip per part openraft's chunks take. `None` if the peer serves no such streams
+    /// (a member from before them).
+    ///
+    /// A large snapshot may take longer than any one timeout, so there is none for the whole
+    /// stream: the peer must take each part, and answer after the last, within `option`'s time.
+    async fn stream_snapshot(
+        &mut self,
+        vote: &Vote<NodeId>,
+        snapshot: &mut Snapshot<TypeConfig>,
+        cancel: impl Future<Output = ReplicationClosed>,
+        option: &RPCOption,
+    ) -> SnapshotResult<Option<SnapshotResponse<NodeId>>> {
+        let mut client = match &self.client {
+            Ok(client) => client.clone(),
+            Err(reason) => return Err(Unreachable::new(&Error::Internal(reason.clone())).into()),
+        };
+        let Snapshot { meta, snapshot: file } = snapshot;
+        let unreadable =
+            |e| StorageError::from_io_error(ErrorSubject::Snapshot(Some(meta.signature())), ErrorVerb::Read, e);
+        let size = file.seek(SeekFrom::End(0)).await.map_err(unreadable)?;
+        file.seek(SeekFrom::Start(0)).await.map_err(unreadable)?;
+        let offer = bincode::serialize(&(vote, &*meta)).map_err(|e| NetworkError::new(&e))?;
+        let first = SnapshotPart { header: Some(self.peers.header(self.target)), offer, size, data: Vec::new() };
+        let (parts, outgoing) = mpsc::channel(2);
+        let call = client.stream_snapshot(ReceiverStream::new(outgoing));
+        let feed = feed_parts(file, first, parts, option.hard_ttl());
+        tokio::pin!(call, feed, cancel);
+        let reply = tokio::select! {
+            // Before the last part: a refusal, or the vote of a leader the peer knows is stale.
+            reply = &mut call => reply,
+            fed = &mut feed => {
+                fed.map_err(|failed| self.feed_error(failed, meta))?;
+                tokio::select! {
+                    reply = tokio::time::timeout(option.hard_ttl(), &mut call) => {
+                        reply.unwrap_or_else(|_| Err(Status::deadline_exceeded("no answer to a snapshot")))
+                    }
+                    closed = &mut cancel => return Err(closed.into()),
+                }
+            }
+            closed = &mut cancel => return Err(closed.into()),
+        };
+        match reply {
+            Ok(reply) => self.snapshot_answer(&reply.into_inner()).map(Some),
+            Err(status) if status.code() == tonic::Code::Unimplemented => Ok(None),
+            Err(status) => Err(streaming_error(self.transport_error(status))),
+        }
+    }
+
+    fn feed_error(
+        &self,
+        failed: FeedError,
+        meta: &openraft::SnapshotMeta<NodeId, PeerNode>,
+    ) -> StreamingError<TypeConfig, Fatal<NodeId>> {
+        match failed {
+            FeedError::Read(e) => {
+                StorageError::from_io_error(ErrorSubject::Snapshot(Some(meta.signature())), ErrorVerb::Read, e).into()
+            }
+            FeedError::Stalled(timeout) => {
+                let (id, target) = (self.peers.header.from, self.target);
+                Timeout { action: RPCTypes::InstallSnapshot, id, target, timeout }.into()
+            }
+        }
+    }
+
+    /// The peer's answer to a snapshot stream: openraft's, or the fatal error its Raft stopped on.
+    fn snapshot_answer(&self, reply: &RaftReply) -> SnapshotResult {
+        self.peers.record_contact(self.target);
+        let result: std::result::Result<SnapshotResponse<NodeId>, Fatal<NodeId>> =
+            bincode::deserialize(&reply.payload).map_err(|e| NetworkError::new(&e))?;
+        result.map_err(|fatal| RemoteError::new(self.target, fatal).into())
     }
 
     /// The commit index to send: `committed` once the leader's own copy of it is durable (see
@@ -334,44 +428,101 @@ impl RaftNetwork<TypeConfig> for Connection {
         self.call(Rpc::InstallSnapshot, &rpc, data, &option).await
     }
 
+    /// A snapshot goes as one stream ([`Connection::stream_snapshot`]); a peer from before such
+    /// streams is sent openraft's chunks, one call each.
+    async fn full_snapshot(
+        &mut self,
+        vote: Vote<NodeId>,
+        mut snapshot: Snapshot<TypeConfig>,
+        cancel: impl Future<Output = ReplicationClosed> + OptionalSend + 'static,
+        option: RPCOption,
+    ) -> SnapshotResult {
+        let cancel = cancel.shared();
+        if let Some(response) = self.stream_snapshot(&vote, &mut snapshot, cancel.clone(), &option).await? {
+            return Ok(response);
+        }
+        tracing::info!(peer = format!("{:x}", self.target), "peer takes no snapshot streams: sending chunks");
+        Chunked::send_snapshot(self, vote, snapshot, cancel, option).await
+    }
+
     /// How long replication waits before each next try at a peer it found unreachable: briefly
     /// at first, because a member that restarts or has just been added is usually back within a
     /// fraction of a second, then openraft's default of 500 ms (every failed try logs a
     /// warning). A new member is added before it starts, so the leader's first try finds nothing
     /// listening: with 50 ms as the first wait the leader reached it about 50 ms after it
     /// started, with 10 ms about 10 ms after (benches/cluster catch-up, the new member's log).
-    /// openraft also waits these between the tries of a snapshot chunk the peer did not take
-    /// (unreachable) and gives up the snapshot after five failures in a row, after 0.75 s of
-    /// waiting (its default: 2 s), and then starts it again.
+    /// A snapshot stream that fails is tried again whole, after these waits if the peer was
+    /// unreachable. openraft's chunks, sent to members from before such streams, wait these
+    /// between the tries of a chunk the peer did not take, and give the snapshot up after five
+    /// failures in a row, after 0.75 s of waiting (its default: 2 s), to start it again.
     fn backoff(&self) -> Backoff {
         let first_tries = [10, 40, 200].map(Duration::from_millis);
         Backoff::new(first_tries.into_iter().chain(std::iter::repeat(UNREACHABLE_BACKOFF)))
     }
 }
 
+/// Hands `first`, then `file`'s bytes in parts of [`SNAPSHOT_CHUNK_BYTES`], to a snapshot
+/// stream. Stops early, without an error, once the stream is gone: the call's answer says why.
+async fn feed_parts(
+    file: &mut tokio::fs::File,
+    first: SnapshotPart,
+    parts: mpsc::Sender<SnapshotPart>,
+    wait: Duration,
+) -> std::result::Result<(), FeedError> {
+    let mut part = first;
+    loop {
+        match tokio::time::timeout(wait, parts.send(part)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_gone)) => return Ok(()),
+            Err(_) => return Err(FeedError::Stalled(wait)),
+        }
+        let mut data = Vec::with_capacity(SNAPSHOT_CHUNK_BYTES as usize);
+        while data.len() < data.capacity() {
+            if file.read_buf(&mut data).await.map_err(FeedError::Read)? == 0 {
+                break;
+            }
+        }
+        if data.is_empty() {
+            return Ok(());
+        }
+        part = SnapshotPart { data, ..SnapshotPart::default() };
+    }
+}
+
+/// A transport failure as openraft's snapshot sending reports it.
+fn streaming_error(err: RPCError<NodeId, PeerNode, RaftError<NodeId>>) -> StreamingError<TypeConfig, Fatal<NodeId>> {
+    match err {
+        RPCError::Unreachable(e) => e.into(),
+        RPCError::Network(e) => e.into(),
+        other => NetworkError::new(&other).into(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     //! The AppendEntries stream's one rule: a reply belongs to the request it answers, even when
-    //! openraft gives up on an exchange halfway; and the commit index a leader sends is one its
-    //! own copy of is durable. Provoking those needs a peer that answers late on purpose, or a
+    //! openraft gives up on an exchange halfway; the commit index a leader sends is one its own
+    //! copy of is durable; and a snapshot stream carries the whole file, or stops at the peer's
+    //! early answer. Provoking those needs a peer that answers late or early on purpose, or a
     //! leader whose flush never ends, so these tests run a stand-in peer service in process.
 
     use std::sync::{Arc, Mutex};
     use std::time::Duration;
 
+    use openraft::error::Fatal;
     use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
-    use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse};
-    use openraft::{CommittedLeaderId, LogId, Vote};
+    use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse};
+    use openraft::{CommittedLeaderId, LogId, Snapshot, SnapshotMeta, Vote};
     use tokio::net::TcpListener;
     use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
     use tonic::codegen::BoxStream;
     use tonic::{Request, Response, Status, Streaming};
 
     use super::super::{NodeId, PeerNode, TypeConfig};
-    use super::{LeaderFlush, Peers};
+    use super::{LeaderFlush, Peers, SNAPSHOT_CHUNK_BYTES};
     use crate::disk::Db;
     use crate::pb::peer_server::{Peer, PeerServer};
-    use crate::pb::{self, RaftReply, RaftRequest};
+    use crate::pb::{RaftReply, RaftRequest, SnapshotPart};
 
     /// Answers an AppendEntries whose previous entry is 1 with a conflict, half a second late;
     /// any other at once, with success. Records the commit index each one carried.
@@ -411,51 +562,88 @@ mod tests {
             });
             Ok(Response::new(Box::pin(ReceiverStream::new(outgoing))))
         }
-        async fn vote(&self, _: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
-            Err(Status::unimplemented("vote"))
-        }
-        async fn install_snapshot(&self, _: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
-            Err(Status::unimplemented("install_snapshot"))
-        }
-        async fn propose(&self, _: Request<pb::ProposeRequest>) -> Result<Response<pb::CommandResults>, Status> {
-            Err(Status::unimplemented("propose"))
-        }
-        async fn read_index(&self, _: Request<pb::ReadIndexRequest>) -> Result<Response<pb::ReadIndexReply>, Status> {
-            Err(Status::unimplemented("read_index"))
-        }
-        async fn lease_keep_alive(
+    }
+
+    /// Takes snapshot streams, keeping the bytes and the number of parts each carried. With a
+    /// `newer_vote`, it answers with that after the first part, as a member that knows a newer
+    /// leader does, reading no further.
+    #[derive(Default)]
+    struct SnapshotTaker {
+        newer_vote: Option<Vote<NodeId>>,
+        received: Arc<Mutex<(Vec<u8>, usize)>>,
+    }
+
+    #[tonic::async_trait]
+    impl Peer for SnapshotTaker {
+        async fn stream_snapshot(
             &self,
-            _: Request<pb::LeaseForward>,
-        ) -> Result<Response<pb::LeaseKeepAliveResponse>, Status> {
-            Err(Status::unimplemented("lease_keep_alive"))
+            request: Request<Streaming<SnapshotPart>>,
+        ) -> Result<Response<RaftReply>, Status> {
+            let mut parts = request.into_inner();
+            let first = parts.message().await?.expect("a first part");
+            let (offered, _): (Vote<NodeId>, SnapshotMeta<NodeId, PeerNode>) =
+                bincode::deserialize(&first.offer).expect("an offer");
+            let mut vote = offered;
+            let mut part = Some(first);
+            while let Some(SnapshotPart { data, .. }) = part {
+                {
+                    let mut received = self.received.lock().expect("not poisoned");
+                    received.0.extend_from_slice(&data);
+                    received.1 += 1;
+                }
+                if let Some(newer) = self.newer_vote {
+                    vote = newer;
+                    break;
+                }
+                part = parts.message().await?;
+            }
+            let result: Result<_, Fatal<NodeId>> = Ok(SnapshotResponse::new(vote));
+            Ok(Response::new(RaftReply { payload: bincode::serialize(&result).expect("a reply") }))
         }
-        async fn lease_time_to_live(
-            &self,
-            _: Request<pb::LeaseForward>,
-        ) -> Result<Response<pb::LeaseTimeToLiveResponse>, Status> {
-            Err(Status::unimplemented("lease_time_to_live"))
-        }
-        async fn change_members(
-            &self,
-            _: Request<pb::MembershipChange>,
-        ) -> Result<Response<pb::MembershipChanged>, Status> {
-            Err(Status::unimplemented("change_members"))
-        }
-        async fn cluster_info(
-            &self,
-            _: Request<pb::ClusterInfoRequest>,
-        ) -> Result<Response<pb::ClusterInfoReply>, Status> {
-            Err(Status::unimplemented("cluster_info"))
-        }
-        async fn hold_elections(
-            &self,
-            _: Request<pb::HoldElectionsRequest>,
-        ) -> Result<Response<pb::ReadIndexReply>, Status> {
-            Err(Status::unimplemented("hold_elections"))
-        }
-        async fn campaign(&self, _: Request<pb::ReadIndexRequest>) -> Result<Response<pb::ReadIndexReply>, Status> {
-            Err(Status::unimplemented("campaign"))
-        }
+    }
+
+    /// A snapshot of `len` bytes, its file in `dir`.
+    async fn snapshot_of(dir: &std::path::Path, len: u64) -> (Vec<u8>, Snapshot<TypeConfig>) {
+        let bytes: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+        let path = dir.join("snapshot");
+        std::fs::write(&path, &bytes).expect("a snapshot file");
+        let file = tokio::fs::File::open(&path).await.expect("the snapshot file");
+        (bytes, Snapshot { meta: SnapshotMeta::default(), snapshot: Box::new(file) })
+    }
+
+    #[tokio::test]
+    async fn a_snapshot_reaches_the_peer_whole_in_one_stream_of_parts() {
+        let peer = SnapshotTaker::default();
+        let received = peer.received.clone();
+        let node = serve(peer).await;
+        let dir = tempfile::tempdir().expect("a dir");
+        let (bytes, snapshot) = snapshot_of(dir.path(), SNAPSHOT_CHUNK_BYTES * 5 / 2).await;
+        let mut connection = Peers::new(1, 1).new_client(2, &node).await;
+        let vote = Vote::new_committed(1, 1);
+
+        let option = RPCOption::new(Duration::from_secs(5));
+        let response = connection.full_snapshot(vote, snapshot, std::future::pending(), option).await.expect("sent");
+
+        assert_eq!(response.vote, vote);
+        let (data, parts) = &*received.lock().expect("not poisoned");
+        assert!(data == &bytes, "the peer received {} bytes, not the snapshot's {}", data.len(), bytes.len());
+        assert_eq!(*parts, 4, "the offer, then three parts of at most {SNAPSHOT_CHUNK_BYTES} bytes");
+    }
+
+    #[tokio::test]
+    async fn a_peer_that_knows_a_newer_leader_answers_before_the_last_part() {
+        let newer = Vote::new_committed(2, 3);
+        let node = serve(SnapshotTaker { newer_vote: Some(newer), ..SnapshotTaker::default() }).await;
+        let dir = tempfile::tempdir().expect("a dir");
+        let (_, snapshot) = snapshot_of(dir.path(), SNAPSHOT_CHUNK_BYTES * 8).await;
+        let mut connection = Peers::new(1, 1).new_client(2, &node).await;
+
+        let option = RPCOption::new(Duration::from_secs(5));
+        let sent = connection.full_snapshot(Vote::new_committed(1, 1), snapshot, std::future::pending(), option);
+        let response =
+            tokio::time::timeout(Duration::from_secs(5), sent).await.expect("an early answer").expect("sent");
+
+        assert_eq!(response.vote, newer, "the newer vote, for the sender to step down");
     }
 
     fn log_id(index: u64) -> LogId<NodeId> {
@@ -472,7 +660,7 @@ mod tests {
     }
 
     /// Serves `peer` on a free port, and what a member needs to reach it.
-    async fn serve(peer: SlowFirstPeer) -> PeerNode {
+    async fn serve(peer: impl Peer) -> PeerNode {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("a port");
         let url = format!("http://{}", listener.local_addr().expect("an address"));
         tokio::spawn(

@@ -7,21 +7,31 @@
 //! data. Only a removed member is refused for good (permission denied), and it stops.
 //! AppendEntries arrive on a gRPC stream per replication session and are checked one by one; a
 //! refused one ends its stream with the refusal.
+//! Snapshots arrive one at a time, each whole in one stream (or in openraft's chunks, from members
+//! before such streams), since all are written to the one file openraft hands out for them; a
+//! newer stream stops the one in progress. A stream installs nothing unless it carried exactly
+//! the bytes it announced.
 
+use std::cmp::Ordering;
+use std::future::Future;
 use std::sync::Arc;
 
+use futures::{Stream, StreamExt};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tokio::sync::{mpsc, watch};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::sync::{mpsc, watch, OwnedMutexGuard};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::codegen::BoxStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest};
+use openraft::error::Fatal;
+use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, SnapshotResponse};
+use openraft::{Snapshot, SnapshotMeta, Vote};
 
 use super::log_store::CommitWatermark;
 use super::node::Node;
-use super::TypeConfig;
+use super::{NodeId, PeerNode, TypeConfig};
 use crate::pb::peer_server::Peer;
 use crate::pb::{self, PeerHeader, RaftReply, RaftRequest};
 use crate::Error;
@@ -33,11 +43,44 @@ pub struct PeerService {
     /// Becomes true when the member stops: AppendEntries streams end then, so that the server's
     /// graceful shutdown does not wait on them (a leader never ends its own).
     stop: watch::Receiver<bool>,
+    snapshot_receipts: SnapshotReceipts,
+}
+
+/// Snapshot receipts take turns: each writes the one file openraft's `begin_receiving_snapshot`
+/// hands out. A newer stream stops the one in progress, whose sender may be gone without a word
+/// (a host that died leaves its connection open).
+#[derive(Clone)]
+struct SnapshotReceipts {
+    turn: Arc<tokio::sync::Mutex<()>>,
+    /// Counts the streams that asked for a turn.
+    newest: Arc<watch::Sender<u64>>,
+}
+
+impl SnapshotReceipts {
+    fn new() -> SnapshotReceipts {
+        SnapshotReceipts { turn: Arc::default(), newest: Arc::new(watch::channel(0).0) }
+    }
+
+    /// Waits for a stream's turn, having told the one in progress to stop. The future returned
+    /// with it completes once a newer stream has asked for a turn.
+    async fn take_turn(&self) -> (OwnedMutexGuard<()>, impl Future<Output = ()>) {
+        let mut mine = 0;
+        self.newest.send_modify(|newest| {
+            *newest += 1;
+            mine = *newest;
+        });
+        let mut newest = self.newest.subscribe();
+        let superseded = async move {
+            // The sender lives as long as the service; were it gone, stopping is right too.
+            let _ = newest.wait_for(|newest| *newest != mine).await;
+        };
+        (self.turn.clone().lock_owned().await, superseded)
+    }
 }
 
 impl PeerService {
     pub fn new(node: Arc<Node>, leader_commits: CommitWatermark, stop: watch::Receiver<bool>) -> PeerService {
-        PeerService { node, leader_commits, stop }
+        PeerService { node, leader_commits, stop, snapshot_receipts: SnapshotReceipts::new() }
     }
 
     fn check_header(&self, header: Option<&PeerHeader>) -> Result<(), Status> {
@@ -107,6 +150,41 @@ impl PeerService {
     }
 }
 
+/// Writes a snapshot stream's bytes to `file`, the first part's `first` ahead of the rest's:
+/// exactly the `size` bytes the stream announced, or an error. Stops once `superseded` completes.
+async fn receive_parts(
+    parts: impl Stream<Item = Result<pb::SnapshotPart, Status>>,
+    first: Vec<u8>,
+    size: u64,
+    file: &mut (impl AsyncWrite + Unpin),
+    superseded: impl Future<Output = ()>,
+) -> Result<(), Status> {
+    tokio::pin!(parts, superseded);
+    let (mut data, mut received) = (first, 0u64);
+    loop {
+        received += data.len() as u64;
+        if received > size {
+            return Err(Status::invalid_argument(format!("snapshot stream longer than the {size} bytes it announced")));
+        }
+        file.write_all(&data)
+            .await
+            .map_err(|e| Status::internal(format!("could not write a received snapshot: {e}")))?;
+        let next = tokio::select! {
+            next = parts.next() => next,
+            () = &mut superseded => return Err(Status::aborted("a newer snapshot stream took over")),
+        };
+        match next {
+            Some(part) => data = part?.data,
+            None if received == size => return Ok(()),
+            None => {
+                return Err(Status::invalid_argument(format!(
+                    "snapshot stream ended after {received} of its {size} bytes"
+                )))
+            }
+        }
+    }
+}
+
 fn reply<T: Serialize>(result: &T) -> Result<Response<RaftReply>, Status> {
     Ok(Response::new(encode_reply(result)?))
 }
@@ -133,6 +211,7 @@ impl Peer for PeerService {
     }
 
     async fn install_snapshot(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
+        let _turn = self.snapshot_receipts.turn.lock().await;
         let mut request = request.into_inner();
         let mut rpc: InstallSnapshotRequest<TypeConfig> = self.decode(&request)?;
         // A sender from before `snapshot_data` carries the chunk inside the payload instead.
@@ -140,6 +219,32 @@ impl Peer for PeerService {
             rpc.data = std::mem::take(&mut request.snapshot_data);
         }
         reply(&self.node.raft.install_snapshot(rpc).await)
+    }
+
+    async fn stream_snapshot(
+        &self,
+        request: Request<Streaming<pb::SnapshotPart>>,
+    ) -> Result<Response<RaftReply>, Status> {
+        if crate::faults::enabled("no-snapshot-streams") {
+            return Err(Status::unimplemented(
+                "injected: no snapshot streams (PHOENIX_TEST_FAULTS=no-snapshot-streams)",
+            ));
+        }
+        let mut parts = request.into_inner();
+        let first = parts.message().await?.ok_or_else(|| Status::invalid_argument("snapshot stream without parts"))?;
+        self.check_header(first.header.as_ref())?;
+        let (vote, meta): (Vote<NodeId>, SnapshotMeta<NodeId, PeerNode>) = bincode::deserialize(&first.offer)
+            .map_err(|e| Status::invalid_argument(format!("bad snapshot offer: {e}")))?;
+        // As openraft does for chunks: nothing is received from a leader this member knows is
+        // stale; the answer tells it the newer vote.
+        let known = self.node.raft.with_raft_state(|state| *state.vote_ref()).await.map_err(|_| Error::Stopped)?;
+        if !matches!(vote.partial_cmp(&known), Some(Ordering::Greater | Ordering::Equal)) {
+            return reply(&Ok::<_, Fatal<NodeId>>(SnapshotResponse::new(known)));
+        }
+        let (_turn, superseded) = self.snapshot_receipts.take_turn().await;
+        let mut file = self.node.raft.begin_receiving_snapshot().await.map_err(|_| Error::Stopped)?;
+        receive_parts(parts, first.data, first.size, &mut *file, superseded).await?;
+        reply(&self.node.raft.install_full_snapshot(vote, Snapshot { meta, snapshot: file }).await)
     }
 
     async fn propose(&self, request: Request<pb::ProposeRequest>) -> Result<Response<pb::CommandResults>, Status> {
@@ -218,5 +323,68 @@ impl Peer for PeerService {
         self.check_header(request.get_ref().header.as_ref())?;
         let index = self.node.read_index().await?;
         Ok(Response::new(pb::ReadIndexReply { index }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! What a snapshot stream must carry before anything is installed from it.
+
+    use futures::stream;
+    use tonic::{Code, Status};
+
+    use super::receive_parts;
+    use crate::pb::SnapshotPart;
+
+    fn part(data: &[u8]) -> Result<SnapshotPart, Status> {
+        Ok(SnapshotPart { data: data.to_vec(), ..SnapshotPart::default() })
+    }
+
+    /// Receives `first`, then `rest`, from a stream that announced `size` bytes.
+    async fn receive(
+        first: &[u8],
+        rest: Vec<Result<SnapshotPart, Status>>,
+        size: u64,
+    ) -> (Result<(), Status>, Vec<u8>) {
+        let mut file = Vec::new();
+        let received = receive_parts(stream::iter(rest), first.to_vec(), size, &mut file, std::future::pending()).await;
+        (received, file)
+    }
+
+    #[tokio::test]
+    async fn a_stream_of_the_announced_size_is_written_whole() {
+        let (received, file) = receive(b"ab", vec![part(b"cde"), part(b""), part(b"f")], 6).await;
+        received.expect("received");
+        assert_eq!(file, b"abcdef");
+    }
+
+    #[tokio::test]
+    async fn a_stream_short_of_its_size_or_past_it_is_refused() {
+        let (short, _) = receive(b"ab", vec![part(b"cde")], 6).await;
+        let short = short.expect_err("refused");
+        assert_eq!(
+            (short.code(), short.message()),
+            (Code::InvalidArgument, "snapshot stream ended after 5 of its 6 bytes")
+        );
+
+        let (long, file) = receive(b"ab", vec![part(b"cdefg"), part(b"h")], 6).await;
+        let long = long.expect_err("refused");
+        assert_eq!(
+            (long.code(), long.message()),
+            (Code::InvalidArgument, "snapshot stream longer than the 6 bytes it announced")
+        );
+        assert_eq!(file, b"ab", "nothing past the announced size is written");
+    }
+
+    #[tokio::test]
+    async fn a_stream_cut_by_its_sender_or_by_a_newer_one_stops() {
+        let (cut, _) = receive(b"ab", vec![part(b"c"), Err(Status::cancelled("sender gone"))], 6).await;
+        assert_eq!(cut.expect_err("refused").code(), Code::Cancelled);
+
+        let mut file = Vec::new();
+        let superseded = std::future::ready(());
+        let taken_over = receive_parts(stream::pending(), b"ab".to_vec(), 6, &mut file, superseded).await;
+        let taken_over = taken_over.expect_err("stopped");
+        assert_eq!((taken_over.code(), taken_over.message()), (Code::Aborted, "a newer snapshot stream took over"));
     }
 }
