@@ -404,8 +404,7 @@ fn raft_config(config: &Config) -> Result<openraft::Config> {
         // election timeouts, inside etcd's 1 to 2 (max = 2 x min took 3 to 4).
         election_timeout_min: millis(config.election_timeout) / 2,
         election_timeout_max: millis(config.election_timeout),
-        // A chunk's timeout includes installing the whole snapshot on the last one.
-        install_snapshot_timeout: 60_000,
+        install_snapshot_timeout: millis(crate::raft::network::SNAPSHOT_PART_TIMEOUT),
         snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(config.snapshot_count),
         // etcd keeps 5000 entries behind a snapshot for slow followers.
         max_in_snapshot_log_to_keep: config.snapshot_count.min(5000),

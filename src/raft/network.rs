@@ -52,6 +52,11 @@ pub const MAX_PEER_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 /// as long and every member's peak resident memory was 7-10 MiB lower; 256 KiB chunks took a
 /// quarter longer.
 pub const SNAPSHOT_CHUNK_BYTES: u64 = 1024 * 1024;
+/// openraft's `install_snapshot_timeout`: how long a snapshot's sender waits for the peer to
+/// take each part (a chunk's call, for members from before snapshot streams) and to answer after
+/// the last, which includes installing the whole snapshot; and how long the peer waits for each
+/// next part before it gives the stream up.
+pub const SNAPSHOT_PART_TIMEOUT: Duration = Duration::from_secs(60);
 /// HTTP/2 flow-control window of a peer stream, both ways: a whole snapshot chunk fits, with
 /// room to spare, so the sender never stops for the receiver's window updates.
 pub const PEER_WINDOW_BYTES: u32 = 8 * 1024 * 1024;
@@ -519,7 +524,7 @@ mod tests {
     use tonic::{Request, Response, Status, Streaming};
 
     use super::super::{NodeId, PeerNode, TypeConfig};
-    use super::{LeaderFlush, Peers, SNAPSHOT_CHUNK_BYTES};
+    use super::{LeaderFlush, Peers, PEER_WINDOW_BYTES, SNAPSHOT_CHUNK_BYTES};
     use crate::disk::Db;
     use crate::pb::peer_server::{Peer, PeerServer};
     use crate::pb::{RaftReply, RaftRequest, SnapshotPart};
@@ -566,7 +571,7 @@ mod tests {
 
     /// Takes snapshot streams, keeping the bytes and the number of parts each carried. With a
     /// `newer_vote`, it answers with that after the first part, as a member that knows a newer
-    /// leader does, reading no further.
+    /// leader does, reading no further but keeping the stream open.
     #[derive(Default)]
     struct SnapshotTaker {
         newer_vote: Option<Vote<NodeId>>,
@@ -593,6 +598,8 @@ mod tests {
                 }
                 if let Some(newer) = self.newer_vote {
                     vote = newer;
+                    // Unread but open, so that only the answer can end the sender's wait.
+                    tokio::spawn(async move { (parts, std::future::pending::<()>().await) });
                     break;
                 }
                 part = parts.message().await?;
@@ -635,10 +642,11 @@ mod tests {
         let newer = Vote::new_committed(2, 3);
         let node = serve(SnapshotTaker { newer_vote: Some(newer), ..SnapshotTaker::default() }).await;
         let dir = tempfile::tempdir().expect("a dir");
-        let (_, snapshot) = snapshot_of(dir.path(), SNAPSHOT_CHUNK_BYTES * 8).await;
+        // Far more than the HTTP/2 window and the buffers on the way hold, so the sender stalls.
+        let (_, snapshot) = snapshot_of(dir.path(), u64::from(PEER_WINDOW_BYTES) * 3).await;
         let mut connection = Peers::new(1, 1).new_client(2, &node).await;
 
-        let option = RPCOption::new(Duration::from_secs(5));
+        let option = RPCOption::new(Duration::from_secs(10));
         let sent = connection.full_snapshot(Vote::new_committed(1, 1), snapshot, std::future::pending(), option);
         let response =
             tokio::time::timeout(Duration::from_secs(5), sent).await.expect("an early answer").expect("sent");

@@ -9,12 +9,13 @@
 //! refused one ends its stream with the refusal.
 //! Snapshots arrive one at a time, each whole in one stream (or in openraft's chunks, from members
 //! before such streams), since all are written to the one file openraft hands out for them; a
-//! newer stream stops the one in progress. A stream installs nothing unless it carried exactly
-//! the bytes it announced.
+//! newer stream (or the member stopping) stops the one in progress. A stream installs nothing
+//! unless it carried exactly the bytes it announced.
 
 use std::cmp::Ordering;
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::{Stream, StreamExt};
 use serde::de::DeserializeOwned;
@@ -30,6 +31,7 @@ use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, SnapshotRespo
 use openraft::{Snapshot, SnapshotMeta, Vote};
 
 use super::log_store::CommitWatermark;
+use super::network::SNAPSHOT_PART_TIMEOUT;
 use super::node::Node;
 use super::{NodeId, PeerNode, TypeConfig};
 use crate::pb::peer_server::Peer;
@@ -151,36 +153,41 @@ impl PeerService {
 }
 
 /// Writes a snapshot stream's bytes to `file`, the first part's `first` ahead of the rest's:
-/// exactly the `size` bytes the stream announced, or an error. Stops once `superseded` completes.
+/// exactly the `size` bytes the stream announced, flushed, or an error. Stops when `stopped`
+/// completes (saying why), or when no part has come for `idle` (a sender gone without a word).
+///
+/// A failure to write is reported as unavailable, so that the sender backs off before it tries
+/// again; found only when installing, it would stop this member's Raft.
 async fn receive_parts(
     parts: impl Stream<Item = Result<pb::SnapshotPart, Status>>,
     first: Vec<u8>,
     size: u64,
     file: &mut (impl AsyncWrite + Unpin),
-    superseded: impl Future<Output = ()>,
+    stopped: impl Future<Output = &'static str>,
+    idle: Duration,
 ) -> Result<(), Status> {
-    tokio::pin!(parts, superseded);
+    tokio::pin!(parts, stopped);
+    let unwritten = |e: std::io::Error| Status::unavailable(format!("could not write a received snapshot: {e}"));
     let (mut data, mut received) = (first, 0u64);
     loop {
         received += data.len() as u64;
         if received > size {
             return Err(Status::invalid_argument(format!("snapshot stream longer than the {size} bytes it announced")));
         }
-        file.write_all(&data)
-            .await
-            .map_err(|e| Status::internal(format!("could not write a received snapshot: {e}")))?;
+        file.write_all(&data).await.map_err(unwritten)?;
         let next = tokio::select! {
-            next = parts.next() => next,
-            () = &mut superseded => return Err(Status::aborted("a newer snapshot stream took over")),
+            next = tokio::time::timeout(idle, parts.next()) => next,
+            why = &mut stopped => return Err(Status::aborted(why)),
         };
         match next {
-            Some(part) => data = part?.data,
-            None if received == size => return Ok(()),
-            None => {
+            Ok(Some(part)) => data = part?.data,
+            Ok(None) if received == size => return file.flush().await.map_err(unwritten),
+            Ok(None) => {
                 return Err(Status::invalid_argument(format!(
                     "snapshot stream ended after {received} of its {size} bytes"
                 )))
             }
+            Err(_) => return Err(Status::deadline_exceeded(format!("no snapshot part came for {idle:?}"))),
         }
     }
 }
@@ -242,8 +249,15 @@ impl Peer for PeerService {
             return reply(&Ok::<_, Fatal<NodeId>>(SnapshotResponse::new(known)));
         }
         let (_turn, superseded) = self.snapshot_receipts.take_turn().await;
+        let mut stop = self.stop.clone();
+        let stopped = async move {
+            tokio::select! {
+                () = superseded => "a newer snapshot stream took over",
+                _ = stop.wait_for(|stop| *stop) => "the member is stopping",
+            }
+        };
         let mut file = self.node.raft.begin_receiving_snapshot().await.map_err(|_| Error::Stopped)?;
-        receive_parts(parts, first.data, first.size, &mut *file, superseded).await?;
+        receive_parts(parts, first.data, first.size, &mut *file, stopped, SNAPSHOT_PART_TIMEOUT).await?;
         reply(&self.node.raft.install_full_snapshot(vote, Snapshot { meta, snapshot: file }).await)
     }
 
@@ -328,13 +342,21 @@ impl Peer for PeerService {
 
 #[cfg(test)]
 mod tests {
-    //! What a snapshot stream must carry before anything is installed from it.
+    //! What a snapshot stream must carry before anything is installed from it, and how receipts
+    //! take turns.
 
-    use futures::stream;
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+    use std::time::Duration;
+
+    use futures::{stream, FutureExt};
+    use tokio::io::AsyncWrite;
     use tonic::{Code, Status};
 
-    use super::receive_parts;
+    use super::{receive_parts, SnapshotReceipts};
     use crate::pb::SnapshotPart;
+
+    const IDLE: Duration = Duration::from_secs(5);
 
     fn part(data: &[u8]) -> Result<SnapshotPart, Status> {
         Ok(SnapshotPart { data: data.to_vec(), ..SnapshotPart::default() })
@@ -347,7 +369,8 @@ mod tests {
         size: u64,
     ) -> (Result<(), Status>, Vec<u8>) {
         let mut file = Vec::new();
-        let received = receive_parts(stream::iter(rest), first.to_vec(), size, &mut file, std::future::pending()).await;
+        let parts = stream::iter(rest);
+        let received = receive_parts(parts, first.to_vec(), size, &mut file, std::future::pending(), IDLE).await;
         (received, file)
     }
 
@@ -377,14 +400,64 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_stream_cut_by_its_sender_or_by_a_newer_one_stops() {
+    async fn a_stream_cut_by_its_sender_by_silence_or_by_a_newer_one_stops() {
         let (cut, _) = receive(b"ab", vec![part(b"c"), Err(Status::cancelled("sender gone"))], 6).await;
         assert_eq!(cut.expect_err("refused").code(), Code::Cancelled);
 
         let mut file = Vec::new();
-        let superseded = std::future::ready(());
-        let taken_over = receive_parts(stream::pending(), b"ab".to_vec(), 6, &mut file, superseded).await;
+        let silent = stream::pending();
+        let idle = Duration::from_millis(10);
+        let gone = receive_parts(silent, b"ab".to_vec(), 6, &mut file, std::future::pending(), idle).await;
+        assert_eq!(gone.expect_err("stopped").code(), Code::DeadlineExceeded);
+
+        let superseded = std::future::ready("a newer snapshot stream took over");
+        let taken_over = receive_parts(stream::pending(), b"ab".to_vec(), 6, &mut file, superseded, IDLE).await;
         let taken_over = taken_over.expect_err("stopped");
         assert_eq!((taken_over.code(), taken_over.message()), (Code::Aborted, "a newer snapshot stream took over"));
+    }
+
+    /// Takes every write; fails every flush, as a disk that is full does once the writes it
+    /// buffered reach it.
+    struct FailingFlush;
+
+    impl AsyncWrite for FailingFlush {
+        fn poll_write(self: Pin<&mut Self>, _: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+            Poll::Ready(Ok(buf.len()))
+        }
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Poll::Ready(Err(std::io::Error::other("no space left")))
+        }
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_stream_whose_last_write_fails_is_refused_before_any_install() {
+        let parts = stream::iter(vec![part(b"cd")]);
+        let failed = receive_parts(parts, b"ab".to_vec(), 4, &mut FailingFlush, std::future::pending(), IDLE).await;
+        let failed = failed.expect_err("refused");
+        assert_eq!(
+            (failed.code(), failed.message()),
+            (Code::Unavailable, "could not write a received snapshot: no space left"),
+            "unavailable: the sender backs off"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_newer_receipt_stops_the_one_in_progress_and_waits_for_it_to_end() {
+        let receipts = SnapshotReceipts::new();
+        let (first_turn, first_superseded) = receipts.take_turn().await;
+        let mut first_superseded = Box::pin(first_superseded);
+        assert!((&mut first_superseded).now_or_never().is_none(), "no newer receipt yet");
+
+        let second = tokio::spawn({
+            let receipts = receipts.clone();
+            async move { drop(receipts.take_turn().await) }
+        });
+        tokio::time::timeout(IDLE, first_superseded).await.expect("the first receipt told to stop");
+        assert!(!second.is_finished(), "the second waits while the first still has its turn");
+        drop(first_turn);
+        tokio::time::timeout(IDLE, second).await.expect("the second's turn").expect("no panic");
     }
 }

@@ -498,6 +498,13 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     async fn begin_receiving_snapshot(&mut self) -> Result<Box<tokio::fs::File>, StorageError> {
         fs::create_dir_all(&self.snapshot_dir).map_err(|e| snapshot_error(ErrorVerb::Write, e))?;
         let path = self.snapshot_dir.join(INCOMING);
+        // A new file each time, not the last one truncated: a receipt given up (a stream a newer
+        // one took over, chunks a stream overtook) may still write through its handle, and that
+        // must land neither in this snapshot nor in the one it becomes once installed.
+        match fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(snapshot_error(ErrorVerb::Write, e)),
+            _ => {}
+        }
         // Readable too: install_snapshot reads the snapshot back from this handle.
         let file = tokio::fs::OpenOptions::new()
             .read(true)
