@@ -288,10 +288,8 @@ impl Connection {
             Err(reason) => return Err(Unreachable::new(&Error::Internal(reason.clone())).into()),
         };
         let Snapshot { meta, snapshot: file } = snapshot;
-        let unreadable =
-            |e| StorageError::from_io_error(ErrorSubject::Snapshot(Some(meta.signature())), ErrorVerb::Read, e);
-        let size = file.seek(SeekFrom::End(0)).await.map_err(unreadable)?;
-        file.seek(SeekFrom::Start(0)).await.map_err(unreadable)?;
+        let size = file.seek(SeekFrom::End(0)).await.map_err(|e| unreadable(meta, e))?;
+        file.seek(SeekFrom::Start(0)).await.map_err(|e| unreadable(meta, e))?;
         let offer = bincode::serialize(&(vote, &*meta)).map_err(|e| NetworkError::new(&e))?;
         let first = SnapshotPart { header: Some(self.peers.header(self.target)), offer, size, data: Vec::new() };
         let (parts, outgoing) = mpsc::channel(2);
@@ -325,9 +323,7 @@ impl Connection {
         meta: &openraft::SnapshotMeta<NodeId, PeerNode>,
     ) -> StreamingError<TypeConfig, Fatal<NodeId>> {
         match failed {
-            FeedError::Read(e) => {
-                StorageError::from_io_error(ErrorSubject::Snapshot(Some(meta.signature())), ErrorVerb::Read, e).into()
-            }
+            FeedError::Read(e) => unreadable(meta, e).into(),
             FeedError::Stalled(timeout) => {
                 let (id, target) = (self.peers.header.from, self.target);
                 Timeout { action: RPCTypes::InstallSnapshot, id, target, timeout }.into()
@@ -492,6 +488,11 @@ async fn feed_parts(
         }
         part = SnapshotPart { data, ..SnapshotPart::default() };
     }
+}
+
+/// A failure to read the snapshot being sent: the leader's own storage, not the network.
+fn unreadable(meta: &openraft::SnapshotMeta<NodeId, PeerNode>, e: std::io::Error) -> StorageError<NodeId> {
+    StorageError::from_io_error(ErrorSubject::Snapshot(Some(meta.signature())), ErrorVerb::Read, e)
 }
 
 /// A transport failure as openraft's snapshot sending reports it.
