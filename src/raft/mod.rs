@@ -97,6 +97,7 @@ pub fn membership_with_votes(membership: &Membership) -> Members {
 }
 pub type LogId = openraft::LogId<NodeId>;
 pub type StorageError = openraft::StorageError<NodeId>;
+pub type SnapshotMeta = openraft::SnapshotMeta<NodeId, PeerNode>;
 
 /// Serde for protobuf messages: they travel inside openraft's serde types as their wire bytes.
 mod protobuf {

@@ -27,7 +27,7 @@ use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, SnapshotResponse,
     VoteRequest, VoteResponse,
 };
-use openraft::{ErrorSubject, ErrorVerb, OptionalSend, RPCTypes, Snapshot, StorageError, Vote};
+use openraft::{ErrorSubject, ErrorVerb, OptionalSend, RPCTypes, Snapshot, Vote};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
@@ -37,7 +37,7 @@ use tonic::transport::{Channel, Endpoint};
 use tonic::Status;
 
 use super::leader_flush::LeaderFlush;
-use super::{LogId, NodeId, PeerNode, TypeConfig};
+use super::{LogId, NodeId, PeerNode, SnapshotMeta, StorageError, TypeConfig};
 use crate::pb::peer_client::PeerClient;
 use crate::pb::{PeerHeader, RaftReply, RaftRequest, SnapshotPart};
 use crate::{Error, Result};
@@ -317,11 +317,7 @@ impl Connection {
         }
     }
 
-    fn feed_error(
-        &self,
-        failed: FeedError,
-        meta: &openraft::SnapshotMeta<NodeId, PeerNode>,
-    ) -> StreamingError<TypeConfig, Fatal<NodeId>> {
+    fn feed_error(&self, failed: FeedError, meta: &SnapshotMeta) -> StreamingError<TypeConfig, Fatal<NodeId>> {
         match failed {
             FeedError::Read(e) => unreadable(meta, e).into(),
             FeedError::Stalled(timeout) => {
@@ -491,7 +487,7 @@ async fn feed_parts(
 }
 
 /// A failure to read the snapshot being sent: the leader's own storage, not the network.
-fn unreadable(meta: &openraft::SnapshotMeta<NodeId, PeerNode>, e: std::io::Error) -> StorageError<NodeId> {
+fn unreadable(meta: &SnapshotMeta, e: std::io::Error) -> StorageError {
     StorageError::from_io_error(ErrorSubject::Snapshot(Some(meta.signature())), ErrorVerb::Read, e)
 }
 
@@ -518,13 +514,13 @@ mod tests {
     use openraft::error::Fatal;
     use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
     use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse};
-    use openraft::{CommittedLeaderId, LogId, Snapshot, SnapshotMeta, Vote};
+    use openraft::{CommittedLeaderId, LogId, Snapshot, Vote};
     use tokio::net::TcpListener;
     use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
     use tonic::codegen::BoxStream;
     use tonic::{Request, Response, Status, Streaming};
 
-    use super::super::{NodeId, PeerNode, TypeConfig};
+    use super::super::{NodeId, PeerNode, SnapshotMeta, TypeConfig};
     use super::{LeaderFlush, Peers, PEER_WINDOW_BYTES, SNAPSHOT_CHUNK_BYTES};
     use crate::disk::Db;
     use crate::pb::peer_server::{Peer, PeerServer};
@@ -587,8 +583,7 @@ mod tests {
         ) -> Result<Response<RaftReply>, Status> {
             let mut parts = request.into_inner();
             let first = parts.message().await?.expect("a first part");
-            let (offered, _): (Vote<NodeId>, SnapshotMeta<NodeId, PeerNode>) =
-                bincode::deserialize(&first.offer).expect("an offer");
+            let (offered, _): (Vote<NodeId>, SnapshotMeta) = bincode::deserialize(&first.offer).expect("an offer");
             let mut vote = offered;
             let mut part = Some(first);
             while let Some(SnapshotPart { data, .. }) = part {

@@ -28,12 +28,12 @@ use tonic::{Request, Response, Status, Streaming};
 
 use openraft::error::Fatal;
 use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, SnapshotResponse};
-use openraft::{Snapshot, SnapshotMeta, Vote};
+use openraft::{Snapshot, Vote};
 
 use super::log_store::CommitWatermark;
 use super::network::SNAPSHOT_PART_TIMEOUT;
 use super::node::Node;
-use super::{NodeId, PeerNode, TypeConfig};
+use super::{NodeId, SnapshotMeta, TypeConfig};
 use crate::pb::peer_server::Peer;
 use crate::pb::{self, PeerHeader, RaftReply, RaftRequest};
 use crate::Error;
@@ -240,7 +240,7 @@ impl Peer for PeerService {
         let mut parts = request.into_inner();
         let first = parts.message().await?.ok_or_else(|| Status::invalid_argument("snapshot stream without parts"))?;
         self.check_header(first.header.as_ref())?;
-        let (vote, meta): (Vote<NodeId>, SnapshotMeta<NodeId, PeerNode>) = bincode::deserialize(&first.offer)
+        let (vote, meta): (Vote<NodeId>, SnapshotMeta) = bincode::deserialize(&first.offer)
             .map_err(|e| Status::invalid_argument(format!("bad snapshot offer: {e}")))?;
         // As openraft does for chunks: nothing is received from a leader this member knows is
         // stale; the answer tells it the newer vote.

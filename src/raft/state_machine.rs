@@ -26,7 +26,7 @@ use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine, Snapshot, SnapshotMeta};
+use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine, Snapshot};
 use openraft::{EntryPayload, ErrorSubject, ErrorVerb, StoredMembership};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::Mutex;
@@ -59,7 +59,7 @@ const SNAPSHOT_TMP: &str = "building.tmp";
 const LOADING: &str = "LOADING";
 
 type Membership = StoredMembership<NodeId, PeerNode>;
-type Meta = SnapshotMeta<NodeId, PeerNode>;
+type Meta = super::SnapshotMeta;
 
 /// Whether a snapshot load into the store in the data dir with `snapshot_dir` was interrupted:
 /// the store then holds part of it, which only the member's next start completes.
