@@ -44,27 +44,27 @@ use crate::{Error, Result};
 
 /// Replication's wait between tries at an unreachable peer once the first quick ones failed.
 const UNREACHABLE_BACKOFF: Duration = Duration::from_millis(500);
-/// Largest peer message: a batch of entries or a snapshot chunk, with room to spare.
+/// Largest peer message: a batch of entries or a snapshot part, with room to spare.
 pub const MAX_PEER_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
-/// A snapshot is sent in parts of this size (openraft's chunks default to 3 MiB). Each is copied
-/// a few times on its way (read, encoded, framed, decoded), on both members: measured beside 3
-/// MiB, as openraft's chunks (benches/cluster catch-up, 4 interleaved rounds), the transfer took
-/// as long and every member's peak resident memory was 7-10 MiB lower; 256 KiB chunks took a
-/// quarter longer.
-pub const SNAPSHOT_CHUNK_BYTES: u64 = 1024 * 1024;
+/// A snapshot is sent in parts of this size, and to members from before snapshot streams in
+/// openraft's chunks of this size (its default is 3 MiB). Each is copied a few times on its way
+/// (read, encoded, framed, decoded), on both members: measured beside 3 MiB, as openraft's
+/// chunks (benches/cluster catch-up, 4 interleaved rounds), the transfer took as long and every
+/// member's peak resident memory was 7-10 MiB lower; 256 KiB chunks took a quarter longer.
+pub const SNAPSHOT_PART_BYTES: u64 = 1024 * 1024;
 /// openraft's `install_snapshot_timeout`: how long a snapshot's sender waits for the peer to
 /// take each part (a chunk's call, for members from before snapshot streams) and to answer after
 /// the last, which includes installing the whole snapshot; and how long the peer waits for each
 /// next part before it gives the stream up.
 pub const SNAPSHOT_PART_TIMEOUT: Duration = Duration::from_secs(60);
-/// HTTP/2 flow-control window of a peer stream, both ways: a whole snapshot chunk fits, with
-/// room to spare, so the sender never stops for the receiver's window updates.
+/// HTTP/2 flow-control window of a peer stream, both ways: a snapshot stream's sender stops for
+/// the receiver's window updates only once it is eight parts ahead.
 pub const PEER_WINDOW_BYTES: u32 = 8 * 1024 * 1024;
-/// A peer connection's window: room for a chunk in flight and for the entries and heartbeats
-/// streaming beside it.
+/// A peer connection's window: room for a snapshot stream's window and for the entries and
+/// heartbeats streaming beside it.
 pub const PEER_CONNECTION_WINDOW_BYTES: u32 = 4 * PEER_WINDOW_BYTES;
 /// HTTP/2 frame size on peer connections: 1 MiB instead of 16 KiB, 64 times fewer frames for a
-/// snapshot chunk or a large batch of entries to cut, send and reassemble.
+/// snapshot part or a large batch of entries to cut, send and reassemble.
 pub const PEER_FRAME_BYTES: u32 = 1024 * 1024;
 
 /// One cached channel per member, keyed by member ID and the URL it was made for; when each
@@ -458,7 +458,7 @@ impl RaftNetwork<TypeConfig> for Connection {
     }
 }
 
-/// Hands `first`, then `file`'s bytes in parts of [`SNAPSHOT_CHUNK_BYTES`], to a snapshot
+/// Hands `first`, then `file`'s bytes in parts of [`SNAPSHOT_PART_BYTES`], to a snapshot
 /// stream. Stops early, without an error, once the stream is gone: the call's answer says why.
 async fn feed_parts(
     file: &mut tokio::fs::File,
@@ -473,7 +473,7 @@ async fn feed_parts(
             Ok(Err(_gone)) => return Ok(()),
             Err(_) => return Err(FeedError::Stalled(wait)),
         }
-        let mut data = Vec::with_capacity(SNAPSHOT_CHUNK_BYTES as usize);
+        let mut data = Vec::with_capacity(SNAPSHOT_PART_BYTES as usize);
         while data.len() < data.capacity() {
             if file.read_buf(&mut data).await.map_err(FeedError::Read)? == 0 {
                 break;
@@ -521,7 +521,7 @@ mod tests {
     use tonic::{Request, Response, Status, Streaming};
 
     use super::super::{NodeId, PeerNode, SnapshotMeta, TypeConfig};
-    use super::{LeaderFlush, Peers, PEER_WINDOW_BYTES, SNAPSHOT_CHUNK_BYTES};
+    use super::{LeaderFlush, Peers, PEER_WINDOW_BYTES, SNAPSHOT_PART_BYTES};
     use crate::disk::Db;
     use crate::pb::peer_server::{Peer, PeerServer};
     use crate::pb::{RaftReply, RaftRequest, SnapshotPart};
@@ -620,7 +620,7 @@ mod tests {
         let received = peer.received.clone();
         let node = serve(peer).await;
         let dir = tempfile::tempdir().expect("a dir");
-        let (bytes, snapshot) = snapshot_of(dir.path(), SNAPSHOT_CHUNK_BYTES * 5 / 2).await;
+        let (bytes, snapshot) = snapshot_of(dir.path(), SNAPSHOT_PART_BYTES * 5 / 2).await;
         let mut connection = Peers::new(1, 1).new_client(2, &node).await;
         let vote = Vote::new_committed(1, 1);
 
@@ -630,7 +630,7 @@ mod tests {
         assert_eq!(response.vote, vote);
         let (data, parts) = &*received.lock().expect("not poisoned");
         assert!(data == &bytes, "the peer received {} bytes, not the snapshot's {}", data.len(), bytes.len());
-        assert_eq!(*parts, 4, "the offer, then three parts of at most {SNAPSHOT_CHUNK_BYTES} bytes");
+        assert_eq!(*parts, 4, "the offer, then three parts of at most {SNAPSHOT_PART_BYTES} bytes");
     }
 
     #[tokio::test]
