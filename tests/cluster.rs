@@ -657,6 +657,48 @@ async fn a_peer_request_that_reaches_the_wrong_member_is_refused() {
     peer.read_index(ReadIndexRequest { header: Some(header) }).await.unwrap();
 }
 
+/// A leader whose vote the member has seen overtaken is sent the newer vote back at once, before
+/// the rest of its snapshot: nothing it offers is received or installed.
+#[tokio::test]
+async fn a_snapshot_stream_from_a_stale_leader_gets_the_newer_vote_and_installs_nothing() {
+    use openraft::error::Fatal;
+    use openraft::raft::SnapshotResponse;
+    use openraft::{CommittedLeaderId, LogId, StoredMembership, Vote};
+    use phoenix::pb::{peer_client::PeerClient, PeerHeader, SnapshotPart};
+    use phoenix::raft::SnapshotMeta;
+    let cluster = Cluster::start(1, TEST_TIMINGS).await;
+    let mut client = cluster.client(0).await;
+    client.put("kept", "before", None).await.unwrap();
+    let header = client.status().await.unwrap().header().cloned().unwrap();
+    let (cluster_id, me) = (header.cluster_id(), header.member_id());
+    // Term 0: every vote this member has cast since it started is newer.
+    let stale = Vote::new(0, me);
+    let meta = SnapshotMeta {
+        last_log_id: Some(LogId::new(CommittedLeaderId::new(0, me), 1_000_000)),
+        last_membership: StoredMembership::default(),
+        snapshot_id: "from-a-stale-leader".into(),
+    };
+    let offer = SnapshotPart {
+        header: Some(PeerHeader { cluster_id, from: me, to: me }),
+        offer: bincode::serialize(&(stale, &meta)).unwrap(),
+        size: 1 << 20,
+        data: b"abc".to_vec(),
+    };
+    // The rest of the snapshot never comes: the answer must not wait for it.
+    let parts = futures::stream::StreamExt::chain(futures::stream::iter([offer]), futures::stream::pending());
+    let mut peer = PeerClient::connect(cluster.members[0].peer_url()).await.unwrap();
+    let reply = tokio::time::timeout(READY_TIMEOUT, peer.stream_snapshot(parts)).await;
+    let reply = reply.expect("answered before the rest of the stream").unwrap().into_inner();
+    let answer: Result<SnapshotResponse<u64>, Fatal<u64>> = bincode::deserialize(&reply.payload).unwrap();
+    let newer = answer.expect("an answer, not a failure").vote;
+    assert!(newer > stale, "the member's own vote comes back: {newer}");
+    assert!(newer.leader_id().term >= 1, "{newer}");
+
+    let kept = client.get("kept", None).await.unwrap();
+    assert_eq!(kept.kvs()[0].value(), b"before", "the store is untouched");
+    client.put("after", "v", None).await.expect("the member still takes writes");
+}
+
 /// The leader's Raft log flush count (an fsync each), for measuring how writes are batched.
 async fn log_flushes(cluster: &Cluster, i: usize) -> u64 {
     let (code, body) = support::http_get(&cluster.members[i].endpoint(), "/metrics").await.unwrap();
