@@ -412,7 +412,7 @@ fn raft_config(config: &Config) -> Result<openraft::Config> {
         // Each entry is a batch of many writes; fewer per message keeps a follower's append and
         // fsync well inside the AppendEntries timeout, which openraft 0.9 sets to one heartbeat.
         max_payload_entries: 16,
-        snapshot_max_chunk_size: crate::raft::network::SNAPSHOT_PART_BYTES,
+        snapshot_max_chunk_size: crate::raft::network::SNAPSHOT_CHUNK_BYTES,
         enable_elect: !crate::faults::enabled("stalled-election-timer"),
         ..Default::default()
     }
