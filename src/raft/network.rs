@@ -48,11 +48,14 @@ const UNREACHABLE_BACKOFF: Duration = Duration::from_millis(500);
 pub const MAX_PEER_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 /// A snapshot stream's parts. The leader reads the next part while the last ones are on their
 /// way, and each is copied a few times (read, encoded, framed): in a new member's catch-up
-/// (benches/cluster, the leader's resident memory before and after, 7 interleaved rounds) the
-/// leader grew by 4-7 MiB with parts of this size and one queued, against 6-9 MiB with 1 MiB
-/// parts and two queued, and the catch-up took as long (p50 1.06x, 0.96x and 1.03x in three
-/// runs). A part is a message on a stream, not a call: smaller ones cost no round trips.
+/// (benches/cluster; the leader's resident memory when the member is added, and its peak after;
+/// 7 interleaved rounds) the leader grew by 4-7 MiB with parts of this size and
+/// [`SNAPSHOT_PARTS_QUEUED`], against 6-9 MiB with 1 MiB parts and two queued, and the catch-up
+/// took as long (p50 1.06x, 0.96x and 1.03x in three runs). A part is a message on a stream,
+/// not a call: smaller ones cost no round trips.
 pub const SNAPSHOT_PART_BYTES: u64 = 256 * 1024;
+/// Parts read ahead of the one being sent (see [`SNAPSHOT_PART_BYTES`]).
+const SNAPSHOT_PARTS_QUEUED: usize = 1;
 /// openraft's chunks, sent to members from before snapshot streams, one call each (openraft's
 /// default is 3 MiB). Measured beside 3 MiB (benches/cluster catch-up, 4 interleaved rounds),
 /// the transfer took as long and every member's peak resident memory was 7-10 MiB lower; 256
@@ -70,8 +73,9 @@ pub const PEER_WINDOW_BYTES: u32 = 8 * 1024 * 1024;
 /// A peer connection's window: room for a snapshot stream's window and for the entries and
 /// heartbeats streaming beside it.
 pub const PEER_CONNECTION_WINDOW_BYTES: u32 = 4 * PEER_WINDOW_BYTES;
-/// HTTP/2 frame size on peer connections: 1 MiB instead of 16 KiB, 64 times fewer frames for a
-/// snapshot part or a large batch of entries to cut, send and reassemble.
+/// HTTP/2 frame size on peer connections: 1 MiB instead of 16 KiB, so that a snapshot part is
+/// one frame instead of 16, and a large batch of entries or an old member's chunk one instead of
+/// up to 64, to cut, send and reassemble.
 pub const PEER_FRAME_BYTES: u32 = 1024 * 1024;
 
 /// One cached channel per member, keyed by member ID and the URL it was made for; when each
@@ -299,8 +303,7 @@ impl Connection {
         file.seek(SeekFrom::Start(0)).await.map_err(|e| unreadable(meta, e))?;
         let offer = bincode::serialize(&(vote, &*meta)).map_err(|e| NetworkError::new(&e))?;
         let first = SnapshotPart { header: Some(self.peers.header(self.target)), offer, size, data: Vec::new() };
-        // One part queued beside the one being sent: see SNAPSHOT_PART_BYTES.
-        let (parts, outgoing) = mpsc::channel(1);
+        let (parts, outgoing) = mpsc::channel(SNAPSHOT_PARTS_QUEUED);
         let call = client.stream_snapshot(ReceiverStream::new(outgoing));
         let feed = feed_parts(file, first, parts, option.hard_ttl());
         tokio::pin!(call, feed, cancel);
