@@ -216,6 +216,11 @@ enum FeedError {
 }
 
 impl Connection {
+    /// A client for the target (a cheap clone), or why there is none.
+    fn client(&self) -> std::result::Result<PeerClient<Channel>, Unreachable> {
+        self.client.clone().map_err(|reason| Unreachable::new(&Error::Internal(reason)))
+    }
+
     /// Sends `req`, and `snapshot_data` beside it (see [`RaftRequest::snapshot_data`]).
     async fn call<Req, Resp, E>(
         &mut self,
@@ -229,10 +234,7 @@ impl Connection {
         Resp: DeserializeOwned,
         E: DeserializeOwned + std::error::Error,
     {
-        let client = match &mut self.client {
-            Ok(client) => client,
-            Err(reason) => return Err(RPCError::Unreachable(Unreachable::new(&Error::Internal(reason.clone())))),
-        };
+        let mut client = self.client().map_err(RPCError::Unreachable)?;
         let payload = bincode::serialize(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         let header = Some(self.peers.header(self.target));
         let mut request = tonic::Request::new(RaftRequest { header, payload, snapshot_data });
@@ -294,10 +296,7 @@ impl Connection {
         cancel: impl Future<Output = ReplicationClosed>,
         option: &RPCOption,
     ) -> SnapshotResult<Option<SnapshotResponse<NodeId>>> {
-        let mut client = match &self.client {
-            Ok(client) => client.clone(),
-            Err(reason) => return Err(Unreachable::new(&Error::Internal(reason.clone())).into()),
-        };
+        let mut client = self.client()?;
         let Snapshot { meta, snapshot: file } = snapshot;
         let size = file.seek(SeekFrom::End(0)).await.map_err(|e| unreadable(meta, e))?;
         file.seek(SeekFrom::Start(0)).await.map_err(|e| unreadable(meta, e))?;
@@ -340,10 +339,14 @@ impl Connection {
 
     /// The peer's answer to a snapshot stream: openraft's, or the fatal error its Raft stopped on.
     fn snapshot_answer(&self, reply: &RaftReply) -> SnapshotResult {
-        self.peers.record_contact(self.target);
-        let result: std::result::Result<SnapshotResponse<NodeId>, Fatal<NodeId>> =
-            bincode::deserialize(&reply.payload).map_err(|e| NetworkError::new(&e))?;
+        let result: std::result::Result<SnapshotResponse<NodeId>, Fatal<NodeId>> = self.decode_reply(reply)?;
         result.map_err(|fatal| RemoteError::new(self.target, fatal).into())
+    }
+
+    /// A reply's payload, from a peer that has just answered.
+    fn decode_reply<T: DeserializeOwned>(&self, reply: &RaftReply) -> std::result::Result<T, NetworkError> {
+        self.peers.record_contact(self.target);
+        bincode::deserialize(&reply.payload).map_err(|e| NetworkError::new(&e))
     }
 
     /// The commit index to send: `committed` once the leader's own copy of it is durable (see
@@ -373,9 +376,8 @@ impl Connection {
         Resp: DeserializeOwned,
         E: DeserializeOwned + std::error::Error,
     {
-        self.peers.record_contact(self.target);
         let result: std::result::Result<Resp, RaftError<NodeId, E>> =
-            bincode::deserialize(&reply.payload).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+            self.decode_reply(reply).map_err(RPCError::Network)?;
         result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
     }
 
